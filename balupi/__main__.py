@@ -1,0 +1,5 @@
+import sys
+
+from balupi.cli import main
+
+sys.exit(main())

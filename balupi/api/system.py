@@ -1,0 +1,32 @@
+"""GET /api/health (no auth) and GET /api/system/status."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from balupi import __version__
+
+if TYPE_CHECKING:
+    from balupi.api import JsonApi, Request
+    from balupi.app import BaluPi
+
+
+def register(api: "JsonApi", app: "BaluPi") -> None:
+    @api.route("GET", "/health")
+    def health(request: "Request") -> dict:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "service": "balupi",
+            "cache_enabled": True,
+            "energy_enabled": app.energy_enabled,
+            "nas": app.nas_summary(),
+        }
+
+    @api.route("GET", "/system/status")
+    def system_status(request: "Request") -> dict:
+        return app.system.status()
+
+    @api.route("GET", "/system/jobs")
+    def jobs(request: "Request") -> dict:
+        return {"jobs": app.scheduler.status()}

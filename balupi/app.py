@@ -1,0 +1,93 @@
+"""Assembles BaluPi: settings, database, scheduler, NAS, WebDAV and API into one WSGI tree.
+
+    /dav/...  -> WsgiDAV (mount_path "/dav", so hrefs, MOVE and COPY destinations are right)
+    /api/...  -> the JSON sub-app (balupi.api)
+    /         -> a JSON pointer to both
+
+`BaluPi.start()` starts the background work (the scheduler thread and its jobs); `stop()` ends it
+safely and closes the database. The HTTP server itself lives in `balupi.server`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable
+
+from balupi import __version__
+from balupi.api import JsonApi, Response, json_error_app, respond
+from balupi.db import Database, open_database
+from balupi.scheduler import Scheduler
+from balupi.settings import Settings
+from balupi.system import SystemSampler
+
+log = logging.getLogger("balupi")
+
+DB_FILENAME = "balupi.db"
+SYSTEM_SAMPLE_INTERVAL_S = 5.0
+
+
+class Dispatcher:
+    """Routes a request to the app mounted at the longest matching path prefix."""
+
+    def __init__(self, mounts: dict[str, Callable], fallback: Callable):
+        self.mounts = sorted(mounts.items(), key=lambda item: len(item[0]), reverse=True)
+        self.fallback = fallback
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "") or "/"
+        for prefix, app in self.mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+                environ["PATH_INFO"] = path[len(prefix) :] or "/"
+                return app(environ, start_response)
+        return self.fallback(environ, start_response)
+
+
+class BaluPi:
+    """One running BaluPi: everything the HTTP layers and background jobs share."""
+
+    def __init__(self, settings: Settings):
+        from balupi.api import system as system_api
+        from balupi.dav.app import build_dav_app
+
+        self.settings = settings
+        self.db: Database = open_database(settings.data_dir / DB_FILENAME)
+        self.scheduler = Scheduler()
+        self.system = SystemSampler(settings.cache_dir)
+        self.energy_enabled = False
+        self.api = JsonApi()
+        system_api.register(self.api, self)
+        self.dav = build_dav_app(self)
+        self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api}, self._root)
+        self._started = False
+
+    def nas_summary(self) -> dict:
+        configured = bool(self.settings.nas_webdav_url)
+        return {
+            "configured": configured,
+            "state": "unknown" if configured else "unconfigured",
+            "url": self.settings.nas_webdav_url or None,
+        }
+
+    def _root(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "/") not in ("", "/"):
+            return json_error_app(404, f"no such path: {environ.get('PATH_INFO')}")(environ, start_response)
+        body = {"service": "balupi", "version": __version__, "webdav": "/dav/", "api": "/api/"}
+        return respond(start_response, Response.json(body), head=environ["REQUEST_METHOD"] == "HEAD")
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self.scheduler.every(SYSTEM_SAMPLE_INTERVAL_S, "system-sample", self.system.sample)
+        self.scheduler.start()
+        nas = self.nas_summary()
+        if not nas["configured"]:
+            log.warning("no NAS configured (BALUPI_NAS_WEBDAV_URL is empty): serving only what the cache holds")
+        log.info("BaluPi %s started: data in %s, cache in %s", __version__, self.settings.data_dir, self.settings.cache_dir)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish or abandon background work safely, then close the database."""
+        self.scheduler.stop(timeout_s)
+        self.db.close()
+        log.info("BaluPi stopped")

@@ -1,0 +1,159 @@
+"""The one SQLite database: per-thread connections, one writer path, versioned migrations.
+
+- WAL mode, so readers (cheroot's worker threads, PROPFIND) never wait for the writer;
+  `synchronous=FULL`, so a committed transaction survives a power cut of the Pi (an acknowledged
+  write is only acknowledged after its index transaction commits).
+- One connection per thread (`Database.conn()`), opened on first use and closed at shutdown.
+- All writes go through `Database.write()`: a process-wide lock plus `BEGIN IMMEDIATE`, so threads of
+  this process queue in order instead of failing with "database is locked"; other processes (the
+  cron-style CLI commands) are handled by `busy_timeout`.
+- Schema: each subsystem owns a sqlite-utils `Migrations` set with named steps in its own module
+  (listed in `SCHEMA_MODULES`); `migrate()` applies whatever is pending in every set at start-up.
+
+Lock order: `Database._write_lock` is a leaf; never take another BaluPi lock while holding it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from balupi.errors import DatabaseError
+
+log = logging.getLogger("balupi.db")
+
+BUSY_TIMEOUT_MS = 10_000
+
+# Modules that define a module-level `migrations` (a sqlite_utils Migrations set), applied in this order.
+SCHEMA_MODULES = (
+    "balupi.schema",
+)
+
+
+def migration_sets() -> list[Migrations]:
+    return [importlib.import_module(name).migrations for name in SCHEMA_MODULES]
+
+
+class Database:
+    """The BaluPi database file. Thread-safe: every thread gets its own connection."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._all_lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        self._closed = False
+
+    def _open(self) -> sqlite3.Connection:
+        if self._closed:
+            raise DatabaseError(f"database {self.path} is closed")
+        try:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def raw(self) -> sqlite3.Connection:
+        """This thread's sqlite3 connection (autocommit; use write() for transactions)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._open()
+        return conn
+
+    def conn(self) -> sqlite_utils.Database:
+        """This thread's connection wrapped by sqlite-utils, for reads and table helpers."""
+        wrapped = getattr(self._local, "wrapped", None)
+        if wrapped is None:
+            wrapped = self._local.wrapped = sqlite_utils.Database(self.raw(), execute_plugins=False)
+        return wrapped
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        return self.raw().execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
+        return self.raw().execute(sql, params).fetchone()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction: `with db.write() as d: d.execute(...)`. Commits on success.
+
+        Re-entrant within a thread (a nested call joins the outer transaction).
+        """
+        with self._write_lock:
+            conn = self.raw()
+            if conn.in_transaction:
+                yield self.conn()
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn()
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    def migrate(self, sets: list[Migrations] | None = None) -> list[str]:
+        """Apply every pending migration. Returns the names applied, as 'set/name'."""
+        applied = []
+        with self._write_lock:
+            db = self.conn()
+            for mset in sets if sets is not None else migration_sets():
+                pending = [m.name for m in mset.pending(db)]
+                if not pending:
+                    continue
+                try:
+                    mset.apply(db)
+                except sqlite3.Error as exc:
+                    raise DatabaseError(f"migration of {mset.name!r} failed: {exc}") from exc
+                applied += [f"{mset.name}/{name}" for name in pending]
+        if applied:
+            log.info("database %s: applied migrations %s", self.path, ", ".join(applied))
+        return applied
+
+    def applied_migrations(self) -> list[str]:
+        db = self.conn()
+        return [f"{m.name}/{a.name}" for m in migration_sets() for a in m.applied(db)]
+
+    def backup(self, target: Path | str) -> None:
+        """An online, consistent copy of the database (safe while the server runs)."""
+        dest = sqlite3.connect(str(target))
+        try:
+            self.raw().backup(dest)
+        finally:
+            dest.close()
+
+    def close(self) -> None:
+        """Close every thread's connection (at shutdown, after the worker threads have stopped)."""
+        self._closed = True
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+
+def open_database(path: Path | str) -> Database:
+    db = Database(path)
+    db.migrate()
+    return db

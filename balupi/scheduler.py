@@ -1,0 +1,141 @@
+"""One `schedule` thread that only dispatches; the jobs run on a small worker pool.
+
+A job that can take long (polling a hung plug, syncing a file) therefore never delays the others.
+A job whose previous run is still going is skipped for that tick rather than stacked up, and the
+skip is counted. Each job keeps its last run, duration and error for status pages; a failing job
+logs once when it starts failing and once when it recovers, not on every tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import schedule
+
+log = logging.getLogger("balupi.scheduler")
+
+TICK_S = 0.2
+
+
+@dataclass
+class JobStatus:
+    name: str
+    interval_s: float
+    runs: int = 0
+    skipped: int = 0
+    last_started: float | None = None
+    last_duration_s: float | None = None
+    last_error: str | None = None
+    running: bool = False
+    failing: bool = field(default=False, repr=False)
+
+
+class Scheduler:
+    def __init__(self, workers: int = 4):
+        self._schedule = schedule.Scheduler()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="balupi-job")
+        self._jobs: dict[str, JobStatus] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._futures: set[Future] = set()
+
+    def every(self, interval_s: float, name: str, fn: Callable[[], None], run_now: bool = False) -> None:
+        """Run `fn` every `interval_s` seconds on a worker (at most one run of it at a time)."""
+        if name in self._jobs:
+            raise ValueError(f"job {name!r} is already scheduled")
+        status = JobStatus(name, interval_s)
+        self._jobs[name] = status
+        self._schedule.every(interval_s).seconds.do(self._dispatch, status, fn)
+        if run_now:
+            self._dispatch(status, fn)
+
+    def _dispatch(self, status: JobStatus, fn: Callable[[], None]) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            if status.running:
+                status.skipped += 1
+                return
+            status.running = True
+        try:
+            future = self._pool.submit(self._run, status, fn)
+        except RuntimeError:  # pool shut down
+            status.running = False
+            return
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+
+    def _run(self, status: JobStatus, fn: Callable[[], None]) -> None:
+        started = time.monotonic()
+        status.last_started = time.time()
+        try:
+            fn()
+        except Exception as exc:  # a job's failure must not kill the scheduler
+            status.last_error = f"{type(exc).__name__}: {exc}"
+            if not status.failing:
+                log.error("job %s failed: %s", status.name, status.last_error, exc_info=True)
+            status.failing = True
+        else:
+            if status.failing:
+                log.info("job %s recovered", status.name)
+            status.failing = False
+            status.last_error = None
+        finally:
+            status.runs += 1
+            status.last_duration_s = time.monotonic() - started
+            with self._lock:
+                status.running = False
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._schedule.run_pending()
+            except Exception:
+                log.exception("scheduler: dispatch failed")
+            self._stop.wait(TICK_S)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="balupi-scheduler", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop dispatching, then wait up to `timeout_s` for running jobs. True if all finished."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout_s
+        for future in list(self._futures):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                future.result(timeout=remaining)
+            except Exception:
+                pass
+        unfinished = [s.name for s in self._jobs.values() if s.running]
+        if unfinished:
+            log.warning("scheduler: abandoned running jobs at shutdown: %s", ", ".join(unfinished))
+        return not unfinished
+
+    def status(self) -> list[dict]:
+        return [
+            {
+                "name": s.name,
+                "interval_s": s.interval_s,
+                "runs": s.runs,
+                "skipped": s.skipped,
+                "running": s.running,
+                "last_started": s.last_started,
+                "last_duration_s": s.last_duration_s,
+                "last_error": s.last_error,
+            }
+            for s in self._jobs.values()
+        ]

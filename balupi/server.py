@@ -1,0 +1,91 @@
+"""The HTTP server: cheroot serving BaluPi's WSGI tree, with a clean shutdown on SIGTERM/SIGINT.
+
+Shutdown order: stop accepting and let in-flight requests finish (cheroot's shutdown_timeout), then
+stop background work (scheduler jobs finish or are abandoned safely), then close the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from cheroot import wsgi
+
+from balupi.app import BaluPi
+
+log = logging.getLogger("balupi.server")
+
+REQUEST_TIMEOUT_S = 60  # idle/slow client socket timeout
+SHUTDOWN_TIMEOUT_S = 5
+
+
+class Server:
+    """BaluPi behind cheroot. `start()` returns once the socket listens; `stop()` shuts all down."""
+
+    def __init__(self, app: BaluPi):
+        self.app = app
+        s = app.settings
+        self.httpd = wsgi.Server(
+            (s.host, s.port),
+            app.wsgi,
+            numthreads=s.server_threads,
+            server_name="balupi",
+            timeout=REQUEST_TIMEOUT_S,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        )
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return self.httpd.bind_addr[1]
+
+    @property
+    def url(self) -> str:
+        host = self.httpd.bind_addr[0]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> None:
+        self.httpd.prepare()  # binds; with port 0 the real port is in bind_addr afterwards
+        self.app.start()
+        self._thread = threading.Thread(target=self.httpd.serve, name="balupi-http", daemon=True)
+        self._thread.start()
+        log.info("listening on %s (WebDAV at /dav/, API at /api/)", self.url)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("shutting down")
+        self.httpd.stop()
+        if self._thread is not None:
+            self._thread.join(SHUTDOWN_TIMEOUT_S + 5)
+        self.app.stop()
+
+    def __enter__(self) -> "Server":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve_forever(app: BaluPi) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    server = Server(app)
+    stop_requested = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("received %s", signal.Signals(signum).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    try:
+        while not stop_requested.wait(1.0):
+            pass
+    finally:
+        server.stop()

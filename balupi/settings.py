@@ -1,0 +1,403 @@
+"""Every setting BaluPi has, defined once: name, type, default, help.
+
+Sources, lowest precedence first: the defaults in `SETTINGS`, a TOML file (`BALUPI_CONFIG`, else
+`etc/balupi.toml` in the working directory, else `/etc/balupi/balupi.toml`), then `BALUPI_<NAME>`
+environment variables. TOML keys are the setting names; a table flattens into its prefix, so
+`[nas] mac_address = "..."` is `nas_mac_address`.
+
+Every error in every source is collected and reported together in one line that names each setting
+(`ConfigError`); start-up prints it and exits without a traceback. The example files
+`etc/balupi.toml.example` and `.env.example` are generated from this table (`balupi config example`)
+and a test keeps them in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import os
+import stat
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from balupi.errors import ConfigError
+
+ENV_PREFIX = "BALUPI_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory: $XDG_DATA_HOME/balupi, else ~/.local/share/balupi."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "balupi"
+
+
+# -- value parsers: each takes the raw value (str from the environment, or a TOML value) --------------
+
+
+def _parse_str(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a string, got {raw!r}")
+    return raw
+
+
+def _parse_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError(f"expected an integer, got {raw!r}")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return int(raw.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected an integer, got {raw!r}")
+
+
+def _parse_float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError(f"expected a number, got {raw!r}")
+    if isinstance(raw, (int, float)):
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            return float(raw.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected a number, got {raw!r}")
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _parse_list(raw: Any) -> tuple[str, ...]:
+    """A list of strings: a TOML array, or a comma-separated environment value."""
+    if isinstance(raw, str):
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        return tuple(raw)
+    raise ValueError(f"expected a list of strings, got {raw!r}")
+
+
+def _parse_path(raw: Any) -> Path | None:
+    text = _parse_str(raw).strip()
+    return Path(os.path.expanduser(text)) if text else None
+
+
+# -- checks: each takes the parsed value and raises ValueError with the reason -----------------------
+
+
+def _at_least(minimum: float) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum:g}, got {value:g}")
+
+    return check
+
+
+def _port(value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a port number from 0 to 65535, got {value}")
+
+
+def _mac(value: str) -> None:
+    if value:
+        from balupi.nas.wol import parse_mac
+
+        parse_mac(value)
+
+
+def _http_url(value: str) -> None:
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+
+
+def _ip_address(value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"expected an IP address, got {value!r}") from None
+
+
+def _log_level(value: str) -> None:
+    if value.upper() not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[Any], Any] = _parse_str
+    check: Callable[[Any], None] | None = None
+    secret: bool = False
+
+    @property
+    def env_name(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+# fmt: off
+SETTINGS: tuple[Setting, ...] = (
+    # The server
+    Setting("host", "0.0.0.0", "Address to listen on (0.0.0.0: every interface of the Pi).", check=_ip_address),
+    Setting("port", 8000, "TCP port for WebDAV (/dav/) and the API (/api/).", _parse_int, _port),
+    Setting("server_threads", 32, "Worker threads of the HTTP server. A request that waits for a waking NAS holds one, so keep it well above the number of clients.", _parse_int, _at_least(4)),
+    Setting("dav_block_size_kib", 1024, "Block size for streaming file bodies, in KiB (WsgiDAV's 8 KiB default is far too small).", _parse_int, _at_least(8)),
+    Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.", check=_log_level),
+    Setting("data_dir", None, "Where the database and generated keys live. Default: $XDG_DATA_HOME/balupi or ~/.local/share/balupi.", _parse_path),
+    Setting("cache_dir", None, "Where cached file content lives (the SSD). Default: <data_dir>/cache.", _parse_path),
+    Setting("cache_max_size_gb", 200.0, "Largest size of the file cache, in GB.", _parse_float, _at_least(0)),
+    # The NAS
+    Setting("nas_url", "http://192.168.178.53", "Base URL of the NAS's REST API (BaluHost).", check=_http_url),
+    Setting("nas_webdav_url", "", "The NAS's WebDAV root, e.g. https://192.168.178.53:8080/. Empty: no NAS is configured, and BaluPi serves only what it holds.", check=_http_url),
+    Setting("nas_username", "", "User BaluPi uses for its own requests to the NAS (namespace refresh, sync)."),
+    Setting("nas_password", "", "Password of nas_username.", secret=True),
+    Setting("nas_mac_address", "", "MAC address of the NAS, for Wake-on-LAN (aa:bb:cc:dd:ee:ff). Empty: BaluPi cannot wake the NAS.", check=_mac),
+    Setting("wol_address", "255.255.255.255", "Where magic packets are sent (a broadcast address on the NAS's LAN).", check=_ip_address),
+    Setting("wol_port", 9, "UDP port for magic packets.", _parse_int, _port),
+    Setting("nas_wake_timeout_s", 25.0, "Longest a client request waits for the NAS to wake before it gets 503 with Retry-After (Windows gives up after 30-60 s, davfs2 after 30 s).", _parse_float, _at_least(1)),
+    Setting("nas_boot_time_s", 45.0, "How long the NAS usually takes to wake; reported by /api/nas/wol and used for Retry-After.", _parse_float, _at_least(1)),
+    Setting("nas_wol_resend_s", 10.0, "While waiting for the NAS to wake, re-send the magic packet at most this often.", _parse_float, _at_least(0.5)),
+    Setting("nas_ready_poll_s", 1.0, "While the NAS wakes, check its WebDAV port this often.", _parse_float, _at_least(0.05)),
+    Setting("nas_probe_enabled", True, "Check the NAS with a cheap TCP connect to its WebDAV port when no plug reading is available (never an HTTP request, which would keep it awake).", _parse_bool),
+    Setting("nas_probe_interval_s", 60.0, "Seconds between TCP connect probes of the NAS.", _parse_float, _at_least(1)),
+    Setting("nas_connect_timeout_s", 2.0, "Connect timeout for requests and probes to the NAS.", _parse_float, _at_least(0.1)),
+    Setting("nas_idle_suspend_minutes", 0.0, "Ask the NAS to suspend after it has served nothing for BaluPi this long and nothing waits to be synced. 0: never.", _parse_float, _at_least(0)),
+    # Energy
+    Setting("tapo_username", "", "TP-Link (Tapo) account e-mail used to talk to the plugs."),
+    Setting("tapo_password", "", "TP-Link (Tapo) account password.", secret=True),
+    Setting("energy_sample_interval_seconds", 30, "Seconds between plug polls.", _parse_int, _at_least(5)),
+    Setting("energy_default_price_cents", 32.0, "Electricity price per kWh, in cents, when no tariff covers a time.", _parse_float, _at_least(0)),
+    Setting("energy_raw_retention_days", 7, "Days raw plug samples are kept (hourly rollups: two years; daily: forever).", _parse_int, _at_least(1)),
+    # Security
+    Setting("secret_key", "", "Key that signs API tokens. Empty: generated once into <data_dir>/secret.key (mode 0600).", secret=True),
+)
+# fmt: on
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def _settings_class() -> type:
+    fields = [(s.name, Any, dataclasses.field(default=s.default)) for s in SETTINGS]
+    fields.append(("sources", dict, dataclasses.field(default_factory=dict, repr=False, compare=False)))
+
+    def __repr__(self) -> str:  # secrets never appear in a repr, and so never in a log line
+        shown = []
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            shown.append(f"{s.name}={'***' if s.secret and value else repr(value)}")
+        return f"Settings({', '.join(shown)})"
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings with secrets replaced by a marker, for status pages."""
+        out = {}
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            if s.secret:
+                value = "***" if value else ""
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[s.name] = value
+        return out
+
+    cls = dataclasses.make_dataclass(
+        "Settings",
+        fields,
+        frozen=True,
+        namespace={"__repr__": __repr__, "public_dict": public_dict, "__module__": __name__},
+    )
+    cls.__doc__ = "The settings BaluPi runs with: one attribute per entry of SETTINGS, plus where each came from."
+    return cls
+
+
+Settings = _settings_class()
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}".lower()
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def find_config_file(env: Mapping[str, str], cwd: Path) -> Path | None:
+    explicit = env.get(ENV_PREFIX + "CONFIG")
+    if explicit:
+        return Path(explicit)
+    for candidate in (cwd / "etc" / "balupi.toml", Path("/etc/balupi/balupi.toml")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    prepare_dirs: bool = True,
+) -> Settings:
+    """Read and check every setting. Raises ConfigError naming each bad setting.
+
+    `overrides` (setting name -> raw value) win over everything; tests and `balupi demo` use them.
+    With `prepare_dirs`, the data and cache directories are created and checked for writing.
+    """
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+    errors: list[str] = []
+    raw: dict[str, tuple[Any, str]] = {}  # name -> (raw value, where it came from)
+
+    path = find_config_file(env, cwd)
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                table = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"BALUPI_CONFIG: file not found: {path}") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from None
+        for name, value in _flatten(table).items():
+            if name not in SETTINGS_BY_NAME:
+                errors.append(f"{path}: unknown setting {name!r}")
+            else:
+                raw[name] = (value, str(path))
+        _warn_if_secret_file_readable(path, table)
+
+    known_env = {s.env_name for s in SETTINGS} | {ENV_PREFIX + "CONFIG"}
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX):
+            if key not in known_env:
+                errors.append(f"{key}: unknown setting")
+            elif key != ENV_PREFIX + "CONFIG":
+                raw[key[len(ENV_PREFIX) :].lower()] = (value, "environment")
+    for name, value in (overrides or {}).items():
+        if name not in SETTINGS_BY_NAME:
+            errors.append(f"{name}: unknown setting")
+        else:
+            raw[name] = (value, "override")
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        if setting.name not in raw:
+            values[setting.name] = setting.default
+            sources[setting.name] = "default"
+            continue
+        value, source = raw[setting.name]
+        label = setting.env_name if source == "environment" else f"{source}: {setting.name}"
+        try:
+            parsed = setting.parse(value)
+            if setting.check is not None:
+                setting.check(parsed)
+        except ValueError as exc:
+            errors.append(f"{label}: {exc}")
+            continue
+        values[setting.name] = parsed
+        sources[setting.name] = source
+
+    if not errors:
+        values["data_dir"] = values["data_dir"] or default_data_dir()
+        values["cache_dir"] = values["cache_dir"] or values["data_dir"] / "cache"
+        if prepare_dirs:
+            for name in ("data_dir", "cache_dir"):
+                problem = _prepare_dir(values[name])
+                if problem:
+                    errors.append(f"{SETTINGS_BY_NAME[name].env_name}: {problem}")
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return Settings(**values, sources=sources)
+
+
+def _prepare_dir(path: Path) -> str | None:
+    """Create the directory and prove it is writable. Returns the problem, or None."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".balupi-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return f"directory {str(path)!r} is not usable: {exc.strerror or exc}"
+    return None
+
+
+def _warn_if_secret_file_readable(path: Path, table: Mapping[str, Any]) -> None:
+    flat = _flatten(table)
+    holds_secret = any(
+        SETTINGS_BY_NAME[n].secret and v for n, v in flat.items() if n in SETTINGS_BY_NAME
+    )
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if holds_secret and mode & (stat.S_IRGRP | stat.S_IROTH):
+        logging.getLogger("balupi.settings").warning(
+            "config file %s holds secrets and is readable by other users; run: chmod 600 %s", path, path
+        )
+
+
+def example_toml() -> str:
+    """The text of etc/balupi.toml.example, generated from SETTINGS."""
+    lines = [
+        "# BaluPi configuration. Every setting, with its default. Environment variables",
+        "# (BALUPI_<NAME>) win over this file. Copy to etc/balupi.toml or point BALUPI_CONFIG at it.",
+        "",
+    ]
+    for s in SETTINGS:
+        lines.append(f"# {s.help}")
+        lines.append(f"# {s.name} = {_toml_value(s.default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def example_env() -> str:
+    """The text of .env.example, generated from SETTINGS."""
+    lines = ["# BaluPi settings as environment variables, with their defaults.", ""]
+    for s in SETTINGS:
+        lines.append(f"# {s.help}")
+        lines.append(f"# {s.env_name}={_env_value(s.default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if value is None:
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _env_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)

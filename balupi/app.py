@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 from balupi import __version__
 from balupi.api import JsonApi, Response, json_error_app, respond
 from balupi.db import Database, open_database
+from balupi.events import Events
 from balupi.scheduler import Scheduler
 from balupi.settings import Settings
 from balupi.system import SystemSampler
@@ -52,6 +53,7 @@ class BaluPi:
 
         self.settings = settings
         self.db: Database = open_database(settings.data_dir / DB_FILENAME)
+        self.events = Events()
         self.scheduler = Scheduler()
         self.system = SystemSampler(settings.cache_dir)
         self.energy_enabled = False

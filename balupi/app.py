@@ -16,7 +16,9 @@ from typing import Callable, Iterable
 from balupi import __version__
 from balupi.api import JsonApi, Response, json_error_app, respond
 from balupi.db import Database, open_database
-from balupi.events import Events
+from balupi.events import Event, Events
+from balupi.nas.client import NasClient
+from balupi.nas.monitor import NasMonitor, NasState
 from balupi.scheduler import Scheduler
 from balupi.settings import Settings
 from balupi.system import SystemSampler
@@ -48,6 +50,7 @@ class BaluPi:
     """One running BaluPi: everything the HTTP layers and background jobs share."""
 
     def __init__(self, settings: Settings):
+        from balupi.api import nas as nas_api
         from balupi.api import system as system_api
         from balupi.dav.app import build_dav_app
 
@@ -56,20 +59,36 @@ class BaluPi:
         self.events = Events()
         self.scheduler = Scheduler()
         self.system = SystemSampler(settings.cache_dir)
+        self.nas = NasMonitor(settings, self.db, self.events)
+        self.nas_client = NasClient(settings, self.nas)
+        if self.nas_client.rest_allowed():
+            self.nas.suspend_action = self.nas_client.suspend_via_baluhost
         self.energy_enabled = False
         self.api = JsonApi()
         system_api.register(self.api, self)
+        nas_api.register(self.api, self)
         self.dav = build_dav_app(self)
         self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api}, self._root)
         self._started = False
 
     def nas_summary(self) -> dict:
-        configured = bool(self.settings.nas_webdav_url)
-        return {
-            "configured": configured,
-            "state": "unknown" if configured else "unconfigured",
-            "url": self.settings.nas_webdav_url or None,
+        state = self.nas.state
+        messages = {
+            NasState.UNCONFIGURED: "no NAS configured: serving only what the cache holds",
+            NasState.UNREACHABLE: "the NAS is unreachable: serving only what the cache holds",
+            NasState.ASLEEP: "the NAS is asleep: cached files are served, others wake it",
         }
+        return {
+            "configured": self.nas.configured,
+            "state": state.value,
+            "online": state is NasState.AWAKE,
+            "url": self.settings.nas_webdav_url or None,
+            "message": messages.get(state, ""),
+        }
+
+    def _on_nas_state(self, to_state: NasState, **_: object) -> None:
+        if to_state is NasState.AWAKE and self._started:
+            self.scheduler.run_soon("nas-version", self.nas_client.fetch_version)
 
     def _root(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "/") not in ("", "/"):
@@ -82,6 +101,10 @@ class BaluPi:
             return
         self._started = True
         self.scheduler.every(SYSTEM_SAMPLE_INTERVAL_S, "system-sample", self.system.sample)
+        if self.nas.configured:
+            self.events.subscribe(Event.NAS_STATE_CHANGED, self._on_nas_state)
+            self.scheduler.every(self.settings.nas_probe_interval_s, "nas-probe", self.nas.probe, run_now=True)
+            self.scheduler.every(60, "nas-idle-suspend", self.nas.check_idle)
         self.scheduler.start()
         nas = self.nas_summary()
         if not nas["configured"]:
@@ -90,6 +113,7 @@ class BaluPi:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish or abandon background work safely, then close the database."""
+        self.nas.stop()
         self.scheduler.stop(timeout_s)
         self.db.close()
         log.info("BaluPi stopped")

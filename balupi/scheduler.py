@@ -55,6 +55,13 @@ class Scheduler:
         if run_now:
             self._dispatch(status, fn)
 
+    def run_soon(self, name: str, fn: Callable[[], None]) -> None:
+        """Run `fn` once on a worker, now (e.g. on an event), without holding up the caller."""
+        status = self._jobs.get(name)
+        if status is None:
+            status = self._jobs[name] = JobStatus(name, 0)
+        self._dispatch(status, fn)
+
     def _dispatch(self, status: JobStatus, fn: Callable[[], None]) -> None:
         with self._lock:
             if self._stop.is_set():

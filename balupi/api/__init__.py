@@ -95,6 +95,12 @@ class Request:
 
 
 Handler = Callable[[Request], Any]
+
+
+def admin_only(handler: Handler) -> Handler:
+    """Mark an endpoint that changes things or controls hardware: only admins may call it."""
+    handler.admin_only = True  # type: ignore[attr-defined]
+    return handler
 _PARAM = re.compile(r"\{(\w+)\}")
 
 

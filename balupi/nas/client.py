@@ -1,0 +1,215 @@
+"""Talking to the NAS: its WebDAV (the source of truth for files) and BaluHost's REST API.
+
+Every request goes through `NasClient.request`, which asks the monitor first: with `wake=True` it
+waits for `ensure_awake` (a client is waiting for this file); with `wake=False` it refuses while
+the NAS is not known to be awake (refresh, prefetch: never wake the NAS for those). Outcomes are
+reported back to the monitor, so real traffic is the best evidence of the NAS's state.
+
+Safety: BaluHost's REST API is only called when `nas_url` names the same host as the WebDAV URL, so a
+configuration that points WebDAV at a test server never sends REST calls to the default address.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Iterator
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+import requests
+from defusedxml import ElementTree as ET
+from requests.adapters import HTTPAdapter
+
+from balupi.errors import NasUnavailable
+from balupi.nas.monitor import NasMonitor, NasState
+from balupi.settings import Settings
+
+log = logging.getLogger("balupi.nas")
+
+READ_TIMEOUT_S = 60.0
+PROPFIND_BODY = (
+    b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
+    b"<D:resourcetype/><D:getcontentlength/><D:getlastmodified/><D:getetag/><D:getcontenttype/>"
+    b"</D:prop></D:propfind>"
+)
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    """One member of a NAS collection, as PROPFIND reported it."""
+
+    path: str  # BaluPi path, "/" separated, no trailing slash ("" is the root)
+    is_collection: bool
+    size_bytes: int
+    mtime: float
+    etag: str  # without quotes; "" if the NAS gave none
+    content_type: str
+
+
+class NasClient:
+    def __init__(self, settings: Settings, monitor: NasMonitor):
+        self.settings = settings
+        self.monitor = monitor
+        self.base_url = settings.nas_webdav_url.rstrip("/") + "/" if settings.nas_webdav_url else ""
+        self.base_path = urlsplit(self.base_url).path if self.base_url else "/"
+        self._local = threading.local()
+        self.requests_made = 0
+
+    @property
+    def session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=4, max_retries=0))
+            session.mount("https://", HTTPAdapter(pool_connections=2, pool_maxsize=4, max_retries=0))
+            if self.settings.nas_username:
+                session.auth = (self.settings.nas_username, self.settings.nas_password)
+            session.headers["User-Agent"] = "BaluPi"
+        return session
+
+    def url_for(self, path: str) -> str:
+        path = path.strip("/")
+        return self.base_url + quote(path, safe="/")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        wake: bool,
+        headers: dict | None = None,
+        data=None,
+        stream: bool = False,
+        timeout_s: float | None = None,
+        url: str | None = None,
+        auth=None,
+    ) -> requests.Response:
+        """One request to the NAS WebDAV. Raises NasUnavailable when the NAS cannot be had."""
+        if not self.base_url:
+            self.monitor.ensure_awake()  # raises NasNotConfigured
+        if wake:
+            self.monitor.ensure_awake(reason=f"{method} {path}")
+        elif self.monitor.state is not NasState.AWAKE:
+            raise NasUnavailable(f"the NAS is {self.monitor.state.value}; not waking it for {method} {path}")
+        target = url or self.url_for(path)
+        timeout = (self.settings.nas_connect_timeout_s, timeout_s or READ_TIMEOUT_S)
+        for attempt in (1, 2):
+            try:
+                self.requests_made += 1
+                response = self.session.request(
+                    method, target, headers=headers, data=data, stream=stream, timeout=timeout, auth=auth
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                self.monitor.note_unreachable(type(exc).__name__)
+                if attempt == 1 and wake and data is None:
+                    self.monitor.ensure_awake(reason=f"{method} {path} (retry)")
+                    continue
+                raise NasUnavailable(f"the NAS did not answer {method} {path}: {type(exc).__name__}") from exc
+            self.monitor.note_success()
+            return response
+        raise AssertionError("unreachable")
+
+    # -- WebDAV helpers ---------------------------------------------------------------------------
+
+    def propfind(self, path: str, depth: str = "1", *, wake: bool) -> list[RemoteEntry] | None:
+        """Members of a collection (and itself, first). None when the path does not exist."""
+        url = self.url_for(path)
+        if depth != "0" and not url.endswith("/"):
+            url += "/"
+        response = self.request(
+            "PROPFIND",
+            path,
+            wake=wake,
+            url=url,
+            headers={"Depth": depth, "Content-Type": "application/xml"},
+            data=PROPFIND_BODY,
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 207:
+            raise NasUnavailable(f"PROPFIND {path} on the NAS answered {response.status_code}")
+        return list(self._parse_multistatus(response.content))
+
+    def _parse_multistatus(self, body: bytes) -> Iterator[RemoteEntry]:
+        root = ET.fromstring(body)
+        ns = "{DAV:}"
+        for response in root.iter(ns + "response"):
+            href = response.findtext(ns + "href") or ""
+            href_path = unquote(urlsplit(href).path)
+            if not href_path.startswith(self.base_path.rstrip("/")):
+                continue
+            rel = href_path[len(self.base_path.rstrip("/")) :].strip("/")
+            props = {}
+            for propstat in response.iter(ns + "propstat"):
+                status = propstat.findtext(ns + "status") or ""
+                if " 200 " not in status:
+                    continue
+                prop = propstat.find(ns + "prop")
+                if prop is not None:
+                    for child in prop:
+                        props[child.tag] = child
+            rtype = props.get(ns + "resourcetype")
+            is_collection = rtype is not None and rtype.find(ns + "collection") is not None
+            size_text = props[ns + "getcontentlength"].text if ns + "getcontentlength" in props else None
+            mtime_text = props[ns + "getlastmodified"].text if ns + "getlastmodified" in props else None
+            etag_text = props[ns + "getetag"].text if ns + "getetag" in props else None
+            ctype = props[ns + "getcontenttype"].text if ns + "getcontenttype" in props else None
+            yield RemoteEntry(
+                path=rel,
+                is_collection=is_collection,
+                size_bytes=int(size_text) if size_text and size_text.strip().isdigit() else 0,
+                mtime=_http_date(mtime_text),
+                etag=(etag_text or "").strip().removeprefix("W/").strip('"'),
+                content_type=(ctype or "").strip() or ("httpd/unix-directory" if is_collection else "application/octet-stream"),
+            )
+
+    # -- BaluHost REST ------------------------------------------------------------------------------
+
+    def rest_allowed(self) -> bool:
+        rest_host = urlsplit(self.settings.nas_url).hostname
+        return bool(self.base_url) and rest_host == urlsplit(self.base_url).hostname
+
+    def rest_url(self, path: str) -> str:
+        if not self.rest_allowed():
+            raise NasUnavailable("BALUPI_NAS_URL names another host than BALUPI_NAS_WEBDAV_URL; not calling it")
+        return urljoin(self.settings.nas_url.rstrip("/") + "/", path.lstrip("/"))
+
+    def fetch_version(self) -> str | None:
+        """The NAS's version from GET /api/health (only while it is awake)."""
+        if not self.rest_allowed() or not self.monitor.is_awake():
+            return None
+        try:
+            response = self.request("GET", "/api/health", wake=False, url=self.rest_url("/api/health"), timeout_s=5)
+            version = response.json().get("version") if response.ok else None
+        except (NasUnavailable, ValueError):
+            return None
+        self.monitor.version = version
+        return version
+
+    def suspend_via_baluhost(self) -> None:
+        """BaluHost's sleep API: log in, then POST /api/system/sleep/suspend."""
+        login = self.session.post(
+            self.rest_url("/api/auth/login"),
+            json={"username": self.settings.nas_username, "password": self.settings.nas_password},
+            timeout=(self.settings.nas_connect_timeout_s, 10),
+        )
+        login.raise_for_status()
+        token = login.json()["access_token"]
+        response = self.session.post(
+            self.rest_url("/api/system/sleep/suspend"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=(self.settings.nas_connect_timeout_s, 10),
+        )
+        response.raise_for_status()
+
+
+def _http_date(text: str | None) -> float:
+    if not text:
+        return time.time()
+    try:
+        return parsedate_to_datetime(text.strip()).timestamp()
+    except (TypeError, ValueError):
+        return time.time()

@@ -1,0 +1,335 @@
+"""The NAS power state machine and the one path that wakes the NAS: `NasMonitor.ensure_awake`.
+
+Evidence that moves the state, strongest first:
+- outcomes of real requests to the NAS (`note_success`, `note_unreachable`), reported by `NasClient`;
+- the `nas` plug's power reading (Event.NAS_POWER_READING from the energy monitor);
+- a cheap TCP connect to the NAS's WebDAV port, rate-limited, and only when no recent power reading
+  exists. Never an HTTP request: a periodic HTTP poll would keep the NAS from ever sleeping.
+
+Waking: the first caller of `ensure_awake` starts one waker thread that sends the magic packet,
+re-sends it at most every `nas_wol_resend_s`, and checks readiness (TCP connect) every
+`nas_ready_poll_s`. Every concurrent caller waits on the same wake, each until its own deadline, and
+then gets `NasUnavailable` (the HTTP layer turns it into 503 + Retry-After).
+
+Lock order: `NasMonitor._cond` is taken before `Database._write_lock` (transitions are recorded while
+holding it) and never while waiting for the network.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+from urllib.parse import urlsplit
+
+from balupi.db import Database
+from balupi.errors import NasNotConfigured, NasUnavailable, WakeNotPossible
+from balupi.events import Event, Events
+from balupi.nas import wol
+from balupi.settings import Settings
+
+log = logging.getLogger("balupi.nas")
+
+RECENT_TRANSITIONS = 50
+POWER_READING_FRESH_S_FACTOR = 3  # a plug reading counts as current for 3 sample intervals
+WAKER_GIVE_UP_FACTOR = 4  # the waker keeps trying for 4 x the expected boot time
+
+
+class NasState(enum.Enum):
+    UNCONFIGURED = "unconfigured"  # no NAS WebDAV URL: nothing to wake, nothing to ask
+    UNKNOWN = "unknown"  # no evidence yet (just started)
+    ASLEEP = "asleep"  # suspended or off: only a magic packet wakes it
+    WAKING = "waking"  # a magic packet went out; waiting for it to answer
+    AWAKE = "awake"  # answering
+    SUSPENDING = "suspending"  # BaluPi asked it to suspend
+    UNREACHABLE = "unreachable"  # should answer but does not (network, crashed, never woke)
+
+
+@dataclass(frozen=True)
+class Transition:
+    at: float
+    from_state: NasState
+    to_state: NasState
+    cause: str
+
+    def as_dict(self) -> dict:
+        return {"at": self.at, "from": self.from_state.value, "to": self.to_state.value, "cause": self.cause}
+
+
+class SuspendAction(Protocol):
+    """Asks the NAS to suspend. BaluHost's sleep API is the built-in one (balupi.nas.client)."""
+
+    def __call__(self) -> None: ...
+
+
+def _tcp_probe(host: str, port: int, timeout_s: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def webdav_endpoint(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class NasMonitor:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        events: Events,
+        probe: Callable[[str, int, float], bool] = _tcp_probe,
+    ):
+        self.settings = settings
+        self.db = db
+        self.events = events
+        self._probe = probe
+        self._cond = threading.Condition()
+        self._transitions: collections.deque[Transition] = collections.deque(maxlen=RECENT_TRANSITIONS)
+        self.mac: bytes | None = wol.parse_mac(settings.nas_mac_address) if settings.nas_mac_address else None
+        self.configured = bool(settings.nas_webdav_url)
+        self.host, self.port = webdav_endpoint(settings.nas_webdav_url) if self.configured else ("", 0)
+        self.state = NasState.UNKNOWN if self.configured else NasState.UNCONFIGURED
+        self.since = time.time()
+        self.version: str | None = None
+        self.last_used = time.monotonic()  # last successful request BaluPi made to the NAS
+        self.last_power_reading_at: float | None = None  # monotonic
+        self.last_power_w: float | None = None
+        self.last_power_state: str | None = None
+        self.wakes_sent = 0  # magic packets sent
+        self.wakes = 0  # wake-ups BaluPi started
+        self._waker: threading.Thread | None = None
+        self._wake_started: float | None = None
+        self.suspend_action: SuspendAction | None = None
+        self.has_pending_work: Callable[[], bool] = lambda: False
+        self._stopped = threading.Event()
+        events.subscribe(Event.NAS_POWER_READING, self.on_power_reading)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _set_state(self, new: NasState, cause: str) -> None:
+        """Move to `new`. Caller holds self._cond."""
+        old = self.state
+        if new is old:
+            return
+        now = time.time()
+        self.state, self.since = new, now
+        transition = Transition(now, old, new, cause)
+        self._transitions.append(transition)
+        try:
+            with self.db.write() as d:
+                d.execute(
+                    "INSERT INTO nas_transitions (at, from_state, to_state, cause) VALUES (?, ?, ?, ?)",
+                    (now, old.value, new.value, cause),
+                )
+        except Exception:  # the database may be closing at shutdown; the state still moves
+            log.debug("could not record NAS transition", exc_info=True)
+        log.info("NAS %s -> %s (%s)", old.value, new.value, cause)
+        self._cond.notify_all()
+        self.events.emit(Event.NAS_STATE_CHANGED, from_state=old, to_state=new, cause=cause, at=now)
+
+    def is_awake(self) -> bool:
+        return self.state is NasState.AWAKE
+
+    def transitions(self) -> list[Transition]:
+        with self._cond:
+            return list(self._transitions)
+
+    def _power_reading_fresh(self) -> bool:
+        if self.last_power_reading_at is None:
+            return False
+        max_age_s = POWER_READING_FRESH_S_FACTOR * self.settings.energy_sample_interval_seconds
+        return time.monotonic() - self.last_power_reading_at <= max_age_s
+
+    # -- evidence --------------------------------------------------------------------------------
+
+    def note_success(self) -> None:
+        """A request to the NAS just succeeded."""
+        self.last_used = time.monotonic()
+        if self.state is not NasState.AWAKE and self.state is not NasState.UNCONFIGURED:
+            with self._cond:
+                self._set_state(NasState.AWAKE, "a request succeeded")
+
+    def note_unreachable(self, cause: str) -> None:
+        """A request to the NAS could not connect (refused, timed out)."""
+        with self._cond:
+            if self.state in (NasState.AWAKE, NasState.UNKNOWN, NasState.SUSPENDING):
+                powered = self._power_reading_fresh() and self.last_power_state in ("idle", "active")
+                self._set_state(NasState.UNREACHABLE if powered else NasState.ASLEEP, f"request failed: {cause}")
+
+    def on_power_reading(self, power_w: float, power_state, at: float | None = None, **_: object) -> None:
+        """The `nas` plug's reading (Event.NAS_POWER_READING); power_state is off/standby/idle/active."""
+        if not self.configured:
+            return
+        self.last_power_reading_at = time.monotonic()
+        self.last_power_w = power_w
+        name = self.last_power_state = getattr(power_state, "value", power_state)
+        with self._cond:
+            if name in ("off", "standby"):
+                if self.state in (NasState.AWAKE, NasState.UNKNOWN, NasState.SUSPENDING, NasState.UNREACHABLE):
+                    self._set_state(NasState.ASLEEP, f"plug reads {power_w:.1f} W ({name})")
+            elif name in ("idle", "active"):
+                if self.state in (NasState.ASLEEP, NasState.UNKNOWN):
+                    self._set_state(NasState.AWAKE, f"plug reads {power_w:.1f} W ({name})")
+
+    def probe(self) -> None:
+        """Scheduled: a TCP connect to the WebDAV port, unless a plug reading already tells."""
+        if not self.configured or not self.settings.nas_probe_enabled or self._power_reading_fresh():
+            return
+        if self.state is NasState.WAKING:
+            return  # the waker is probing already
+        up = self._probe(self.host, self.port, self.settings.nas_connect_timeout_s)
+        with self._cond:
+            if up and self.state is not NasState.AWAKE and self.state is not NasState.SUSPENDING:
+                self._set_state(NasState.AWAKE, "TCP probe connected")
+            elif not up and self.state in (NasState.AWAKE, NasState.UNKNOWN, NasState.SUSPENDING):
+                self._set_state(NasState.ASLEEP, "TCP probe refused")
+
+    # -- waking ----------------------------------------------------------------------------------
+
+    def ensure_awake(self, timeout_s: float | None = None, reason: str = "needed") -> None:
+        """Return when the NAS answers; wake it if needed. Raises NasUnavailable at the deadline."""
+        if not self.configured:
+            raise NasNotConfigured("no NAS is configured (BALUPI_NAS_WEBDAV_URL is empty)", retry_after_s=3600)
+        if self.state is NasState.AWAKE:
+            return
+        timeout_s = self.settings.nas_wake_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        if self.state in (NasState.UNKNOWN, NasState.UNREACHABLE) and self._waker is None:
+            # Maybe it is up and we just don't know: one cheap look before sending packets.
+            if self._probe(self.host, self.port, self.settings.nas_connect_timeout_s):
+                self.note_success()
+                return
+        with self._cond:
+            if self.state is NasState.AWAKE:
+                return
+            if self.mac is None:
+                raise NasUnavailable(
+                    f"the NAS is {self.state.value} and no MAC address is configured to wake it",
+                    retry_after_s=int(self.settings.nas_boot_time_s),
+                )
+            self._start_waker(reason)
+            while self.state is not NasState.AWAKE:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._waker is None and self.state is not NasState.WAKING:
+                    break
+                self._cond.wait(min(remaining, 1.0))
+            if self.state is NasState.AWAKE:
+                return
+            elapsed = time.monotonic() - (self._wake_started or time.monotonic())
+            retry_after_s = max(5, int(self.settings.nas_boot_time_s - elapsed + 0.999))
+            raise NasUnavailable(f"the NAS did not wake within {timeout_s:g} s ({self.state.value})", retry_after_s)
+
+    def wake(self, reason: str = "requested") -> dict:
+        """Start waking the NAS without waiting (POST /api/nas/wol). Returns what was done."""
+        if self.mac is None:
+            raise WakeNotPossible("no MAC address is configured (BALUPI_NAS_MAC_ADDRESS)")
+        with self._cond:
+            previous = self.state
+            started = self._start_waker(reason) if previous is not NasState.AWAKE else False
+        if previous is NasState.AWAKE:
+            # Awake as far as we know; a packet is harmless and covers a stale belief.
+            self._send_packet(reason)
+        return {
+            "wol_sent": True,
+            "previous_state": previous.value,
+            "wake_started": started,
+            "expected_boot_s": self.settings.nas_boot_time_s,
+        }
+
+    def _start_waker(self, reason: str) -> bool:
+        """Caller holds self._cond. Starts the one waker thread unless one runs. True if started."""
+        if self._waker is not None:
+            return False
+        self.wakes += 1
+        self._wake_started = time.monotonic()
+        self._set_state(NasState.WAKING, f"wake: {reason}")
+        self.events.emit(Event.NAS_WAKE_REQUESTED, reason=reason, at=time.time())
+        self._waker = threading.Thread(target=self._wake_loop, args=(reason,), name="balupi-nas-waker", daemon=True)
+        self._waker.start()
+        return True
+
+    def _send_packet(self, reason: str) -> None:
+        assert self.mac is not None
+        try:
+            wol.send_magic_packet(self.mac, self.settings.wol_address, self.settings.wol_port)
+            self.wakes_sent += 1
+            log.info("magic packet sent to %s:%d (%s)", self.settings.wol_address, self.settings.wol_port, reason)
+        except OSError as exc:
+            log.error("could not send magic packet to %s:%d: %s", self.settings.wol_address, self.settings.wol_port, exc)
+
+    def _wake_loop(self, reason: str) -> None:
+        s = self.settings
+        give_up_at = time.monotonic() + max(WAKER_GIVE_UP_FACTOR * s.nas_boot_time_s, s.nas_wake_timeout_s)
+        next_packet_at = 0.0
+        try:
+            while not self._stopped.is_set():
+                now = time.monotonic()
+                if now >= give_up_at:
+                    with self._cond:
+                        self._set_state(NasState.UNREACHABLE, "did not wake after magic packets")
+                    return
+                if now >= next_packet_at:
+                    self._send_packet(reason)
+                    next_packet_at = now + s.nas_wol_resend_s
+                if self._probe(self.host, self.port, s.nas_connect_timeout_s):
+                    with self._cond:
+                        self._set_state(NasState.AWAKE, "answered after wake")
+                    return
+                with self._cond:
+                    if self.state is NasState.AWAKE:
+                        return
+                self._stopped.wait(s.nas_ready_poll_s)
+        finally:
+            with self._cond:
+                self._waker = None
+                self._cond.notify_all()
+
+    # -- idle suspend ----------------------------------------------------------------------------
+
+    def check_idle(self) -> None:
+        """Scheduled: ask the NAS to suspend after the configured idle time, if nothing waits."""
+        idle_limit_s = self.settings.nas_idle_suspend_minutes * 60
+        if idle_limit_s <= 0 or self.state is not NasState.AWAKE or self.suspend_action is None:
+            return
+        if time.monotonic() - self.last_used < idle_limit_s or self.has_pending_work():
+            return
+        with self._cond:
+            self._set_state(NasState.SUSPENDING, f"idle for {self.settings.nas_idle_suspend_minutes:g} min")
+        try:
+            self.suspend_action()
+        except Exception as exc:
+            log.warning("asking the NAS to suspend failed: %s", exc)
+            with self._cond:
+                if self.state is NasState.SUSPENDING:
+                    self._set_state(NasState.AWAKE, f"suspend failed: {exc}")
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return {
+            "online": self.state is NasState.AWAKE,
+            "configured": self.configured,
+            "version": self.version,
+            "url": self.settings.nas_webdav_url or None,
+            "nas_state": self.state.value,
+            "since": self.since,
+            "wol_configured": self.mac is not None,
+            "wakes": self.wakes,
+            "magic_packets_sent": self.wakes_sent,
+            "power_w": self.last_power_w if self._power_reading_fresh() else None,
+            "transitions": [t.as_dict() for t in reversed(self.transitions())],
+        }
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with self._cond:
+            self._cond.notify_all()

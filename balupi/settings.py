@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 from balupi.errors import ConfigError
 
 ENV_PREFIX = "BALUPI_"
+LOCAL_CONFIG_FILE = Path("etc") / "balupi.toml"  # relative to the working directory
+SYSTEM_CONFIG_FILE = Path("/etc/balupi/balupi.toml")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -247,7 +249,7 @@ def find_config_file(env: Mapping[str, str], cwd: Path) -> Path | None:
     explicit = env.get(ENV_PREFIX + "CONFIG")
     if explicit:
         return Path(explicit)
-    for candidate in (cwd / "etc" / "balupi.toml", Path("/etc/balupi/balupi.toml")):
+    for candidate in (cwd / LOCAL_CONFIG_FILE, SYSTEM_CONFIG_FILE):
         if candidate.is_file():
             return candidate
     return None

@@ -1,9 +1,13 @@
-"""One `schedule` thread that only dispatches; the jobs run on a small worker pool.
+"""One `schedule` thread that only dispatches; each run of a job gets its own daemon thread.
 
 A job that can take long (polling a hung plug, syncing a file) therefore never delays the others.
 A job whose previous run is still going is skipped for that tick rather than stacked up, and the
-skip is counted. Each job keeps its last run, duration and error for status pages; a failing job
-logs once when it starts failing and once when it recovers, not on every tick.
+skip is counted, so there is at most one thread per job. The threads are daemons: at shutdown a
+run that hangs is abandoned (after `stop`'s timeout) instead of keeping the process alive; a
+`concurrent.futures` pool would not do, because Python joins its workers at interpreter exit.
+
+Each job keeps its last run, duration and error for status pages; a failing job logs once when it
+starts failing and once when it recovers, not on every tick.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,17 +39,16 @@ class JobStatus:
 
 
 class Scheduler:
-    def __init__(self, workers: int = 4):
+    def __init__(self) -> None:
         self._schedule = schedule.Scheduler()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="balupi-job")
         self._jobs: dict[str, JobStatus] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._futures: set[Future] = set()
+        self._workers: set[threading.Thread] = set()  # runs in progress; guarded by _lock
 
     def every(self, interval_s: float, name: str, fn: Callable[[], None], run_now: bool = False) -> None:
-        """Run `fn` every `interval_s` seconds on a worker (at most one run of it at a time)."""
+        """Run `fn` every `interval_s` seconds on its own thread (at most one run of it at a time)."""
         if name in self._jobs:
             raise ValueError(f"job {name!r} is already scheduled")
         status = JobStatus(name, interval_s)
@@ -56,7 +58,7 @@ class Scheduler:
             self._dispatch(status, fn)
 
     def run_soon(self, name: str, fn: Callable[[], None]) -> None:
-        """Run `fn` once on a worker, now (e.g. on an event), without holding up the caller."""
+        """Run `fn` once on its own thread, now (e.g. on an event), without holding up the caller."""
         status = self._jobs.get(name)
         if status is None:
             status = self._jobs[name] = JobStatus(name, 0)
@@ -70,13 +72,11 @@ class Scheduler:
                 status.skipped += 1
                 return
             status.running = True
-        try:
-            future = self._pool.submit(self._run, status, fn)
-        except RuntimeError:  # pool shut down
-            status.running = False
-            return
-        self._futures.add(future)
-        future.add_done_callback(self._futures.discard)
+            worker = threading.Thread(
+                target=self._run, args=(status, fn), name=f"balupi-job-{status.name}", daemon=True
+            )
+            self._workers.add(worker)
+        worker.start()
 
     def _run(self, status: JobStatus, fn: Callable[[], None]) -> None:
         started = time.monotonic()
@@ -98,6 +98,7 @@ class Scheduler:
             status.last_duration_s = time.monotonic() - started
             with self._lock:
                 status.running = False
+                self._workers.discard(threading.current_thread())
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -117,16 +118,11 @@ class Scheduler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-        self._pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + timeout_s
-        for future in list(self._futures):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                future.result(timeout=remaining)
-            except Exception:
-                pass
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
         unfinished = [s.name for s in self._jobs.values() if s.running]
         if unfinished:
             log.warning("scheduler: abandoned running jobs at shutdown: %s", ", ".join(unfinished))

@@ -209,6 +209,29 @@ def test_month_counter_resets_on_the_first() -> None:
         run(scenario)
 
 
+def test_follow_tracks_a_changing_source(plug_100w: SimulatedPlug) -> None:
+    nas = {"power_w": 1.5}  # asleep
+    plug_100w.follow(lambda: nas["power_w"], tick_s=None)
+
+    async def scenario() -> None:
+        dev = await connect(plug_100w)
+        try:
+            energy = dev.modules[Module.Energy]
+            assert energy.current_consumption == pytest.approx(1.5)
+            nas["power_w"] = 40.0  # booting
+            await dev.update()
+            assert energy.current_consumption == pytest.approx(40.0)
+            plug_100w.advance(3600)
+            nas["power_w"] = 25.0  # idle
+            await dev.update()
+            assert energy.current_consumption == pytest.approx(25.0)
+            assert energy.consumption_today == pytest.approx(0.040)
+        finally:
+            await dev.disconnect()
+
+    run(scenario)
+
+
 def test_turn_off_drops_power_to_zero_and_stops_counting(plug_100w: SimulatedPlug) -> None:
     async def scenario() -> None:
         dev = await connect(plug_100w)

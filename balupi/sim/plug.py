@@ -397,6 +397,9 @@ class SimulatedPlug:
         session_timeout_s: int = DEFAULT_SESSION_TIMEOUT_S,
         discovery_port: int | None = None,
         auto_tick_s: float | None = None,
+        hang: bool = False,
+        refuse_password: bool = False,
+        down: bool = False,
     ) -> None:
         """Create a stopped plug; call :meth:`start` or use it as a context manager.
 
@@ -417,6 +420,9 @@ class SimulatedPlug:
             (20002 or 20004, see :data:`DISCOVERY_PORTS`); None disables discovery
         :param auto_tick_s: integrate energy in the background every so many real
             seconds (useful with a real clock and a callable profile)
+        :param hang: start with the :attr:`hang` fault switched on
+        :param refuse_password: start with the :attr:`refuse_password` fault on
+        :param down: start with the :attr:`down` fault on (port refuses connections)
         """
         if discovery_port is not None and discovery_port not in DISCOVERY_PORTS:
             raise ValueError(f"python-kasa only listens for discovery answers from ports {DISCOVERY_PORTS}")
@@ -442,7 +448,7 @@ class SimulatedPlug:
         self.device_id = ident[:40]
         self._hw_id = ident[24:56]
         self._fw_id = ident[8:40]
-        self._oem_id = ident[:32]
+        self._oem_id = ident[32:64]
 
         self._lock = threading.RLock()
         self._profile: PowerProfile = power_w
@@ -455,9 +461,9 @@ class SimulatedPlug:
         self._resync_at_s: float | None = None
 
         self._sessions: dict[str, _Session] = {}
-        self._hang = False
-        self._refuse_password = False
-        self._down = False
+        self._hang = bool(hang)
+        self._refuse_password = bool(refuse_password)
+        self._down = bool(down)
         self._hang_cond = threading.Condition()
 
         self._server: _HttpServer | None = None
@@ -680,8 +686,11 @@ class SimulatedPlug:
     def follow(self, source: Callable[[], float], *, tick_s: float | None = 1.0) -> None:
         """Draw whatever ``source()`` says right now (e.g. a simulated NAS's state power).
 
-        Integration samples ``source()`` lazily, so with a real clock a background
-        ticker every ``tick_s`` real seconds keeps the energy close to the truth.
+        Integration samples ``source()`` lazily (on requests, :meth:`tick` and
+        :meth:`advance`), so with a real clock a background ticker every ``tick_s``
+        real seconds keeps the energy close to the truth.  With a :class:`ManualClock`
+        pass ``tick_s=None`` and change the source between ``advance()`` calls:
+        ``advance()`` integrates the elapsed span with the source's current value.
         """
         self.set_profile(lambda _now_s: source())
         if tick_s and self._running and self._ticker_thread is None:
@@ -845,11 +854,11 @@ class SimulatedPlug:
         return 404, [], b""
 
     def _handshake1(self, client_seed: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        self.calls["handshake1"] += 1
         if len(client_seed) != 16:
             return 400, [], b""
         server_seed = secrets.token_bytes(16)
         with self._lock:
+            self.calls["handshake1"] += 1
             # A plug set up with another account proves a hash the client cannot match.
             auth_hash = secrets.token_bytes(32) if self._refuse_password else self._auth_hash
             now_mono = time.monotonic()
@@ -863,8 +872,8 @@ class SimulatedPlug:
         return 200, [("Set-Cookie", cookie)], server_seed + proof
 
     def _handshake2(self, session_id: str | None, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        self.calls["handshake2"] += 1
         with self._lock:
+            self.calls["handshake2"] += 1
             session = self._sessions.get(session_id or "")
             if session is None or session.expires_monotonic_s <= time.monotonic():
                 return 403, [], b""
@@ -893,7 +902,7 @@ class SimulatedPlug:
         try:
             request = json.loads(plaintext)
             response = self._dispatch(request)
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, AttributeError, KeyError):
             response = {"error_code": int(SmartError.JSON_DECODE_FAIL)}
         return 200, [], cipher.encrypt(seq, json.dumps(response, separators=(",", ":")).encode())
 
@@ -924,12 +933,12 @@ class SimulatedPlug:
         return {"error_code": 0} if result is None else {"error_code": 0, "result": result}
 
     def _call(self, method: str, params: Any) -> dict[str, Any] | None:
-        self.calls[method] += 1
-        handler = self._METHODS.get(method)
-        if handler is None:
-            _LOGGER.debug("simulated plug: unknown method %s", method)
-            raise _SmartCallError(SmartError.UNKNOWN_METHOD)
         with self._lock:
+            self.calls[method] += 1
+            handler = self._METHODS.get(method)
+            if handler is None:
+                _LOGGER.debug("simulated plug: unknown method %s", method)
+                raise _SmartCallError(SmartError.UNKNOWN_METHOD)
             self._integrate_to(self._clock())
             return handler(self, params if isinstance(params, dict) else {})
 
@@ -1224,7 +1233,8 @@ class SimulatedPlug:
                 return
             if len(data) < 16 or data[0] != 2 or self._down:
                 continue
-            self.calls["discovery"] += 1
+            with self._lock:
+                self.calls["discovery"] += 1
             try:
                 sock.sendto(self._discovery_answer(), addr)
             except OSError:
@@ -1257,7 +1267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--power-w", type=float, default=25.0, help="constant power draw in watts")
     parser.add_argument("--voltage-v", type=float, default=DEFAULT_VOLTAGE_V)
     parser.add_argument("--timezone", default="Europe/Berlin", help="IANA zone of the plug")
-    parser.add_argument("--model", type=PlugModel, choices=list(PlugModel), default=PlugModel.P110)
+    parser.add_argument("--model", choices=[m.value for m in PlugModel], default=PlugModel.P110.value)
     parser.add_argument("--nickname", default="NAS")
     parser.add_argument("--off", action="store_true", help="start with the relay off")
     parser.add_argument(
@@ -1274,7 +1284,7 @@ def main(argv: list[str] | None = None) -> int:
         power_w=args.power_w,
         voltage_v=args.voltage_v,
         timezone=args.timezone,
-        model=args.model,
+        model=PlugModel(args.model),
         nickname=args.nickname,
         device_on=not args.off,
         discovery_port=args.discovery_port,

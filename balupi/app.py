@@ -27,6 +27,7 @@ log = logging.getLogger("balupi")
 
 DB_FILENAME = "balupi.db"
 SYSTEM_SAMPLE_INTERVAL_S = 5.0
+ACCESS_FLUSH_INTERVAL_S = 30.0
 
 
 class Dispatcher:
@@ -52,7 +53,7 @@ class BaluPi:
     def __init__(self, settings: Settings):
         from balupi.api import nas as nas_api
         from balupi.api import system as system_api
-        from balupi.dav.app import build_dav_app
+        from balupi.dav.app import build_dav_app, build_provider
 
         self.settings = settings
         self.db: Database = open_database(settings.data_dir / DB_FILENAME)
@@ -67,7 +68,8 @@ class BaluPi:
         self.api = JsonApi()
         system_api.register(self.api, self)
         nas_api.register(self.api, self)
-        self.dav = build_dav_app(self)
+        self.provider = build_provider(self)
+        self.dav = build_dav_app(self, self.provider)
         self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api}, self._root)
         self._started = False
 
@@ -101,6 +103,7 @@ class BaluPi:
             return
         self._started = True
         self.scheduler.every(SYSTEM_SAMPLE_INTERVAL_S, "system-sample", self.system.sample)
+        self.scheduler.every(ACCESS_FLUSH_INTERVAL_S, "cache-access-flush", self.provider.index.flush_access)
         if self.nas.configured:
             self.events.subscribe(Event.NAS_STATE_CHANGED, self._on_nas_state)
             self.scheduler.every(self.settings.nas_probe_interval_s, "nas-probe", self.nas.probe, run_now=True)
@@ -115,5 +118,6 @@ class BaluPi:
         """Finish or abandon background work safely, then close the database."""
         self.nas.stop()
         self.scheduler.stop(timeout_s)
+        self.provider.index.flush_access()
         self.db.close()
         log.info("BaluPi stopped")

@@ -35,6 +35,7 @@ BUSY_TIMEOUT_MS = 10_000
 # Modules that define a module-level `migrations` (a sqlite_utils Migrations set), applied in this order.
 SCHEMA_MODULES = (
     "balupi.schema",
+    "balupi.dav.schema",
 )
 
 

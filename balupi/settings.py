@@ -166,6 +166,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", None, "Where the database and generated keys live. Default: $XDG_DATA_HOME/balupi or ~/.local/share/balupi.", _parse_path),
     Setting("cache_dir", None, "Where cached file content lives (the SSD). Default: <data_dir>/cache.", _parse_path),
     Setting("cache_max_size_gb", 200.0, "Largest size of the file cache, in GB.", _parse_float, _at_least(0)),
+    Setting("dav_local_only_names", (
+        "._*", ".DS_Store", ".localized", ".metadata_never_index", ".metadata_never_index_unless_rootfs",
+        ".ql_disablethumbnails", ".ql_disablecache", ".Spotlight-V100", ".Trashes", ".fseventsd", ".TemporaryItems",
+        ".hidden", ".directory", "desktop.ini", "Thumbs.db", "AutoRun.inf", "~$*", ".~lock.*#",
+    ), "Names (glob patterns, any case) of client noise: answered from the index only, never asked of the NAS; files created under them stay on the Pi.", _parse_list),
     # The NAS
     Setting("nas_url", "http://192.168.178.53", "Base URL of the NAS's REST API (BaluHost).", check=_http_url),
     Setting("nas_webdav_url", "", "The NAS's WebDAV root, e.g. https://192.168.178.53:8080/. Empty: no NAS is configured, and BaluPi serves only what it holds.", check=_http_url),

@@ -1,35 +1,62 @@
-"""Builds the WsgiDAV application mounted at /dav/."""
+"""Builds the WsgiDAV application mounted at /dav/, backed by BaluPi's cache provider."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
 
-from wsgidav.fs_dav_provider import FilesystemProvider
+from wsgidav.dir_browser import WsgiDavDirBrowser
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.http_authenticator import HTTPAuthenticator
+from wsgidav.mw.cors import Cors
+from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
+
+from balupi.dav.fastlane import FastLane
+from balupi.dav.index import Index
+from balupi.dav.locks import SqliteLockStorage
+from balupi.dav.props import SqlitePropertyManager
+from balupi.dav.provider import CacheProvider
+from balupi.dav.store import ContentStore
 
 if TYPE_CHECKING:
     from balupi.app import BaluPi
 
 DAV_MOUNT_PATH = "/dav"
+log = logging.getLogger("balupi.dav")
 
 
-def build_dav_app(app: "BaluPi") -> WsgiDAVApp:
+def build_provider(app: "BaluPi") -> CacheProvider:
     settings = app.settings
-    root = settings.cache_dir / "files"
-    root.mkdir(parents=True, exist_ok=True)
-    provider = FilesystemProvider(str(root))
+    store = ContentStore(settings.cache_dir)
+    removed = store.clear_temp()
+    if removed:
+        log.info("removed %d unfinished temp files from an earlier run", removed)
+    max_bytes = settings.cache_max_size_gb * 1e9
+    return CacheProvider(
+        Index(app.db), store, app.nas_client, app.nas, app.events,
+        local_only_names=settings.dav_local_only_names,
+        admit=lambda size: size <= max_bytes,
+    )
+
+
+def build_dav_app(app: "BaluPi", provider: CacheProvider) -> WsgiDAVApp:
+    settings = app.settings
     config = {
         "mount_path": DAV_MOUNT_PATH,
         "provider_mapping": {"/": provider},
         "block_size": settings.dav_block_size_kib * 1024,
-        "property_manager": True,
-        "lock_storage": True,
+        "property_manager": SqlitePropertyManager(app.db),
+        "lock_storage": SqliteLockStorage(app.db),
+        "middleware_stack": [Cors, ErrorPrinter, HTTPAuthenticator, FastLane, WsgiDavDirBrowser, RequestResolver],
         "http_authenticator": {"domain_controller": None, "accept_basic": True, "accept_digest": False, "default_to_digest": False},
         "simple_dc": {"user_mapping": {"*": True}},
+        "honor_mtime_header": True,
+        "hotfixes": {"emulate_win32_lastmod": True},
         "verbose": 1,
         "logging": {"enable": False},
-        "dir_browser": {"enable": True, "response_trailer": "BaluPi"},
+        "dir_browser": {"enable": True, "response_trailer": "BaluPi", "davmount": True},
+        "cors": {"allow_origin": None},
         "add_header_MS_Author_Via": True,
     }
     dav = WsgiDAVApp(config)

@@ -1,0 +1,284 @@
+"""GET and HEAD of files, answered before WsgiDAV's own request handling.
+
+It sits in WsgiDAV's middleware stack right after authentication. For a file it answers from the
+index and the SSD: `Content-Length`, `Accept-Ranges`, `Last-Modified`, a strong `ETag`; the
+conditionals `If-Match`, `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`, `If-Range`;
+single ranges as 206, several as `multipart/byteranges`, unsatisfiable ones as 416. (Stock WsgiDAV
+4.4.0 answers `bytes=0-9,20-29` with only the last range.) A miss streams from the NAS through the
+shared download (`balupi.dav.fetch`); a ranged miss is passed through to the NAS as a ranged GET
+while the whole file is fetched into the cache behind it. Collections and everything else go on to
+WsgiDAV.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from email.utils import formatdate, parsedate_to_datetime
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+from wsgidav.mw.base_mw import BaseMiddleware
+
+from balupi.dav.fetch import UpstreamError, UpstreamMissing
+from balupi.dav.index import Entry
+from balupi.errors import NasUnavailable
+
+if TYPE_CHECKING:
+    from balupi.dav.provider import CacheProvider
+
+log = logging.getLogger("balupi.dav")
+
+MAX_RANGES = 32
+BLOCK_BYTES = 1 << 20
+
+
+def http_date(ts: float) -> str:
+    return formatdate(ts, usegmt=True)
+
+
+def _parse_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _etag_list(value: str) -> list[str]:
+    return [tag.strip().removeprefix("W/").strip('"') for tag in value.split(",") if tag.strip()]
+
+
+def parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None:
+    """Satisfiable byte ranges [(start, end_inclusive)]; None: no valid Range header (serve all);
+    []: syntactically valid but none satisfiable (416)."""
+    if not header or not header.strip().lower().startswith("bytes="):
+        return None
+    ranges = []
+    for part in header.split("=", 1)[1].split(","):
+        part = part.strip()
+        if "-" not in part:
+            return None
+        first, last = part.split("-", 1)
+        first, last = first.strip(), last.strip()
+        try:
+            if first == "":
+                if not last:
+                    return None
+                length = int(last)
+                if length <= 0:
+                    continue
+                start, end = max(0, size - length), size - 1
+            else:
+                start = int(first)
+                end = int(last) if last else size - 1
+                if end < start:
+                    return None
+                end = min(end, size - 1)
+        except ValueError:
+            return None
+        if start < 0:
+            return None
+        if start < size:
+            ranges.append((start, end))
+    return ranges
+
+
+def _file_blocks(path: str, start: int, length: int) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as f:
+        if start:
+            f.seek(start)
+        remaining = length
+        while remaining > 0:
+            block = f.read(min(BLOCK_BYTES, remaining))
+            if not block:
+                raise OSError(f"{path} is shorter than the index says")
+            remaining -= len(block)
+            yield block
+
+
+class FastLane(BaseMiddleware):
+    def __init__(self, wsgidav_app, next_app, config):
+        super().__init__(wsgidav_app, next_app, config)
+        self.provider: "CacheProvider" = config["provider_mapping"]["/"]
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        if method not in ("GET", "HEAD"):
+            return self.next_app(environ, start_response)
+        provider = self.provider
+        view = provider.view_for(environ)
+        try:
+            entry = provider.lookup(view, environ["PATH_INFO"], method)
+        except NasUnavailable as exc:
+            return self._error(start_response, 503, str(exc), [("Retry-After", str(exc.retry_after_s))])
+        if entry is None or entry.is_dir:
+            return self.next_app(environ, start_response)
+        return self.serve(environ, start_response, entry, method == "HEAD")
+
+    @staticmethod
+    def _error(start_response: Callable, status: int, text: str, headers: list | None = None) -> list[bytes]:
+        body = (text + "\n").encode()
+        reasons = {304: "Not Modified", 404: "Not Found", 412: "Precondition Failed", 416: "Range Not Satisfiable",
+                   502: "Bad Gateway", 503: "Service Unavailable"}
+        start_response(f"{status} {reasons.get(status, '')}", [("Content-Type", "text/plain; charset=utf-8"),
+                                                               ("Content-Length", str(len(body)))] + (headers or []))
+        return [body]
+
+    def serve(self, environ: dict, start_response: Callable, entry: Entry, head: bool) -> Iterable[bytes]:
+        size = entry.size
+        etag = entry.etag
+        validators = [("Last-Modified", http_date(entry.mtime))]
+        if etag:
+            validators.append(("ETag", f'"{etag}"'))
+
+        # Conditionals (RFC 9110 13.2.2 order).
+        if_match = environ.get("HTTP_IF_MATCH")
+        if if_match is not None:
+            if if_match.strip() != "*" and (not etag or etag not in _etag_list(if_match)):
+                return self._error(start_response, 412, "If-Match failed", validators)
+        else:
+            since = _parse_date(environ.get("HTTP_IF_UNMODIFIED_SINCE"))
+            if since is not None and int(entry.mtime) > since:
+                return self._error(start_response, 412, "modified since", validators)
+        if_none = environ.get("HTTP_IF_NONE_MATCH")
+        if if_none is not None:
+            if if_none.strip() == "*" or (etag and etag in _etag_list(if_none)):
+                start_response("304 Not Modified", validators)
+                return []
+        else:
+            since = _parse_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
+            if since is not None and int(entry.mtime) <= since:
+                start_response("304 Not Modified", validators)
+                return []
+
+        range_header = environ.get("HTTP_RANGE")
+        if_range = environ.get("HTTP_IF_RANGE")
+        if range_header and if_range:
+            if_range = if_range.strip()
+            if if_range.startswith('"') or if_range.startswith("W/"):
+                ok = bool(etag) and not if_range.startswith("W/") and if_range.strip('"') == etag
+            else:
+                ok = _parse_date(if_range) is not None and int(entry.mtime) <= (_parse_date(if_range) or 0)
+            if not ok:
+                range_header = None
+        ranges = parse_ranges(range_header, size)
+        if ranges is not None and len(ranges) > MAX_RANGES:
+            ranges = None
+
+        ctype = entry.content_type or "application/octet-stream"
+        headers = [("Content-Type", ctype), ("Accept-Ranges", "bytes")] + validators
+        if ranges == []:
+            return self._error(start_response, 416, "range not satisfiable", [("Content-Range", f"bytes */{size}")] + validators)
+
+        provider = self.provider
+        path = provider.store.path_of(entry.cache_key) if entry.cache_key else None
+        if path is not None and not os.path.exists(path):
+            log.warning("cached content of %s is missing; fetching it again", entry.path)
+            path = None
+        if path is None and not head:
+            if not provider.monitor.configured:
+                return self._error(start_response, 404, "not cached, and no NAS is configured")
+            return self._serve_miss(environ, start_response, entry, ranges, headers)
+        if not head:
+            provider.index.note_access(entry.view, entry.path)
+            provider.stats.hits += 1
+
+        if ranges is None:
+            provider.stats.hit_bytes += 0 if head else size
+            start_response("200 OK", headers + [("Content-Length", str(size))])
+            return [] if head else _file_blocks(str(path), 0, size)
+        if len(ranges) == 1:
+            start, end = ranges[0]
+            headers += [("Content-Range", f"bytes {start}-{end}/{size}"), ("Content-Length", str(end - start + 1))]
+            start_response("206 Partial Content", headers)
+            provider.stats.hit_bytes += 0 if head else end - start + 1
+            return [] if head else _file_blocks(str(path), start, end - start + 1)
+        return self._multipart(start_response, headers, ctype, size, ranges, head,
+                               lambda s, n: _file_blocks(str(path), s, n))
+
+    def _multipart(self, start_response, headers, ctype, size, ranges, head, blocks) -> Iterable[bytes]:
+        boundary = secrets.token_hex(12)
+        parts = []
+        total = 0
+        for start, end in ranges:
+            head_bytes = (f"--{boundary}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {start}-{end}/{size}\r\n\r\n").encode()
+            parts.append((head_bytes, start, end - start + 1))
+            total += len(head_bytes) + (end - start + 1) + 2
+        tail = f"--{boundary}--\r\n".encode()
+        total += len(tail)
+        headers = [(k, v) for k, v in headers if k != "Content-Type"]
+        headers += [("Content-Type", f"multipart/byteranges; boundary={boundary}"), ("Content-Length", str(total))]
+        start_response("206 Partial Content", headers)
+        if head:
+            return []
+
+        def body() -> Iterator[bytes]:
+            for head_bytes, start, length in parts:
+                yield head_bytes
+                yield from blocks(start, length)
+                yield b"\r\n"
+            yield tail
+
+        return body()
+
+    # -- misses ----------------------------------------------------------------------------------
+
+    def _serve_miss(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
+        provider = self.provider
+        provider.stats.misses += 1
+        try:
+            if ranges is not None or not provider.admit(entry.size):
+                return self._pass_through(environ, start_response, entry, ranges, headers)
+            download, _ = provider.downloads.get_or_start(entry)
+            download.wait_started()
+        except NasUnavailable as exc:
+            return self._error(start_response, 503, str(exc), [("Retry-After", str(exc.retry_after_s))])
+        except UpstreamMissing:
+            provider.delete_entry(entry)
+            return self._error(start_response, 404, "no longer on the NAS")
+        except UpstreamError as exc:
+            return self._error(start_response, 502, str(exc))
+        size = download.size_bytes if download.size_bytes is not None else entry.size
+        headers = [(k, v) for k, v in headers if k not in ("ETag", "Last-Modified")]
+        if download.etag:
+            headers.append(("ETag", f'"{download.etag}"'))
+        headers.append(("Last-Modified", http_date(download.mtime or entry.mtime)))
+        start_response("200 OK", headers + [("Content-Length", str(size))])
+        provider.stats.miss_bytes += size
+        return download.stream()
+
+    def _pass_through(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
+        """A ranged (or too large to cache) miss: ask the NAS for exactly that; cache the file behind it."""
+        provider = self.provider
+        upstream_headers = {}
+        if environ.get("HTTP_RANGE") and ranges is not None:
+            upstream_headers["Range"] = "bytes=" + ",".join(f"{s}-{e}" for s, e in ranges)
+        response = provider.client.request("GET", entry.path, wake=True, headers=upstream_headers, stream=True)
+        if response.status_code == 404:
+            response.close()
+            provider.delete_entry(entry)
+            return self._error(start_response, 404, "no longer on the NAS")
+        if response.status_code not in (200, 206):
+            response.close()
+            return self._error(start_response, 502, f"NAS answered {response.status_code}")
+        keep = ("Content-Type", "Content-Length", "Content-Range", "ETag", "Last-Modified")
+        out = [("Accept-Ranges", "bytes")] + [(k, response.headers[k]) for k in keep if k in response.headers]
+        start_response(f"{response.status_code} {response.reason}", out)
+        if ranges is not None and provider.admit(entry.size) and provider.downloads.active(entry.view, entry.path) is None:
+            try:
+                provider.downloads.get_or_start(entry)
+            except NasUnavailable:
+                pass
+
+        def body() -> Iterator[bytes]:
+            with response:
+                while True:
+                    block = response.raw.read(BLOCK_BYTES)
+                    if not block:
+                        return
+                    provider.stats.miss_bytes += len(block)
+                    yield block
+
+        return body()

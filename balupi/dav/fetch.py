@@ -1,0 +1,244 @@
+"""Cache misses: one upstream download per file, streamed to every waiting client while it is cached.
+
+A `Download` writes the NAS's response into a temp file and publishes each block as it lands;
+readers (`Download.stream`) follow the writer, so a client's first byte never waits for the whole
+file, and two clients missing the same file share one upstream GET. The content becomes a cache
+entry only when complete and verified (byte count equals the NAS's Content-Length, and a HEAD
+afterwards shows the same ETag), by an atomic rename; anything else discards the temp file, so no
+partial entry is ever visible. A client that disconnects does not stop the download: the NAS is
+awake now, and the file will be asked for again.
+
+Lock order: `Downloads._lock` before `Download._cond`; neither is held during network or disk I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import threading
+import time
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Callable, Iterator
+
+from balupi.dav.index import Entry, Index
+from balupi.dav.store import ContentStore
+from balupi.errors import NasUnavailable
+from balupi.events import Event, Events
+from balupi.nas.client import NasClient
+
+log = logging.getLogger("balupi.dav.fetch")
+
+BLOCK_BYTES = 1 << 20
+HEADERS_WAIT_S = 120.0
+
+
+class DownloadState(enum.Enum):
+    STARTING = "starting"
+    STREAMING = "streaming"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class UpstreamMissing(Exception):
+    """The NAS says the file does not exist (404)."""
+
+
+class UpstreamError(Exception):
+    """The NAS failed the download (status, dropped connection, short body, changed under us)."""
+
+
+class Download:
+    def __init__(self, entry: Entry, store: ContentStore, index: Index, client: NasClient, events: Events,
+                 on_finish: Callable[["Download"], None]):
+        self.entry = entry
+        self.store, self.index, self.client, self.events = store, index, client, events
+        self._on_finish = on_finish
+        self.key, self.tmp, self._file = store.open_temp()
+        self._cond = threading.Condition()
+        self.state = DownloadState.STARTING
+        self.written = 0
+        self.size_bytes: int | None = None
+        self.etag: str | None = None
+        self.mtime: float | None = None
+        self.content_type: str | None = None
+        self.error: BaseException | None = None
+        self.readers = 0
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name=f"balupi-fetch-{self.key[:8]}", daemon=True).start()
+
+    def _set(self, **changes) -> None:
+        with self._cond:
+            for name, value in changes.items():
+                setattr(self, name, value)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        try:
+            self._download()
+        except BaseException as exc:  # every failure ends in FAILED, with the temp file gone
+            if not isinstance(exc, (UpstreamMissing, UpstreamError, NasUnavailable)):
+                log.exception("download of %s failed", self.entry.path)
+            else:
+                log.warning("download of %s failed: %s", self.entry.path, exc)
+            self._file.close()
+            self.store.discard_temp(self.tmp)
+            self._set(state=DownloadState.FAILED, error=exc)
+        finally:
+            self._on_finish(self)
+
+    def _download(self) -> None:
+        response = self.client.request("GET", self.entry.path, wake=True, stream=True)
+        with response:
+            if response.status_code == 404:
+                raise UpstreamMissing(self.entry.path)
+            if response.status_code != 200:
+                raise UpstreamError(f"NAS answered {response.status_code} to GET {self.entry.path}")
+            length = response.headers.get("Content-Length")
+            self._set(
+                state=DownloadState.STREAMING,
+                size_bytes=int(length) if length and length.isdigit() else None,
+                etag=_strip_etag(response.headers.get("ETag")),
+                mtime=_http_time(response.headers.get("Last-Modified")),
+                content_type=response.headers.get("Content-Type"),
+            )
+            raw = response.raw
+            fd = self._file.fileno()
+            try:
+                while True:
+                    block = raw.read(BLOCK_BYTES)
+                    if not block:
+                        break
+                    view = memoryview(block)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    with self._cond:
+                        self.written += len(block)
+                        self._cond.notify_all()
+            except Exception as exc:
+                self.client.monitor.note_unreachable(type(exc).__name__)
+                raise UpstreamError(f"connection dropped after {self.written} bytes: {type(exc).__name__}") from exc
+        self._file.close()
+        if self.size_bytes is not None and self.written != self.size_bytes:
+            raise UpstreamError(f"short body: {self.written} of {self.size_bytes} bytes")
+        if self.size_bytes is None:
+            self.size_bytes = self.written
+        self._verify_and_publish()
+        with self._cond:
+            self.state = DownloadState.DONE
+            self._cond.notify_all()
+
+    def _verify_and_publish(self) -> None:
+        if self.etag:
+            head = self.client.request("HEAD", self.entry.path, wake=False)
+            if _strip_etag(head.headers.get("ETag")) != self.etag:
+                raise UpstreamError(f"{self.entry.path} changed on the NAS during the download")
+        final = self.store.publish(self.key, self.tmp)
+        self.tmp = final  # readers that open late find the published file
+        replaced = self.index.mark_cached(self.entry.view, self.entry.path, self.key, self.written, self.etag, self.mtime)
+        if replaced == self.key:  # the entry went away or was rewritten meanwhile
+            self.store.remove(self.key)
+        elif replaced:
+            self.store.remove(replaced)
+        else:
+            self.events.emit(Event.CACHE_FILE_ADDED, path=self.entry.path, size_bytes=self.written)
+
+    def wait_started(self, timeout_s: float = HEADERS_WAIT_S) -> None:
+        """Wait until the NAS's response headers are known. Raises the download's error."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self.state is DownloadState.STARTING:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise UpstreamError("the NAS did not start sending in time")
+                self._cond.wait(remaining)
+            if self.state is DownloadState.FAILED and self.written == 0:
+                raise self.error  # type: ignore[misc]
+
+    def stream(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield bytes [start, end) as they arrive (end None: to the end of the file)."""
+        with self._cond:
+            self.readers += 1
+        try:
+            fd = os.open(self.tmp, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = os.open(self.store.path_of(self.key), os.O_RDONLY)
+        try:
+            pos = start
+            while True:
+                with self._cond:
+                    stop = end if end is not None else self.size_bytes
+                    while self.written <= pos and self.state is DownloadState.STREAMING and (stop is None or pos < stop):
+                        self._cond.wait(5.0)
+                    available, state = self.written, self.state
+                    stop = end if end is not None else self.size_bytes
+                if stop is not None and pos >= stop:
+                    return
+                if available > pos:
+                    n = min(BLOCK_BYTES, available - pos, (stop - pos) if stop is not None else BLOCK_BYTES)
+                    block = os.pread(fd, n, pos)
+                    if not block:
+                        raise UpstreamError("cache temp file shrank")
+                    pos += len(block)
+                    yield block
+                elif state is DownloadState.DONE:
+                    return
+                elif state is DownloadState.FAILED:
+                    raise UpstreamError(f"download failed after {available} bytes: {self.error}")
+        finally:
+            os.close(fd)
+            with self._cond:
+                self.readers -= 1
+
+
+class Downloads:
+    """The registry of downloads in progress: one per (view, path)."""
+
+    def __init__(self, store: ContentStore, index: Index, client: NasClient, events: Events):
+        self.store, self.index, self.client, self.events = store, index, client, events
+        self._lock = threading.Lock()
+        self._active: dict[tuple[str, str], Download] = {}
+        self.started = 0
+
+    def get_or_start(self, entry: Entry) -> tuple[Download, bool]:
+        """The download of `entry`, starting it if none runs. Returns (download, started_now)."""
+        key = (entry.view, entry.path)
+        with self._lock:
+            download = self._active.get(key)
+            if download is not None:
+                return download, False
+            download = Download(entry, self.store, self.index, self.client, self.events, self._finished)
+            self._active[key] = download
+            self.started += 1
+        download.start()
+        return download, True
+
+    def active(self, view: str, path: str) -> Download | None:
+        with self._lock:
+            return self._active.get((view, path))
+
+    def _finished(self, download: Download) -> None:
+        with self._lock:
+            if self._active.get((download.entry.view, download.entry.path)) is download:
+                del self._active[(download.entry.view, download.entry.path)]
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+
+def _strip_etag(value: str | None) -> str | None:
+    if not value:
+        return None
+    return value.strip().removeprefix("W/").strip('"')
+
+
+def _http_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None

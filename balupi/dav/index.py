@@ -1,0 +1,339 @@
+"""The offline index of the NAS tree (table `entries`) and the journal of pending changes.
+
+Every change a client makes is one transaction here that updates the tree AND appends the pending
+change for the NAS (`journal`), so the two can never disagree after a crash. Reads are single
+indexed queries; a collection's members are one query (`children`).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable
+
+from balupi.db import Database
+from balupi.nas.client import RemoteEntry
+
+COLUMNS = (
+    "id, view, path, parent, name, is_dir, size, mtime, ctime, etag, content_type, cache_key, dirty, "
+    "local_only, listed, remote, base_etag"
+)
+
+
+def parent_of(path: str) -> str | None:
+    if path == "/":
+        return None
+    head = path.rsplit("/", 1)[0]
+    return head or "/"
+
+
+def name_of(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def join(parent: str, name: str) -> str:
+    return (parent.rstrip("/") + "/" + name) if parent != "/" else "/" + name
+
+
+def subtree_bounds(path: str) -> tuple[str, str]:
+    """Bounds for `path > lo AND path < hi` selecting every descendant of `path` (index-friendly)."""
+    prefix = path.rstrip("/") + "/"
+    return prefix, prefix[:-1] + "0"  # '0' sorts right after '/'
+
+
+def guess_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+@dataclass
+class Entry:
+    id: int
+    view: str
+    path: str
+    parent: str | None
+    name: str
+    is_dir: bool
+    size: int
+    mtime: float
+    ctime: float
+    etag: str | None
+    content_type: str | None
+    cache_key: str | None
+    dirty: bool
+    local_only: bool
+    listed: bool
+    remote: bool
+    base_etag: str | None
+
+    @classmethod
+    def from_row(cls, row) -> "Entry":
+        return cls(
+            row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7], row[8], row[9], row[10],
+            row[11], bool(row[12]), bool(row[13]), bool(row[14]), bool(row[15]), row[16],
+        )
+
+    @property
+    def cached(self) -> bool:
+        return self.cache_key is not None
+
+
+class Index:
+    def __init__(self, db: Database):
+        self.db = db
+        self._access_lock = threading.Lock()
+        self._access: Counter[tuple[str, str]] = Counter()
+        self._access_at: dict[tuple[str, str], float] = {}
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get(self, view: str, path: str) -> Entry | None:
+        row = self.db.raw().execute(f"SELECT {COLUMNS} FROM entries WHERE view = ? AND path = ?", (view, path)).fetchone()
+        return Entry.from_row(row) if row else None
+
+    def children(self, view: str, path: str) -> list[Entry]:
+        rows = self.db.raw().execute(
+            f"SELECT {COLUMNS} FROM entries WHERE view = ? AND parent = ? ORDER BY name", (view, path)
+        ).fetchall()
+        return [Entry.from_row(r) for r in rows]
+
+    def child_names(self, view: str, path: str) -> list[str]:
+        rows = self.db.raw().execute("SELECT name FROM entries WHERE view = ? AND parent = ? ORDER BY name", (view, path))
+        return [r[0] for r in rows]
+
+    def descendants(self, view: str, path: str) -> list[Entry]:
+        lo, hi = subtree_bounds(path)
+        rows = self.db.raw().execute(
+            f"SELECT {COLUMNS} FROM entries WHERE view = ? AND path > ? AND path < ? ORDER BY path", (view, lo, hi)
+        ).fetchall()
+        return [Entry.from_row(r) for r in rows]
+
+    def note_access(self, view: str, path: str) -> None:
+        """Count a read in memory; `flush_access` writes the counts (a write per GET would cost)."""
+        with self._access_lock:
+            self._access[(view, path)] += 1
+            self._access_at[(view, path)] = time.time()
+
+    def flush_access(self) -> int:
+        with self._access_lock:
+            counts, self._access = self._access, Counter()
+            times, self._access_at = self._access_at, {}
+        if counts:
+            with self.db.write() as d:
+                d.conn.executemany(
+                    "UPDATE entries SET hits = hits + ?, last_access = ? WHERE view = ? AND path = ?",
+                    [(n, times[k], k[0], k[1]) for k, n in counts.items()],
+                )
+        return len(counts)
+
+    # -- tree changes (each one transaction, journaled unless local-only) ---------------------------
+
+    def ensure_root(self, view: str, listed: bool) -> Entry:
+        root = self.get(view, "/")
+        if root is None:
+            now = time.time()
+            with self.db.write() as d:
+                d.execute(
+                    "INSERT OR IGNORE INTO entries (view, path, parent, name, is_dir, mtime, ctime, listed, remote, content_type)"
+                    " VALUES (?, '/', NULL, '', 1, ?, ?, ?, 1, 'httpd/unix-directory')",
+                    (view, now, now, int(listed)),
+                )
+            root = self.get(view, "/")
+        assert root is not None
+        return root
+
+    def _journal(self, d, view: str, op: str, path: str, dest: str | None = None, cache_key: str | None = None,
+                 size: int | None = None, base_etag: str | None = None) -> None:
+        d.execute(
+            "INSERT INTO journal (at, view, op, path, dest, cache_key, size, base_etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), view, op, path, dest, cache_key, size, base_etag),
+        )
+
+    def put_file(self, view: str, path: str, cache_key: str, size: int, mtime: float, content_type: str | None,
+                 local_only: bool, etag: str) -> str | None:
+        """Record new content for `path` (created or replaced). Returns the replaced content key."""
+        now = time.time()
+        with self.db.write() as d:
+            old = self.get(view, path)
+            if old is None:
+                d.execute(
+                    "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, content_type,"
+                    " cache_key, dirty, local_only, listed, remote, last_access)"
+                    " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0, ?)",
+                    (view, path, parent_of(path), name_of(path), size, mtime, now, etag,
+                     content_type or guess_type(path), cache_key, int(not local_only), int(local_only), now),
+                )
+                base = None
+            else:
+                base = old.base_etag if old.dirty else (old.etag if old.remote else None)
+                d.execute(
+                    "UPDATE entries SET size = ?, mtime = ?, etag = ?, content_type = ?, cache_key = ?, dirty = ?,"
+                    " base_etag = ?, last_access = ? WHERE id = ?",
+                    (size, mtime, etag, content_type or old.content_type or guess_type(path), cache_key,
+                     int(not old.local_only), base, now, old.id),
+                )
+                local_only = old.local_only
+            if not local_only:
+                self._journal(d, view, "put", path, cache_key=cache_key, size=size, base_etag=base)
+        return old.cache_key if old is not None else None
+
+    def mkdir(self, view: str, path: str, local_only: bool = False) -> None:
+        now = time.time()
+        with self.db.write() as d:
+            d.execute(
+                "INSERT INTO entries (view, path, parent, name, is_dir, mtime, ctime, content_type, dirty, local_only, listed)"
+                " VALUES (?, ?, ?, ?, 1, ?, ?, 'httpd/unix-directory', ?, ?, 1)",
+                (view, path, parent_of(path), name_of(path), now, now, int(not local_only), int(local_only)),
+            )
+            if not local_only:
+                self._journal(d, view, "mkcol", path)
+
+    def set_mtime(self, view: str, path: str, mtime: float) -> None:
+        with self.db.write() as d:
+            d.execute("UPDATE entries SET mtime = ? WHERE view = ? AND path = ?", (mtime, view, path))
+
+    def delete(self, view: str, path: str) -> list[str]:
+        """Remove `path` and everything below it. Returns the content keys no longer referenced."""
+        lo, hi = subtree_bounds(path)
+        with self.db.write() as d:
+            entry = self.get(view, path)
+            if entry is None:
+                return []
+            rows = d.execute(
+                "SELECT cache_key FROM entries WHERE view = ? AND (path = ? OR (path > ? AND path < ?))"
+                " AND cache_key IS NOT NULL",
+                (view, path, lo, hi),
+            ).fetchall()
+            d.execute("DELETE FROM entries WHERE view = ? AND (path = ? OR (path > ? AND path < ?))", (view, path, lo, hi))
+            if not entry.local_only:
+                self._journal(d, view, "delete", path, base_etag=entry.etag if entry.remote else None)
+            keys = [r[0] for r in rows]
+            return [k for k in keys if not self._key_pending(d, k)]
+
+    @staticmethod
+    def _key_pending(d, key: str) -> bool:
+        return d.execute("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1", (key,)).fetchone() is not None
+
+    def move(self, view: str, src: str, dest: str) -> None:
+        """Rename `src` (and its subtree) to `dest`, which must not exist."""
+        lo, hi = subtree_bounds(src)
+        with self.db.write() as d:
+            entry = self.get(view, src)
+            if entry is None:
+                return
+            d.execute(
+                "UPDATE entries SET path = ?, parent = ?, name = ? WHERE view = ? AND path = ?",
+                (dest, parent_of(dest), name_of(dest), view, src),
+            )
+            # Descendants: swap the prefix of path and parent.
+            n = len(src)
+            d.execute(
+                "UPDATE entries SET path = ? || substr(path, ?), parent = ? || substr(parent, ?)"
+                " WHERE view = ? AND path > ? AND path < ?",
+                (dest, n + 1, dest, n + 1, view, lo, hi),
+            )
+            if not entry.local_only:
+                self._journal(d, view, "move", src, dest=dest, base_etag=entry.etag if entry.remote else None)
+
+    def copy(self, view: str, src: str, dest: str, key_map: dict[str, str]) -> None:
+        """Copy the single entry `src` to `dest` (WsgiDAV copies trees member by member).
+
+        `key_map` maps the source content key to the copy's key (content was copied by the caller).
+        """
+        now = time.time()
+        with self.db.write() as d:
+            entry = self.get(view, src)
+            if entry is None:
+                return
+            new_key = key_map.get(entry.cache_key) if entry.cache_key else None
+            etag = f"l-{new_key}" if new_key else entry.etag
+            d.execute(
+                "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, content_type,"
+                " cache_key, dirty, local_only, listed, remote) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, 1, 0)",
+                (view, dest, parent_of(dest), name_of(dest), int(entry.is_dir), entry.size, entry.mtime, now, etag,
+                 entry.content_type, new_key, int(entry.local_only)),
+            )
+            if not entry.local_only:
+                if entry.is_dir:
+                    self._journal(d, view, "mkcol", dest)
+                elif new_key:
+                    self._journal(d, view, "put", dest, cache_key=new_key, size=entry.size)
+                else:  # not cached: the NAS copies it server-side
+                    self._journal(d, view, "copy", src, dest=dest, base_etag=entry.etag)
+
+    # -- what the NAS says -------------------------------------------------------------------------
+
+    def apply_listing(self, view: str, path: str, members: Iterable[RemoteEntry]) -> list[str]:
+        """Make the index's members of `path` match a fresh NAS listing. Returns stale content keys.
+
+        Local changes win until synced: dirty or local-only entries are left as they are.
+        """
+        stale: list[str] = []
+        seen: set[str] = set()
+        now = time.time()
+        with self.db.write() as d:
+            existing = {e.name: e for e in self.children(view, path)}
+            for m in members:
+                name = name_of("/" + m.path) if m.path else ""
+                if not name:
+                    continue
+                seen.add(name)
+                child = join(path, name)
+                old = existing.get(name)
+                if old is None:
+                    d.execute(
+                        "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, content_type,"
+                        " listed, remote) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1)",
+                        (view, child, path, name, int(m.is_collection), m.size_bytes, m.mtime, now, m.etag or None,
+                         m.content_type),
+                    )
+                elif old.dirty or old.local_only:
+                    continue
+                elif (old.etag or "") != m.etag or old.size != m.size_bytes or old.is_dir != m.is_collection:
+                    if old.cache_key and not old.is_dir:
+                        stale.append(old.cache_key)
+                    d.execute(
+                        "UPDATE entries SET is_dir = ?, size = ?, mtime = ?, etag = ?, content_type = ?, cache_key = NULL,"
+                        " remote = 1 WHERE id = ?",
+                        (int(m.is_collection), m.size_bytes, m.mtime, m.etag or None, m.content_type, old.id),
+                    )
+                elif not old.remote:
+                    d.execute("UPDATE entries SET remote = 1 WHERE id = ?", (old.id,))
+            for name, old in existing.items():
+                if name not in seen and old.remote and not old.dirty and not old.local_only:
+                    stale += self.delete_quietly(d, view, old.path)
+            d.execute("UPDATE entries SET listed = 1, remote = 1 WHERE view = ? AND path = ?", (view, path))
+        return stale
+
+    def delete_quietly(self, d, view: str, path: str) -> list[str]:
+        """Drop an entry the NAS no longer has (no journal: nothing to tell the NAS)."""
+        lo, hi = subtree_bounds(path)
+        rows = d.execute(
+            "SELECT cache_key FROM entries WHERE view = ? AND (path = ? OR (path > ? AND path < ?)) AND cache_key IS NOT NULL"
+            " AND dirty = 0",
+            (view, path, lo, hi),
+        ).fetchall()
+        d.execute(
+            "DELETE FROM entries WHERE view = ? AND (path = ? OR (path > ? AND path < ?)) AND dirty = 0 AND local_only = 0",
+            (view, path, lo, hi),
+        )
+        return [r[0] for r in rows]
+
+    def mark_cached(self, view: str, path: str, cache_key: str, size: int, etag: str | None, mtime: float | None) -> str | None:
+        """A download finished: the entry's content is now `cache_key`. Returns a replaced key, if any."""
+        with self.db.write() as d:
+            entry = self.get(view, path)
+            if entry is None or entry.dirty:
+                return cache_key  # deleted or rewritten meanwhile: the download is not wanted
+            d.execute(
+                "UPDATE entries SET cache_key = ?, size = ?, etag = COALESCE(?, etag), mtime = COALESCE(?, mtime),"
+                " last_access = ? WHERE id = ?",
+                (cache_key, size, etag, mtime, time.time(), entry.id),
+            )
+            return entry.cache_key
+
+    def pending_changes(self) -> int:
+        row = self.db.query_one("SELECT count(*) FROM journal WHERE state = 'pending'")
+        return row[0] if row else 0

@@ -1,0 +1,109 @@
+"""WebDAV locks in SQLite (table `dav_locks`), so they survive a restart.
+
+Implements the storage interface WsgiDAV's LockManager expects (the one of its LockStorageDict);
+the locking rules stay WsgiDAV's own. Lock roots are WsgiDAV's normalized ref URLs.
+"""
+
+from __future__ import annotations
+
+import time
+
+from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
+
+from balupi.dav.index import subtree_bounds
+from balupi.db import Database
+
+LOCK_TIMEOUT_DEFAULT_S = 604800  # one week
+LOCK_TIMEOUT_MAX_S = 4 * 604800
+_COLUMNS = "token, root, depth, scope, type, owner, principal, timeout, expire"
+
+
+def _lock_from_row(row) -> dict:
+    return {
+        "token": row[0], "root": row[1], "depth": row[2], "scope": row[3], "type": row[4],
+        "owner": bytes(row[5]) if row[5] is not None else b"", "principal": row[6] or "",
+        "timeout": row[7], "expire": row[8],
+    }
+
+
+class SqliteLockStorage:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def __repr__(self) -> str:
+        return "SqliteLockStorage"
+
+    def open(self) -> None:
+        self.cleanup()
+
+    def close(self) -> None:
+        pass
+
+    def cleanup(self) -> None:
+        with self.db.write() as d:
+            d.execute("DELETE FROM dav_locks WHERE expire >= 0 AND expire < ?", (time.time(),))
+
+    def clear(self) -> None:
+        with self.db.write() as d:
+            d.execute("DELETE FROM dav_locks")
+
+    def get(self, token: str) -> dict | None:
+        row = self.db.query_one(f"SELECT {_COLUMNS} FROM dav_locks WHERE token = ?", (token,))
+        if row is None:
+            return None
+        lock = _lock_from_row(row)
+        if 0 <= lock["expire"] < time.time():
+            self.delete(token)
+            return None
+        return lock
+
+    def create(self, path: str, lock: dict) -> dict:
+        assert lock.get("token") is None and lock.get("expire") is None
+        lock["root"] = normalize_lock_root(path)
+        timeout = lock.get("timeout")
+        timeout = LOCK_TIMEOUT_DEFAULT_S if timeout is None else float(timeout)
+        if timeout < 0 or timeout > LOCK_TIMEOUT_MAX_S:
+            timeout = LOCK_TIMEOUT_MAX_S
+        lock["timeout"] = timeout
+        lock["expire"] = time.time() + timeout
+        validate_lock(lock)
+        lock["token"] = generate_lock_token()
+        with self.db.write() as d:
+            d.execute(
+                f"INSERT INTO dav_locks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (lock["token"], lock["root"], lock["depth"], lock["scope"], lock["type"], lock["owner"],
+                 lock["principal"], lock["timeout"], lock["expire"]),
+            )
+        return lock
+
+    def refresh(self, token: str, *, timeout: float) -> dict:
+        if timeout < 0 or timeout > LOCK_TIMEOUT_MAX_S:
+            timeout = LOCK_TIMEOUT_MAX_S
+        with self.db.write() as d:
+            d.execute("UPDATE dav_locks SET timeout = ?, expire = ? WHERE token = ?", (timeout, time.time() + timeout, token))
+        lock = self.get(token)
+        if lock is None:
+            raise ValueError(f"no such lock: {token}")
+        return lock
+
+    def delete(self, token: str) -> bool:
+        with self.db.write() as d:
+            return d.execute("DELETE FROM dav_locks WHERE token = ?", (token,)).rowcount > 0
+
+    def get_lock_list(self, path: str, *, include_root: bool, include_children: bool, token_only: bool) -> list:
+        root = normalize_lock_root(path)
+        clauses, params = [], []
+        if include_root:
+            clauses.append("root = ?")
+            params.append(root)
+        if include_children:
+            lo, hi = subtree_bounds(root)
+            clauses.append("(root > ? AND root < ?)")
+            params += [lo, hi]
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM dav_locks WHERE {' OR '.join(clauses)}", tuple(params))
+        now = time.time()
+        locks = [_lock_from_row(r) for r in rows]
+        live = [lock for lock in locks if not (0 <= lock["expire"] < now)]
+        if len(live) < len(locks):
+            self.cleanup()
+        return [lock["token"] for lock in live] if token_only else live

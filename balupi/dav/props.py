@@ -1,0 +1,58 @@
+"""WebDAV dead properties in SQLite (table `dav_props`), so they survive a restart.
+
+Implements the interface of WsgiDAV's PropertyManager. Windows Explorer writes its Win32* times as
+dead properties during every copy; they must be accepted and kept.
+"""
+
+from __future__ import annotations
+
+from balupi.dav.index import subtree_bounds
+from balupi.db import Database
+
+
+class SqlitePropertyManager:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def __repr__(self) -> str:
+        return "SqlitePropertyManager"
+
+    def get_properties(self, norm_url: str, environ=None) -> list[str]:
+        return [r[0] for r in self.db.query("SELECT name FROM dav_props WHERE url = ?", (norm_url,))]
+
+    def get_property(self, norm_url: str, name: str, environ=None):
+        row = self.db.query_one("SELECT value FROM dav_props WHERE url = ? AND name = ?", (norm_url, name))
+        return bytes(row[0]) if row is not None and isinstance(row[0], (bytes, memoryview)) else (row[0] if row else None)
+
+    def write_property(self, norm_url: str, name: str, property_value, dry_run=False, environ=None) -> None:
+        if dry_run:
+            return
+        with self.db.write() as d:
+            d.execute("INSERT OR REPLACE INTO dav_props (url, name, value) VALUES (?, ?, ?)", (norm_url, name, property_value))
+
+    def remove_property(self, norm_url: str, name: str, dry_run=False, environ=None) -> None:
+        if dry_run:
+            return
+        with self.db.write() as d:
+            d.execute("DELETE FROM dav_props WHERE url = ? AND name = ?", (norm_url, name))
+
+    def remove_properties(self, norm_url: str, environ=None) -> None:
+        with self.db.write() as d:
+            d.execute("DELETE FROM dav_props WHERE url = ?", (norm_url,))
+
+    def copy_properties(self, src_url: str, dest_url: str, environ=None) -> None:
+        with self.db.write() as d:
+            d.execute("DELETE FROM dav_props WHERE url = ?", (dest_url,))
+            d.execute("INSERT INTO dav_props (url, name, value) SELECT ?, name, value FROM dav_props WHERE url = ?", (dest_url, src_url))
+
+    def move_properties(self, src_url: str, dest_url: str, with_children: bool, environ=None) -> None:
+        with self.db.write() as d:
+            d.execute("DELETE FROM dav_props WHERE url = ?", (dest_url,))
+            d.execute("UPDATE dav_props SET url = ? WHERE url = ?", (dest_url, src_url))
+            if with_children:
+                lo, hi = subtree_bounds(src_url)
+                n = len(src_url.rstrip("/"))
+                d.execute(
+                    "UPDATE OR REPLACE dav_props SET url = ? || substr(url, ?) WHERE url > ? AND url < ?",
+                    (dest_url.rstrip("/"), n + 1, lo, hi),
+                )

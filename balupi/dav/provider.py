@@ -1,0 +1,190 @@
+"""The cache-backed WsgiDAV provider: the tree from the index, content from the SSD, the NAS on a miss.
+
+Lookups never touch the NAS when the index can answer: a path under a collection whose members
+are known (`listed`) either is in the index or does not exist. Only an unlisted collection, or
+content that is not cached, needs the NAS; then `NasClient` wakes it (up to the wake timeout) and
+a NAS that cannot be had becomes `503 Service Unavailable` with `Retry-After`.
+
+Client noise (Finder's `._*` and `.DS_Store`, Windows' `desktop.ini`, ...) is answered from the
+index alone, never from the NAS, and files created under those names stay on the Pi.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from wsgidav.dav_error import HTTP_NOT_FOUND, DAVError
+from wsgidav.dav_provider import DAVProvider
+
+from balupi.dav.fetch import Downloads, UpstreamError, UpstreamMissing
+from balupi.dav.index import Entry, Index, name_of, parent_of
+from balupi.dav.resources import CacheCollection, CacheFile
+from balupi.dav.store import ContentStore
+from balupi.errors import NasUnavailable
+from balupi.events import Event, Events
+from balupi.nas.client import NasClient
+from balupi.nas.monitor import NasMonitor, NasState
+
+log = logging.getLogger("balupi.dav")
+
+WRITE_METHODS = frozenset({"PUT", "MKCOL", "LOCK", "PROPPATCH", "COPY", "MOVE", "DELETE"})
+
+
+def unavailable(exc: NasUnavailable) -> DAVError:
+    return DAVError(503, str(exc), add_headers=[("Retry-After", str(exc.retry_after_s))])
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    hit_bytes: int = 0
+    miss_bytes: int = 0
+
+
+class CacheProvider(DAVProvider):
+    def __init__(self, index: Index, store: ContentStore, client: NasClient, monitor: NasMonitor, events: Events,
+                 local_only_names: tuple[str, ...], admit: Callable[[int], bool]):
+        super().__init__()
+        self.index = index
+        self.store = store
+        self.client = client
+        self.monitor = monitor
+        self.events = events
+        self.admit = admit
+        self.downloads = Downloads(store, index, client, events)
+        self.stats = CacheStats()
+        self._noise = tuple(p.lower() for p in local_only_names)
+        for view in ("",):
+            index.ensure_root(view, listed=not monitor.configured)
+
+    def __repr__(self) -> str:
+        return "BaluPi CacheProvider"
+
+    # -- names and views -------------------------------------------------------------------------
+
+    def is_noise(self, name: str) -> bool:
+        lowered = name.lower()
+        return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in self._noise)
+
+    def view_for(self, environ: dict) -> str:
+        return ""
+
+    # -- lookups ---------------------------------------------------------------------------------
+
+    def lookup(self, view: str, path: str, method: str = "GET") -> Entry | None:
+        """The index entry for `path`, listing unlisted parents from the NAS when needed.
+
+        Raises NasUnavailable when the NAS is needed and cannot be had.
+        """
+        path = path.rstrip("/") or "/"
+        entry = self.index.get(view, path)
+        if entry is not None:
+            return entry
+        if path == "/":
+            return self.index.ensure_root(view, listed=not self.monitor.configured)
+        if self.is_noise(name_of(path)):
+            return None
+        parent = self.lookup(view, parent_of(path) or "/", method)
+        if parent is None or not parent.is_dir or parent.listed:
+            return None
+        if method in WRITE_METHODS and self.monitor.state is not NasState.AWAKE:
+            return None  # don't wake the NAS to create something; sync settles conflicts
+        self.ensure_listed(parent)
+        return self.index.get(view, path)
+
+    def ensure_listed(self, entry: Entry) -> None:
+        """Fill the index with the members of a collection it has never listed (may wake the NAS)."""
+        if entry.listed:
+            return
+        if not self.monitor.configured:
+            with self.index.db.write() as d:
+                d.execute("UPDATE entries SET listed = 1 WHERE id = ?", (entry.id,))
+            entry.listed = True
+            return
+        try:
+            members = self.client.propfind(entry.path, "1", wake=True)
+        except NasUnavailable as exc:
+            raise unavailable(exc) from None
+        if members is None:
+            members = []  # the NAS has no such collection (yet): it exists only here
+        own = entry.path.strip("/")
+        stale = self.index.apply_listing(entry.view, entry.path, [m for m in members if m.path != own])
+        for key in stale:
+            self.store.remove(key)
+        entry.listed = True
+
+    def get_resource_inst(self, path: str, environ: dict):
+        view = self.view_for(environ)
+        try:
+            entry = self.lookup(view, path, environ.get("REQUEST_METHOD", "GET"))
+        except NasUnavailable as exc:
+            raise unavailable(exc) from None
+        return self.resource_for(entry, environ) if entry is not None else None
+
+    def resource_for(self, entry: Entry, environ: dict):
+        return CacheCollection(self, entry, environ) if entry.is_dir else CacheFile(self, entry, environ)
+
+    # -- content ---------------------------------------------------------------------------------
+
+    def ensure_cached(self, entry: Entry) -> str:
+        """The content key of `entry`, downloading it first if needed (may wake the NAS)."""
+        if entry.cache_key and self.store.exists(entry.cache_key):
+            return entry.cache_key
+        download, _ = self.downloads.get_or_start(entry)
+        try:
+            for _ in download.stream():
+                pass
+        except UpstreamMissing:
+            raise DAVError(HTTP_NOT_FOUND) from None
+        except (UpstreamError, NasUnavailable) as exc:
+            raise unavailable(NasUnavailable(str(exc))) from None
+        fresh = self.index.get(entry.view, entry.path)
+        if fresh is None or not fresh.cache_key:
+            raise unavailable(NasUnavailable(f"{entry.path} could not be cached"))
+        return fresh.cache_key
+
+    def commit_content(self, entry: Entry, key: str, tmp: Path, size: int, content_type: str | None,
+                       environ: dict, new: bool = False) -> Entry:
+        """Make written content durable, then record it in the index and the journal."""
+        self.store.publish(key, tmp)
+        mtime = time.time()
+        oc_mtime = environ.get("HTTP_X_OC_MTIME")
+        if oc_mtime and oc_mtime.strip().isdigit():
+            mtime = float(oc_mtime.strip())
+        local_only = self.is_noise(entry.name) or entry.local_only
+        replaced = self.index.put_file(entry.view, entry.path, key, size, mtime, content_type, local_only, f"l-{key}")
+        if replaced and replaced != key:
+            self._drop_content([replaced])
+        fresh = self.index.get(entry.view, entry.path)
+        assert fresh is not None
+        if not new:
+            self.events.emit(Event.CACHE_FILE_ADDED, path=entry.path, size_bytes=size)
+        return fresh
+
+    def make_collection(self, view: str, path: str) -> None:
+        self.index.mkdir(view, path, local_only=self.is_noise(name_of(path)))
+
+    def delete_entry(self, entry: Entry) -> None:
+        self._drop_content(self.index.delete(entry.view, entry.path))
+
+    def copy_entry(self, entry: Entry, dest_path: str) -> None:
+        key_map = {}
+        if not entry.is_dir:
+            key = self.ensure_cached(entry)
+            key_map[key] = self.store.copy(key)
+            entry = self.index.get(entry.view, entry.path) or entry
+        existing = self.index.get(entry.view, dest_path)
+        if existing is not None:
+            self.delete_entry(existing)
+        self.index.copy(entry.view, entry.path, dest_path, key_map)
+
+    def _drop_content(self, keys: list[str]) -> None:
+        for key in keys:
+            if self.index.db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is None:
+                self.store.remove(key)

@@ -1,0 +1,195 @@
+"""WsgiDAV resources backed by the index and the content store.
+
+Everything a client changes lands here first, durably: content goes to a temp file that is fsynced
+and renamed into the store (`ContentStore.publish`), then one index transaction records the new
+tree and the pending change for the NAS. Only then does WsgiDAV send the 2xx.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from wsgidav import util
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, DAVError
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection
+
+from balupi.dav.index import Entry, join
+
+if TYPE_CHECKING:
+    from balupi.dav.provider import CacheProvider
+
+log = logging.getLogger("balupi.dav")
+
+
+class _Writer:
+    """The file object WsgiDAV's PUT writes into: a temp file in the cache volume."""
+
+    def __init__(self, provider: "CacheProvider"):
+        self.key, self.tmp, self._file = provider.store.open_temp()
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self.written += len(data)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+class _ResourceMixin:
+    provider: "CacheProvider"
+    entry: Entry
+    environ: dict
+
+    def get_creation_date(self):
+        return self.entry.ctime
+
+    def get_last_modified(self):
+        return self.entry.mtime
+
+    def get_display_name(self):
+        return self.entry.name
+
+    def set_last_modified(self, dest_path, time_stamp, *, dry_run):
+        secs = time_stamp if isinstance(time_stamp, (int, float)) else util.parse_time_string(time_stamp)
+        if secs is None:
+            return False
+        if not dry_run:
+            self.provider.index.set_mtime(self.entry.view, dest_path.rstrip("/") or "/", float(secs))
+        return True
+
+    def delete(self):
+        self.provider.delete_entry(self.entry)
+        self.remove_all_properties(recursive=True)
+        self.remove_all_locks(recursive=True)
+
+    def support_recursive_move(self, dest_path):
+        return True
+
+    def move_recursive(self, dest_path):
+        dest_path = dest_path.rstrip("/") or "/"
+        self.provider.index.move(self.entry.view, self.entry.path, dest_path)
+        if self.provider.prop_manager:
+            dest_res = self.provider.get_resource_inst(dest_path, self.environ)
+            self.provider.prop_manager.move_properties(
+                self.get_ref_url(), dest_res.get_ref_url(), with_children=True, environ=self.environ
+            )
+
+    def _copy_props(self, dest_path: str) -> None:
+        if self.provider.prop_manager:
+            dest_res = self.provider.get_resource_inst(dest_path, self.environ)
+            self.provider.prop_manager.copy_properties(self.get_ref_url(), dest_res.get_ref_url(), self.environ)
+
+
+class CacheFile(_ResourceMixin, DAVNonCollection):
+    def __init__(self, provider: "CacheProvider", entry: Entry, environ: dict):
+        super().__init__(entry.path, environ)
+        self.provider = provider
+        self.entry = entry
+        self.name = entry.name
+        self._writer: _Writer | None = None
+
+    def get_content_length(self):
+        return self.entry.size
+
+    def get_content_type(self):
+        return self.entry.content_type or "application/octet-stream"
+
+    def get_etag(self):
+        return self.entry.etag
+
+    def support_etag(self):
+        return self.entry.etag is not None
+
+    def support_ranges(self):
+        return True
+
+    def get_content(self):
+        """Used by WsgiDAV's own GET (the fast lane answers most GETs itself)."""
+        key = self.provider.ensure_cached(self.entry)
+        return open(self.provider.store.path_of(key), "rb")
+
+    def begin_write(self, *, content_type=None):
+        if self.provider.is_readonly():
+            raise DAVError(HTTP_FORBIDDEN)
+        self._writer = _Writer(self.provider)
+        self._content_type = content_type
+        return self._writer
+
+    def end_write(self, *, with_errors):
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        writer.close()
+        if with_errors:
+            self.provider.store.discard_temp(writer.tmp)
+            return
+        expected = _expected_length(self.environ)
+        if expected is not None and expected != writer.written:
+            self.provider.store.discard_temp(writer.tmp)
+            raise DAVError(HTTP_BAD_REQUEST, f"body ended after {writer.written} of {expected} bytes")
+        self.entry = self.provider.commit_content(self.entry, writer.key, writer.tmp, writer.written,
+                                                  self._content_type, self.environ)
+
+    def copy_move_single(self, dest_path, *, is_move):
+        self.provider.copy_entry(self.entry, dest_path.rstrip("/"))
+        self._copy_props(dest_path)
+
+
+class CacheCollection(_ResourceMixin, DAVCollection):
+    def __init__(self, provider: "CacheProvider", entry: Entry, environ: dict):
+        super().__init__(entry.path, environ)
+        self.provider = provider
+        self.entry = entry
+        self.name = entry.name
+
+    def get_etag(self):
+        return None
+
+    def get_member_names(self):
+        self.provider.ensure_listed(self.entry)
+        return self.provider.index.child_names(self.entry.view, self.entry.path)
+
+    def get_member(self, name):
+        entry = self.provider.index.get(self.entry.view, join(self.entry.path, name))
+        return self.provider.resource_for(entry, self.environ) if entry else None
+
+    def get_member_list(self):
+        """All members from one index query (not one lookup per name)."""
+        self.provider.ensure_listed(self.entry)
+        return [self.provider.resource_for(e, self.environ) for e in self.provider.index.children(self.entry.view, self.entry.path)]
+
+    def create_empty_resource(self, name):
+        assert "/" not in name
+        path = join(self.entry.path, name)
+        key, tmp, f = self.provider.store.open_temp()
+        f.close()
+        placeholder = Entry(0, self.entry.view, path, self.entry.path, name, False, 0, time.time(), time.time(),
+                            None, None, None, False, False, True, False, None)
+        entry = self.provider.commit_content(placeholder, key, tmp, 0, None, self.environ, new=True)
+        return self.provider.resource_for(entry, self.environ)
+
+    def create_collection(self, name):
+        assert "/" not in name
+        self.provider.make_collection(self.entry.view, join(self.entry.path, name))
+
+    def copy_move_single(self, dest_path, *, is_move):
+        dest_path = dest_path.rstrip("/")
+        if self.provider.index.get(self.entry.view, dest_path) is None:
+            self.provider.make_collection(self.entry.view, dest_path)
+        self._copy_props(dest_path)
+
+
+def _expected_length(environ: dict) -> int | None:
+    """The body length the client announced (Content-Length, or X-Expected-Entity-Length with chunking)."""
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        raw = environ.get("HTTP_X_EXPECTED_ENTITY_LENGTH")
+    else:
+        raw = environ.get("CONTENT_LENGTH")
+    try:
+        return int(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None

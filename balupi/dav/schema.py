@@ -1,0 +1,101 @@
+"""Tables of the WebDAV side: the offline index of the NAS tree, pending changes, locks, dead props.
+
+`entries` mirrors the NAS tree as BaluPi last saw it, plus what only the Pi has:
+- `path` is the WebDAV path without trailing slash ("/" is the root), `parent` its parent path;
+- `etag` is the NAS's identity of the file (or a local one for content written on the Pi);
+- `cache_key` names the content file in the cache store (NULL: not cached);
+- `dirty`: the Pi holds changes the NAS does not have yet; `local_only`: never synced (client noise);
+- `listed`: for collections, whether the index knows all members (else a listing may ask the NAS);
+- `base_etag`: the NAS version a local change was based on (conflict detection in sync).
+`view` scopes the tree per NAS view (user root), "" being the shared view.
+"""
+
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("dav")
+
+
+@migrations(name="0001_index")
+def index(db):
+    db.execute(
+        """
+        CREATE TABLE entries (
+            id INTEGER PRIMARY KEY,
+            view TEXT NOT NULL DEFAULT '',
+            path TEXT NOT NULL,
+            parent TEXT,
+            name TEXT NOT NULL,
+            is_dir INTEGER NOT NULL,
+            size INTEGER NOT NULL DEFAULT 0,
+            mtime REAL NOT NULL,
+            ctime REAL NOT NULL,
+            etag TEXT,
+            content_type TEXT,
+            cache_key TEXT,
+            dirty INTEGER NOT NULL DEFAULT 0,
+            local_only INTEGER NOT NULL DEFAULT 0,
+            listed INTEGER NOT NULL DEFAULT 0,
+            remote INTEGER NOT NULL DEFAULT 0,
+            base_etag TEXT,
+            hits INTEGER NOT NULL DEFAULT 0,
+            last_access REAL
+        )
+        """
+    )
+    db.execute("CREATE UNIQUE INDEX entries_view_path ON entries (view, path)")
+    db.execute("CREATE INDEX entries_view_parent ON entries (view, parent, name)")
+    db.execute("CREATE INDEX entries_cache_key ON entries (cache_key) WHERE cache_key IS NOT NULL")
+
+
+@migrations(name="0002_journal")
+def journal(db):
+    # Pending changes for the NAS, applied in id order by the sync worker.
+    db.execute(
+        """
+        CREATE TABLE journal (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            view TEXT NOT NULL DEFAULT '',
+            op TEXT NOT NULL,
+            path TEXT NOT NULL,
+            dest TEXT,
+            cache_key TEXT,
+            size INTEGER,
+            base_etag TEXT,
+            state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX journal_state ON journal (state, id)")
+
+
+@migrations(name="0003_locks_props")
+def locks_props(db):
+    db.execute(
+        """
+        CREATE TABLE dav_locks (
+            token TEXT PRIMARY KEY,
+            root TEXT NOT NULL,
+            depth TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            type TEXT NOT NULL,
+            owner TEXT,
+            principal TEXT,
+            timeout REAL NOT NULL,
+            expire REAL NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX dav_locks_root ON dav_locks (root)")
+    db.execute(
+        """
+        CREATE TABLE dav_props (
+            url TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value BLOB NOT NULL,
+            PRIMARY KEY (url, name)
+        )
+        """
+    )

@@ -7,12 +7,14 @@ stop background work (scheduler jobs finish or are abandoned safely), then close
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 
 from cheroot import wsgi
 
 from balupi.app import BaluPi
+from balupi.errors import ConfigError
 
 log = logging.getLogger("balupi.server")
 
@@ -48,7 +50,15 @@ class Server:
         return f"http://{host}:{self.port}"
 
     def start(self) -> None:
-        self.httpd.prepare()  # binds; with port 0 the real port is in bind_addr afterwards
+        try:
+            self.httpd.prepare()  # binds; with port 0 the real port is in bind_addr afterwards
+        except OSError as exc:  # port taken, or an address this machine does not have
+            self.app.db.close()
+            reason = re.search(r"\[Errno \d+\] ([^)]+)", str(exc))
+            host, port = self.app.settings.host, self.app.settings.port
+            raise ConfigError(
+                f"BALUPI_HOST/BALUPI_PORT: cannot listen on {host}:{port}: {reason.group(1) if reason else exc}"
+            ) from None
         self.app.start()
         self._thread = threading.Thread(target=self.httpd.serve, name="balupi-http", daemon=True)
         self._thread.start()

@@ -34,9 +34,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     from balupi.settings import example_env, example_toml, load_settings
 
     if args.action == "example-toml":
-        print(example_toml())
+        sys.stdout.write(example_toml())
     elif args.action == "example-env":
-        print(example_env())
+        sys.stdout.write(example_env())
     else:
         settings = load_settings(prepare_dirs=False)
         for name, value in settings.public_dict().items():

@@ -1,0 +1,85 @@
+"""The whole system on loopback: a simulated NAS (real WebDAV server that sleeps and wakes on a
+magic packet) and a BaluPi server configured against it.
+
+Import the fixture into a test module: `from tests.stack import stack  # noqa: F401`.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import requests
+
+from balupi.server import Server
+from balupi.sim.nas import DEFAULT_MAC, PowerState, SimNas
+from tests.helpers import free_port
+
+NAS_USER, NAS_PASSWORD = "alice", "alice-pw"
+
+
+@dataclass
+class Stack:
+    nas: SimNas
+    server: Server
+    http: requests.Session
+
+    @property
+    def dav(self) -> str:
+        return self.server.url + "/dav"
+
+    @property
+    def app(self):
+        return self.server.app
+
+    def url(self, path: str) -> str:
+        return self.dav + path
+
+    def suspend_nas(self) -> None:
+        """Put the NAS to sleep and let BaluPi learn it the way it would: a failed TCP probe."""
+        self.nas.suspend()
+        assert self.nas.wait_for_state(PowerState.SUSPENDED)
+        self.app.nas.probe()
+        self.nas.reset_counters()
+
+
+@pytest.fixture
+def stack_factory(tmp_path: Path, settings_factory: Callable, running_server: Callable) -> Any:
+    made: list[SimNas] = []
+
+    def make(nas_kwargs: dict | None = None, **overrides: Any) -> Stack:
+        nas = SimNas(tmp_path / "nas", users={NAS_USER: (NAS_PASSWORD, "admin")},
+                     wol_port=free_port(socket.SOCK_DGRAM), control_port=None, boot_delay_s=0.3,
+                     **(nas_kwargs or {}))
+        nas.start()
+        made.append(nas)
+        settings = settings_factory(**{
+            "nas_webdav_url": nas.dav_url,
+            "nas_url": nas.base_url,
+            "nas_username": NAS_USER,
+            "nas_password": NAS_PASSWORD,
+            "nas_mac_address": DEFAULT_MAC,
+            "wol_port": nas.wol_port,
+            "nas_wake_timeout_s": 5,
+            "nas_boot_time_s": 1,
+            "nas_ready_poll_s": 0.05,
+            "nas_wol_resend_s": 1,
+            "nas_probe_interval_s": 3600,
+            **overrides,
+        })
+        server = running_server(settings)
+        session = requests.Session()
+        session.trust_env = False
+        return Stack(nas, server, session)
+
+    yield make
+    for nas in made:
+        nas.stop()
+
+
+@pytest.fixture
+def stack(stack_factory: Callable) -> Stack:
+    return stack_factory()

@@ -118,6 +118,7 @@ class SimNas:
         self._last_activity = time.monotonic()
         self._halt = threading.Event()
         self._server: SimHTTPServer | None = None
+        self._listener_open = False  # mirrors _server, readable under _lock
         self._server_thread: threading.Thread | None = None
         self._placeholder: socket.socket | None = None
         self._control: SimHTTPServer | None = None
@@ -159,7 +160,9 @@ class SimNas:
             "simple_dc": {"user_mapping": {"*": {user: {"password": password, "roles": [role]}}}},
             "verbose": 1,
             "logging": {"enable": False},
-            "dir_browser": {"enable": True, "response_trailer": "BaluHost (simulated)"},
+            # directory_slash off: WsgiDAV's redirect drops the share prefix (/dav/x -> /x/)
+            "dir_browser": {"enable": True, "directory_slash": False,
+                            "response_trailer": "BaluHost (simulated)"},
         })
 
     def _dav_app_for(self, user: str | None) -> WsgiDAVApp:
@@ -268,6 +271,7 @@ class SimNas:
         self._server_thread = threading.Thread(target=server.serve, daemon=True,
                                                name=f"sim-nas http :{self.port}")
         self._server_thread.start()
+        self._set_listener_open(True)
 
     def _close_listener(self) -> None:  # with _power_lock held
         server, thread = self._server, self._server_thread
@@ -279,6 +283,12 @@ class SimNas:
             thread.join(2.0)
         if not self._stopping.is_set():
             self._hold_placeholder()
+        self._set_listener_open(False)
+
+    def _set_listener_open(self, is_open: bool) -> None:
+        with self._lock:
+            self._listener_open = is_open
+            self._cond.notify_all()
 
     def _sync_listener(self) -> None:
         """Open or close the main listener to match the power state."""
@@ -359,9 +369,19 @@ class SimNas:
                 self._set_state(PowerState.AWAKE)
 
     def wait_for_state(self, state: PowerState | str, timeout_s: float = 5.0) -> bool:
+        """Wait until the NAS is in `state` and its port matches it (closed when suspended or
+        off, listening when awake or soft-sleeping). False on timeout."""
         state = PowerState(state)
+
+        def settled() -> bool:
+            if self._state is not state:
+                return False
+            if not self._started or state is PowerState.BOOTING:
+                return True
+            return self._listener_open == state.listening
+
         with self._cond:
-            return self._cond.wait_for(lambda: self._state is state, timeout_s)
+            return self._cond.wait_for(settled, timeout_s)
 
     def _boot_after_delay(self, generation: int) -> None:
         if self._stopping.wait(self.boot_delay_s):

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import jwt
 from cheroot import wsgi
@@ -259,9 +259,26 @@ class NasApp:
         if path == "/api" or path.startswith("/api/"):
             return self.api(environ, start_response, method, path, user, role)
         lower = path.lower()
-        if lower == "/dav" or lower.startswith("/dav/"):
+        if lower == "/dav" or lower.startswith(("/dav/", "/:dir_browser/")):
+            if method in ("GET", "HEAD") and user and not path.endswith("/"):
+                redirect = self._collection_slash_redirect(start_response, path, user)
+                if redirect is not None:
+                    return redirect
+            # /:dir_browser/ holds the (anonymous, read-only) assets of WsgiDAV's HTML listing
             return self.sim._dav_app_for(user)(environ, start_response)
         return json_response(start_response, 404, {"detail": "Not Found"})
+
+    def _collection_slash_redirect(self, start_response, path, user):
+        """GET /dav/dir -> 301 /dav/dir/ (WsgiDAV's own redirect loses the /dav share prefix)."""
+        home = self.sim.home_of(user).resolve()
+        target = (home / path[len("/dav"):].strip("/")).resolve()
+        if target != home and home not in target.parents:
+            return None
+        if not target.is_dir():
+            return None
+        start_response("301 Moved Permanently", [("Location", quote(path + "/")),
+                                                 ("Content-Length", "0")])
+        return [b""]
 
     # REST
 

@@ -7,6 +7,7 @@ text, from a few bytes to a few hundred KiB, with non-ASCII names and names with
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import random
@@ -118,6 +119,11 @@ _NOTES = """# Household NAS notes
 
 def sample_files() -> dict[str, bytes]:
     """The sample tree as {relative path: content}."""
+    return dict(_sample_files())
+
+
+@functools.lru_cache(maxsize=1)
+def _sample_files() -> dict[str, bytes]:
     rng = random.Random(SEED)
     files = {
         "Photos/2024/Summer Holiday/beach sunset.png": _png(320, 200, rng, noise=0.0),

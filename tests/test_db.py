@@ -1,0 +1,199 @@
+"""The SQLite database: pragmas, per-thread connections, one writer path, migrations, backup."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from balupi import schema
+from balupi.db import BUSY_TIMEOUT_MS, Database, migration_sets, open_database
+from balupi.errors import DatabaseError
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = open_database(tmp_path / "balupi.db")
+    yield database
+    database.close()
+
+
+def in_thread(fn):
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # handed back to the test
+            result["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def pragmas(db: Database) -> dict:
+    return {
+        name: db.query_one(f"PRAGMA {name}")[0]
+        for name in ("journal_mode", "busy_timeout", "synchronous", "foreign_keys")
+    }
+
+
+def test_every_connection_uses_wal_busy_timeout_and_full_sync(db):
+    expected = {"journal_mode": "wal", "busy_timeout": BUSY_TIMEOUT_MS, "synchronous": 2, "foreign_keys": 1}
+    assert pragmas(db) == expected
+    assert in_thread(lambda: pragmas(db)) == expected  # another thread's own connection too
+
+
+def test_each_thread_gets_its_own_connection(db):
+    mine = db.raw()
+    assert db.raw() is mine  # the same one again in the same thread
+    theirs = in_thread(db.raw)
+    assert theirs is not mine
+    assert db.conn().conn is mine  # the sqlite-utils wrapper uses this thread's connection
+
+
+def test_concurrent_writers_from_many_threads_and_two_handles_never_fail(tmp_path):
+    first = open_database(tmp_path / "balupi.db")
+    second = Database(tmp_path / "balupi.db")  # like a second process: its own write lock
+    threads_per_handle, rows_per_thread = 8, 40
+    errors: list[BaseException] = []
+    start = threading.Barrier(2 * threads_per_handle)
+
+    def writer(handle: Database, n: int) -> None:
+        try:
+            start.wait()
+            for i in range(rows_per_thread):
+                with handle.write() as d:
+                    d.execute("INSERT INTO kv (key, value) VALUES (?, ?)", (f"{id(handle)}-{n}-{i}", "x"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=writer, args=(handle, n))
+        for handle in (first, second)
+        for n in range(threads_per_handle)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert first.query_one("SELECT count(*) FROM kv")[0] == 2 * threads_per_handle * rows_per_thread
+    first.close()
+    second.close()
+
+
+def test_a_failed_write_is_rolled_back(db):
+    with pytest.raises(RuntimeError):
+        with db.write() as d:
+            d.execute("INSERT INTO kv (key, value) VALUES ('a', '1')")
+            raise RuntimeError("boom")
+    assert db.query("SELECT * FROM kv") == []
+
+
+def test_a_nested_write_joins_the_outer_transaction(db):
+    with pytest.raises(RuntimeError):
+        with db.write() as d:
+            d["kv"].insert({"key": "outer", "value": "1"})
+            with db.write() as inner:
+                inner.execute("INSERT INTO kv (key, value) VALUES ('inner', '2')")
+            raise RuntimeError("undo both")
+    assert db.query("SELECT * FROM kv") == []
+    with db.write() as d:
+        d["kv"].insert({"key": "outer", "value": "1"})
+        with db.write() as inner:
+            inner.execute("INSERT INTO kv (key, value) VALUES ('inner', '2')")
+    assert sorted(row["key"] for row in db.query("SELECT key FROM kv")) == ["inner", "outer"]
+
+
+def test_open_database_applies_every_migration_once(tmp_path):
+    db = Database(tmp_path / "balupi.db")
+    applied = db.migrate()
+    expected = [f"{m.name}/{step.name}" for m in migration_sets() for step in m._migrations]
+    assert applied == expected and "core/0001_initial" in applied
+    assert db.migrate() == []  # nothing pending the second time
+    assert db.applied_migrations() == expected
+    db.close()
+
+
+def test_an_old_schema_file_is_upgraded_and_keeps_its_data(tmp_path):
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    schema.migrations.apply(old, stop_before="0002_nas_transitions")  # a file from the first release
+    old["kv"].insert({"key": "first_start", "value": "2026-01-01"})
+    old.close()
+    assert [m.name for m in schema.migrations.applied(sqlite_utils.Database(path))] == ["0001_initial"]
+
+    db = open_database(path)
+    assert set(db.applied_migrations()) >= {"core/0001_initial", "core/0002_nas_transitions"}
+    assert all(not m.pending(db.conn()) for m in migration_sets())
+    assert db.query_one("SELECT value FROM kv WHERE key = 'first_start'")["value"] == "2026-01-01"
+    assert db.conn()["nas_transitions"].exists()
+    db.close()
+
+
+def test_a_failing_migration_is_a_database_error_and_changes_nothing(tmp_path):
+    broken = Migrations("broken")
+
+    @broken(name="0001_creates_then_fails")
+    def creates_then_fails(d):
+        d["half_done"].create({"id": int}, pk="id")
+        raise sqlite3.OperationalError("disk on fire")
+
+    db = Database(tmp_path / "balupi.db")
+    with pytest.raises(DatabaseError, match="migration of 'broken' failed: disk on fire"):
+        db.migrate([broken])
+    assert not db.conn()["half_done"].exists()
+    assert broken.pending(db.conn())  # still pending: it will be retried at the next start
+    db.close()
+
+
+def test_online_backup_is_a_consistent_copy(db, tmp_path):
+    with db.write() as d:
+        d["kv"].insert_all([{"key": f"k{i}", "value": str(i)} for i in range(100)])
+    reader_in_transaction = threading.Event()
+    release = threading.Event()
+
+    def hold_a_read_transaction():
+        conn = db.raw()
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM kv").fetchone()
+        reader_in_transaction.set()
+        release.wait(30)
+        conn.execute("COMMIT")
+
+    reader = threading.Thread(target=hold_a_read_transaction)
+    reader.start()
+    assert reader_in_transaction.wait(30)
+    try:
+        db.backup(tmp_path / "copy.db")  # while another thread reads, as when the server runs
+    finally:
+        release.set()
+        reader.join()
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    try:
+        assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert copy.execute("SELECT count(*) FROM kv").fetchone()[0] == 100
+        assert copy.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == len(db.applied_migrations())
+    finally:
+        copy.close()
+
+
+def test_a_closed_database_refuses_new_connections(tmp_path):
+    db = open_database(tmp_path / "balupi.db")
+    db.close()
+    with pytest.raises(DatabaseError, match="is closed"):
+        in_thread(db.raw)
+
+
+def test_an_unopenable_file_is_a_database_error(tmp_path):
+    (tmp_path / "not-a-db").write_bytes(b"this is not an SQLite file, just text" * 100)
+    with pytest.raises(DatabaseError):
+        open_database(tmp_path / "not-a-db")

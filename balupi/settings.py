@@ -136,6 +136,16 @@ def _ip_address(value: str) -> None:
         raise ValueError(f"expected an IP address, got {value!r}") from None
 
 
+def _timezone(value: str) -> None:
+    if value:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"expected an IANA time zone such as Europe/Berlin, got {value!r}") from None
+
+
 def _log_level(value: str) -> None:
     if value.upper() not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
@@ -193,6 +203,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("energy_sample_interval_seconds", 30, "Seconds between plug polls.", _parse_int, _at_least(5)),
     Setting("energy_default_price_cents", 32.0, "Electricity price per kWh, in cents, when no tariff covers a time.", _parse_float, _at_least(0)),
     Setting("energy_raw_retention_days", 7, "Days raw plug samples are kept (hourly rollups: two years; daily: forever).", _parse_int, _at_least(1)),
+    Setting("energy_enabled", True, "Poll the Tapo plugs and keep the energy ledger.", _parse_bool),
+    Setting("energy_poll_timeout_s", 10.0, "Overall deadline of one plug poll; a plug that does not answer in time counts as timed out (python-kasa alone can take over a minute).", _parse_float, _at_least(1)),
+    Setting("energy_timezone", "", "IANA time zone for days, hours and tariffs (e.g. Europe/Berlin). Empty: the system's local zone.", check=_timezone),
+    Setting("energy_currency", "EUR", "Currency of energy_default_price_cents and of tariffs that name none."),
+    Setting("energy_pi_power_w", 3.0, "The Pi's own draw in watts, used for net savings when no plug has the role 'pi'.", _parse_float, _at_least(0)),
+    Setting("tapo_discovery_target", "255.255.255.255", "Where plug discovery sends its probe (a broadcast address of the plugs' LAN).", check=_ip_address),
+    Setting("nas_power_off_below_w", 2.0, "The `nas` plug reads 'off' below this many watts.", _parse_float, _at_least(0)),
+    Setting("nas_power_standby_below_w", 8.0, "The `nas` plug reads 'standby' (suspended) below this many watts (and at or above nas_power_off_below_w).", _parse_float, _at_least(0)),
+    Setting("nas_power_idle_below_w", 25.0, "The `nas` plug reads 'idle' below this many watts, 'active' at or above. `balupi energy calibrate` proposes all three thresholds.", _parse_float, _at_least(0)),
+    Setting("nas_power_hysteresis_w", 1.0, "Width of the band around each NAS power threshold that does not change the state (against flapping).", _parse_float, _at_least(0)),
+    Setting("nas_power_min_dwell_s", 60.0, "A new NAS power state counts only after the readings stayed in it this long.", _parse_float, _at_least(0)),
     # Security
     Setting("secret_key", "", "Key that signs API tokens. Empty: generated once into <data_dir>/secret.key (mode 0600).", secret=True),
 )

@@ -21,6 +21,8 @@ class Event(enum.Enum):
     NAS_WAKE_REQUESTED = "nas_wake_requested"  # reason, packet_sent, at
     NAS_POWER_READING = "nas_power_reading"  # power_w, power_state, at (from the `nas` plug)
     PLUG_SAMPLE = "plug_sample"  # device_id, power_w, at
+    PLUG_HEALTH_CHANGED = "plug_health_changed"  # device_id, error_kind (None: recovered), at
+    NAS_POWER_STATE_CHANGED = "nas_power_state_changed"  # from_state, to_state, power_w, at (off/standby/idle/active)
     CACHE_FILE_ADDED = "cache_file_added"  # path, size_bytes
     CACHE_FILE_EVICTED = "cache_file_evicted"  # path, size_bytes, reason
     SYNC_CONFLICT = "sync_conflict"  # path, conflict_path, at

@@ -12,14 +12,17 @@ WsgiDAV.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import secrets
 from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
+from wsgidav.dav_error import DAVError
 from wsgidav.mw.base_mw import BaseMiddleware
 
+from balupi.dav import propfind
 from balupi.dav.fetch import UpstreamError, UpstreamMissing
 from balupi.dav.index import Entry
 from balupi.errors import NasUnavailable
@@ -105,6 +108,8 @@ class FastLane(BaseMiddleware):
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
+        if method == "PROPFIND":
+            return self.propfind(environ, start_response)
         if method not in ("GET", "HEAD"):
             return self.next_app(environ, start_response)
         provider = self.provider
@@ -222,6 +227,51 @@ class FastLane(BaseMiddleware):
             yield tail
 
         return body()
+
+    # -- PROPFIND ----------------------------------------------------------------------------------
+
+    def propfind(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        """Depth 0/1 PROPFIND of live properties, the multistatus built from one index query.
+
+        Anything this does not cover exactly like WsgiDAV (propname, <include>, dead properties or
+        locks in play, Depth infinity, a chunked body) goes on to WsgiDAV.
+        """
+        depth = environ.get("HTTP_DEPTH", "infinity")
+        if depth not in ("0", "1") or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return self.next_app(environ, start_response)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return self.next_app(environ, start_response)
+        if length > propfind.MAX_BODY_BYTES:
+            return self.next_app(environ, start_response)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)  # WsgiDAV can still read it if we pass
+        request = propfind.parse_request(body)
+        if request is None:
+            return self.next_app(environ, start_response)
+        provider = self.provider
+        view = provider.view_for(environ)
+        try:
+            entry = provider.lookup(view, environ["PATH_INFO"], "PROPFIND")
+            if entry is None:
+                return self.next_app(environ, start_response)
+            entries = [entry]
+            if depth == "1" and entry.is_dir:
+                provider.ensure_listed(entry)
+                entries += provider.index.children(view, entry.path)
+        except NasUnavailable as exc:
+            return self._error(start_response, 503, str(exc), [("Retry-After", str(exc.retry_after_s))])
+        except DAVError as exc:
+            if exc.value == 503:
+                return self._error(start_response, 503, str(exc.context_info), exc.add_headers)
+            raise
+        if propfind.dead_props_or_locks(provider.index.db, entry):
+            return self.next_app(environ, start_response)
+        xml = propfind.multistatus(provider.mount_path + provider.share_path, entries, request)
+        start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
+                                            ("Content-Length", str(len(xml)))])
+        return [xml]
 
     # -- misses ----------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from wsgidav import util
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, DAVError
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
 from balupi.dav.index import Entry, join
@@ -52,6 +52,14 @@ class _ResourceMixin:
 
     def get_display_name(self):
         return self.entry.name
+
+    def get_property_value(self, name):
+        if name == "{DAV:}getetag":  # RFC 4918: the entity tag, quotes included
+            etag = self.get_etag()
+            if etag is None:
+                raise DAVError(HTTP_NOT_FOUND)
+            return f'"{etag}"'
+        return super().get_property_value(name)
 
     def set_last_modified(self, dest_path, time_stamp, *, dry_run):
         secs = time_stamp if isinstance(time_stamp, (int, float)) else util.parse_time_string(time_stamp)

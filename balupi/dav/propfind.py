@@ -1,0 +1,135 @@
+"""Multistatus XML for PROPFIND, built as text from index entries (one query per collection).
+
+WsgiDAV builds a PROPFIND answer by asking each member for each property and assembling an
+element tree: about 90 us per member per request on this machine, a second for a large folder on
+the Pi. Here the same live properties (RFC 4918, plus lock support) are written straight from
+`Entry` rows. The values are identical to WsgiDAV's, except that `getetag` carries its quotes, as
+RFC 4918 says it must (the resources return it quoted to WsgiDAV too).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from urllib.parse import quote
+from xml.sax.saxutils import escape
+
+from defusedxml import ElementTree as ET
+
+from balupi.dav.index import Entry
+from balupi.db import Database
+
+MAX_BODY_BYTES = 64 * 1024
+HREF_SAFE = "/!*'(),$-_|."
+
+DAV = "{DAV:}"
+LIVE = ("resourcetype", "creationdate", "getcontentlength", "getcontenttype", "getlastmodified", "displayname",
+        "getetag", "lockdiscovery", "supportedlock")
+SUPPORTED_LOCK = (
+    "<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype>"
+    "</D:lockentry><D:lockentry><D:lockscope><D:shared/></D:lockscope><D:locktype><D:write/></D:locktype>"
+    "</D:lockentry></D:supportedlock>"
+)
+
+
+@dataclass(frozen=True)
+class PropfindRequest:
+    allprop: bool
+    names: tuple[str, ...]  # Clark notation, for a <prop> request
+
+
+def parse_request(body: bytes) -> PropfindRequest | None:
+    """allprop (empty body or <allprop/>) or <prop> with names; None for what WsgiDAV should do."""
+    if not body.strip():
+        return PropfindRequest(True, ())
+    try:
+        root = ET.fromstring(body)
+    except Exception:  # malformed, or entities/DTD refused: WsgiDAV answers with the right error
+        return None
+    if root.tag != DAV + "propfind" or len(root) != 1:
+        return None
+    child = root[0]
+    if child.tag == DAV + "allprop":
+        return PropfindRequest(True, ())
+    if child.tag == DAV + "prop" and len(child):
+        return PropfindRequest(False, tuple(el.tag for el in child))
+    return None
+
+
+def dead_props_or_locks(db: Database, entry: Entry) -> bool:
+    """Whether dead properties or locks could show in this answer (then WsgiDAV builds it)."""
+    if db.query_one("SELECT 1 FROM dav_locks LIMIT 1") is not None:
+        return True
+    ref = quote(entry.path.rstrip("/"))
+    lo = ref + "/"
+    hi = ref + "0"
+    row = db.query_one(
+        "SELECT 1 FROM dav_props WHERE url = ? OR url = ? OR (url > ? AND url < ?) LIMIT 1",
+        (ref or "/", lo, lo, hi),
+    )
+    return row is not None
+
+
+def _rfc3339(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _values(entry: Entry) -> dict[str, str]:
+    """Each live property of `entry` as its XML text (without the element for simple values)."""
+    values = {
+        "resourcetype": "<D:resourcetype><D:collection/></D:resourcetype>" if entry.is_dir else "<D:resourcetype/>",
+        "creationdate": _rfc3339(entry.ctime),
+        "getlastmodified": formatdate(entry.mtime, usegmt=True),
+        "displayname": escape(entry.name),
+        "lockdiscovery": "<D:lockdiscovery/>",
+        "supportedlock": SUPPORTED_LOCK,
+    }
+    if not entry.is_dir:
+        values["getcontentlength"] = str(entry.size)
+        values["getcontenttype"] = escape(entry.content_type or "application/octet-stream")
+        if entry.etag:
+            values["getetag"] = escape(f'"{entry.etag}"')
+    return values
+
+
+def _element(name: str, value: str) -> str:
+    return value if value.startswith("<D:") else f"<D:{name}>{value}</D:{name}>"
+
+
+def multistatus(mount: str, entries: list[Entry], request: PropfindRequest) -> bytes:
+    out = ['<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">']
+    append = out.append
+    for entry in entries:
+        path = entry.path if entry.path != "/" else ""
+        href = quote(mount + path + ("/" if entry.is_dir else ""), safe=HREF_SAFE)
+        values = _values(entry)
+        append(f"<D:response><D:href>{href}</D:href>")
+        if request.allprop:
+            props = "".join(_element(n, values[n]) for n in LIVE if n in values)
+            append(f"<D:propstat><D:prop>{props}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>")
+        else:
+            found, missing = [], []
+            for clark in request.names:
+                local = clark[len(DAV):] if clark.startswith(DAV) else None
+                if local is not None and local in values:
+                    found.append(_element(local, values[local]))
+                else:
+                    missing.append(_empty(clark))
+            if found:
+                append(f"<D:propstat><D:prop>{''.join(found)}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>")
+            if missing:
+                append(f"<D:propstat><D:prop>{''.join(missing)}</D:prop>"
+                       "<D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>")
+        append("</D:response>")
+    append("</D:multistatus>")
+    return "".join(out).encode("utf-8")
+
+
+def _empty(clark: str) -> str:
+    if clark.startswith("{"):
+        ns, local = clark[1:].split("}", 1)
+        if ns == "DAV:":
+            return f"<D:{local}/>"
+        return f'<{local} xmlns="{escape(ns, {chr(34): "&quot;"})}"/>'
+    return f"<{clark}/>"

@@ -77,6 +77,7 @@ def running_server(settings_factory: Callable[..., Settings]) -> Any:
 
     def start(settings: Settings | None = None) -> Server:
         server = Server(BaluPi(settings or settings_factory()))
+        server.httpd.expiration_interval = 0.05  # cheroot's stop() waits up to one interval (0.5 s)
         started.append(server)
         server.start()
         return server

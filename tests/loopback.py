@@ -1,5 +1,8 @@
 """The loopback-only rule, enforced: no test opens a socket to anything but 127.0.0.0/8, ::1 or localhost.
 
+(0.0.0.0 and :: count as this host too: Linux connects them to itself, and cheroot does so to
+wake its own accept() at shutdown when it listens on every interface.)
+
 `install()` wraps `socket.socket.connect`, `connect_ex`, `sendto`, `sendmsg` and
 `socket.create_connection`. A call aimed at another address is refused before anything leaves the
 machine (`NonLoopbackAddress`, a `PermissionError`, so code under test sees an ordinary network
@@ -32,7 +35,7 @@ _installed = False
 
 
 def is_loopback(host: Any) -> bool:
-    """True for 127.0.0.0/8, ::1 (also IPv4-mapped) and the loopback host names."""
+    """True for 127.0.0.0/8, ::1 (also IPv4-mapped), 0.0.0.0, :: and the loopback host names."""
     if isinstance(host, (bytes, bytearray)):
         host = bytes(host).decode("ascii", "replace")
     if not isinstance(host, str):
@@ -43,8 +46,8 @@ def is_loopback(host: Any) -> bool:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return False  # any other host name: refused without resolving it
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return (mapped or ip).is_loopback
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    return ip.is_loopback or ip.is_unspecified
 
 
 def take_violations() -> list[str]:

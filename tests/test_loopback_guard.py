@@ -58,7 +58,8 @@ def test_loopback_addresses_are_allowed():
     assert loopback.is_loopback("127.8.9.10")
     assert loopback.is_loopback("::1")
     assert loopback.is_loopback("::ffff:127.0.0.1")
-    assert not loopback.is_loopback("0.0.0.0")
+    assert loopback.is_loopback("0.0.0.0")  # "this host"
+    assert not loopback.is_loopback("10.0.0.1")
     assert not loopback.is_loopback("192.168.178.53")
     assert loopback.take_violations() == []
 

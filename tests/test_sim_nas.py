@@ -54,6 +54,8 @@ def port_refuses(port: int) -> bool:
             sock.connect(("127.0.0.1", port))
         except ConnectionRefusedError:
             return True
+        except ConnectionResetError:  # the listener was closing under this very connect
+            return False
         return False
 
 

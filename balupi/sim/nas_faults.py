@@ -195,14 +195,16 @@ class _Pacer:
             raise SimulatedDrop("NAS went to sleep during the transfer")
 
 
-def abort_connection(cheroot_req) -> None:
-    """Flush what was written, send the headers if not yet sent, and shut the socket down."""
+def abort_connection(cheroot_req, *, send_headers: bool = False) -> None:
+    """Flush what was written (and the response headers, if `send_headers` and not yet sent),
+    then shut the socket down."""
     if cheroot_req is None:
         return
     try:
-        cheroot_req.ensure_headers_sent()
+        if send_headers:
+            cheroot_req.ensure_headers_sent()
         cheroot_req.conn.wfile.flush()
-    except OSError:
+    except (OSError, ValueError):
         pass
     try:
         cheroot_req.conn.socket.shutdown(socket.SHUT_RDWR)
@@ -241,20 +243,29 @@ class ThrottledInput:
             yield line
 
 
-def read_then_drop(stream, after_bytes: int, cheroot_req) -> None:
-    """Read `after_bytes` of a request body from `stream`, then drop the connection."""
+def read_then_drop(stream, after_bytes: int, cheroot_req, before_abort=None) -> None:
+    """Read `after_bytes` of a request body from `stream`, then drop the connection
+    (calling `before_abort()` first)."""
     left = after_bytes
     while left > 0:
         data = stream.read(min(left, _PIECE_MAX_BYTES))
         if not data:
             break
         left -= len(data)
+    if before_abort is not None:
+        before_abort()
     abort_connection(cheroot_req)
     raise SimulatedDrop("simulated drop during upload")
 
 
 class ResponseBody:
-    """Response iterable wrapper: bandwidth cap, mid-body drop, and a completion callback."""
+    """Response iterable wrapper: bandwidth cap, mid-body drop, and a completion callback.
+
+    `on_done(body)` runs once, *before* the client can have seen the end of the response: just
+    before the last piece is handed to the server (with one piece of look-ahead), when the body
+    turns out empty, or just before a dropped connection is shut down. So a test that has its
+    response in hand always finds the request's record complete.
+    """
 
     def __init__(self, inner, *, rate_bytes_per_s: float | None, drop_after_bytes: int | None,
                  halt: threading.Event, cheroot_req, on_done):
@@ -263,45 +274,64 @@ class ResponseBody:
         self._drop_after = drop_after_bytes
         self._req = cheroot_req
         self._on_done = on_done
+        self._done = False
         self._dropped = False
 
     @property
     def bytes_sent(self) -> int:
         return self._pacer.total_bytes
 
+    @property
+    def dropped(self) -> bool:
+        return self._dropped
+
     def __iter__(self):
         try:
+            pending = None  # one piece of look-ahead, to know which piece is the last
             for chunk in self._inner:
                 view = memoryview(chunk)
                 while view:
                     piece = bytes(view[: self._pacer.piece_size()])
                     view = view[len(piece):]
-                    if self._drop_after is not None:
-                        left = self._drop_after - self._pacer.total_bytes
-                        if left <= 0:
-                            self._drop()
-                        if len(piece) > left:
-                            self._pacer.account(left)
-                            yield piece[:left]
-                            self._drop()
-                    self._pacer.account(len(piece))
-                    yield piece
+                    if pending is not None:
+                        yield from self._send(pending, last=False)
+                    pending = piece
+            if pending is not None:
+                yield from self._send(pending, last=True)
+            else:
+                self._complete()
         except SimulatedDrop:
             self._dropped = True
             raise
 
+    def _send(self, piece: bytes, *, last: bool):
+        if self._drop_after is not None:
+            left = self._drop_after - self._pacer.total_bytes
+            if left <= 0:
+                self._drop()
+            if len(piece) > left:
+                self._pacer.account(left)
+                yield piece[:left]
+                self._drop()
+        self._pacer.account(len(piece))
+        if last:
+            self._complete()
+        yield piece
+
     def _drop(self) -> None:
         self._dropped = True
-        abort_connection(self._req)
+        self._complete()
+        abort_connection(self._req, send_headers=True)
         raise SimulatedDrop("simulated drop during download")
+
+    def _complete(self) -> None:
+        if not self._done:
+            self._done = True
+            self._on_done(self)
 
     def close(self) -> None:
         try:
             if hasattr(self._inner, "close"):
                 self._inner.close()
         finally:
-            self._on_done(self)
-
-    @property
-    def dropped(self) -> bool:
-        return self._dropped
+            self._complete()

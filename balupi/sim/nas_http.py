@@ -207,6 +207,7 @@ class NasApp:
         try:
             if not arrival.accepted:
                 record.fault = "halted"
+                sim._finish(record, None)
                 abort_connection(req)
                 raise SimulatedDrop("NAS is not awake")
             if arrival.spinup_wait_s > 0 and halt.wait(arrival.spinup_wait_s):
@@ -232,7 +233,8 @@ class NasApp:
                 drop_after = faults.take_drop_put(method, path)
                 if drop_after is not None and _body_longer_than(environ, drop_after):
                     record.fault = "drop_put"
-                    read_then_drop(environ["wsgi.input"], drop_after, req)
+                    read_then_drop(environ["wsgi.input"], drop_after, req,
+                                   before_abort=lambda: sim._finish(record, None))
             drop_get_after = faults.take_drop_get(method, path)
 
             def recording_start_response(status, headers, exc_info=None):

@@ -1,0 +1,187 @@
+"""Issue 4, behaviour 3: a cache miss streams from the NAS to the client while it is cached.
+
+The simulated NAS is throttled (`faults.bandwidth_bytes_per_s`) so that a download takes a while
+and the tests can look at BaluPi in the middle of one: the client already has bytes while the
+cache entry is not published yet; it becomes a cache entry only complete and verified; a client
+that disconnects or an upstream that drops leaves no partial entry; two clients share one upstream
+GET; a ranged GET on an uncached file does not wait for the whole file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+import requests
+
+from tests.davkit import (
+    data_files,
+    index_row,
+    listing,
+    referenced_keys,
+    seed,
+    temp_files,
+    wait_downloads_idle,
+    wait_until,
+)
+from tests.stack import stack, stack_factory  # noqa: F401
+
+MIB = 1 << 20
+BIG = os.urandom(4 * MIB)
+BIG_PATH = "/videos/clip.mp4"
+
+
+@pytest.fixture
+def uncached(stack):
+    """BIG_PATH on the NAS, listed in the index but not cached."""
+    seed(stack.nas.root, {BIG_PATH: BIG})
+    listing(stack, "/")
+    listing(stack, "/videos")
+    assert index_row(stack.app, BIG_PATH)["cache_key"] is None
+    return stack
+
+
+def assert_no_partial_entry(app) -> None:
+    """Every content file is one the index references, and no temp file is left."""
+    assert data_files(app) <= referenced_keys(app)
+    assert temp_files(app) == []
+
+
+def cached_content(app, path: str) -> bytes:
+    key = index_row(app, path)["cache_key"]
+    assert key is not None, f"{path} is not cached"
+    return app.provider.store.path_of(key).read_bytes()
+
+
+def test_a_miss_streams_to_the_client_before_the_download_is_finished_and_is_cached_after(uncached):
+    stack = uncached
+    stack.nas.faults.bandwidth_bytes_per_s = 2 * MIB  # the whole file takes about 2 s
+
+    with stack.http.get(stack.url(BIG_PATH), stream=True) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Length"] == str(len(BIG))
+        chunks = response.iter_content(64 * 1024)
+        first = next(chunks)
+        # The client has its first bytes, and the download is still going: nothing published yet.
+        assert first == BIG[:len(first)]
+        assert stack.app.provider.downloads.active("", BIG_PATH) is not None
+        assert index_row(stack.app, BIG_PATH)["cache_key"] is None
+        assert data_files(stack.app) == set()
+        body = first + b"".join(chunks)
+
+    assert body == BIG
+    wait_downloads_idle(stack.app)
+    assert cached_content(stack.app, BIG_PATH) == BIG
+    assert stack.nas.request_count("GET", "/dav" + BIG_PATH) == 1
+    assert_no_partial_entry(stack.app)
+
+
+def test_a_client_that_disconnects_midway_leaves_no_partial_entry(uncached):
+    stack = uncached
+    stack.nas.faults.bandwidth_bytes_per_s = 4 * MIB
+
+    response = stack.http.get(stack.url(BIG_PATH), stream=True)
+    assert response.status_code == 200
+    next(response.iter_content(64 * 1024))
+    response.close()  # with most of the body unread: the connection is closed, not reused
+
+    wait_downloads_idle(stack.app)
+    assert_no_partial_entry(stack.app)
+    row = index_row(stack.app, BIG_PATH)
+    if row["cache_key"] is not None:  # the download may finish for the next reader: then it is whole
+        assert cached_content(stack.app, BIG_PATH) == BIG
+    again = stack.http.get(stack.url(BIG_PATH), timeout=30)
+    assert again.status_code == 200 and again.content == BIG
+
+
+def test_an_upstream_that_drops_midway_leaves_no_partial_entry_and_a_later_get_works(uncached):
+    stack = uncached
+    stack.nas.faults.drop_get(after_bytes=1536 * 1024, count=1)
+
+    received = 0
+    failed = False
+    with stack.http.get(stack.url(BIG_PATH), stream=True, timeout=30) as response:
+        assert response.status_code == 200
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                received += len(chunk)
+        except requests.RequestException:
+            failed = True
+    assert failed or received < len(BIG)  # the client can tell the body is incomplete
+    assert received < len(BIG)
+
+    wait_downloads_idle(stack.app)
+    assert index_row(stack.app, BIG_PATH)["cache_key"] is None
+    assert_no_partial_entry(stack.app)
+
+    again = stack.http.get(stack.url(BIG_PATH), timeout=30)
+    assert again.status_code == 200 and again.content == BIG
+    wait_downloads_idle(stack.app)
+    assert cached_content(stack.app, BIG_PATH) == BIG
+    assert_no_partial_entry(stack.app)
+
+
+def test_a_file_that_changes_on_the_nas_during_the_download_is_not_cached(uncached):
+    stack = uncached
+    stack.nas.faults.bandwidth_bytes_per_s = 4 * MIB
+
+    with stack.http.get(stack.url(BIG_PATH), stream=True) as response:
+        chunks = response.iter_content(64 * 1024)
+        first = next(chunks)
+        changed = stack.nas.root / "videos" / "clip.mp4.new"
+        changed.write_bytes(os.urandom(len(BIG)))
+        os.utime(changed, (1_000_000_000, 1_000_000_000))
+        os.replace(changed, stack.nas.root / "videos" / "clip.mp4")  # the NAS keeps sending the old one
+        body = first + b"".join(chunks)
+
+    assert body == BIG
+    wait_downloads_idle(stack.app)
+    assert index_row(stack.app, BIG_PATH)["cache_key"] is None  # not verified: not an entry
+    assert_no_partial_entry(stack.app)
+
+
+def test_two_clients_missing_the_same_file_share_one_upstream_get(uncached):
+    stack = uncached
+    stack.nas.faults.bandwidth_bytes_per_s = 4 * MIB
+    bodies: list[bytes] = []
+    barrier = threading.Barrier(2)
+
+    def client() -> None:
+        with requests.Session() as session:
+            session.trust_env = False
+            barrier.wait()
+            response = session.get(stack.url(BIG_PATH), timeout=30)
+            assert response.status_code == 200
+            bodies.append(response.content)
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert bodies == [BIG, BIG]
+    wait_downloads_idle(stack.app)
+    assert stack.nas.request_count("GET", "/dav" + BIG_PATH) == 1
+    assert cached_content(stack.app, BIG_PATH) == BIG
+
+
+def test_a_ranged_get_on_an_uncached_file_does_not_wait_for_the_whole_file(uncached):
+    stack = uncached
+    stack.nas.faults.bandwidth_bytes_per_s = 2 * MIB  # a whole-file download takes about 2 s
+
+    start, end = 3 * MIB + 17, 3 * MIB + 4112
+    response = stack.http.get(stack.url(BIG_PATH), headers={"Range": f"bytes={start}-{end}"})
+
+    assert response.status_code == 206
+    assert response.headers["Content-Range"] == f"bytes {start}-{end}/{len(BIG)}"
+    assert response.content == BIG[start:end + 1]
+    # Answered while the whole file is still on its way into the cache (or not fetched at all).
+    assert index_row(stack.app, BIG_PATH)["cache_key"] is None
+    download = stack.app.provider.downloads.active("", BIG_PATH)
+    assert download is None or download.written < len(BIG)
+
+    wait_downloads_idle(stack.app)
+    assert_no_partial_entry(stack.app)
+    assert wait_until(lambda: stack.app.provider.downloads.count() == 0)

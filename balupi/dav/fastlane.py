@@ -75,10 +75,9 @@ def parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None:
                 start, end = max(0, size - length), size - 1
             else:
                 start = int(first)
-                end = int(last) if last else size - 1
-                if end < start:
-                    return None
-                end = min(end, size - 1)
+                if last and int(last) < start:
+                    return None  # "bytes=20-10" is invalid: ignore the header
+                end = min(int(last), size - 1) if last else size - 1
         except ValueError:
             return None
         if start < 0:

@@ -1,7 +1,8 @@
 """Shared fixtures: settings in a temporary directory, a running server, and the loopback-only guard.
 
 - `settings_factory(**overrides)`: Settings with data and cache in tmp_path, listening on
-  127.0.0.1 port 0, magic packets aimed at a free UDP port on 127.0.0.1 (never a broadcast address),
+  127.0.0.1 port 0, magic packets aimed at a free UDP port on 127.0.0.1 and plug discovery at
+  127.0.0.1 (never a broadcast address),
   and no NAS configured unless a test configures one (so nothing goes to the default NAS URL).
 - `running_server(settings=None)`: starts BaluPi behind cheroot on 127.0.0.1:<free port> and
   returns the `Server` (`.url`, `.app`); every server started is stopped after the test.
@@ -60,6 +61,7 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
             "port": 0,
             "wol_address": "127.0.0.1",
             "wol_port": wol_port,
+            "tapo_discovery_target": "127.0.0.1",  # plug discovery: no broadcast either
         }
         raw.update(overrides)
         raw = {name: str(value) if isinstance(value, Path) else value for name, value in raw.items()}

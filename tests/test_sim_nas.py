@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from balupi.nas.wol import magic_packet, send_magic_packet
-from balupi.sim.nas import PowerState, SimNas, SleepMode, parse_user_spec, seed_sample_tree
+from balupi.sim.nas import PowerState, SimNas, SleepMode, seed_sample_tree
+from balupi.sim.nas_cli import parse_user_spec
 from balupi.sim.nas_seed import sample_files
 from tests.helpers import subprocess_env
 

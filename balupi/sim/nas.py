@@ -27,14 +27,9 @@ SIGTERM/SIGINT or ``POST /shutdown`` on the control port.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
-import json
 import logging
-import os
 import secrets
-import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -45,12 +40,19 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from balupi.nas.wol import format_mac, parse_mac, parse_magic_packet
 from balupi.sim.nas_control import ControlApp
 from balupi.sim.nas_faults import Faults
-from balupi.sim.nas_http import NasApp, SimHTTPServer
+from balupi.sim.nas_http import NasApp, SimHTTPServer, build_dav_app, check_users
+from balupi.sim.nas_listener import ReopenableServer, WolListener
 from balupi.sim.nas_seed import seed_sample_tree
-from balupi.sim.nas_state import MagicPacketRecord, PowerState, RequestRecord, SleepMode
+from balupi.sim.nas_state import (
+    MagicPacketRecord,
+    NasCounters,
+    PowerState,
+    RequestRecord,
+    SleepMode,
+)
 
-__all__ = ["DAV_PREFIX", "DEFAULT_MAC", "MagicPacketRecord", "PowerState", "RequestRecord",
-           "SimNas", "SleepMode", "main", "parse_user_spec", "seed_sample_tree"]
+__all__ = ["DAV_PREFIX", "DEFAULT_MAC", "MagicPacketRecord", "NasCounters", "PowerState",
+           "RequestRecord", "SimNas", "SleepMode", "seed_sample_tree"]
 
 log = logging.getLogger("balupi.sim.nas")
 
@@ -89,7 +91,6 @@ class SimNas:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.host = host
-        self.port = int(port)
         self.wol_port = int(wol_port)
         self.control_port = None if control_port is None else int(control_port)
         self.mac = mac if isinstance(mac, bytes) else parse_mac(mac)
@@ -97,8 +98,7 @@ class SimNas:
         self.spinup_delay_s = float(spinup_delay_s)
         self.sleep_mode = SleepMode(sleep_mode)
         self.idle_suspend_s = idle_suspend_s
-        self.threads = threads
-        self.users = self._check_users(DEFAULT_USERS if users is None else users)
+        self.users = check_users(DEFAULT_USERS if users is None else users)
         self.faults = Faults()
         self.jwt_secret = secrets.token_hex(32)
         self.shutdown_requested = threading.Event()
@@ -110,60 +110,24 @@ class SimNas:
         self._state_since_s = time.time()
         self._boot_generation = 0
         self._spinup_done_at: float | None = None
-        self._requests: list[RequestRecord] = []
-        self._packets: list[MagicPacketRecord] = []
-        self._boot_count = 0
-        self._wake_count = 0
+        self.counters = NasCounters()
         self._in_flight = 0
         self._last_activity = time.monotonic()
-        self._halt = threading.Event()
-        self._server: SimHTTPServer | None = None
-        self._listener_open = False  # mirrors _server, readable under _lock
-        self._server_thread: threading.Thread | None = None
-        self._placeholder: socket.socket | None = None
+        self._listener = ReopenableServer(host, port, NasApp(self), threads=threads)
+        self._listener_open = False  # mirrors _listener.is_open, readable under _lock
         self._control: SimHTTPServer | None = None
-        self._wol_sock: socket.socket | None = None
+        self._wol: WolListener | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._started = False
-        self._dav_apps = {name: self._build_dav_app(name) for name in self.users}
-        self._app = NasApp(self)
+        self._dav_apps = {name: build_dav_app(self.home_of(name), DAV_PREFIX, name, *entry)
+                          for name, entry in self.users.items()}
 
     # --- setup -------------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_users(users) -> dict[str, tuple[str, str]]:
-        if not users:
-            raise ValueError("at least one user is needed")
-        checked = {}
-        for name, entry in users.items():
-            password, role = (entry, "user") if isinstance(entry, str) else entry
-            if not name or any(c in name for c in "/\\:") or name in (".", ".."):
-                raise ValueError(f"invalid user name {name!r}")
-            checked[name] = (str(password), str(role))
-        return checked
 
     def home_of(self, user: str) -> Path:
         """The directory `user` sees as the WebDAV root."""
         return self.root if self.users[user][1] == "admin" else self.root / "home" / user
-
-    def _build_dav_app(self, user: str) -> WsgiDAVApp:
-        share_root = self.home_of(user)
-        share_root.mkdir(parents=True, exist_ok=True)
-        password, role = self.users[user]
-        return WsgiDAVApp({
-            "provider_mapping": {DAV_PREFIX: str(share_root)},
-            "property_manager": True,
-            "lock_storage": True,
-            "http_authenticator": {"domain_controller": None, "accept_basic": True,
-                                   "accept_digest": False, "default_to_digest": False},
-            "simple_dc": {"user_mapping": {"*": {user: {"password": password, "roles": [role]}}}},
-            "verbose": 1,
-            "logging": {"enable": False},
-            # directory_slash off: WsgiDAV's redirect drops the share prefix (/dav/x -> /x/)
-            "dir_browser": {"enable": True, "directory_slash": False,
-                            "response_trailer": "BaluHost (simulated)"},
-        })
 
     def _dav_app_for(self, user: str | None) -> WsgiDAVApp:
         return self._dav_apps.get(user) or next(iter(self._dav_apps.values()))
@@ -178,7 +142,8 @@ class SimNas:
         if self._started:
             return self
         self._stopping.clear()
-        self._start_wol_listener()
+        self._wol = WolListener(self.host, self.wol_port, self._on_datagram)
+        self.wol_port = self._wol.port
         if self.control_port is not None:
             self._control = SimHTTPServer((self.host, self.control_port), ControlApp(self),
                                           threads=4, name="BaluHost-sim-control")
@@ -189,7 +154,7 @@ class SimNas:
             if self._state.listening:
                 self._open_listener()
             else:
-                self._hold_placeholder()
+                self._listener.reserve()
         if self._state is PowerState.BOOTING:
             with self._lock:
                 self._spawn(self._boot_after_delay, "boot", self._boot_generation)
@@ -203,15 +168,13 @@ class SimNas:
             return
         self._stopping.set()
         with self._power_lock:
-            if self._server is not None:
-                self._close_listener()
-            self._release_placeholder()
+            self._close_listener()
         if self._control is not None:
             self._control.stop()
             self._control = None
-        if self._wol_sock is not None:
-            self._wol_sock.close()
-            self._wol_sock = None
+        if self._wol is not None:
+            self._wol.close()
+            self._wol = None
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(2.0)
@@ -232,57 +195,17 @@ class SimNas:
 
     # --- listener ----------------------------------------------------------------------------
 
-    def _hold_placeholder(self) -> None:
-        """Keep the port number reserved with a bound, non-listening socket (refuses connects)."""
-        if self._placeholder is not None:
-            return
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        self._placeholder = sock
-
-    def _release_placeholder(self) -> None:
-        if self._placeholder is not None:
-            self._placeholder.close()
-            self._placeholder = None
+    @property
+    def port(self) -> int:
+        """The main port (WebDAV + REST); its number stays the same across suspends."""
+        return self._listener.port
 
     def _open_listener(self) -> None:  # with _power_lock held
-        if self.port == 0:
-            # Pick the number ourselves: cheroot sets SO_REUSEADDR only for a fixed port, and
-            # without it (inherited by accepted sockets) the port could not be re-bound at boot.
-            self._hold_placeholder()
-        self._release_placeholder()
-        self._halt = threading.Event()
-        last_error: OSError | None = None
-        for _attempt in range(100):
-            server = SimHTTPServer((self.host, self.port), self._app, threads=self.threads,
-                                   name="BaluHost-sim")
-            try:
-                server.prepare()  # binds with SO_REUSEADDR (cheroot sets it for fixed ports)
-                break
-            except OSError as exc:
-                last_error = exc
-                time.sleep(0.02)
-        else:
-            raise last_error  # type: ignore[misc]
-        self.port = server.bind_addr[1]
-        self._server = server
-        self._server_thread = threading.Thread(target=server.serve, daemon=True,
-                                               name=f"sim-nas http :{self.port}")
-        self._server_thread.start()
+        self._listener.open()
         self._set_listener_open(True)
 
     def _close_listener(self) -> None:  # with _power_lock held
-        server, thread = self._server, self._server_thread
-        self._server = self._server_thread = None
-        self._halt.set()
-        if server is not None:
-            server.stop()
-        if thread is not None:
-            thread.join(2.0)
-        if not self._stopping.is_set():
-            self._hold_placeholder()
+        self._listener.close(keep_reserved=not self._stopping.is_set())
         self._set_listener_open(False)
 
     def _set_listener_open(self, is_open: bool) -> None:
@@ -297,9 +220,9 @@ class SimNas:
                 return
             with self._lock:
                 want = self._state.listening
-            if want and self._server is None:
+            if want and not self._listener.is_open:
                 self._open_listener()
-            elif not want and self._server is not None:
+            elif not want and self._listener.is_open:
                 self._close_listener()
 
     def _sync_listener_soon(self) -> None:
@@ -358,14 +281,14 @@ class SimNas:
                 if self._state is PowerState.AWAKE:
                     return
                 if self._state is PowerState.SOFT_SLEEP:
-                    self._wake_count += 1
+                    self.counters.count_wake()
                     self._set_state(PowerState.AWAKE)
                     return
                 self._boot_generation += 1
-            if self._server is None and self._started:
+            if self._started:
                 self._open_listener()
             with self._lock:
-                self._boot_count += 1
+                self.counters.count_boot()
                 self._set_state(PowerState.AWAKE)
 
     def wait_for_state(self, state: PowerState | str, timeout_s: float = 5.0) -> bool:
@@ -392,11 +315,10 @@ class SimNas:
                     return
             if self._stopping.is_set():
                 return
-            if self._server is None:
-                self._open_listener()
+            self._open_listener()
             with self._lock:
                 if generation == self._boot_generation and self._state is PowerState.BOOTING:
-                    self._boot_count += 1
+                    self.counters.count_boot()
                     self._set_state(PowerState.AWAKE)
 
     def _idle_loop(self) -> None:
@@ -429,25 +351,6 @@ class SimNas:
 
     # --- Wake-on-LAN -------------------------------------------------------------------------
 
-    def _start_wol_listener(self) -> None:
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET,
-                             socket.SOCK_DGRAM)
-        sock.bind((self.host, self.wol_port))
-        sock.settimeout(0.05)
-        self.wol_port = sock.getsockname()[1]
-        self._wol_sock = sock
-        self._spawn(self._wol_loop, "wol", sock)
-
-    def _wol_loop(self, sock: socket.socket) -> None:
-        while not self._stopping.is_set():
-            try:
-                data, sender = sock.recvfrom(2048)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self._on_datagram(data, sender)
-
     def _on_datagram(self, data: bytes, sender) -> None:
         mac = parse_magic_packet(data)
         if mac is None:
@@ -462,11 +365,11 @@ class SimNas:
                     self._spawn(self._boot_after_delay, "boot", self._boot_generation)
                     acted = True
                 elif state is PowerState.SOFT_SLEEP:
-                    self._wake_count += 1
+                    self.counters.count_wake()
                     self._set_state(PowerState.AWAKE)
                     acted = True
-            self._packets.append(MagicPacketRecord(time.time(), format_mac(mac), matched, state,
-                                                   acted, tuple(sender[:2])))
+            self.counters.add_packet(MagicPacketRecord(time.time(), format_mac(mac), matched,
+                                                       state, acted, tuple(sender[:2])))
 
     # --- request bookkeeping (called by NasApp) ----------------------------------------------
 
@@ -474,7 +377,7 @@ class SimNas:
         with self._lock:
             state = self._state
             record = RequestRecord(method, path, time.time(), state, user)
-            self._requests.append(record)
+            self.counters.add_request(record)
             self._in_flight += 1
             self._last_activity = time.monotonic()
             wait_s = 0.0
@@ -483,13 +386,13 @@ class SimNas:
                     self._spinup_done_at = time.monotonic() + self.spinup_delay_s
                 wait_s = max(0.0, self._spinup_done_at - time.monotonic())
             accepted = state not in (PowerState.SUSPENDED, PowerState.OFF)
-            return _Arrival(record, self._halt, accepted, wait_s, state is PowerState.SOFT_SLEEP)
+            return _Arrival(record, self._listener.halt, accepted, wait_s, state is PowerState.SOFT_SLEEP)
 
     def _spun_up(self, arrival: _Arrival) -> None:
         if arrival.woke:
             with self._lock:
                 if self._state is PowerState.SOFT_SLEEP:
-                    self._wake_count += 1
+                    self.counters.count_wake()
                     self._set_state(PowerState.AWAKE)
 
     def _finish(self, record: RequestRecord, body) -> None:
@@ -501,54 +404,41 @@ class SimNas:
             self._in_flight -= 1
             self._last_activity = time.monotonic()
 
-    # --- counters ----------------------------------------------------------------------------
+    # --- counters (see NasCounters) --------------------------------------------------------
 
     @property
     def requests(self) -> list[RequestRecord]:
-        with self._lock:
-            return list(self._requests)
+        """Every request that reached the main port, oldest first."""
+        return self.counters.requests
 
     def request_count(self, method: str | None = None, path: str | None = None, *,
                       path_prefix: str | None = None, state: PowerState | str | None = None,
                       user: str | None = None, since_s: float | None = None) -> int:
         """How many recorded requests match every given filter."""
-        state = PowerState(state) if state is not None else None
-        return sum(
-            1 for r in self.requests
-            if (method is None or r.method == method.upper())
-            and (path is None or r.path == path)
-            and (path_prefix is None or r.path.startswith(path_prefix))
-            and (state is None or r.state is state)
-            and (user is None or r.user == user)
-            and (since_s is None or r.time_s >= since_s))
+        return self.counters.request_count(method, path, path_prefix=path_prefix, state=state,
+                                           user=user, since_s=since_s)
 
     @property
     def magic_packets(self) -> list[MagicPacketRecord]:
         """Every magic packet received, for this NAS's MAC or not (see `.matched`)."""
-        with self._lock:
-            return list(self._packets)
+        return self.counters.magic_packets
 
     @property
     def magic_packet_count(self) -> int:
         """Magic packets received for this NAS's MAC."""
-        with self._lock:
-            return sum(1 for p in self._packets if p.matched)
+        return self.counters.magic_packet_count
 
     @property
     def boot_count(self) -> int:
-        return self._boot_count
+        return self.counters.boot_count
 
     @property
     def wake_count(self) -> int:
         """Wake-ups from soft sleep (by a request or a magic packet)."""
-        return self._wake_count
+        return self.counters.wake_count
 
     def reset_counters(self) -> None:
-        with self._lock:
-            self._requests.clear()
-            self._packets.clear()
-            self._boot_count = 0
-            self._wake_count = 0
+        self.counters.clear()
 
     # --- views -------------------------------------------------------------------------------
 
@@ -573,20 +463,13 @@ class SimNas:
                 "wol_port": self.wol_port, "control_port": self.control_port,
                 "mac": format_mac(self.mac), "root": str(self.root),
                 "base_url": self.base_url, "dav_url": self.dav_url,
-                "boot_count": self._boot_count, "wake_count": self._wake_count,
+                "boot_count": self.counters.boot_count, "wake_count": self.counters.wake_count,
                 "boot_delay_s": self.boot_delay_s, "spinup_delay_s": self.spinup_delay_s,
                 "idle_suspend_s": self.idle_suspend_s, "users": list(self.users),
             }
 
     def counters_dict(self) -> dict:
-        with self._lock:
-            return {
-                "request_count": len(self._requests),
-                "requests": [r.to_dict() for r in self._requests],
-                "magic_packet_count": sum(1 for p in self._packets if p.matched),
-                "magic_packets": [p.to_dict() for p in self._packets],
-                "boot_count": self._boot_count, "wake_count": self._wake_count,
-            }
+        return self.counters.to_dict()
 
     def sleep_status(self) -> dict:
         """Body of GET /api/system/sleep/status (a subset of BaluHost's SleepStatusResponse)."""
@@ -604,77 +487,7 @@ class SimNas:
             }
 
 
-# --- command line --------------------------------------------------------------------------------
-
-
-def parse_user_spec(spec: str) -> tuple[str, str, str]:
-    """``name:password[:role]`` -> (name, password, role). Role defaults to "admin" for a user
-    named admin, else "user"."""
-    parts = spec.split(":")
-    if len(parts) not in (2, 3) or not parts[0]:
-        raise ValueError(f"user must be name:password[:role], got {spec!r}")
-    name, password = parts[0], parts[1]
-    role = parts[2] if len(parts) == 3 and parts[2] else ("admin" if name == "admin" else "user")
-    return name, password, role
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m balupi.sim.nas",
-                                     description="Run a simulated BaluHost NAS on 127.0.0.1.")
-    parser.add_argument("--root", required=True, help="storage root directory")
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="main port (WebDAV + REST); 0: free")
-    parser.add_argument("--wol-port", type=int, default=0, help="UDP port for magic packets")
-    parser.add_argument("--control-port", type=int, default=0, help="JSON control port")
-    parser.add_argument("--mac", default=DEFAULT_MAC)
-    parser.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD[:ROLE]")
-    parser.add_argument("--boot-delay-s", type=float, default=0.2)
-    parser.add_argument("--spinup-delay-s", type=float, default=0.0)
-    parser.add_argument("--sleep-mode", choices=[m.value for m in SleepMode],
-                        default=SleepMode.SUSPEND.value)
-    parser.add_argument("--idle-suspend-s", type=float, default=None)
-    parser.add_argument("--initial-state", choices=[s.value for s in PowerState],
-                        default=PowerState.AWAKE.value)
-    parser.add_argument("--threads", type=int, default=16)
-    parser.add_argument("--seed-sample-tree", action="store_true",
-                        help="write a small sample tree into the root first")
-    parser.add_argument("--log-level", default="WARNING")
-    args = parser.parse_args(argv)
-
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("wsgidav").setLevel(logging.ERROR)
-    try:
-        users = {name: (password, role)
-                 for name, password, role in map(parse_user_spec, args.user)} or None
-        sim = SimNas(args.root, users=users, host=args.host, port=args.port,
-                     wol_port=args.wol_port, control_port=args.control_port, mac=args.mac,
-                     boot_delay_s=args.boot_delay_s, spinup_delay_s=args.spinup_delay_s,
-                     sleep_mode=args.sleep_mode, idle_suspend_s=args.idle_suspend_s,
-                     initial_state=args.initial_state, threads=args.threads)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.seed_sample_tree:
-        seed_sample_tree(sim.root, home_users=[n for n, (_p, r) in sim.users.items()
-                                               if r != "admin"])
-
-    def on_signal(signum, _frame):
-        sim.shutdown_requested.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    sim.start()
-    status = sim.status_dict()
-    print(json.dumps({"event": "ready", "pid": os.getpid(), **{k: status[k] for k in (
-        "host", "port", "wol_port", "control_port", "mac", "root", "base_url", "dav_url",
-        "state", "users")}, "control_url": sim.control_url}), flush=True)
-    try:
-        while not sim.shutdown_requested.wait(0.2):
-            pass
-    finally:
-        sim.stop()
-    return 0
-
-
 if __name__ == "__main__":
+    from balupi.sim.nas_cli import main
+
     raise SystemExit(main())

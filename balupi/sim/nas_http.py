@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, quote
 import jwt
 from cheroot import wsgi
 from cheroot.workers import threadpool
+from wsgidav.wsgidav_app import WsgiDAVApp
 
 from balupi.sim.nas_faults import (
     ResponseBody,
@@ -34,7 +35,7 @@ from balupi.sim.nas_faults import (
     abort_connection,
     read_then_drop,
 )
-from balupi.sim.nas_state import PowerState, SleepMode
+from balupi.sim.nas_state import SleepMode
 
 if TYPE_CHECKING:
     from balupi.sim.nas import SimNas
@@ -159,6 +160,42 @@ class _AfterClose(list):
 
     def close(self):
         self._callback()
+
+
+# --- WebDAV --------------------------------------------------------------------------------------
+
+
+def check_users(users) -> dict[str, tuple[str, str]]:
+    """Normalise {name: (password, role)} (a bare password string means role "user")."""
+    if not users:
+        raise ValueError("at least one user is needed")
+    checked = {}
+    for name, entry in users.items():
+        password, role = (entry, "user") if isinstance(entry, str) else entry
+        if not name or any(c in name for c in "/\\:") or name in (".", ".."):
+            raise ValueError(f"invalid user name {name!r}")
+        checked[name] = (str(password), str(role))
+    return checked
+
+
+def build_dav_app(share_root, share: str, user: str, password: str, role: str) -> WsgiDAVApp:
+    """A compliant WsgiDAV app (property manager, lock storage) publishing `share_root` at
+    `share` for one Basic-auth user."""
+    share_root.mkdir(parents=True, exist_ok=True)
+    return WsgiDAVApp({
+        "provider_mapping": {share: str(share_root)},
+        "property_manager": True,
+        "lock_storage": True,
+        "http_authenticator": {"domain_controller": None, "accept_basic": True,
+                               "accept_digest": False, "default_to_digest": False},
+        "simple_dc": {"user_mapping": {"*": {user: {"password": password, "roles": [role]}}}},
+        "verbose": 1,
+        "logging": {"enable": False},
+        # directory_slash off: WsgiDAV's redirect drops the share prefix (/dav/x -> /x/);
+        # NasApp redirects collections itself.
+        "dir_browser": {"enable": True, "directory_slash": False,
+                        "response_trailer": "BaluHost (simulated)"},
+    })
 
 
 # --- the main-port app ---------------------------------------------------------------------------
@@ -359,5 +396,5 @@ def _body_longer_than(environ, n_bytes: int) -> bool:
     return environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
 
 
-__all__ = ["CHEROOT_REQ_KEY", "NasApp", "SimHTTPServer", "PowerState", "json_response",
-           "parse_json_or_form", "wsgi_path"]
+__all__ = ["CHEROOT_REQ_KEY", "NasApp", "SimHTTPServer", "build_dav_app", "check_users",
+           "json_response", "parse_json_or_form", "wsgi_path"]

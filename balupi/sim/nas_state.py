@@ -1,4 +1,4 @@
-"""Types shared by the simulated NAS modules: power states, sleep modes, and counter records.
+"""Types shared by the simulated NAS modules: power states, sleep modes, counter records, counters.
 
 Kept apart from `balupi.sim.nas` so that running `python -m balupi.sim.nas` (which executes that
 module as `__main__`) never creates a second copy of these enums.
@@ -6,6 +6,7 @@ module as `__main__`) never creates a second copy of these enums.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
@@ -83,3 +84,82 @@ class MagicPacketRecord:
         data["state"] = self.state.value
         data["sender"] = list(self.sender)
         return data
+
+
+class NasCounters:
+    """What the NAS saw: requests, magic packets, boots and soft-sleep wake-ups. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.clear()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests: list[RequestRecord] = []
+            self._packets: list[MagicPacketRecord] = []
+            self._boot_count = 0
+            self._wake_count = 0
+
+    def add_request(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._requests.append(record)
+
+    def add_packet(self, record: MagicPacketRecord) -> None:
+        with self._lock:
+            self._packets.append(record)
+
+    def count_boot(self) -> None:
+        with self._lock:
+            self._boot_count += 1
+
+    def count_wake(self) -> None:
+        with self._lock:
+            self._wake_count += 1
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._requests)
+
+    def request_count(self, method: str | None = None, path: str | None = None, *,
+                      path_prefix: str | None = None, state: PowerState | str | None = None,
+                      user: str | None = None, since_s: float | None = None) -> int:
+        """How many recorded requests match every given filter (method case-insensitive)."""
+        state = PowerState(state) if state is not None else None
+        return sum(
+            1 for r in self.requests
+            if (method is None or r.method == method.upper())
+            and (path is None or r.path == path)
+            and (path_prefix is None or r.path.startswith(path_prefix))
+            and (state is None or r.state is state)
+            and (user is None or r.user == user)
+            and (since_s is None or r.time_s >= since_s))
+
+    @property
+    def magic_packets(self) -> list[MagicPacketRecord]:
+        with self._lock:
+            return list(self._packets)
+
+    @property
+    def magic_packet_count(self) -> int:
+        with self._lock:
+            return sum(1 for p in self._packets if p.matched)
+
+    @property
+    def boot_count(self) -> int:
+        return self._boot_count
+
+    @property
+    def wake_count(self) -> int:
+        return self._wake_count
+
+    def to_dict(self) -> dict:
+        with self._lock:
+            return {
+                "request_count": len(self._requests),
+                "requests": [r.to_dict() for r in self._requests],
+                "magic_packet_count": sum(1 for p in self._packets if p.matched),
+                "magic_packets": [p.to_dict() for p in self._packets],
+                "boot_count": self._boot_count,
+                "wake_count": self._wake_count,
+            }

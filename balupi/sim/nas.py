@@ -22,7 +22,11 @@ Misbehaviour switches live in `sim.faults` (`balupi.sim.nas_faults.Faults`).
 Run it as a process: ``python -m balupi.sim.nas --root DIR [--port N] [--wol-port N]
 [--control-port N] [--mac aa:bb:..] [--user name:password[:role]]... [--boot-delay-s X]
 [--seed-sample-tree]``; it prints one JSON line with its ports when ready and runs until
-SIGTERM/SIGINT or ``POST /shutdown`` on the control port.
+SIGTERM/SIGINT or ``POST /shutdown`` on the control port (see `balupi.sim.nas_cli`).
+
+Module map: nas (this: SimNas, the power state machine), nas_state (enums, records, counters),
+nas_http (cheroot server class, WebDAV dispatch, REST), nas_listener (re-openable main port,
+WoL port), nas_faults (fault switches), nas_control (control port), nas_cli, nas_seed.
 """
 
 from __future__ import annotations
@@ -142,24 +146,28 @@ class SimNas:
         if self._started:
             return self
         self._stopping.clear()
-        self._wol = WolListener(self.host, self.wol_port, self._on_datagram)
-        self.wol_port = self._wol.port
-        if self.control_port is not None:
-            self._control = SimHTTPServer((self.host, self.control_port), ControlApp(self),
-                                          threads=4, name="BaluHost-sim-control")
-            self._control.prepare()
-            self.control_port = self._control.bind_addr[1]
-            self._spawn(self._control.serve, "control")
-        with self._power_lock:
-            if self._state.listening:
-                self._open_listener()
-            else:
-                self._listener.reserve()
+        self._started = True
+        try:
+            self._wol = WolListener(self.host, self.wol_port, self._on_datagram)
+            self.wol_port = self._wol.port
+            if self.control_port is not None:
+                self._control = SimHTTPServer((self.host, self.control_port), ControlApp(self),
+                                              threads=4, name="BaluHost-sim-control")
+                self._control.prepare()
+                self.control_port = self._control.bind_addr[1]
+                self._spawn(self._control.serve, "control")
+            with self._power_lock:
+                if self._state.listening:
+                    self._open_listener()
+                else:
+                    self._listener.reserve()
+        except BaseException:
+            self.stop()  # e.g. a port in use: close what was opened
+            raise
         if self._state is PowerState.BOOTING:
             with self._lock:
                 self._spawn(self._boot_after_delay, "boot", self._boot_generation)
         self._spawn(self._idle_loop, "idle")
-        self._started = True
         return self
 
     def stop(self) -> None:

@@ -184,6 +184,7 @@ def build_dav_app(share_root, share: str, user: str, password: str, role: str) -
     share_root.mkdir(parents=True, exist_ok=True)
     return WsgiDAVApp({
         "provider_mapping": {share: str(share_root)},
+        "block_size": 64 * 1024,
         "property_manager": True,
         "lock_storage": True,
         "http_authenticator": {"domain_controller": None, "accept_basic": True,

@@ -14,6 +14,7 @@ import threading
 from cheroot import wsgi
 
 from balupi.app import BaluPi
+from balupi.httpio import FastConnection
 from balupi.errors import ConfigError
 
 log = logging.getLogger("balupi.server")
@@ -36,6 +37,7 @@ class Server:
             timeout=REQUEST_TIMEOUT_S,
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         )
+        self.httpd.ConnectionClass = FastConnection
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
 

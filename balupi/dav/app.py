@@ -40,7 +40,7 @@ def build_provider(app: "BaluPi") -> CacheProvider:
     )
 
 
-def build_dav_app(app: "BaluPi", provider: CacheProvider) -> WsgiDAVApp:
+def build_dav_app(app: "BaluPi", provider: CacheProvider) -> FastLane:
     settings = app.settings
     config = {
         "mount_path": DAV_MOUNT_PATH,
@@ -48,7 +48,7 @@ def build_dav_app(app: "BaluPi", provider: CacheProvider) -> WsgiDAVApp:
         "block_size": settings.dav_block_size_kib * 1024,
         "property_manager": SqlitePropertyManager(app.db),
         "lock_storage": SqliteLockStorage(app.db),
-        "middleware_stack": [Cors, ErrorPrinter, HTTPAuthenticator, FastLane, WsgiDavDirBrowser, RequestResolver],
+        "middleware_stack": [Cors, ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser, RequestResolver],
         "http_authenticator": {"domain_controller": None, "accept_basic": True, "accept_digest": False, "default_to_digest": False},
         "simple_dc": {"user_mapping": {"*": True}},
         "honor_mtime_header": True,
@@ -61,4 +61,4 @@ def build_dav_app(app: "BaluPi", provider: CacheProvider) -> WsgiDAVApp:
     }
     dav = WsgiDAVApp(config)
     logging.getLogger("wsgidav").setLevel(logging.WARNING)
-    return dav
+    return FastLane(provider, dav)

@@ -1,6 +1,9 @@
-"""GET and HEAD of files, answered before WsgiDAV's own request handling.
+"""GET and HEAD of files, and PROPFIND of live properties, answered in front of WsgiDAV.
 
-It sits in WsgiDAV's middleware stack right after authentication. For a file it answers from the
+`FastLane` wraps the WsgiDAV application: per request it costs one index query instead of
+WsgiDAV's middleware stack (on the Pi, every millisecond here is ten). It decodes and checks the
+path the way WsgiDAV does; a path it does not like (dot segments, bad UTF-8, NUL) goes on to WsgiDAV
+untouched, which then answers as it always would. For a file it answers from the
 index and the SSD: `Content-Length`, `Accept-Ranges`, `Last-Modified`, a strong `ETag`; the
 conditionals `If-Match`, `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`, `If-Range`;
 single ranges as 206, several as `multipart/byteranges`, unsatisfiable ones as 416. (Stock WsgiDAV
@@ -12,6 +15,7 @@ WsgiDAV.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -20,7 +24,6 @@ from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from wsgidav.dav_error import DAVError
-from wsgidav.mw.base_mw import BaseMiddleware
 
 from balupi.dav import propfind
 from balupi.dav.fetch import UpstreamError, UpstreamMissing
@@ -34,6 +37,10 @@ log = logging.getLogger("balupi.dav")
 
 MAX_RANGES = 32
 BLOCK_BYTES = 1 << 20
+SMALL_FILE_BYTES = 256 * 1024  # read whole and sent in one piece
+
+
+@functools.lru_cache(maxsize=4096)
 
 
 def http_date(ts: float) -> str:
@@ -87,34 +94,53 @@ def parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None:
     return ranges
 
 
-def _file_blocks(path: str, start: int, length: int) -> Iterator[bytes]:
-    with open(path, "rb", buffering=0) as f:
+def _file_blocks(f, start: int, length: int) -> Iterator[bytes]:
+    """`length` bytes of the open file `f` from `start`, in blocks; closes `f`."""
+    with f:
         if start:
             f.seek(start)
         remaining = length
         while remaining > 0:
             block = f.read(min(BLOCK_BYTES, remaining))
             if not block:
-                raise OSError(f"{path} is shorter than the index says")
+                raise OSError(f"{f.name} is shorter than the index says")
             remaining -= len(block)
             yield block
 
 
-class FastLane(BaseMiddleware):
-    def __init__(self, wsgidav_app, next_app, config):
-        super().__init__(wsgidav_app, next_app, config)
-        self.provider: "CacheProvider" = config["provider_mapping"]["/"]
+def dav_path(raw: str) -> str | None:
+    """PATH_INFO (WSGI latin-1) as the index's path, or None when WsgiDAV should judge it."""
+    try:
+        path = raw.encode("iso-8859-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return None
+    if "\x00" in path or "/./" in path or "/../" in path or path.endswith(("/.", "/..")) or "//" in path:
+        return None
+    if not path.startswith("/"):
+        return None
+    return path.rstrip("/") or "/"
+
+
+class FastLane:
+    """WSGI app in front of WsgiDAV (mounted at `/dav`)."""
+
+    def __init__(self, provider: "CacheProvider", next_app: Callable):
+        self.provider = provider
+        self.next_app = next_app
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
-        if method == "PROPFIND":
-            return self.propfind(environ, start_response)
-        if method not in ("GET", "HEAD"):
+        if method not in ("GET", "HEAD", "PROPFIND"):
             return self.next_app(environ, start_response)
+        path = dav_path(environ.get("PATH_INFO", "/"))
+        if path is None:
+            return self.next_app(environ, start_response)
+        if method == "PROPFIND":
+            return self.propfind(environ, start_response, path)
         provider = self.provider
         view = provider.view_for(environ)
         try:
-            entry = provider.lookup(view, environ["PATH_INFO"], method)
+            entry = provider.lookup(view, path, method)
         except NasUnavailable as exc:
             return self._error(start_response, 503, str(exc), [("Retry-After", str(exc.retry_after_s))])
         if entry is None or entry.is_dir:
@@ -177,30 +203,47 @@ class FastLane(BaseMiddleware):
             return self._error(start_response, 416, "range not satisfiable", [("Content-Range", f"bytes */{size}")] + validators)
 
         provider = self.provider
-        path = provider.store.path_of(entry.cache_key) if entry.cache_key else None
-        if path is not None and not os.path.exists(path):
-            log.warning("cached content of %s is missing; fetching it again", entry.path)
-            path = None
-        if path is None and not head:
+        f = None
+        if entry.cache_key and not head:
+            try:
+                f = open(provider.store.file_of(entry.cache_key), "rb", buffering=0)
+            except FileNotFoundError:
+                log.warning("cached content of %s is missing; fetching it again", entry.path)
+        if f is None and not head:
             if not provider.monitor.configured:
                 return self._error(start_response, 404, "not cached, and no NAS is configured")
             return self._serve_miss(environ, start_response, entry, ranges, headers)
-        if not head:
+        if head:
+            if ranges is None:
+                start_response("200 OK", headers + [("Content-Length", str(size))])
+                return []
+        else:
             provider.index.note_access(entry.view, entry.path)
             provider.stats.hits += 1
 
         if ranges is None:
-            provider.stats.hit_bytes += 0 if head else size
+            provider.stats.hit_bytes += size
             start_response("200 OK", headers + [("Content-Length", str(size))])
-            return [] if head else _file_blocks(str(path), 0, size)
+            if size <= SMALL_FILE_BYTES:
+                with f:
+                    data = f.read()
+                if len(data) != size:
+                    raise OSError(f"{entry.path}: cached content is {len(data)} bytes, the index says {size}")
+                return [data]
+            return _file_blocks(f, 0, size)
         if len(ranges) == 1:
             start, end = ranges[0]
             headers += [("Content-Range", f"bytes {start}-{end}/{size}"), ("Content-Length", str(end - start + 1))]
             start_response("206 Partial Content", headers)
-            provider.stats.hit_bytes += 0 if head else end - start + 1
-            return [] if head else _file_blocks(str(path), start, end - start + 1)
+            if head:
+                return []
+            provider.stats.hit_bytes += end - start + 1
+            return _file_blocks(f, start, end - start + 1)
+        if f is not None:
+            f.close()
+        path = provider.store.file_of(entry.cache_key) if entry.cache_key else ""
         return self._multipart(start_response, headers, ctype, size, ranges, head,
-                               lambda s, n: _file_blocks(str(path), s, n))
+                               lambda s, n: _file_blocks(open(path, "rb", buffering=0), s, n))
 
     def _multipart(self, start_response, headers, ctype, size, ranges, head, blocks) -> Iterable[bytes]:
         boundary = secrets.token_hex(12)
@@ -229,7 +272,7 @@ class FastLane(BaseMiddleware):
 
     # -- PROPFIND ----------------------------------------------------------------------------------
 
-    def propfind(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def propfind(self, environ: dict, start_response: Callable, path: str) -> Iterable[bytes]:
         """Depth 0/1 PROPFIND of live properties, the multistatus built from one index query.
 
         Anything this does not cover exactly like WsgiDAV (propname, <include>, dead properties or
@@ -252,7 +295,7 @@ class FastLane(BaseMiddleware):
         provider = self.provider
         view = provider.view_for(environ)
         try:
-            entry = provider.lookup(view, environ["PATH_INFO"], "PROPFIND")
+            entry = provider.lookup(view, path, "PROPFIND")
             if entry is None:
                 return self.next_app(environ, start_response)
             entries = [entry]

@@ -12,10 +12,14 @@ that does the caller commit the index transaction and acknowledge the client.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
 from typing import BinaryIO
+
+
+_KEY = re.compile(r"[0-9a-f]{32}")
 
 
 def fsync_dir(path: Path) -> None:
@@ -33,15 +37,20 @@ class ContentStore:
         self.tmp_dir = cache_dir / "tmp"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._data_prefix = str(self.data_dir) + os.sep
 
     @staticmethod
     def new_key() -> str:
         return secrets.token_hex(16)
 
     def path_of(self, key: str) -> Path:
-        if len(key) != 32 or not all(c in "0123456789abcdef" for c in key):
+        return Path(self.file_of(key))
+
+    def file_of(self, key: str) -> str:
+        """The content file of `key`, as a string (the hot path of every cache hit)."""
+        if not _KEY.fullmatch(key):
             raise ValueError(f"not a content key: {key!r}")
-        return self.data_dir / key[:2] / key
+        return f"{self._data_prefix}{key[:2]}{os.sep}{key}"
 
     def exists(self, key: str) -> bool:
         return self.path_of(key).is_file()

@@ -1,0 +1,482 @@
+"""The issue-4 WebDAV performance table in one run: BaluPi beside stock WsgiDAV, rclone and nginx.
+
+    /work/venv/bin/python bench/dav_bench.py [--quick] [--only balupi,nginx] [--profile]
+
+Every server runs on 127.0.0.1 over the same data (a large file, a 4 KiB file, a collection of
+2000 small files), one at a time, measured by the same clients: curl for GET and PROPFIND, wrk
+for the 4 KiB load. BaluPi gets its data by PUT through WebDAV (no NAS configured), so every GET
+is a cache hit; the others serve the data folder directly. Results: a markdown table and the
+target ratios on stdout, all samples in bench/results/dav-<date>.json. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from xml.etree import ElementTree as ET
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pyspy_top  # noqa: E402
+from dav_servers import KINDS, KINDS_BY_KEY, RunningServer, ServerFailed, ServerKind  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MB = 1e6  # all MB and GB in the table are powers of ten
+GB = 1e9
+CHUNK_BYTES = 1 << 20
+SMALL_FILE_BYTES = 4096
+CLIENT_PACKAGES = {"curl": "curl", "wrk": "wrk"}
+UPLOAD_TIMEOUT_S = 600.0
+PROPFIND_BODY = (
+    b'<?xml version="1.0" encoding="utf-8"?>\n'
+    b'<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/>'
+    b"<D:getetag/><D:getcontenttype/></D:prop></D:propfind>\n"
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    big_bytes: int
+    entries: int
+    get_runs: int
+    propfind_runs: int
+    wrk_duration_s: int
+    wrk_threads: int = 2
+    wrk_connections: int = 16
+
+    @classmethod
+    def full(cls) -> "Plan":
+        return cls(big_bytes=256 << 20, entries=2000, get_runs=5, propfind_runs=5, wrk_duration_s=10)
+
+    @classmethod
+    def quick(cls) -> "Plan":
+        return cls(big_bytes=32 << 20, entries=200, get_runs=3, propfind_runs=3, wrk_duration_s=3)
+
+
+class BenchError(Exception):
+    """A measurement went wrong (bad status, short body, tool failure); the message says how."""
+
+
+# ---------------------------------------------------------------- data
+
+
+def make_data(root: Path, plan: Plan) -> None:
+    """big.bin (random), small.bin (4 KiB), many/f00000.txt ... (plan.entries small text files)."""
+    root.mkdir(parents=True)
+    with open(root / "big.bin", "wb") as f:
+        for _ in range(plan.big_bytes // CHUNK_BYTES):
+            f.write(os.urandom(CHUNK_BYTES))
+        f.write(os.urandom(plan.big_bytes % CHUNK_BYTES))
+    (root / "small.bin").write_bytes(os.urandom(SMALL_FILE_BYTES))
+    many = root / "many"
+    many.mkdir()
+    for i in range(plan.entries):
+        (many / f"f{i:05d}.txt").write_text(f"entry {i} of the PROPFIND collection\n")
+
+
+def upload(server: RunningServer, data: Path) -> None:
+    """Put the data tree into the server through WebDAV: MKCOL for folders, PUT for files."""
+    deadline = time.monotonic() + UPLOAD_TIMEOUT_S
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120, blocksize=CHUNK_BYTES)
+    try:
+        for path in sorted(data.rglob("*")):
+            if time.monotonic() > deadline:
+                raise BenchError(f"upload took longer than {UPLOAD_TIMEOUT_S:.0f} s")
+            rel = path.relative_to(data).as_posix()
+            if path.is_dir():
+                conn.request("MKCOL", server.kind.root_path + rel + "/")
+                expected = (201,)
+            else:
+                with open(path, "rb") as body:
+                    conn.request("PUT", server.kind.root_path + rel, body=body,
+                                 headers={"Content-Length": str(path.stat().st_size)})
+                expected = (201, 204)
+            response = conn.getresponse()
+            response.read()
+            if response.status not in expected:
+                raise BenchError(f"upload of {rel}: {response.status} {response.reason}")
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- clients
+
+
+def run_tool(argv: list[str], timeout_s: float) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{argv[0]} did not finish within {timeout_s:.0f} s") from None
+    if done.returncode != 0:
+        raise BenchError(f"{argv[0]} exited with {done.returncode}: {(done.stderr or done.stdout).strip()[-300:]}")
+    return done.stdout
+
+
+def curl_get(url: str, expected_bytes: int) -> float:
+    """One GET into /dev/null; returns bytes per second as curl measured it."""
+    out = run_tool(["curl", "-s", "--noproxy", "*", "--max-time", "300", "-o", os.devnull,
+                    "-w", "%{http_code} %{size_download} %{speed_download}", url], 330)
+    code, size, speed = out.split()
+    if code != "200" or int(size) != expected_bytes:
+        raise BenchError(f"GET {url}: status {code}, {size} bytes, expected 200 and {expected_bytes}")
+    return float(speed)
+
+
+def curl_propfind(url: str, body_file: Path, out_file: Path) -> float:
+    """One PROPFIND Depth 1; returns seconds (curl's time_total). The answer goes to out_file."""
+    out = run_tool(["curl", "-s", "--noproxy", "*", "--max-time", "60", "-X", "PROPFIND",
+                    "-H", "Depth: 1", "-H", "Content-Type: application/xml; charset=utf-8", "-H", "Expect:",
+                    "--data-binary", f"@{body_file}", "-o", str(out_file), "-w", "%{http_code} %{time_total}",
+                    url], 90)
+    code, seconds = out.split()
+    if code != "207":
+        raise BenchError(f"PROPFIND {url}: status {code}, expected 207")
+    return float(seconds)
+
+
+def count_responses(path: Path) -> int:
+    return sum(1 for _ in ET.parse(path).getroot().iter("{DAV:}response"))
+
+
+WRK_RATE_RE = re.compile(r"Requests/sec:\s+([\d.]+)")
+WRK_TOTAL_RE = re.compile(r"(\d+) requests in")
+WRK_NON2XX_RE = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+WRK_SOCKET_RE = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+
+
+def run_wrk(url: str, plan: Plan) -> dict:
+    out = run_tool(["wrk", f"-t{plan.wrk_threads}", f"-c{plan.wrk_connections}", f"-d{plan.wrk_duration_s}s",
+                    url], plan.wrk_duration_s + 60)
+    rate, total = WRK_RATE_RE.search(out), WRK_TOTAL_RE.search(out)
+    if not rate or not total:
+        raise BenchError(f"wrk output not understood: {out.strip()[-300:]}")
+    non2xx = WRK_NON2XX_RE.search(out)
+    sockets = WRK_SOCKET_RE.search(out)
+    return {
+        "requests_per_s": float(rate.group(1)),
+        "requests": int(total.group(1)),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": sum(int(n) for n in sockets.groups()) if sockets else 0,
+    }
+
+
+# ---------------------------------------------------------------- one server
+
+
+def measure(server: RunningServer, plan: Plan, scratch: Path) -> dict:
+    result: dict = {}
+    big_url = server.url("big.bin")
+    curl_get(big_url, plan.big_bytes)  # warm: page cache, rclone's VFS cache
+    cpu_before = server.cpu_s()
+    speeds = [curl_get(big_url, plan.big_bytes) for _ in range(plan.get_runs)]
+    cpu_s = server.cpu_s() - cpu_before
+    served_bytes = plan.big_bytes * plan.get_runs
+    result["get_mb_s"] = statistics.median(speeds) / MB
+    result["get_mb_s_runs"] = [round(s / MB, 1) for s in speeds]
+    result["cpu_s_per_gb"] = cpu_s / (served_bytes / GB)
+    result["get_cpu_s"] = round(cpu_s, 3)
+
+    body_file, answer = scratch / "propfind.xml", scratch / f"propfind-{server.kind.key}.xml"
+    body_file.write_bytes(PROPFIND_BODY)
+    many_url = server.url("many/")
+    curl_propfind(many_url, body_file, answer)  # warm-up
+    responses = count_responses(answer)
+    if responses != plan.entries + 1:
+        raise BenchError(f"PROPFIND {many_url}: {responses} responses, expected {plan.entries + 1}")
+    times = [curl_propfind(many_url, body_file, answer) for _ in range(plan.propfind_runs)]
+    result["propfind_ms"] = statistics.median(times) * 1000
+    result["propfind_ms_runs"] = [round(t * 1000, 2) for t in times]
+    result["propfind_responses"] = responses
+
+    small_url = server.url("small.bin")
+    curl_get(small_url, SMALL_FILE_BYTES)
+    wrk = run_wrk(small_url, plan)
+    if wrk["non_2xx"] or wrk["socket_errors"]:
+        raise BenchError(f"wrk on {small_url}: {wrk['non_2xx']} non-2xx answers, {wrk['socket_errors']} socket errors")
+    result["small_gets_per_s"] = wrk["requests_per_s"]
+    result["wrk"] = wrk
+
+    result["rss_mb"] = server.rss_bytes() / MB
+    result["processes"] = len(server.processes())
+    return result
+
+
+def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, stamp: str) -> dict:
+    """py-spy over a PROPFIND loop and a wrk run on a Python server, after its measurements."""
+    pid = server.python_pid()
+    if pid is None or not pyspy_top.available():
+        return {}
+    body_file, answer = scratch / "propfind.xml", scratch / "propfind-profile.xml"
+    many_url, small_url = server.url("many/"), server.url("small.bin")
+
+    def propfind_loop() -> None:
+        deadline = time.monotonic() + 30
+        for _ in range(50):
+            if time.monotonic() > deadline:
+                break
+            curl_propfind(many_url, body_file, answer)
+
+    loads: dict[str, Callable[[], None]] = {"propfind": propfind_loop, "wrk": lambda: run_wrk(small_url, plan)}
+    found = {}
+    for name, load in loads.items():
+        raw = out_dir / f"pyspy-{stamp}-{server.kind.key}-{name}.txt"
+        before = server.psutil.cpu_times()
+        load_s = pyspy_top.record(pid, raw, load)
+        after = server.psutil.cpu_times()
+        top = pyspy_top.top_frames(raw)
+        found[name] = {
+            "raw": str(raw), "load_s": round(load_s, 2),
+            "gil_held_pct": round(100.0 * top["samples"] / (load_s * pyspy_top.SAMPLE_RATE_HZ), 1),
+            "server_user_s": round(after.user - before.user, 2), "server_system_s": round(after.system - before.system, 2),
+            **top,
+        }
+    return found
+
+
+def bench_server(kind: ServerKind, plan: Plan, data: Path, work: Path, profile_to: tuple[Path, str] | None) -> dict:
+    started = time.monotonic()
+    server = None
+    try:
+        with RunningServer(kind, data, work / kind.key) as server:
+            server.wait_ready()
+            if kind.needs_upload:
+                upload(server, data)
+            result = {"status": "ok", **measure(server, plan, work)}
+            if profile_to:
+                try:
+                    result["profile"] = profile(server, plan, work, *profile_to)
+                except (BenchError, RuntimeError, OSError) as exc:
+                    result["profile_error"] = f"{type(exc).__name__}: {exc}"
+    except (ServerFailed, BenchError, OSError, ET.ParseError, ValueError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        if server is not None and not isinstance(exc, ServerFailed) and server.died_early():
+            error += f" ({server.died_early()})"
+        result = {"status": "failed", "error": error}
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+# ---------------------------------------------------------------- report
+
+ROWS = (  # key, label, format
+    ("get_mb_s", "GET {big}, cache hit, MB/s", "{:.0f}"),
+    ("cpu_s_per_gb", "server CPU seconds per GB served", "{:.2f}"),
+    ("propfind_ms", "PROPFIND Depth 1, {entries} entries, ms", "{:.1f}"),
+    ("small_gets_per_s", "4 KiB GETs/s, 16 connections (wrk)", "{:.0f}"),
+    ("rss_mb", "server RSS after the run, MB", "{:.0f}"),
+)
+# BaluPi's targets: metric, other server, comparison, factor (None: absolute limit), label
+TARGETS = (
+    ("get_mb_s", "nginx", ">=", 0.9, "GET throughput vs nginx"),
+    ("cpu_s_per_gb", "nginx", "<=", 1.5, "CPU per GB vs nginx"),
+    ("propfind_ms", "rclone", "<=", 1.0, "PROPFIND time vs rclone"),
+    ("small_gets_per_s", "stock", ">=", 2.0, "4 KiB GETs/s vs stock WsgiDAV"),
+    ("rss_mb", None, "<=", 65.0, "RSS, MB"),
+)
+
+
+def ratios(servers: dict[str, dict]) -> list[dict]:
+    found = []
+    balupi = servers.get("balupi", {})
+    for metric, other, op, limit, label in TARGETS:
+        if balupi.get("status") != "ok":
+            continue
+        if other is None:
+            value = balupi[metric]
+        elif servers.get(other, {}).get("status") != "ok":
+            continue
+        elif not servers[other][metric]:  # e.g. nginx used less than one clock tick of CPU in a quick run
+            found.append({"label": label, "metric": metric, "against": other, "value": None,
+                          "target": f"{op} {limit:g}", "met": None})
+            continue
+        else:
+            value = balupi[metric] / servers[other][metric]
+        met = value >= limit if op == ">=" else value <= limit
+        found.append({"label": label, "metric": metric, "against": other, "value": round(value, 3),
+                      "target": f"{op} {limit:g}", "met": met})
+    return found
+
+
+def target_cell(metric: str, servers: dict[str, dict]) -> str:
+    for m, other, op, limit, _ in TARGETS:
+        if m != metric:
+            continue
+        if other is None:
+            return f"{op} {limit:g}"
+        name = KINDS_BY_KEY[other].label.split()[0]
+        return f"{op} {limit:g} x {name} in the same run"
+    return ""
+
+
+def markdown(report: dict, plan: Plan) -> str:
+    servers = report["servers"]
+    shown = [k for k in KINDS if k.key in servers]
+    lines = [
+        f"WebDAV benchmark {report['date']} on {report['machine']['cpus']} CPUs, load average "
+        f"{report['machine']['load_before']} before, {report['machine']['load_after']} after"
+        + (" (quick run: smaller sizes)" if report["quick"] else ""),
+        "",
+        "| metric | " + " | ".join(k.label for k in shown) + " | BaluPi must reach |",
+        "|---|" + "---|" * (len(shown) + 1),
+    ]
+    big = f"{plan.big_bytes >> 20} MiB"
+    for key, label, fmt in ROWS:
+        cells = []
+        for kind in shown:
+            res = servers[kind.key]
+            cells.append(fmt.format(res[key]) if res.get("status") == "ok" else "failed")
+        lines.append(f"| {label.format(big=big, entries=plan.entries)} | " + " | ".join(cells)
+                     + f" | {target_cell(key, servers)} |")
+    failed = [(KINDS_BY_KEY[key].label, res["error"]) for key, res in servers.items() if res.get("status") != "ok"]
+    if failed:
+        lines.append("")
+        lines.extend(f"- {label} failed: {error}" for label, error in failed)
+    if report["ratios"]:
+        lines.append("")
+        for r in report["ratios"]:
+            if r["value"] is None:
+                lines.append(f"- BaluPi {r['label']}: not computable, {r['against']} measured 0 (target {r['target']})")
+                continue
+            lines.append(f"- BaluPi {r['label']}: {r['value']:.2f} (target {r['target']}): "
+                         + ("met" if r["met"] else "MISSED"))
+    return "\n".join(lines)
+
+
+def profile_text(servers: dict[str, dict], limit: int = 12) -> str:
+    lines = []
+    for key, res in servers.items():
+        for load, prof in (res.get("profile") or {}).items():
+            lines.append(f"\npy-spy --gil, {KINDS_BY_KEY[key].label}, during {load}: {prof['samples']} samples in "
+                         f"{prof['load_s']} s, GIL held ~{prof['gil_held_pct']}% of the time; server CPU "
+                         f"{prof['server_user_s']} s user + {prof['server_system_s']} s system ({prof['raw']})")
+            lines.append("  self%  frame")
+            lines.extend(f"  {pct:5.1f}  {frame}" for frame, pct in prof["self"][:limit])
+            lines.append("  total%  frame")
+            lines.extend(f"  {pct:5.1f}  {frame}" for frame, pct in prof["total"][:limit])
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+
+def versions(kinds: list[ServerKind]) -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    probes = {"rclone": ["rclone", "version"], "nginx": ["nginx", "-v"]}
+    for kind in kinds:
+        if kind.key in probes:
+            done = subprocess.run(probes[kind.key], capture_output=True, text=True, timeout=30)
+            found[kind.key] = (done.stdout + done.stderr).strip().splitlines()[0]
+    for module in ("wsgidav", "cheroot", "balupi"):
+        try:
+            found[module] = __import__(module).__version__
+        except (ImportError, AttributeError):
+            pass
+    for tool in ("curl", "wrk"):
+        done = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30)
+        found[tool] = (done.stdout + done.stderr).strip().splitlines()[0]
+    return found
+
+
+def missing_packages(kinds: list[ServerKind]) -> list[str]:
+    needed = [pkg for tool, pkg in CLIENT_PACKAGES.items() if shutil.which(tool) is None]
+    for kind in kinds:
+        needed += [p for p in kind.missing() if p not in needed]
+    return needed
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: smaller file and collection, short wrk")
+    parser.add_argument("--only", default="", help="comma-separated servers: " + ",".join(k.key for k in KINDS))
+    parser.add_argument("--profile", action="store_true",
+                        help="after measuring, record the Python servers with py-spy during PROPFINDs and wrk")
+    parser.add_argument("--tmpdir", default=None, help="where the temporary data goes (needs ~3x the big file)")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the JSON goes")
+    args = parser.parse_args(argv)
+    keys = [k.strip() for k in args.only.split(",") if k.strip()] or [k.key for k in KINDS]
+    unknown = [k for k in keys if k not in KINDS_BY_KEY]
+    if unknown:
+        parser.error(f"--only: unknown server {', '.join(unknown)}; choose from {', '.join(KINDS_BY_KEY)}")
+    args.kinds = [k for k in KINDS if k.key in keys]
+    return args
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan.full()
+    missing = missing_packages(args.kinds)
+    if missing:
+        print("dav_bench: missing tools; install them with\n  apt-get install -y " + " ".join(missing)
+              + "\nor leave their servers out with --only", file=sys.stderr)
+        return 2
+    if any(k.key == "balupi" for k in args.kinds):
+        try:
+            import balupi  # noqa: F401
+        except ImportError:
+            print(f"dav_bench: {sys.executable} cannot import balupi; run with the project's venv python",
+                  file=sys.stderr)
+            return 2
+    if args.profile and not pyspy_top.available():
+        print("dav_bench: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    now = dt.datetime.now().astimezone()
+    stamp = now.strftime("%Y-%m-%d-%H%M%S")
+    args.results.mkdir(parents=True, exist_ok=True)
+    report = {
+        "date": now.isoformat(timespec="seconds"), "quick": args.quick, "plan": plan.__dict__,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_before": [round(x, 2) for x in os.getloadavg()]},
+        "versions": versions(args.kinds), "servers": {},
+    }
+    try:
+        with tempfile.TemporaryDirectory(prefix="dav-bench-", dir=args.tmpdir) as tmp:
+            work = Path(tmp)
+            print(f"dav_bench: making data ({plan.big_bytes >> 20} MiB file, {plan.entries} entries)", file=sys.stderr)
+            make_data(work / "data", plan)
+            for kind in args.kinds:
+                print(f"dav_bench: {kind.label} ...", file=sys.stderr, flush=True)
+                profile_to = (args.results, stamp) if args.profile else None
+                res = bench_server(kind, plan, work / "data", work, profile_to)
+                report["servers"][kind.key] = res
+                print(f"dav_bench: {kind.label}: " + (res["error"] if res["status"] != "ok" else
+                      f"GET {res['get_mb_s']:.0f} MB/s, {res['cpu_s_per_gb']:.2f} CPU s/GB, PROPFIND "
+                      f"{res['propfind_ms']:.1f} ms, {res['small_gets_per_s']:.0f} GETs/s, RSS {res['rss_mb']:.0f} MB"),
+                      file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print("dav_bench: interrupted; servers stopped and temporary files removed", file=sys.stderr)
+        return 130
+    report["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    report["ratios"] = ratios(report["servers"])
+    out = args.results / f"dav-{stamp}{'-quick' if args.quick else ''}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(report, plan))
+    if args.profile:
+        print(profile_text(report["servers"]))
+    print(f"\n(all samples: {out})", file=sys.stderr)
+    return 0 if all(r["status"] == "ok" for r in report["servers"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

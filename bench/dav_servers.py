@@ -1,0 +1,270 @@
+"""The servers the WebDAV benchmark compares, each started as a subprocess on 127.0.0.1.
+
+A `ServerKind` knows which binaries it needs, how to start over a data folder (`launch`), and where
+in its URL space the data appears (`root_path`). `RunningServer` owns the subprocess: it waits for
+the port to answer, measures CPU and RSS of the whole process tree (nginx's master and workers),
+and stops it: SIGTERM, then SIGKILL of its process group, which it made its own at start.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+BENCH_DIR = Path(__file__).resolve().parent
+NGINX_DAV_EXT_MODULE = Path("/usr/lib/nginx/modules/ngx_http_dav_ext_module.so")
+NGINX_WORKERS = "auto"  # as Debian's stock nginx.conf
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+LOG_TAIL_BYTES = 2000
+
+
+class ServerFailed(Exception):
+    """A server did not start or stopped answering; the message says why."""
+
+
+@dataclass
+class Launch:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    key: str
+    label: str
+    root_path: str  # URL path of the data folder, ending in "/"
+    binaries: tuple[str, ...] = ()  # executables needed on PATH
+    apt_packages: tuple[str, ...] = ()
+    needs_upload: bool = False  # True: the data must be PUT through WebDAV after start
+    python: bool = False  # py-spy can profile it
+
+    def missing(self) -> list[str]:
+        """Debian packages to install before this server can run (empty: ready)."""
+        missing = [b for b in self.binaries if shutil.which(b) is None]
+        if self.key == "nginx" and not NGINX_DAV_EXT_MODULE.exists():
+            missing.append(str(NGINX_DAV_EXT_MODULE))
+        return list(self.apt_packages) if missing else []
+
+    def launch(self, port: int, data: Path, work: Path) -> Launch:
+        return LAUNCHERS[self.key](port, data, work)
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BALUPI_", "RCLONE_")) and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env.update(extra)
+    return env
+
+
+def _launch_stock_wsgidav(port: int, data: Path, work: Path) -> Launch:
+    return Launch([sys.executable, str(BENCH_DIR / "stock_wsgidav.py"), "--root", str(data), "--port", str(port)],
+                  _clean_env(PYTHONUNBUFFERED="1"), work)
+
+
+def _launch_rclone(port: int, data: Path, work: Path) -> Launch:
+    argv = ["rclone", "serve", "webdav", str(data), "--addr", f"127.0.0.1:{port}",
+            "--vfs-cache-mode", "full", "--cache-dir", str(work / "rclone-cache")]
+    return Launch(argv, _clean_env(RCLONE_CONFIG=str(work / "rclone.conf")), work)
+
+
+def _launch_nginx(port: int, data: Path, work: Path) -> Launch:
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (work / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
+    temp_paths = "".join(f"    {sub}_temp_path {work / 'tmp' / sub};\n"
+                         for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = f"""{user}worker_processes {NGINX_WORKERS};
+pid {work / 'nginx.pid'};
+error_log {work / 'error.log'} warn;
+load_module {NGINX_DAV_EXT_MODULE};
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+{temp_paths}    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {data};
+        autoindex off;
+        client_max_body_size 0;
+        create_full_put_path on;
+        dav_methods PUT DELETE MKCOL COPY MOVE;
+        dav_ext_methods PROPFIND OPTIONS;
+    }}
+}}
+"""
+    conf_path = work / "nginx.conf"
+    conf_path.write_text(conf)
+    argv = ["nginx", "-p", str(work), "-e", str(work / "error.log"), "-c", str(conf_path), "-g", "daemon off;"]
+    return Launch(argv, _clean_env(), work)
+
+
+def _launch_balupi(port: int, data: Path, work: Path) -> Launch:
+    """No NAS configured; magic packets and plug discovery aimed at loopback, so nothing leaves it.
+    An empty config file keeps /etc/balupi/balupi.toml and ./etc/balupi.toml out."""
+    config = work / "balupi.toml"
+    config.write_text("")
+    env = _clean_env(
+        BALUPI_CONFIG=str(config), BALUPI_HOST="127.0.0.1", BALUPI_PORT=str(port),
+        BALUPI_DATA_DIR=str(work / "data"), BALUPI_CACHE_DIR=str(work / "cache"),
+        BALUPI_WOL_ADDRESS="127.0.0.1", BALUPI_TAPO_DISCOVERY_TARGET="127.0.0.1",
+        HOME=str(work / "home"), XDG_DATA_HOME=str(work / "xdg-data"), PYTHONUNBUFFERED="1",
+    )
+    # `balupi serve` exactly as the console script runs it, but with a command line that does not
+    # read "balupi serve": a developer's `pkill -f "balupi serve"` elsewhere on a shared machine
+    # must not end the benchmark's server mid-run (seen while validating this harness).
+    return Launch([sys.executable, "-c", "import sys; from balupi.cli import main; sys.exit(main(['serve']))"], env, work)
+
+
+LAUNCHERS = {
+    "stock": _launch_stock_wsgidav,
+    "rclone": _launch_rclone,
+    "nginx": _launch_nginx,
+    "balupi": _launch_balupi,
+}
+
+KINDS = (  # the column order of the table
+    ServerKind("stock", "stock WsgiDAV", "/", python=True),
+    ServerKind("rclone", "rclone VFS full", "/", ("rclone",), ("rclone",)),
+    ServerKind("nginx", "nginx dav", "/", ("nginx",), ("nginx", "libnginx-mod-http-dav-ext")),
+    ServerKind("balupi", "BaluPi", "/dav/", needs_upload=True, python=True),
+)
+KINDS_BY_KEY = {kind.key: kind for kind in KINDS}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningServer:
+    """One server subprocess; use as a context manager so it is stopped whatever happens."""
+
+    def __init__(self, kind: ServerKind, data: Path, work: Path):
+        self.kind = kind
+        self.work = work
+        work.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = work / "server.log"
+        launch = kind.launch(self.port, data, work)
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL,
+                                        stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.psutil = psutil.Process(self.process.pid)
+        self._stopped = False
+        self._exit_before_stop: int | None = None
+
+    def url(self, rel: str = "") -> str:
+        return self.base + self.kind.root_path + rel
+
+    def log_tail(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        text = self.log_path.read_bytes()[-LOG_TAIL_BYTES:].decode("utf-8", "replace")
+        extra = self.work / "error.log"  # nginx
+        if extra.exists():
+            text += extra.read_bytes()[-LOG_TAIL_BYTES:].decode("utf-8", "replace")
+        return text.strip()
+
+    def died_early(self) -> str:
+        """How the server ended before the benchmark stopped it, with its log; "" if it did not."""
+        code = self.process.poll() if not self._stopped else self._exit_before_stop
+        if code is None:
+            return ""
+        how = f"the server was killed by {signal.Signals(-code).name}" if code < 0 else f"the server exited with {code}"
+        return f"{how}; its log: {self.log_tail()[-600:] or '(empty)'}"
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        last_error = "no answer"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerFailed(f"did not start: {self.died_early()}")
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            try:
+                conn.request("OPTIONS", self.kind.root_path)
+                status = conn.getresponse().status
+                if status < 500:
+                    return
+                last_error = f"OPTIONS {self.kind.root_path} answered {status}"
+            except OSError as exc:
+                last_error = str(exc)
+            finally:
+                conn.close()
+            time.sleep(0.1)
+        raise ServerFailed(f"did not answer within {timeout_s:.0f} s ({last_error}): {self.log_tail()[-600:]}")
+
+    def processes(self) -> list[psutil.Process]:
+        try:
+            return [self.psutil, *self.psutil.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the server and its live child processes."""
+        total = 0.0
+        for proc in self.processes():
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for proc in self.processes():
+            try:
+                total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def python_pid(self) -> int | None:
+        return self.process.pid if self.kind.python else None
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._exit_before_stop = self.process.poll()
+        self._stopped = True
+        if self.process.poll() is None:
+            try:
+                self.process.send_signal(signal.SIGTERM)
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # anything left of its process group (nginx workers, a wedged server)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass
+        self._log.close()
+
+    def __enter__(self) -> "RunningServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -171,12 +171,16 @@ class CacheCollection(_ResourceMixin, DAVCollection):
         return [self.provider.resource_for(e, self.environ) for e in self.provider.index.children(self.entry.view, self.entry.path)]
 
     def create_empty_resource(self, name):
+        """A new file: recorded at once for LOCK (a lock-null URL becomes an empty file), but for PUT
+        only by `end_write`, once the whole body is in: a PUT that fails leaves nothing behind."""
         assert "/" not in name
         path = join(self.entry.path, name)
-        key, tmp, f = self.provider.store.open_temp()
-        f.close()
         placeholder = Entry(0, self.entry.view, path, self.entry.path, name, False, 0, time.time(), time.time(),
                             None, None, None, False, False, True, False, None)
+        if self.environ.get("REQUEST_METHOD") == "PUT":
+            return CacheFile(self.provider, placeholder, self.environ)
+        key, tmp, f = self.provider.store.open_temp()
+        f.close()
         entry = self.provider.commit_content(placeholder, key, tmp, 0, None, self.environ, new=True)
         return self.provider.resource_for(entry, self.environ)
 

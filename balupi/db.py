@@ -36,6 +36,7 @@ BUSY_TIMEOUT_MS = 10_000
 SCHEMA_MODULES = (
     "balupi.schema",
     "balupi.dav.schema",
+    "balupi.energy.schema",
 )
 
 

@@ -23,8 +23,9 @@ def _load(args: argparse.Namespace):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from balupi.app import BaluPi
-    from balupi.server import serve_forever
+    from balupi.server import serve_forever, tune_malloc
 
+    tune_malloc()  # before any thread starts
     settings = _load(args)
     serve_forever(BaluPi(settings))
     return 0

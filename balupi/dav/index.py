@@ -194,6 +194,17 @@ class Index:
         with self.db.write() as d:
             d.execute("UPDATE entries SET mtime = ? WHERE view = ? AND path = ?", (mtime, view, path))
 
+    def note_props_changed(self, view: str, path: str) -> None:
+        """Journal a 'proppatch' of `path`: the sync copies its dead properties as they are then.
+
+        Consecutive PROPPATCHes of one path (Windows sends one per property group) make one entry.
+        """
+        with self.db.write() as d:
+            last = d.execute("SELECT op, view, path FROM journal WHERE state = 'pending' ORDER BY id DESC LIMIT 1").fetchone()
+            if last is not None and tuple(last) == ("proppatch", view, path):
+                return
+            self._journal(d, view, "proppatch", path)
+
     def delete(self, view: str, path: str) -> list[str]:
         """Remove `path` and everything below it. Returns the content keys no longer referenced."""
         lo, hi = subtree_bounds(path)

@@ -167,6 +167,11 @@ class CacheProvider(DAVProvider):
             self.events.emit(Event.CACHE_FILE_ADDED, path=entry.path, size_bytes=size)
         return fresh
 
+    def note_props_changed(self, entry: Entry) -> None:
+        """A PROPPATCH is about to change dead properties of `entry`: journal it for the NAS."""
+        if not (entry.local_only or self.is_noise(entry.name)):
+            self.index.note_props_changed(entry.view, entry.path)
+
     def make_collection(self, view: str, path: str) -> None:
         self.index.mkdir(view, path, local_only=self.is_noise(name_of(path)))
 

@@ -61,6 +61,12 @@ class _ResourceMixin:
             return f'"{etag}"'
         return super().get_property_value(name)
 
+    def set_property_value(self, name, value, *, dry_run=False):
+        """Dead property changes are journaled for the NAS (before they are made)."""
+        if not name.startswith("{DAV:}") and not dry_run:
+            self.provider.note_props_changed(self.entry)
+        return super().set_property_value(name, value, dry_run=dry_run)
+
     def set_last_modified(self, dest_path, time_stamp, *, dry_run):
         secs = time_stamp if isinstance(time_stamp, (int, float)) else util.parse_time_string(time_stamp)
         if secs is None:

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from wsgidav import util
+from wsgidav import util, xml_tools
 from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from balupi.dav.provider import CacheProvider
 
 log = logging.getLogger("balupi.dav")
+
+WIN32_NS = "{urn:schemas-microsoft-com:}"
+etree = xml_tools.etree
 
 
 class _Writer:
@@ -62,10 +65,24 @@ class _ResourceMixin:
         return super().get_property_value(name)
 
     def set_property_value(self, name, value, *, dry_run=False):
-        """Dead property changes are journaled for the NAS (before they are made)."""
+        """Dead properties are kept, Windows' Win32* ones included, and journaled for the NAS.
+
+        WsgiDAV's `emulate_win32_lastmod` hotfix answers 200 to PROPPATCH of Win32CreationTime,
+        Win32LastAccessTime and Win32FileAttributes and drops them; here they are stored like any
+        dead property, and Win32LastModifiedTime also sets the modification time (as the hotfix
+        does, except for Windows 7's redirector, whose times it does not trust either).
+        """
         if not name.startswith("{DAV:}") and not dry_run:
-            self.provider.note_props_changed(self.entry)
-        return super().set_property_value(name, value, dry_run=dry_run)
+            self.provider.note_props_changed(self.entry)  # before the change: a crash costs a needless sync
+        pm = self.provider.prop_manager
+        if not name.startswith(WIN32_NS) or pm is None:
+            return super().set_property_value(name, value, dry_run=dry_run)
+        if (name == WIN32_NS + "Win32LastModifiedTime" and value is not None and value.text
+                and "MiniRedir/6.1" not in self.environ.get("HTTP_USER_AGENT", "")):
+            self.set_last_modified(self.path, value.text, dry_run=dry_run)
+        if value is None:
+            return pm.remove_property(self.get_ref_url(), name, dry_run, self.environ)
+        return pm.write_property(self.get_ref_url(), name, etree.tostring(value), dry_run, self.environ)
 
     def set_last_modified(self, dest_path, time_stamp, *, dry_run):
         secs = time_stamp if isinstance(time_stamp, (int, float)) else util.parse_time_string(time_stamp)

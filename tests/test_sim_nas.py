@@ -4,6 +4,8 @@ Wake-on-LAN, counters, fault switches and a control port. Small delays keep the 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -110,6 +112,18 @@ def test_webdav_non_ascii_and_spaces(sim, client):
     assert (sim.root / "Grüße aus München.txt").exists()
     assert client.get(url, auth=ADMIN).text == "Servus"
     assert sim.requests[-1].path == "/dav/Grüße aus München.txt"
+
+
+@pytest.mark.parametrize("user, password", [ADMIN, ALICE])
+def test_litmus_passes_for_admin_and_home_user(sim, user, password):
+    litmus = shutil.which("litmus")
+    assert litmus, "litmus is not installed (apt-get install litmus); .ci/run installs it"
+    proc = subprocess.run([litmus, sim.dav_url, user, password], capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    summaries = re.findall(r"<- summary for `\w+': of (\d+) tests run: (\d+) passed, (\d+) failed",
+                           proc.stdout)
+    assert sum(int(ok) for _run, ok, _bad in summaries) == 104, proc.stdout
+    assert sum(int(bad) for _run, _ok, bad in summaries) == 0, proc.stdout
 
 
 def test_collection_without_slash_redirects_under_the_dav_prefix(sim, client):

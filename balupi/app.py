@@ -52,7 +52,10 @@ class BaluPi:
 
     def __init__(self, settings: Settings):
         from balupi.api import nas as nas_api
+        from balupi.api import energy as energy_api
         from balupi.api import system as system_api
+        from balupi.api import tapo as tapo_api
+        from balupi.energy.service import EnergyService
         from balupi.dav.app import build_dav_app, build_provider
 
         self.settings = settings
@@ -64,14 +67,21 @@ class BaluPi:
         self.nas_client = NasClient(settings, self.nas)
         if self.nas_client.rest_allowed():
             self.nas.suspend_action = self.nas_client.suspend_via_baluhost
-        self.energy_enabled = False
+        self.energy = EnergyService(settings, self.db, self.events)
         self.api = JsonApi()
         system_api.register(self.api, self)
         nas_api.register(self.api, self)
+        energy_api.register(self.api, self)
+        tapo_api.register(self.api, self)
         self.provider = build_provider(self)
         self.dav = build_dav_app(self, self.provider)
         self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api}, self._root)
         self._started = False
+
+    @property
+    def energy_enabled(self) -> bool:
+        """Energy monitoring is on and has something to watch (Tapo credentials or a plug)."""
+        return self.settings.energy_enabled and (bool(self.settings.tapo_username) or bool(self.energy.plugs()))
 
     def nas_summary(self) -> dict:
         state = self.nas.state
@@ -108,6 +118,9 @@ class BaluPi:
             self.events.subscribe(Event.NAS_STATE_CHANGED, self._on_nas_state)
             self.scheduler.every(self.settings.nas_probe_interval_s, "nas-probe", self.nas.probe, run_now=True)
             self.scheduler.every(60, "nas-idle-suspend", self.nas.check_idle)
+        if self.settings.energy_enabled:
+            self.energy.start()
+            self.energy.schedule(self.scheduler)
         self.scheduler.start()
         nas = self.nas_summary()
         if not nas["configured"]:
@@ -118,6 +131,7 @@ class BaluPi:
         """Finish or abandon background work safely, then close the database."""
         self.nas.stop()
         self.scheduler.stop(timeout_s)
+        self.energy.stop()
         self.provider.index.flush_access()
         self.db.close()
         log.info("BaluPi stopped")

@@ -179,7 +179,8 @@ def run_wrk(url: str, plan: Plan) -> dict:
 # ---------------------------------------------------------------- one server
 
 
-def measure(server: RunningServer, plan: Plan, scratch: Path) -> dict:
+def measure(server: RunningServer, plan: Plan, scratch: Path, rss_stages: dict[str, float]) -> dict:
+    """The five metrics; rss_stages gets the RSS after each step, to show which one grows it."""
     result: dict = {}
     big_url = server.url("big.bin")
     curl_get(big_url, plan.big_bytes)  # warm: page cache, rclone's VFS cache
@@ -191,6 +192,7 @@ def measure(server: RunningServer, plan: Plan, scratch: Path) -> dict:
     result["get_mb_s_runs"] = [round(s / MB, 1) for s in speeds]
     result["cpu_s_per_gb"] = cpu_s / (served_bytes / GB)
     result["get_cpu_s"] = round(cpu_s, 3)
+    rss_stages["after_get"] = server.rss_bytes() / MB
 
     body_file, answer = scratch / "propfind.xml", scratch / f"propfind-{server.kind.key}.xml"
     body_file.write_bytes(PROPFIND_BODY)
@@ -203,6 +205,7 @@ def measure(server: RunningServer, plan: Plan, scratch: Path) -> dict:
     result["propfind_ms"] = statistics.median(times) * 1000
     result["propfind_ms_runs"] = [round(t * 1000, 2) for t in times]
     result["propfind_responses"] = responses
+    rss_stages["after_propfind"] = server.rss_bytes() / MB
 
     small_url = server.url("small.bin")
     curl_get(small_url, SMALL_FILE_BYTES)
@@ -212,7 +215,8 @@ def measure(server: RunningServer, plan: Plan, scratch: Path) -> dict:
     result["small_gets_per_s"] = wrk["requests_per_s"]
     result["wrk"] = wrk
 
-    result["rss_mb"] = server.rss_bytes() / MB
+    result["rss_mb"] = rss_stages["after_wrk"] = server.rss_bytes() / MB
+    result["rss_mb_stages"] = {stage: round(mb, 1) for stage, mb in rss_stages.items()}
     result["processes"] = len(server.processes())
     return result
 
@@ -255,9 +259,11 @@ def bench_server(kind: ServerKind, plan: Plan, data: Path, work: Path, profile_t
     try:
         with RunningServer(kind, data, work / kind.key) as server:
             server.wait_ready()
+            rss_stages = {"started": server.rss_bytes() / MB}
             if kind.needs_upload:
                 upload(server, data)
-            result = {"status": "ok", **measure(server, plan, work)}
+                rss_stages["uploaded"] = server.rss_bytes() / MB
+            result = {"status": "ok", **measure(server, plan, work, rss_stages)}
             if profile_to:
                 try:
                     result["profile"] = profile(server, plan, work, *profile_to)
@@ -462,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["servers"][kind.key] = res
                 print(f"dav_bench: {kind.label}: " + (res["error"] if res["status"] != "ok" else
                       f"GET {res['get_mb_s']:.0f} MB/s, {res['cpu_s_per_gb']:.2f} CPU s/GB, PROPFIND "
-                      f"{res['propfind_ms']:.1f} ms, {res['small_gets_per_s']:.0f} GETs/s, RSS {res['rss_mb']:.0f} MB"),
+                      f"{res['propfind_ms']:.1f} ms, {res['small_gets_per_s']:.0f} GETs/s, RSS {res['rss_mb']:.0f} MB "
+                      f"(by step: {res['rss_mb_stages']})"),
                       file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print("dav_bench: interrupted; servers stopped and temporary files removed", file=sys.stderr)

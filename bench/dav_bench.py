@@ -446,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         print("dav_bench: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (a shell's background job)
 
     now = dt.datetime.now().astimezone()
     stamp = now.strftime("%Y-%m-%d-%H%M%S")

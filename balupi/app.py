@@ -21,6 +21,7 @@ from balupi.nas.client import NasClient
 from balupi.nas.monitor import NasMonitor, NasState
 from balupi.scheduler import Scheduler
 from balupi.settings import Settings
+from balupi.sync.worker import SyncWorker
 from balupi.system import SystemSampler
 
 log = logging.getLogger("balupi")
@@ -75,6 +76,9 @@ class BaluPi:
         tapo_api.register(self.api, self)
         self.provider = build_provider(self)
         self.dav = build_dav_app(self, self.provider)
+        self.sync = SyncWorker(settings, self.db, self.provider.index, self.provider.store, self.nas_client,
+                               self.nas, self.events)
+        self.nas.has_pending_work = self.sync.has_pending
         self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api}, self._root)
         self._started = False
 
@@ -99,8 +103,10 @@ class BaluPi:
         }
 
     def _on_nas_state(self, to_state: NasState, **_: object) -> None:
+        """The NAS woke (for whatever reason): use the awake time."""
         if to_state is NasState.AWAKE and self._started:
             self.scheduler.run_soon("nas-version", self.nas_client.fetch_version)
+            self.scheduler.run_soon("sync", self.sync.tick)
 
     def _root(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "/") not in ("", "/"):
@@ -118,6 +124,8 @@ class BaluPi:
             self.events.subscribe(Event.NAS_STATE_CHANGED, self._on_nas_state)
             self.scheduler.every(self.settings.nas_probe_interval_s, "nas-probe", self.nas.probe, run_now=True)
             self.scheduler.every(60, "nas-idle-suspend", self.nas.check_idle)
+            self.scheduler.every(self.settings.sync_interval_s, "sync", self.sync.tick)
+            self.scheduler.every(3600, "sync-purge", self.sync.purge_done)
         if self.settings.energy_enabled:
             self.energy.start()
             self.energy.schedule(self.scheduler)

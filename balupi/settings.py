@@ -146,6 +146,14 @@ def _timezone(value: str) -> None:
             raise ValueError(f"expected an IANA time zone such as Europe/Berlin, got {value!r}") from None
 
 
+def _time_window(value: str) -> None:
+    if value:
+        import re
+
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError(f"expected a window like 01:00-05:00, got {value!r}")
+
+
 def _log_level(value: str) -> None:
     if value.upper() not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
@@ -197,6 +205,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("nas_probe_interval_s", 60.0, "Seconds between TCP connect probes of the NAS.", _parse_float, _at_least(1)),
     Setting("nas_connect_timeout_s", 2.0, "Connect timeout for requests and probes to the NAS.", _parse_float, _at_least(0.1)),
     Setting("nas_idle_suspend_minutes", 0.0, "Ask the NAS to suspend after it has served nothing for BaluPi this long and nothing waits to be synced. 0: never.", _parse_float, _at_least(0)),
+    # Write-back and the hot cache
+    Setting("sync_interval_s", 15.0, "How often the write-back looks for pending changes.", _parse_float, _at_least(1)),
+    Setting("sync_max_delay_minutes", 240.0, "Wake the NAS to write back once the oldest pending change is this old. 0: never for age alone.", _parse_float, _at_least(0)),
+    Setting("sync_max_pending_mb", 2048.0, "Wake the NAS to write back once this much data waits. 0: never for size alone.", _parse_float, _at_least(0)),
+    Setting("sync_window", "", "Daily local time window in which pending changes wake the NAS, e.g. 01:00-05:00. Empty: none.", check=_time_window),
+    Setting("cache_min_free_gb", 2.0, "Keep at least this much space free on the cache volume.", _parse_float, _at_least(0)),
+    Setting("cache_pinned", (), "Paths (glob patterns, e.g. /Photos/2024/*) that always stay cached and are fetched whenever the NAS is awake.", _parse_list),
+    Setting("cache_heat_half_life_hours", 72.0, "How fast past use stops counting for what stays cached (half-life of the access count).", _parse_float, _at_least(0.1)),
+    Setting("prefetch_budget_mb", 2048.0, "Most data fetched ahead per NAS wake (pinned and hot files first).", _parse_float, _at_least(0)),
+    Setting("refresh_collections_per_minute", 120, "Collections re-listed per minute while the NAS is awake (keeps the index current without crowding clients out).", _parse_int, _at_least(1)),
     # Energy
     Setting("tapo_username", "", "TP-Link (Tapo) account e-mail used to talk to the plugs."),
     Setting("tapo_password", "", "TP-Link (Tapo) account password.", secret=True),

@@ -99,3 +99,32 @@ def locks_props(db):
         )
         """
     )
+
+
+@migrations(name="0004_sync_and_heat")
+def sync_and_heat(db):
+    # Write-back: when a failed change may be tried again, and how far an upload got.
+    db.execute("ALTER TABLE journal ADD COLUMN next_at REAL NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE journal ADD COLUMN phase TEXT")
+    db.execute("ALTER TABLE journal ADD COLUMN done_at REAL")
+    # The hot cache: heat_key = log2(decayed access count) + last access / half-life, so that
+    # ordering by it is ordering by decayed frequency at any moment (see balupi.cache.heat).
+    db.execute("ALTER TABLE entries ADD COLUMN heat REAL NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE entries ADD COLUMN heat_key REAL NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE entries ADD COLUMN listed_at REAL")
+    db.execute("CREATE INDEX entries_evictable ON entries (heat_key) WHERE cache_key IS NOT NULL AND dirty = 0")
+    db.execute("CREATE INDEX entries_unlisted ON entries (view, listed, is_dir)")
+    db.execute(
+        """
+        CREATE TABLE conflicts (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            view TEXT NOT NULL DEFAULT '',
+            path TEXT NOT NULL,
+            conflict_path TEXT NOT NULL,
+            nas_etag TEXT,
+            base_etag TEXT,
+            resolved INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )

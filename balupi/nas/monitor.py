@@ -38,6 +38,7 @@ log = logging.getLogger("balupi.nas")
 RECENT_TRANSITIONS = 50
 POWER_READING_FRESH_S_FACTOR = 3  # a plug reading counts as current for 3 sample intervals
 WAKER_GIVE_UP_FACTOR = 4  # the waker keeps trying for 4 x the expected boot time
+SHUTDOWN_RETRY_AFTER_S = 30  # told to a client whose wait was cut short by shutdown
 
 
 class NasState(enum.Enum):
@@ -159,7 +160,11 @@ class NasMonitor:
                 self._set_state(NasState.AWAKE, "a request succeeded")
 
     def note_unreachable(self, cause: str) -> None:
-        """A request to the NAS could not connect (refused, timed out)."""
+        """A request to the NAS failed to connect or broke off. One TCP connect tells whether the
+        NAS itself went away or just that one connection (then the state stays)."""
+        if self.configured and self._probe(self.host, self.port, self.settings.nas_connect_timeout_s):
+            log.info("NAS request failed (%s) but its port answers: keeping state %s", cause, self.state.value)
+            return
         with self._cond:
             if self.state in (NasState.AWAKE, NasState.UNKNOWN, NasState.SUSPENDING):
                 powered = self._power_reading_fresh() and self.last_power_state in ("idle", "active")
@@ -201,6 +206,8 @@ class NasMonitor:
             raise NasNotConfigured("no NAS is configured (BALUPI_NAS_WEBDAV_URL is empty)", retry_after_s=3600)
         if self.state is NasState.AWAKE:
             return
+        if self._stopped.is_set():
+            raise NasUnavailable("BaluPi is shutting down", retry_after_s=SHUTDOWN_RETRY_AFTER_S)
         timeout_s = self.settings.nas_wake_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
         if self.state in (NasState.UNKNOWN, NasState.UNREACHABLE) and self._waker is None:
@@ -221,6 +228,8 @@ class NasMonitor:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._waker is None and self.state is not NasState.WAKING:
                     break
+                if self._stopped.is_set():  # shutdown: free the request's thread now
+                    raise NasUnavailable("BaluPi is shutting down", retry_after_s=SHUTDOWN_RETRY_AFTER_S)
                 self._cond.wait(min(remaining, 1.0))
             if self.state is NasState.AWAKE:
                 return
@@ -330,6 +339,7 @@ class NasMonitor:
         }
 
     def stop(self) -> None:
+        """Stop the waker and release every caller waiting in `ensure_awake` (NasUnavailable)."""
         self._stopped.set()
         with self._cond:
             self._cond.notify_all()

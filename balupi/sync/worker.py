@@ -1,0 +1,349 @@
+"""Write-back: the journal of pending changes applied to the NAS, in order, safely.
+
+Each pending change (`journal` row) is applied only while the NAS is awake; when it sleeps, the
+`WakePolicy` decides whether the backlog is worth waking it for. Rules:
+
+- Order: rows are applied by id; a row that fails stops the run (a later change may depend on it)
+  and is retried with a doubling delay (capped at 5 minutes).
+- Uploads never leave a torn file on the NAS: the content goes to a temporary name in the target's
+  folder, then one MOVE puts it in place; the result is verified by size. `phase` records how far an
+  upload got, so a restart after the MOVE does not mistake our own upload for someone else's change.
+- Conflicts: when the NAS's copy is no longer the version the Pi's change was based on (ETag), both
+  are kept: the NAS's version keeps the name, the Pi's goes next to it as
+  `name (conflict <host> <date>).ext`, recorded in `conflicts` and announced (Event.SYNC_CONFLICT).
+- A synced file stays cached and becomes clean; its ETag becomes the NAS's.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from balupi.dav.index import Index, name_of, parent_of
+from balupi.dav.store import ContentStore
+from balupi.db import Database
+from balupi.errors import NasUnavailable
+from balupi.events import Event, Events
+from balupi.nas.client import NasClient, RemoteEntry
+from balupi.nas.monitor import NasMonitor
+from balupi.settings import Settings
+from balupi.sync.policy import WakePolicy
+
+log = logging.getLogger("balupi.sync")
+
+RETRY_MAX_S = 300.0
+RUN_BUDGET_S = 60.0
+DONE_RETENTION_S = 7 * 86400
+
+
+class Phase(enum.Enum):
+    UPLOADED = "uploaded"  # content is at the temporary name on the NAS
+    MOVED = "moved"  # content is at its final name on the NAS
+
+
+class SyncError(Exception):
+    """The NAS refused or failed a step; the change is retried later."""
+
+
+@dataclass
+class RunResult:
+    applied: int = 0
+    conflicts: int = 0
+    failed: int = 0
+    remaining: int = 0
+
+
+def conflict_name(path: str, host: str, when: float) -> str:
+    """`/dir/name.ext` -> `/dir/name (conflict <host> <date>).ext`."""
+    name = name_of(path)
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    stamp = time.strftime("%Y-%m-%d %H%M%S", time.localtime(when))
+    new = f"{stem} (conflict {host} {stamp})" + (f".{ext}" if ext else "")
+    parent = parent_of(path) or "/"
+    return (parent.rstrip("/") + "/" + new) if parent != "/" else "/" + new
+
+
+class SyncWorker:
+    def __init__(self, settings: Settings, db: Database, index: Index, store: ContentStore, client: NasClient,
+                 monitor: NasMonitor, events: Events):
+        self.settings = settings
+        self.db, self.index, self.store, self.client, self.monitor, self.events = db, index, store, client, monitor, events
+        self.policy = WakePolicy(settings)
+        self.host = socket.gethostname().split(".")[0] or "balupi"
+        self.last_error: str | None = None
+        self._run_lock = threading.Lock()
+
+    # -- what waits ------------------------------------------------------------------------------
+
+    def pending(self) -> dict:
+        row = self.db.query_one(
+            "SELECT count(*), coalesce(sum(size), 0), min(at) FROM journal WHERE state = 'pending'"
+        )
+        return {"count": row[0], "bytes": row[1], "oldest_at": row[2]}
+
+    def has_pending(self) -> bool:
+        return self.db.query_one("SELECT 1 FROM journal WHERE state = 'pending' LIMIT 1") is not None
+
+    # -- scheduling ------------------------------------------------------------------------------
+
+    def tick(self) -> RunResult | None:
+        """Scheduled: apply what waits if the NAS is awake, or wake it when the policy says so."""
+        if not self.monitor.configured or not self.has_pending():
+            return None
+        if not self.monitor.is_awake():
+            reason = self.policy.wake_reason(self.pending(), time.time())
+            if reason is None:
+                return None
+            try:
+                self.monitor.ensure_awake(timeout_s=max(self.settings.nas_wake_timeout_s, 120), reason=f"sync: {reason}")
+            except NasUnavailable as exc:
+                log.info("sync: the NAS did not wake (%s); will try again", exc)
+                return None
+        return self.run_once()
+
+    def run_once(self, budget_s: float = RUN_BUDGET_S) -> RunResult:
+        """Apply pending changes in order while the NAS is awake, for at most `budget_s`.
+
+        One run at a time: a second caller waits for the first (each change is applied once).
+        """
+        with self._run_lock:
+            return self._run(budget_s)
+
+    def _run(self, budget_s: float) -> RunResult:
+        result = RunResult()
+        deadline = time.monotonic() + budget_s
+        while time.monotonic() < deadline and self.monitor.is_awake():
+            row = self.db.query_one(
+                "SELECT id, view, op, path, dest, cache_key, size, base_etag, attempts, phase, next_at"
+                " FROM journal WHERE state = 'pending' ORDER BY id LIMIT 1"
+            )
+            if row is None:
+                break
+            if row["next_at"] > time.time():
+                break  # the oldest change waits for its retry time; later ones wait behind it
+            try:
+                conflict = self._apply(row)
+            except (SyncError, NasUnavailable, OSError) as exc:
+                self._failed(row, exc)
+                result.failed += 1
+                break
+            self._done(row["id"])
+            result.applied += 1
+            result.conflicts += int(conflict)
+        result.remaining = self.pending()["count"]
+        if result.applied:
+            log.info("sync: applied %d change(s), %d conflict(s), %d waiting", result.applied, result.conflicts, result.remaining)
+        return result
+
+    def _done(self, row_id: int) -> None:
+        with self.db.write() as d:
+            d.execute("UPDATE journal SET state = 'done', done_at = ?, last_error = NULL WHERE id = ?", (time.time(), row_id))
+
+    def _failed(self, row, exc: Exception) -> None:
+        attempts = row["attempts"] + 1
+        delay_s = min(RETRY_MAX_S, 2.0 ** attempts)
+        self.last_error = f"{row['op']} {row['path']}: {exc}"
+        with self.db.write() as d:
+            d.execute(
+                "UPDATE journal SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
+                (attempts, time.time() + delay_s, str(exc)[:500], row["id"]),
+            )
+        level = logging.WARNING if attempts in (1, 5) or attempts % 20 == 0 else logging.DEBUG
+        log.log(level, "sync: %s %s failed (attempt %d, next in %.0f s): %s", row["op"], row["path"], attempts, delay_s, exc)
+
+    def _set_phase(self, row_id: int, phase: Phase) -> None:
+        with self.db.write() as d:
+            d.execute("UPDATE journal SET phase = ? WHERE id = ?", (phase.value, row_id))
+
+    def purge_done(self) -> int:
+        with self.db.write() as d:
+            return d.execute("DELETE FROM journal WHERE state = 'done' AND done_at < ?", (time.time() - DONE_RETENTION_S,)).rowcount
+
+    # -- the operations ----------------------------------------------------------------------------
+
+    def _apply(self, row) -> bool:
+        """Apply one change. Returns True if it ended in a conflict."""
+        op = row["op"]
+        if op == "put":
+            return self._put(row)
+        if op == "mkcol":
+            self._mkcol(row["path"])
+            return False
+        if op == "delete":
+            return self._delete(row)
+        if op in ("move", "copy"):
+            self._move_or_copy(row)
+            return False
+        if op == "proppatch":
+            self._proppatch(row)
+            return False
+        raise SyncError(f"unknown journal operation {op!r}")
+
+    def _stat(self, path: str) -> RemoteEntry | None:
+        found = self.client.propfind(path, "0", wake=False)
+        return found[0] if found else None
+
+    def _check(self, response, ok: tuple[int, ...], what: str) -> None:
+        if response.status_code not in ok:
+            raise SyncError(f"{what}: the NAS answered {response.status_code}")
+
+    def _mkcol(self, path: str) -> None:
+        response = self.client.request("MKCOL", path, wake=False)
+        if response.status_code == 409:  # a parent is missing: make it first
+            self._mkcol(parent_of(path) or "/")
+            response = self.client.request("MKCOL", path, wake=False)
+        self._check(response, (201, 405), f"MKCOL {path}")
+
+    def _ensure_parent(self, path: str) -> None:
+        parent = parent_of(path) or "/"
+        if parent != "/" and self._stat(parent) is None:
+            self._mkcol(parent)
+
+    def _put(self, row) -> bool:
+        view, path, key, size = row["view"], row["path"], row["cache_key"], row["size"]
+        later = self.db.query_one(
+            "SELECT 1 FROM journal WHERE state = 'pending' AND op = 'put' AND view = ? AND path = ? AND id > ? LIMIT 1",
+            (view, path, row["id"]),
+        )
+        if later is not None:
+            return False  # a newer version of the same file follows: upload that one only
+        if not self.store.exists(key):
+            raise SyncError(f"content {key} of {path} is missing from the cache")
+        remote = self._stat(path)
+        if row["phase"] == Phase.MOVED.value and remote is not None and remote.size_bytes == size:
+            self._settle(view, path, key, remote)  # our own upload, done before a restart
+            return False
+        conflict = remote is not None and not remote.is_collection and (row["base_etag"] is None or remote.etag != row["base_etag"])
+        target = conflict_name(path, self.host, time.time()) if conflict else path
+        self._ensure_parent(target)
+        temp = (parent_of(target) or "/").rstrip("/") + f"/.balupi-upload-{key[:16]}.part"
+        with open(self.store.path_of(key), "rb") as body:
+            response = self.client.request("PUT", temp, wake=False, data=body, headers={"Content-Length": str(size)},
+                                           timeout_s=max(60.0, size / 1e6))
+        self._check(response, (200, 201, 204), f"PUT {temp}")
+        self._set_phase(row["id"], Phase.UPLOADED)
+        response = self.client.request(
+            "MOVE", temp, wake=False, headers={"Destination": self.client.url_for(target), "Overwrite": "T"}
+        )
+        self._check(response, (201, 204), f"MOVE {temp} -> {target}")
+        self._set_phase(row["id"], Phase.MOVED)
+        result = self._stat(target)
+        if result is None or result.size_bytes != size:
+            raise SyncError(f"{target} on the NAS has {result.size_bytes if result else 'no'} bytes, expected {size}")
+        if conflict:
+            self._record_conflict(view, path, target, key, result, remote, row["base_etag"])
+        else:
+            self._settle(view, path, key, result)
+        return conflict
+
+    def _settle(self, view: str, path: str, key: str, remote: RemoteEntry) -> None:
+        """The NAS holds `key`'s content at `path` now: the entry is clean and carries the NAS's ETag."""
+        with self.db.write() as d:
+            d.execute(
+                "UPDATE entries SET dirty = 0, remote = 1, etag = ?, base_etag = NULL WHERE view = ? AND path = ? AND cache_key = ?",
+                (remote.etag or None, view, path, key),
+            )
+            # A newer local version (written during the upload) is now based on what we uploaded.
+            d.execute("UPDATE entries SET base_etag = ? WHERE view = ? AND path = ? AND dirty = 1", (remote.etag, view, path))
+            d.execute(
+                "UPDATE journal SET base_etag = ? WHERE state = 'pending' AND op = 'put' AND view = ? AND path = ?",
+                (remote.etag, view, path),
+            )
+        self.events.emit(Event.SYNC_DONE, path=path, action="put")
+
+    def _record_conflict(self, view: str, path: str, conflict_path: str, key: str, uploaded: RemoteEntry,
+                         nas_version: RemoteEntry | None, base_etag: str | None) -> None:
+        now = time.time()
+        with self.db.write() as d:
+            # The Pi's version now lives (clean) under the conflict name ...
+            d.execute(
+                "UPDATE entries SET path = ?, name = ?, dirty = 0, remote = 1, etag = ?, base_etag = NULL"
+                " WHERE view = ? AND path = ? AND cache_key = ?",
+                (conflict_path, name_of(conflict_path), uploaded.etag or None, view, path, key),
+            )
+            # ... and the NAS's version keeps the name (not cached: it is fetched when asked for).
+            if nas_version is not None:
+                d.execute(
+                    "INSERT OR REPLACE INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag,"
+                    " content_type, listed, remote) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, 1, 1)",
+                    (view, path, parent_of(path), name_of(path), nas_version.size_bytes, nas_version.mtime, now,
+                     nas_version.etag or None, nas_version.content_type),
+                )
+            d.execute(
+                "INSERT INTO conflicts (at, view, path, conflict_path, nas_etag, base_etag) VALUES (?, ?, ?, ?, ?, ?)",
+                (now, view, path, conflict_path, nas_version.etag if nas_version else None, base_etag),
+            )
+        log.warning("sync: conflict on %s: the NAS's version keeps the name, the Pi's is saved as %s", path, conflict_path)
+        self.events.emit(Event.SYNC_CONFLICT, path=path, conflict_path=conflict_path, at=now)
+
+    def _delete(self, row) -> bool:
+        view, path = row["view"], row["path"]
+        remote = self._stat(path)
+        if remote is None:
+            return False
+        if row["base_etag"] and not remote.is_collection and remote.etag != row["base_etag"]:
+            # Changed on the NAS since the Pi saw it: keep the NAS's version, let the index learn it again.
+            with self.db.write() as d:
+                d.execute("UPDATE entries SET listed = 0 WHERE view = ? AND path = ?", (view, parent_of(path) or "/"))
+                d.execute(
+                    "INSERT INTO conflicts (at, view, path, conflict_path, nas_etag, base_etag) VALUES (?, ?, ?, ?, ?, ?)",
+                    (time.time(), view, path, path, remote.etag, row["base_etag"]),
+                )
+            self.events.emit(Event.SYNC_CONFLICT, path=path, conflict_path=path, at=time.time())
+            return True
+        response = self.client.request("DELETE", path, wake=False)
+        self._check(response, (200, 204, 404), f"DELETE {path}")
+        self.events.emit(Event.SYNC_DONE, path=path, action="delete")
+        return False
+
+    def _move_or_copy(self, row) -> None:
+        op, view, src, dest = row["op"], row["view"], row["path"], row["dest"]
+        self._ensure_parent(dest)
+        response = self.client.request(
+            op.upper(), src, wake=False, headers={"Destination": self.client.url_for(dest), "Overwrite": "T"}
+        )
+        if response.status_code == 404:
+            if self._stat(dest) is None:
+                log.warning("sync: %s %s -> %s: the source is not on the NAS; nothing to do", op, src, dest)
+            return
+        self._check(response, (201, 204), f"{op.upper()} {src} -> {dest}")
+        remote = self._stat(dest)
+        if remote is not None and op == "move":
+            with self.db.write() as d:
+                d.execute(
+                    "UPDATE entries SET remote = 1, etag = CASE WHEN dirty = 0 THEN ? ELSE etag END"
+                    " WHERE view = ? AND path = ?",
+                    (remote.etag or None, view, dest),
+                )
+        self.events.emit(Event.SYNC_DONE, path=dest, action=op)
+
+    def _proppatch(self, row) -> None:
+        view, path = row["view"], row["path"]
+        entry = self.index.get(view, path)
+        if entry is None:
+            return  # gone since; nothing to copy
+        ref = quote(path) + ("/" if entry.is_dir and path != "/" else "")
+        props = self.db.query("SELECT name, value FROM dav_props WHERE url = ?", (ref,))
+        if not props:
+            return
+        values = b"".join(_without_declaration(p["value"]) for p in props)
+        body = (b'<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>'
+                + values + b"</D:prop></D:set></D:propertyupdate>")
+        response = self.client.request("PROPPATCH", path, wake=False, data=body,
+                                       headers={"Content-Type": "application/xml; charset=utf-8"})
+        self._check(response, (200, 207), f"PROPPATCH {path}")
+
+
+def _without_declaration(value) -> bytes:
+    """A stored dead property (XML of one element, perhaps with an XML declaration) as an element."""
+    data = value.encode() if isinstance(value, str) else bytes(value)
+    if data.startswith(b"<?xml"):
+        data = data[data.index(b"?>") + 2:].lstrip()
+    return data

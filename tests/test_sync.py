@@ -1,0 +1,132 @@
+"""Write-back to the NAS: order, temp-name uploads, verification, conflicts, retries (issue 5)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from balupi.sim.nas import PowerState
+from tests.stack import stack, stack_factory  # noqa: F401
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def wake(stack) -> None:
+    """Boot the NAS and let BaluPi notice (which, like any wake, starts a sync run by itself)."""
+    stack.nas.wake_now()
+    assert stack.nas.wait_for_state(PowerState.AWAKE)
+    stack.app.nas.probe()
+    assert stack.app.nas.is_awake()
+
+
+def pending(stack) -> list:
+    return stack.app.db.query("SELECT op, path FROM journal WHERE state = 'pending' ORDER BY id")
+
+
+def test_changes_made_while_the_nas_sleeps_reach_it_in_order_after_it_wakes(stack):
+    (stack.nas.root / "Docs").mkdir()
+    assert stack.http.request("PROPFIND", stack.url("/Docs/"), headers={"Depth": "1"}).status_code == 207
+    stack.suspend_nas()
+    body = b"report v1 " * 5000
+    assert stack.http.request("MKCOL", stack.url("/Docs/2026")).status_code == 201
+    assert stack.http.put(stack.url("/Docs/2026/report.txt"), data=body).status_code == 201
+    assert stack.http.put(stack.url("/Docs/draft.txt"), data=b"draft").status_code == 201
+    moved = stack.http.request("MOVE", stack.url("/Docs/draft.txt"), headers={"Destination": stack.url("/Docs/final.txt")})
+    assert moved.status_code == 201
+    assert [tuple(r) for r in pending(stack)] == [
+        ("mkcol", "/Docs/2026"), ("put", "/Docs/2026/report.txt"), ("put", "/Docs/draft.txt"),
+        ("move", "/Docs/draft.txt"),
+    ]
+    assert stack.nas.request_count() == 0
+
+    wake(stack)  # the wake itself starts a sync run; run_once waits for it and applies what is left
+    stack.app.sync.run_once()
+
+    assert pending(stack) == []
+    assert stack.app.db.query_one("SELECT count(*) FROM journal WHERE state = 'done'")[0] == 4
+    assert sha((stack.nas.root / "Docs" / "2026" / "report.txt").read_bytes()) == sha(body)
+    assert (stack.nas.root / "Docs" / "final.txt").read_bytes() == b"draft"
+    assert not (stack.nas.root / "Docs" / "draft.txt").exists()
+    assert not [p for p in (stack.nas.root / "Docs").rglob("*.part")]  # no temp upload left behind
+    entry = stack.app.provider.index.get("", "/Docs/2026/report.txt")
+    assert not entry.dirty and entry.cached  # a synced file stays cached and becomes clean
+    head = stack.http.head(stack.url("/Docs/2026/report.txt"))
+    assert head.headers["ETag"].strip('"') == entry.etag and not entry.etag.startswith("l-")
+
+
+def test_uploads_go_to_a_temporary_name_then_move_into_place(stack):
+    stack.http.request("PROPFIND", stack.url("/"), headers={"Depth": "1"})
+    assert stack.http.put(stack.url("/photo.jpg"), data=b"\xff\xd8" + b"x" * 100000).status_code == 201
+    stack.app.sync.run_once()
+    puts = [r for r in stack.nas.requests if r.method == "PUT"]
+    moves = [r for r in stack.nas.requests if r.method == "MOVE"]
+    assert len(puts) == 1 and puts[0].path.endswith(".part") and "/.balupi-upload-" in puts[0].path
+    assert len(moves) == 1 and moves[0].path == puts[0].path
+    assert (stack.nas.root / "photo.jpg").stat().st_size == 100002
+
+
+def test_a_conflict_keeps_both_versions(stack):
+    (stack.nas.root / "notes.txt").write_bytes(b"original")
+    assert stack.http.get(stack.url("/notes.txt")).content == b"original"  # cached, based on the NAS version
+    stack.suspend_nas()
+    assert stack.http.put(stack.url("/notes.txt"), data=b"edited on the Pi").status_code == 204
+    (stack.nas.root / "notes.txt").write_bytes(b"edited on the NAS directly, meanwhile")
+
+    wake(stack)
+    stack.app.sync.run_once()
+
+    assert pending(stack) == []
+    assert stack.app.db.query_one("SELECT count(*) FROM conflicts")[0] == 1
+    assert (stack.nas.root / "notes.txt").read_bytes() == b"edited on the NAS directly, meanwhile"
+    copies = [p for p in stack.nas.root.iterdir() if p.name.startswith("notes (conflict ")]
+    assert len(copies) == 1 and copies[0].suffix == ".txt"
+    assert copies[0].read_bytes() == b"edited on the Pi"
+    conflict = stack.app.db.query_one("SELECT path, conflict_path FROM conflicts")
+    assert conflict["path"] == "/notes.txt" and conflict["conflict_path"] == "/" + copies[0].name
+    # Through BaluPi, the name shows the NAS's version and the copy shows the Pi's.
+    assert stack.http.get(stack.url("/notes.txt")).content == b"edited on the NAS directly, meanwhile"
+    assert stack.http.get(stack.url("/" + copies[0].name)).content == b"edited on the Pi"
+
+
+def test_a_dropped_upload_loses_nothing_and_is_retried(stack):
+    stack.http.request("PROPFIND", stack.url("/"), headers={"Depth": "1"})
+    body = bytes(range(256)) * 4096  # 1 MiB
+    assert stack.http.put(stack.url("/big.bin"), data=body).status_code == 201
+    stack.nas.faults.drop_put(after_bytes=300_000, count=1)
+
+    first = stack.app.sync.run_once()
+    assert first.failed == 1 and first.applied == 0
+    assert not (stack.nas.root / "big.bin").exists()  # nothing torn at the final name
+    row = stack.app.db.query_one("SELECT attempts, next_at, last_error FROM journal WHERE state = 'pending'")
+    assert row["attempts"] == 1 and row["next_at"] > time.time() and row["last_error"]
+
+    stack.app.db.raw().execute("UPDATE journal SET next_at = 0")  # don't wait out the backoff
+    second = stack.app.sync.run_once()
+    assert second.applied == 1
+    assert sha((stack.nas.root / "big.bin").read_bytes()) == sha(body)
+
+
+def test_deletes_reach_the_nas(stack):
+    (stack.nas.root / "old.txt").write_bytes(b"old")
+    stack.http.request("PROPFIND", stack.url("/"), headers={"Depth": "1"})
+    assert stack.http.delete(stack.url("/old.txt")).status_code == 204
+    stack.app.sync.run_once()
+    assert not (stack.nas.root / "old.txt").exists()
+
+
+def test_a_sleeping_nas_is_woken_for_old_changes_only_by_policy(stack_factory):
+    stack = stack_factory(sync_max_delay_minutes=1)
+    stack.http.request("PROPFIND", stack.url("/"), headers={"Depth": "1"})
+    stack.suspend_nas()
+    assert stack.http.put(stack.url("/a.txt"), data=b"a").status_code == 201
+
+    assert stack.app.sync.tick() is None  # young change: wait for a natural wake
+    assert stack.nas.magic_packet_count == 0
+
+    stack.app.db.raw().execute("UPDATE journal SET at = at - 120")  # now two minutes old
+    result = stack.app.sync.tick()
+    assert result is not None and result.applied == 1
+    assert stack.nas.magic_packet_count >= 1
+    assert (stack.nas.root / "a.txt").read_bytes() == b"a"

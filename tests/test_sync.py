@@ -126,7 +126,7 @@ def test_a_sleeping_nas_is_woken_for_old_changes_only_by_policy(stack_factory):
     assert stack.nas.magic_packet_count == 0
 
     stack.app.db.raw().execute("UPDATE journal SET at = at - 120")  # now two minutes old
-    result = stack.app.sync.tick()
-    assert result is not None and result.applied == 1
+    assert stack.app.sync.tick() is not None  # woke the NAS and ran (the wake's own run may have done the work)
     assert stack.nas.magic_packet_count >= 1
+    assert pending(stack) == []
     assert (stack.nas.root / "a.txt").read_bytes() == b"a"

@@ -1,7 +1,8 @@
 """The HTTP server: cheroot serving BaluPi's WSGI tree, with a clean shutdown on SIGTERM/SIGINT.
 
-Shutdown order: stop accepting and let in-flight requests finish (cheroot's shutdown_timeout), then
-stop background work (scheduler jobs finish or are abandoned safely), then close the database.
+Shutdown order: release requests waiting for the NAS to wake (they answer 503 at once), stop
+accepting and let in-flight requests finish (cheroot's shutdown_timeout), then stop background
+work (scheduler jobs finish or are abandoned safely), then close the database.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Server:
             return
         self._stopped.set()
         log.info("shutting down")
+        self.app.nas.stop()  # requests waiting for the NAS to wake get 503 now, not at their deadline
         self.httpd.stop()
         if self._thread is not None:
             self._thread.join(SHUTDOWN_TIMEOUT_S + 5)

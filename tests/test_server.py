@@ -1,0 +1,67 @@
+"""The in-process server: start and stop, and what shutdown does to work in flight."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from balupi.errors import NasUnavailable
+from balupi.nas.monitor import NasState
+from tests.helpers import free_port
+
+WAIT_S = 30.0  # only a bound for a hang
+
+
+@pytest.fixture
+def sleeping_nas_settings(settings_factory):
+    """A NAS on a loopback port where nothing listens: it never wakes."""
+    return settings_factory(
+        nas_webdav_url=f"http://127.0.0.1:{free_port()}/",
+        nas_mac_address="02:00:00:00:00:01",
+        nas_probe_enabled=False,
+        nas_wake_timeout_s=WAIT_S * 4,
+    )
+
+
+def test_shutdown_releases_a_request_waiting_for_the_nas_to_wake(running_server, sleeping_nas_settings):
+    server = running_server(sleeping_nas_settings)
+    outcome: dict = {}
+
+    def wait_for_nas():
+        try:
+            server.app.nas.ensure_awake(reason="GET /dav/film.mkv")
+            outcome["woke"] = True
+        except NasUnavailable as exc:
+            outcome["error"] = exc
+
+    waiter = threading.Thread(target=wait_for_nas)
+    waiter.start()
+    deadline = time.monotonic() + WAIT_S
+    while server.app.nas.state is not NasState.WAKING:
+        assert time.monotonic() < deadline, "the wake never started"
+        time.sleep(0.01)
+    server.stop()
+    waiter.join(WAIT_S)  # far less than its own deadline (nas_wake_timeout_s)
+    assert not waiter.is_alive()
+    assert str(outcome["error"]) == "BaluPi is shutting down"
+    assert outcome["error"].retry_after_s > 0
+    with pytest.raises(NasUnavailable, match="shutting down"):
+        server.app.nas.ensure_awake()  # and nobody starts a new wait
+
+
+def test_stopped_server_refuses_connections(running_server):
+    server = running_server()
+    host, port = "127.0.0.1", server.port
+    server.stop()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, port), timeout=5).close()
+
+
+def test_stop_twice_is_harmless(running_server):
+    server = running_server()
+    server.stop()
+    server.stop()
+    assert server.app.db._closed

@@ -154,6 +154,29 @@ def _time_window(value: str) -> None:
             raise ValueError(f"expected a window like 01:00-05:00, got {value!r}")
 
 
+def _one_of(*choices: str) -> Callable[[str], None]:
+    def check(value: str) -> None:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+
+    return check
+
+
+def _readable_file(value: Path | None) -> None:
+    if value is not None and not os.access(value, os.R_OK):
+        raise ValueError(f"cannot read file {str(value)!r}")
+
+
+def _sha256_fingerprint(value: str) -> None:
+    if value and len(value.replace(":", "").strip()) != 64:
+        raise ValueError(f"expected a SHA-256 fingerprint (64 hex digits, colons allowed), got {value!r}")
+    if value:
+        try:
+            bytes.fromhex(value.replace(":", "").strip())
+        except ValueError:
+            raise ValueError(f"expected a SHA-256 fingerprint (64 hex digits, colons allowed), got {value!r}") from None
+
+
 def _log_level(value: str) -> None:
     if value.upper() not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
@@ -234,6 +257,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("nas_power_min_dwell_s", 60.0, "A new NAS power state counts only after the readings stayed in it this long.", _parse_float, _at_least(0)),
     # Security
     Setting("secret_key", "", "Key that signs API tokens. Empty: generated once into <data_dir>/secret.key (mode 0600).", secret=True),
+    Setting("auth_offline_days", 30.0, "A login the NAS accepted keeps working this many days while the NAS sleeps (checked against a salted scrypt verifier, never a stored password). 0: no offline logins.", _parse_float, _at_least(0)),
+    Setting("auth_admins", (), "User names that are BaluPi admins (API endpoints that change things or control hardware) besides the users the NAS itself reports as admins.", _parse_list),
+    Setting("auth_nas_method", "auto", "How a password is checked with the NAS: webdav (a request to the user's WebDAV root), rest (BaluHost's POST /api/auth/login, which also tells the user's role), or auto (rest when BALUPI_NAS_URL names the WebDAV host, else webdav).", check=_one_of("auto", "webdav", "rest")),
+    Setting("auth_wake_nas_for_unknown", False, "A login the Pi cannot check offline (unknown user, or a password unlike the stored verifier) wakes the NAS to ask it. Off: refused while the NAS sleeps.", _parse_bool),
+    Setting("auth_recheck_s", 300.0, "How long a checked login is trusted in memory before it is checked again (with the NAS when awake).", _parse_float, _at_least(1)),
+    Setting("auth_token_lifetime_minutes", 720.0, "Lifetime of API tokens from POST /api/auth/login.", _parse_float, _at_least(1)),
+    Setting("auth_throttle_free_attempts", 3, "Failed logins per client address and per user name before delays start.", _parse_int, _at_least(1)),
+    Setting("auth_throttle_base_delay_s", 1.0, "First delay after the free attempts; each further failure doubles it.", _parse_float, _at_least(0.01)),
+    Setting("auth_throttle_max_delay_s", 300.0, "Longest delay between failed logins.", _parse_float, _at_least(0.01)),
+    Setting("tls_cert", None, "TLS certificate (PEM, with its chain) for HTTPS. Empty: plain HTTP.", _parse_path, _readable_file),
+    Setting("tls_key", None, "Private key (PEM) of tls_cert.", _parse_path, _readable_file),
+    Setting("nas_ca_file", None, "CA certificate (PEM) that signed the NAS's HTTPS certificate (e.g. its self-signed certificate itself). Empty: the system's CAs.", _parse_path, _readable_file),
+    Setting("nas_cert_sha256", "", "Pin the NAS's HTTPS certificate by its SHA-256 fingerprint instead of a CA (hex, colons allowed). Certificate checks are never turned off.", check=_sha256_fingerprint),
+    Setting("http_max_requests_per_client", 16, "Requests one client address may have in progress at once (more get 503 at once), so one client cannot take every server thread. 0: no cap.", _parse_int, _at_least(0)),
+    Setting("http_header_timeout_s", 20.0, "A client must send its whole request line and headers within this time (against slow clients holding threads).", _parse_float, _at_least(1)),
+    Setting("http_timeout_s", 60.0, "A connection that sends or accepts nothing for this long is closed.", _parse_float, _at_least(1)),
+    Setting("http_max_header_kib", 64, "Largest request line plus headers, in KiB (larger: 413/414).", _parse_int, _at_least(8)),
+    Setting("dav_max_xml_body_kib", 1024, "Largest XML request body (PROPFIND, PROPPATCH, LOCK), in KiB (larger: 413).", _parse_int, _at_least(16)),
 )
 # fmt: on
 
@@ -371,6 +412,10 @@ def load_settings(
                 problem = _prepare_dir(values[name])
                 if problem:
                     errors.append(f"{SETTINGS_BY_NAME[name].env_name}: {problem}")
+    if not errors and bool(values["tls_cert"]) != bool(values["tls_key"]):
+        errors.append("BALUPI_TLS_CERT/BALUPI_TLS_KEY: set both or neither")
+    if not errors and values["tls_key"] is not None:
+        warn_if_readable_by_others(values["tls_key"], "TLS private key")
     if errors:
         raise ConfigError("; ".join(errors))
     return Settings(**values, sources=sources)
@@ -386,6 +431,20 @@ def _prepare_dir(path: Path) -> str | None:
     except OSError as exc:
         return f"directory {str(path)!r} is not usable: {exc.strerror or exc}"
     return None
+
+
+def warn_if_readable_by_others(path: Path, what: str) -> bool:
+    """Log a warning when `path` (a file holding a secret) is readable by group or others."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        logging.getLogger("balupi.settings").warning(
+            "%s %s is readable by other users; run: chmod 600 %s", what, path, path
+        )
+        return True
+    return False
 
 
 def _warn_if_secret_file_readable(path: Path, table: Mapping[str, Any]) -> None:

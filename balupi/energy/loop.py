@@ -47,10 +47,12 @@ class EventLoopThread:
             loop.run_forever()
         finally:
             try:
-                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-                for task in pending:
-                    task.cancel()
-                if pending:
+                for _ in range(5):  # cancelling a task can start another (closing a connection)
+                    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                    if not pending:
+                        break
+                    for task in pending:
+                        task.cancel()
                     loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:

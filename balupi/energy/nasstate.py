@@ -154,10 +154,10 @@ def propose_thresholds(powers: Iterable[float], current: Thresholds) -> Calibrat
         and smooth[i] > (smooth[i + 1] if i + 1 < len(smooth) else 0)
         and sum(counts[max(0, i - 2): i + 3]) / n >= MIN_CLUSTER_SHARE
     ]
-    # Merge peaks closer than 2 W: one cluster with a ragged top.
+    # Merge peaks closer than 2 W or 25 %: one cluster with a ragged top.
     merged: list[int] = []
     for i in peaks:
-        if merged and (i - merged[-1]) * BIN_W < 2.0:
+        if merged and (i - merged[-1]) * BIN_W < max(2.0, 0.25 * (merged[-1] + 0.5) * BIN_W):
             if smooth[i] > smooth[merged[-1]]:
                 merged[-1] = i
         else:

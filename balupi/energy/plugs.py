@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kasa import (
@@ -41,6 +41,7 @@ from balupi.energy.ledger import plug_midnight
 from balupi.energy.model import PlugUnavailable, PollErrorKind, Reading
 
 log = logging.getLogger("balupi.energy")
+T = TypeVar("T")
 
 CLOSE_TIMEOUT_S = 2.0
 HISTORY_INTERVAL_HOURLY = 60  # get_energy_data: minutes per value
@@ -175,8 +176,49 @@ def history_dates(prev: Reading | None, cur: Reading, gap: bool) -> list[date]:
     return dates
 
 
+async def hard_deadline(coro: Awaitable[T], timeout_s: float, on_abandon: Callable[[asyncio.Task], None] | None = None) -> T:
+    """Await coro for at most timeout_s, then raise TimeoutError, whatever coro does with its cancellation.
+
+    `asyncio.wait_for` waits for the cancelled coroutine to finish, and python-kasa's retries can
+    turn a cancellation that coincides with aiohttp's own timeout into one more attempt (seen: a
+    1 s deadline took 7 s). Here the caller gets its answer at the deadline; the abandoned task is
+    cancelled and left to end on its own (`on_abandon` gets it, to clean up after it).
+    """
+    task = asyncio.ensure_future(coro)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    if on_abandon is not None:
+        on_abandon(task)
+    else:
+        task.add_done_callback(_consume)
+    raise TimeoutError(f"no answer within {timeout_s:g} s")
+
+
+def _consume(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log "exception was never retrieved"
+
+
+async def _close(device: Device) -> None:
+    try:
+        await asyncio.wait_for(device.disconnect(), CLOSE_TIMEOUT_S)
+    except BaseException as exc:  # closing is best effort, even when cancelled
+        log.debug("closing a plug connection failed: %s", exc)
+
+
 class PlugLink:
-    """One plug's python-kasa connection. Its coroutines run on the energy loop only."""
+    """One plug's python-kasa connection. Its coroutines run on the energy loop only.
+
+    Every call runs under a hard deadline. A call that misses it is abandoned: the connection it
+    used is forgotten at once (the next call reconnects) and closed when the abandoned task ends;
+    a connection an abandoned task opens late is closed, never adopted (the generation check).
+    """
 
     def __init__(
         self,
@@ -192,6 +234,7 @@ class PlugLink:
         self.timeout_s = timeout_s
         self.zone = zone
         self._device: Device | None = None
+        self._generation = 0
 
     def _device_config(self) -> DeviceConfig:
         config = DeviceConfig.from_dict(self.config)
@@ -200,27 +243,56 @@ class PlugLink:
         config.timeout = max(1, int(self.timeout_s))
         return config
 
-    async def _connected(self) -> Device:
+    async def _connected(self, generation: int) -> Device:
         if self._device is None:
-            self._device = await Device.connect(config=self._device_config())
-            self.zone = _device_zone(self._device, self.zone if isinstance(self.zone, ZoneInfo) else ZoneInfo("UTC"))
-            self.config = _stored_config(self._device)
+            device = await Device.connect(config=self._device_config())
+            if generation != self._generation:  # this call was abandoned meanwhile
+                await _close(device)
+                raise asyncio.CancelledError()
+            self._device = device
+            self.zone = _device_zone(device, self.zone if isinstance(self.zone, ZoneInfo) else ZoneInfo("UTC"))
+            self.config = _stored_config(device)
         return self._device
+
+    async def _call(self, op: Callable[[Device], Awaitable[T]]) -> T:
+        generation = self._generation
+
+        async def attempt() -> T:
+            return await op(await self._connected(generation))
+
+        try:
+            return await hard_deadline(attempt(), self.timeout_s, self._abandon)
+        except TimeoutError:
+            raise
+        except BaseException:
+            await self.drop()
+            raise
+
+    def _abandon(self, task: asyncio.Task) -> None:
+        self._generation += 1
+        device, self._device = self._device, None
+
+        def ended(t: asyncio.Task) -> None:
+            _consume(t)
+            if device is not None:
+                asyncio.ensure_future(_close(device))
+
+        task.add_done_callback(ended)
 
     async def poll(self, prev: Reading | None, gap: bool, clock: Callable[[], float]) -> Reading:
         """Read power and counters (and the hourly history the ledger will need). Raises on failure."""
         started = time.monotonic()
-        try:
-            device = await self._connected()
+
+        async def op(device: Device) -> Reading:
             resp = await device.protocol.query(dict(POLL_QUERY))
             reading = parse_reading(self.plug_id, resp, clock(), self.zone)
             for d in history_dates(prev, reading, gap):
                 buckets = await self._hourly(device, d, reading)
                 if buckets is not None:
                     reading.history[d] = buckets
-        except BaseException:
-            await self.drop()
-            raise
+            return reading
+
+        reading = await self._call(op)
         reading.latency_s = time.monotonic() - started
         return reading
 
@@ -243,21 +315,16 @@ class PlugLink:
         return values
 
     async def set_on(self, on: bool) -> None:
-        try:
-            device = await self._connected()
+        async def op(device: Device) -> None:
             await device.protocol.query({"set_device_info": {"device_on": bool(on)}})
-        except BaseException:
-            await self.drop()
-            raise
+
+        await self._call(op)
 
     async def drop(self) -> None:
         """Forget the connection (closing it); the next call reconnects."""
         device, self._device = self._device, None
         if device is not None:
-            try:
-                await asyncio.wait_for(device.disconnect(), CLOSE_TIMEOUT_S)
-            except BaseException as exc:  # closing is best effort, even when cancelled
-                log.debug("plug %s: closing the connection failed: %s", self.plug_id, exc)
+            await _close(device)
 
 
 # -- adding and discovering ---------------------------------------------------------------------------

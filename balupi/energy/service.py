@@ -212,7 +212,7 @@ class EnergyService:
             self._check_role(role)
         deadline_s = ADD_TIMEOUT_FACTOR * self.timeout_s
         facts = self.loop.run(
-            asyncio.wait_for(kasa_plugs.probe(host, port, self.credentials, self.timeout_s, self.zone), deadline_s),
+            kasa_plugs.hard_deadline(kasa_plugs.probe(host, port, self.credentials, self.timeout_s, self.zone), deadline_s),
             deadline_s + 1,
         )
         now = self.clock()
@@ -295,7 +295,7 @@ class EnergyService:
                 "switching off the 'nas' plug cuts the NAS's power; send \"confirm_nas_off\": true to do it"
             )
         assert plug.link is not None
-        self.loop.run(asyncio.wait_for(plug.link.set_on(on), self.timeout_s), self.timeout_s + 1)
+        self.loop.run(plug.link.set_on(on), self.timeout_s + 1)
         if plug.last is not None:
             plug.last.is_on = on
         log.info("plug %d (%s) switched %s", plug.id, plug.name, "on" if on else "off")
@@ -304,8 +304,8 @@ class EnergyService:
     def discover(self) -> list[dict]:
         timeout_s = max(3.0, self.timeout_s)
         found = self.loop.run(
-            asyncio.wait_for(kasa_plugs.discover(self.settings.tapo_discovery_target, self.credentials, timeout_s),
-                             3 * timeout_s),
+            kasa_plugs.hard_deadline(kasa_plugs.discover(self.settings.tapo_discovery_target, self.credentials, timeout_s),
+                                     3 * timeout_s),
             3 * timeout_s + 1,
         )
         known = {p.hardware_id: p.id for p in self.plugs() if p.hardware_id}
@@ -338,7 +338,7 @@ class EnergyService:
         )
         assert plug.link is not None
         try:
-            polled = self.loop.submit(asyncio.wait_for(plug.link.poll(prev, gap, self.clock), self.timeout_s))
+            polled = self.loop.submit(plug.link.poll(prev, gap, self.clock))
         except RuntimeError:  # stopping
             plug.in_flight = False
             done.set_result(None)

@@ -253,11 +253,12 @@ def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, sta
     return found
 
 
-def bench_server(kind: ServerKind, plan: Plan, data: Path, work: Path, profile_to: tuple[Path, str] | None) -> dict:
+def bench_server(kind: ServerKind, plan: Plan, data: Path, work: Path, profile_to: tuple[Path, str] | None,
+                 extra_env: dict[str, str]) -> dict:
     started = time.monotonic()
     server = None
     try:
-        with RunningServer(kind, data, work / kind.key) as server:
+        with RunningServer(kind, data, work / kind.key, extra_env) as server:
             server.wait_ready()
             rss_stages = {"started": server.rss_bytes() / MB}
             if kind.needs_upload:
@@ -336,7 +337,8 @@ def markdown(report: dict, plan: Plan) -> str:
     lines = [
         f"WebDAV benchmark {report['date']} on {report['machine']['cpus']} CPUs, load average "
         f"{report['machine']['load_before']} before, {report['machine']['load_after']} after"
-        + (" (quick run: smaller sizes)" if report["quick"] else ""),
+        + (" (quick run: smaller sizes)" if report["quick"] else "")
+        + "".join(f", BaluPi with {name}={value}" for name, value in report["balupi_env"].items()),
         "",
         "| metric | " + " | ".join(k.label for k in shown) + " | BaluPi must reach |",
         "|---|" + "---|" * (len(shown) + 1),
@@ -412,6 +414,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated servers: " + ",".join(k.key for k in KINDS))
     parser.add_argument("--profile", action="store_true",
                         help="after measuring, record the Python servers with py-spy during PROPFINDs and wrk")
+    parser.add_argument("--balupi-env", action="append", default=[], metavar="BALUPI_NAME=VALUE",
+                        help="an extra setting for BaluPi's environment, e.g. BALUPI_SERVER_THREADS=8 (repeatable)")
     parser.add_argument("--tmpdir", default=None, help="where the temporary data goes (needs ~3x the big file)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     args = parser.parse_args(argv)
@@ -420,6 +424,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--only: unknown server {', '.join(unknown)}; choose from {', '.join(KINDS_BY_KEY)}")
     args.kinds = [k for k in KINDS if k.key in keys]
+    pairs = [item.partition("=") for item in args.balupi_env]
+    bad = [name for name, eq, _ in pairs if not eq or not name.startswith("BALUPI_")]
+    if bad:
+        parser.error(f"--balupi-env takes BALUPI_NAME=VALUE, not {', '.join(bad)}")
+    args.balupi_env = {name: value for name, _, value in pairs}
     return args
 
 
@@ -455,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": now.isoformat(timespec="seconds"), "quick": args.quick, "plan": plan.__dict__,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "load_before": [round(x, 2) for x in os.getloadavg()]},
-        "versions": versions(args.kinds), "servers": {},
+        "versions": versions(args.kinds), "balupi_env": args.balupi_env, "servers": {},
     }
     try:
         with tempfile.TemporaryDirectory(prefix="dav-bench-", dir=args.tmpdir) as tmp:
@@ -465,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
             for kind in args.kinds:
                 print(f"dav_bench: {kind.label} ...", file=sys.stderr, flush=True)
                 profile_to = (args.results, stamp) if args.profile else None
-                res = bench_server(kind, plan, work / "data", work, profile_to)
+                extra_env = args.balupi_env if kind.key == "balupi" else {}
+                res = bench_server(kind, plan, work / "data", work, profile_to, extra_env)
                 report["servers"][kind.key] = res
                 print(f"dav_bench: {kind.label}: " + (res["error"] if res["status"] != "ok" else
                       f"GET {res['get_mb_s']:.0f} MB/s, {res['cpu_s_per_gb']:.2f} CPU s/GB, PROPFIND "

@@ -158,7 +158,7 @@ def free_port() -> int:
 class RunningServer:
     """One server subprocess; use as a context manager so it is stopped whatever happens."""
 
-    def __init__(self, kind: ServerKind, data: Path, work: Path):
+    def __init__(self, kind: ServerKind, data: Path, work: Path, extra_env: dict[str, str] | None = None):
         self.kind = kind
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
@@ -166,6 +166,7 @@ class RunningServer:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = work / "server.log"
         launch = kind.launch(self.port, data, work)
+        launch.env.update(extra_env or {})
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL,
                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)

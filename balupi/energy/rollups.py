@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
@@ -133,7 +133,7 @@ def refresh_days(d, days: Iterable[tuple[int, str]]) -> None:
     )
 
 
-def reprice(d, book: TariffBook, from_s: float, to_s: float | None) -> int:
+def reprice(d, book: TariffBook, from_s: float, to_s: float | None, now_s: float) -> int:
     """Recompute price and cost of every hourly row in [from_s, to_s), and the days above. Returns hours repriced."""
     if to_s is None:
         rows = d.execute("SELECT DISTINCT hour_s FROM energy_hourly WHERE hour_s >= ?", (from_s,)).fetchall()
@@ -142,13 +142,9 @@ def reprice(d, book: TariffBook, from_s: float, to_s: float | None) -> int:
             "SELECT DISTINCT hour_s FROM energy_hourly WHERE hour_s >= ? AND hour_s < ?", (from_s, to_s)
         ).fetchall()
     hours = [r[0] for r in rows]
-    # The oldest day may have lost hours to retention; recomputing it from them would shrink it.
-    oldest = d.execute("SELECT MIN(hour_s) FROM energy_hourly").fetchone()[0]
-    if oldest is not None:
-        local = datetime.fromtimestamp(oldest, book.zone)
-        if (local.hour, local.minute) != (0, 0):
-            first_full_day = datetime(local.year, local.month, local.day, tzinfo=book.zone) + timedelta(days=1)
-            hours = [h for h in hours if h >= first_full_day.timestamp()]
+    # Days at the retention horizon have lost hours; recomputing them from what is left would shrink them.
+    complete_from = datetime.fromtimestamp(now_s - (HOURLY_RETENTION_DAYS - 1) * DAY_S, book.zone).date().isoformat()
+    hours = [h for h in hours if datetime.fromtimestamp(h, book.zone).date().isoformat() >= complete_from]
     if not hours:
         return 0
     updates = []

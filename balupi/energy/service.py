@@ -439,7 +439,7 @@ class EnergyService:
         tariff_id = store_tariff(self.db, tariff)
         self.book = book = self._load_book()
         with self.db.write() as d:
-            repriced = reprice(d, book, tariff.valid_from_s, tariff.valid_to_s)
+            repriced = reprice(d, book, tariff.valid_from_s, tariff.valid_to_s, self.clock())
         log.info("tariff %d (%s) stored; %d hour(s) repriced", tariff_id, tariff.name, repriced)
         return next(t for t in book.tariffs if t.id == tariff_id), repriced
 

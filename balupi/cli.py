@@ -45,12 +45,24 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_energy(args: argparse.Namespace) -> int:
+    from balupi.energy.cli import calibrate
+    from balupi.settings import load_settings
+
+    return calibrate(load_settings(), args.days, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="balupi", description="BaluPi: a hot-cache WebDAV front for a sleeping NAS.")
     parser.add_argument("--version", action="version", version=f"balupi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the WebDAV server, API and background jobs")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("energy", help="energy monitor tools (calibrate: propose NAS power thresholds)")
+    p.add_argument("action", choices=["calibrate"])
+    p.add_argument("--days", type=float, default=7.0, help="use the `nas` plug's samples of the last DAYS days (default 7)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_energy)
     p = sub.add_parser("config", help="show the settings in force, or print the example files")
     p.add_argument("action", nargs="?", choices=["show", "example-toml", "example-env"], default="show")
     p.set_defaults(func=cmd_config)

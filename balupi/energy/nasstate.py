@@ -126,6 +126,7 @@ class NasPowerTracker:
 
 BIN_W = 0.5
 MIN_CLUSTER_SHARE = 0.02  # a cluster needs 2% of the readings to count
+SUSPENDED_MIN_W = 0.8  # a NAS that is off draws less than this; suspended, more
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,10 @@ def propose_thresholds(powers: Iterable[float], current: Thresholds) -> Calibrat
     off, standby, idle = current.limits
     if len(low) >= 2:
         off = valley(low[0], low[1])
-    elif low and (low[0] + 0.5) * BIN_W >= current.off_below_w:
+    elif low and (low[0] + 0.5) * BIN_W >= SUSPENDED_MIN_W:
+        # One low cluster drawing a watt or more: a suspended NAS (one that is off draws almost nothing).
         off = min(current.off_below_w, (low[0] + 0.5) * BIN_W / 2)
+        notes.append("one cluster below standby, at a watt or more: taken as standby (suspended), not off")
     if low and high:
         standby = valley(low[-1], high[0])
     elif not low:

@@ -64,6 +64,13 @@ def _port_arg(text: str) -> int:
     return port
 
 
+def cmd_energy(args: argparse.Namespace) -> int:
+    from balupi.energy.cli import calibrate
+    from balupi.settings import load_settings
+
+    return calibrate(load_settings(), args.days, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="balupi", description="BaluPi: a hot-cache WebDAV front for a sleeping NAS.")
     parser.add_argument("--version", action="version", version=f"balupi {__version__}")
@@ -79,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
                    help="BaluPi's log level on stderr (default WARNING)")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("energy", help="energy monitor tools (calibrate: propose NAS power thresholds)")
+    p.add_argument("action", choices=["calibrate"])
+    p.add_argument("--days", type=float, default=7.0, help="use the `nas` plug's samples of the last DAYS days (default 7)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_energy)
     p = sub.add_parser("config", help="show the settings in force, or print the example files")
     p.add_argument("action", nargs="?", choices=["show", "example-toml", "example-env"], default="show")
     p.set_defaults(func=cmd_config)

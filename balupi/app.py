@@ -29,6 +29,7 @@ log = logging.getLogger("balupi")
 DB_FILENAME = "balupi.db"
 SYSTEM_SAMPLE_INTERVAL_S = 5.0
 ACCESS_FLUSH_INTERVAL_S = 30.0
+CACHE_SWEEP_INTERVAL_S = 300.0
 
 
 class Dispatcher:
@@ -105,7 +106,6 @@ class BaluPi:
     def _on_nas_state(self, to_state: NasState, **_: object) -> None:
         """The NAS woke (for whatever reason): use the awake time."""
         if to_state is NasState.AWAKE and self._started:
-            self.scheduler.run_soon("nas-version", self.nas_client.fetch_version)
             self.scheduler.run_soon("sync", self.sync.tick)
 
     def _root(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -120,6 +120,7 @@ class BaluPi:
         self._started = True
         self.scheduler.every(SYSTEM_SAMPLE_INTERVAL_S, "system-sample", self.system.sample)
         self.scheduler.every(ACCESS_FLUSH_INTERVAL_S, "cache-access-flush", self.provider.index.flush_access)
+        self.scheduler.every(CACHE_SWEEP_INTERVAL_S, "cache-sweep", self.provider.cache.sweep)
         if self.nas.configured:
             self.events.subscribe(Event.NAS_STATE_CHANGED, self._on_nas_state)
             self.scheduler.every(self.settings.nas_probe_interval_s, "nas-probe", self.nas.probe, run_now=True)

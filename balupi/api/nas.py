@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 def register(api: "JsonApi", app: "BaluPi") -> None:
     @api.route("GET", "/nas/status")
     def nas_status(request: "Request") -> dict:
+        if app.nas.version is None and app.nas.is_awake():
+            app.nas_client.fetch_version()  # once, and only while it is awake anyway
         return app.nas.status()
 
     @api.route("POST", "/nas/wol")

@@ -12,6 +12,7 @@ from wsgidav.mw.cors import Cors
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from balupi.cache.manager import CacheManager
 from balupi.dav.fastlane import FastLane
 from balupi.dav.index import Index
 from balupi.dav.locks import SqliteLockStorage
@@ -32,11 +33,10 @@ def build_provider(app: "BaluPi") -> CacheProvider:
     removed = store.clear_temp()
     if removed:
         log.info("removed %d unfinished temp files from an earlier run", removed)
-    max_bytes = settings.cache_max_size_gb * 1e9
+    cache = CacheManager(settings, app.db, store, app.events)
     return CacheProvider(
-        Index(app.db), store, app.nas_client, app.nas, app.events,
-        local_only_names=settings.dav_local_only_names,
-        admit=lambda size: size <= max_bytes,
+        Index(app.db, half_life_s=settings.cache_heat_half_life_hours * 3600), store, app.nas_client, app.nas,
+        app.events, local_only_names=settings.dav_local_only_names, cache=cache,
     )
 
 

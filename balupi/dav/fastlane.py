@@ -230,7 +230,7 @@ class FastLane:
                 if len(data) != size:
                     raise OSError(f"{entry.path}: cached content is {len(data)} bytes, the index says {size}")
                 return [data]
-            return _file_blocks(f, 0, size)
+            return self._held(entry.cache_key, _file_blocks(f, 0, size))
         if len(ranges) == 1:
             start, end = ranges[0]
             headers += [("Content-Range", f"bytes {start}-{end}/{size}"), ("Content-Length", str(end - start + 1))]
@@ -238,12 +238,21 @@ class FastLane:
             if head:
                 return []
             provider.stats.hit_bytes += end - start + 1
-            return _file_blocks(f, start, end - start + 1)
+            return self._held(entry.cache_key, _file_blocks(f, start, end - start + 1))
         if f is not None:
             f.close()
         path = provider.store.file_of(entry.cache_key) if entry.cache_key else ""
         return self._multipart(start_response, headers, ctype, size, ranges, head,
                                lambda s, n: _file_blocks(open(path, "rb", buffering=0), s, n))
+
+    def _held(self, key: str, blocks: Iterator[bytes]) -> Iterator[bytes]:
+        """Stream `blocks` while the cache keeps `key` from eviction."""
+        cache = self.provider.cache
+        cache.hold(key)
+        try:
+            yield from blocks
+        finally:
+            cache.unhold(key)
 
     def _multipart(self, start_response, headers, ctype, size, ranges, head, blocks) -> Iterable[bytes]:
         boundary = secrets.token_hex(12)
@@ -321,9 +330,9 @@ class FastLane:
         provider = self.provider
         provider.stats.misses += 1
         try:
-            if ranges is not None or not provider.admit(entry.size):
+            download = None if ranges is not None else provider.start_download(entry)
+            if download is None:
                 return self._pass_through(environ, start_response, entry, ranges, headers)
-            download, _ = provider.downloads.get_or_start(entry)
             download.wait_started()
         except NasUnavailable as exc:
             return self._error(start_response, 503, str(exc), [("Retry-After", str(exc.retry_after_s))])
@@ -358,11 +367,8 @@ class FastLane:
         keep = ("Content-Type", "Content-Length", "Content-Range", "ETag", "Last-Modified")
         out = [("Accept-Ranges", "bytes")] + [(k, response.headers[k]) for k in keep if k in response.headers]
         start_response(f"{response.status_code} {response.reason}", out)
-        if ranges is not None and provider.admit(entry.size) and provider.downloads.active(entry.view, entry.path) is None:
-            try:
-                provider.downloads.get_or_start(entry)
-            except NasUnavailable:
-                pass
+        if ranges is not None:
+            provider.start_download(entry)  # the whole file, into the cache, behind this answer
 
         def body() -> Iterator[bytes]:
             with response:

@@ -51,10 +51,13 @@ class UpstreamError(Exception):
 
 class Download:
     def __init__(self, entry: Entry, store: ContentStore, index: Index, client: NasClient, events: Events,
-                 on_finish: Callable[["Download"], None]):
+                 on_finish: Callable[["Download"], None], hold: Callable[[str], None],
+                 unhold: Callable[[str], None]):
         self.entry = entry
         self.store, self.index, self.client, self.events = store, index, client, events
         self._on_finish = on_finish
+        self._hold, self._unhold = hold, unhold
+        self.reserved_bytes = 0
         self.key, self.tmp, self._file = store.open_temp()
         self._cond = threading.Condition()
         self.state = DownloadState.STARTING
@@ -165,6 +168,7 @@ class Download:
             fd = os.open(self.tmp, os.O_RDONLY)
         except FileNotFoundError:
             fd = os.open(self.store.path_of(self.key), os.O_RDONLY)
+        self._hold(self.key)
         try:
             pos = start
             while True:
@@ -189,6 +193,7 @@ class Download:
                     raise UpstreamError(f"download failed after {available} bytes: {self.error}")
         finally:
             os.close(fd)
+            self._unhold(self.key)
             with self._cond:
                 self.readers -= 1
 
@@ -196,20 +201,24 @@ class Download:
 class Downloads:
     """The registry of downloads in progress: one per (view, path)."""
 
-    def __init__(self, store: ContentStore, index: Index, client: NasClient, events: Events):
+    def __init__(self, store: ContentStore, index: Index, client: NasClient, events: Events,
+                 hold: Callable[[str], None], unhold: Callable[[str], None], finished: Callable[["Download"], None]):
         self.store, self.index, self.client, self.events = store, index, client, events
+        self.hold, self.unhold, self.finished = hold, unhold, finished
         self._lock = threading.Lock()
         self._active: dict[tuple[str, str], Download] = {}
         self.started = 0
 
-    def get_or_start(self, entry: Entry) -> tuple[Download, bool]:
+    def get_or_start(self, entry: Entry, reserved_bytes: int = 0) -> tuple[Download, bool]:
         """The download of `entry`, starting it if none runs. Returns (download, started_now)."""
         key = (entry.view, entry.path)
         with self._lock:
             download = self._active.get(key)
             if download is not None:
                 return download, False
-            download = Download(entry, self.store, self.index, self.client, self.events, self._finished)
+            download = Download(entry, self.store, self.index, self.client, self.events, self._finished,
+                                self.hold, self.unhold)
+            download.reserved_bytes = reserved_bytes
             self._active[key] = download
             self.started += 1
         download.start()
@@ -223,6 +232,7 @@ class Downloads:
         with self._lock:
             if self._active.get((download.entry.view, download.entry.path)) is download:
                 del self._active[(download.entry.view, download.entry.path)]
+        self.finished(download)
 
     def count(self) -> int:
         with self._lock:

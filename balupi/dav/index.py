@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
+from balupi.cache import heat
 from balupi.db import Database
 from balupi.nas.client import RemoteEntry
 
@@ -81,8 +82,9 @@ class Entry:
 
 
 class Index:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, half_life_s: float = 72 * 3600.0):
         self.db = db
+        self.half_life_s = half_life_s
         self._access_lock = threading.Lock()
         self._access: Counter[tuple[str, str]] = Counter()
         self._access_at: dict[tuple[str, str], float] = {}
@@ -117,16 +119,30 @@ class Index:
             self._access_at[(view, path)] = time.time()
 
     def flush_access(self) -> int:
+        """Write the counted reads: hits, last access, and the heat that decides what stays cached."""
         with self._access_lock:
             counts, self._access = self._access, Counter()
             times, self._access_at = self._access_at, {}
-        if counts:
-            with self.db.write() as d:
-                d.conn.executemany(
-                    "UPDATE entries SET hits = hits + ?, last_access = ? WHERE view = ? AND path = ?",
-                    [(n, times[k], k[0], k[1]) for k, n in counts.items()],
+        if not counts:
+            return 0
+        with self.db.write() as d:
+            for (view, path), n in counts.items():
+                row = d.execute("SELECT id, heat, last_access, size FROM entries WHERE view = ? AND path = ?", (view, path)).fetchone()
+                if row is None:
+                    continue
+                now = times[(view, path)]
+                new_heat = heat.bump(row[1], row[2], now, n, self.half_life_s)
+                d.execute(
+                    "UPDATE entries SET hits = hits + ?, last_access = ?, heat = ?, heat_key = ? WHERE id = ?",
+                    (n, now, new_heat, heat.heat_key(new_heat, now, row[3], self.half_life_s), row[0]),
                 )
         return len(counts)
+
+    def _use_heat(self, d, entry_id: int | None, size: int, now: float) -> tuple[float, float]:
+        """(heat, heat_key) after one more use now (content just downloaded or written)."""
+        row = d.execute("SELECT heat, last_access FROM entries WHERE id = ?", (entry_id,)).fetchone() if entry_id else None
+        new_heat = heat.bump(row[0], row[1], now, 1, self.half_life_s) if row else 1.0
+        return new_heat, heat.heat_key(new_heat, now, size, self.half_life_s)
 
     # -- tree changes (each one transaction, journaled unless local-only) ---------------------------
 
@@ -160,19 +176,20 @@ class Index:
             if old is None:
                 d.execute(
                     "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, content_type,"
-                    " cache_key, dirty, local_only, listed, remote, last_access)"
-                    " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0, ?)",
+                    " cache_key, dirty, local_only, listed, remote, last_access, heat, heat_key)"
+                    " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?, ?)",
                     (view, path, parent_of(path), name_of(path), size, mtime, now, etag,
-                     content_type or guess_type(path), cache_key, int(not local_only), int(local_only), now),
+                     content_type or guess_type(path), cache_key, int(not local_only), int(local_only), now,
+                     *self._use_heat(d, None, size, now)),
                 )
                 base = None
             else:
                 base = old.base_etag if old.dirty else (old.etag if old.remote else None)
                 d.execute(
                     "UPDATE entries SET size = ?, mtime = ?, etag = ?, content_type = ?, cache_key = ?, dirty = ?,"
-                    " base_etag = ?, last_access = ? WHERE id = ?",
+                    " base_etag = ?, last_access = ?, heat = ?, heat_key = ? WHERE id = ?",
                     (size, mtime, etag, content_type or old.content_type or guess_type(path), cache_key,
-                     int(not old.local_only), base, now, old.id),
+                     int(not old.local_only), base, now, *self._use_heat(d, old.id, size, now), old.id),
                 )
                 local_only = old.local_only
             if not local_only:
@@ -338,10 +355,11 @@ class Index:
             entry = self.get(view, path)
             if entry is None or entry.dirty:
                 return cache_key  # deleted or rewritten meanwhile: the download is not wanted
+            now = time.time()
             d.execute(
                 "UPDATE entries SET cache_key = ?, size = ?, etag = COALESCE(?, etag), mtime = COALESCE(?, mtime),"
-                " last_access = ? WHERE id = ?",
-                (cache_key, size, etag, mtime, time.time(), entry.id),
+                " last_access = ?, heat = ?, heat_key = ? WHERE id = ?",
+                (cache_key, size, etag, mtime, now, *self._use_heat(d, entry.id, size, now), entry.id),
             )
             return entry.cache_key
 

@@ -16,11 +16,11 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from wsgidav.dav_error import HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVProvider
 
+from balupi.cache.manager import CacheManager
 from balupi.dav.fetch import Downloads, UpstreamError, UpstreamMissing
 from balupi.dav.index import Entry, Index, name_of, parent_of
 from balupi.dav.resources import CacheCollection, CacheFile
@@ -49,15 +49,16 @@ class CacheStats:
 
 class CacheProvider(DAVProvider):
     def __init__(self, index: Index, store: ContentStore, client: NasClient, monitor: NasMonitor, events: Events,
-                 local_only_names: tuple[str, ...], admit: Callable[[int], bool]):
+                 local_only_names: tuple[str, ...], cache: CacheManager):
         super().__init__()
         self.index = index
         self.store = store
         self.client = client
         self.monitor = monitor
         self.events = events
-        self.admit = admit
-        self.downloads = Downloads(store, index, client, events)
+        self.cache = cache
+        self.downloads = Downloads(store, index, client, events, hold=cache.hold, unhold=cache.unhold,
+                                   finished=lambda d: cache.release(d.reserved_bytes))
         self.stats = CacheStats()
         self._noise = tuple(p.lower() for p in local_only_names)
         for view in ("",):
@@ -136,7 +137,9 @@ class CacheProvider(DAVProvider):
         """The content key of `entry`, downloading it first if needed (may wake the NAS)."""
         if entry.cache_key and self.store.exists(entry.cache_key):
             return entry.cache_key
-        download, _ = self.downloads.get_or_start(entry)
+        download = self.start_download(entry)
+        if download is None:
+            raise unavailable(NasUnavailable(f"{entry.path} is too large for the cache", retry_after_s=3600))
         try:
             for _ in download.stream():
                 pass
@@ -148,6 +151,19 @@ class CacheProvider(DAVProvider):
         if fresh is None or not fresh.cache_key:
             raise unavailable(NasUnavailable(f"{entry.path} could not be cached"))
         return fresh.cache_key
+
+    def start_download(self, entry: Entry):
+        """The download of `entry` into the cache (joining one that runs), or None when it may not
+        be cached (larger than the cache, or no room that can be made)."""
+        running = self.downloads.active(entry.view, entry.path)
+        if running is not None:
+            return running
+        if not self.cache.admit(entry.size):
+            return None
+        download, started = self.downloads.get_or_start(entry, reserved_bytes=entry.size)
+        if not started:
+            self.cache.release(entry.size)  # someone else started it meanwhile
+        return download
 
     def commit_content(self, entry: Entry, key: str, tmp: Path, size: int, content_type: str | None,
                        environ: dict, new: bool = False) -> Entry:

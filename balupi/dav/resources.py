@@ -148,6 +148,8 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
             raise DAVError(HTTP_FORBIDDEN)
         self._writer = _Writer(self.provider)
         self._content_type = content_type
+        self._reserved = _expected_length(self.environ) or 0
+        self.provider.cache.reserve(self._reserved)  # make room before the bytes arrive
         return self._writer
 
     def end_write(self, *, with_errors):
@@ -155,6 +157,12 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
         if writer is None:
             return
         writer.close()
+        try:
+            self._commit(writer, with_errors)
+        finally:
+            self.provider.cache.release(self._reserved)
+
+    def _commit(self, writer: _Writer, with_errors: bool) -> None:
         if with_errors:
             self.provider.store.discard_temp(writer.tmp)
             return

@@ -1,0 +1,145 @@
+"""Keeping the cache under its size limit and above the volume's free-space floor, at admission.
+
+New content asks `admit(size)` before a byte is written: room is made first, by evicting the
+coldest clean files (lowest `heat_key`, see `balupi.cache.heat`), and the size is reserved until the
+content is committed or dropped (`release`). So concurrent downloads cannot together overshoot the
+limit; a periodic `sweep` only catches what changed under us (e.g. the limit was lowered).
+
+Never evicted: dirty files (changes not yet on the NAS), content referenced by a pending journal
+entry, pinned paths (`cache_pinned` globs), and content that is open (`hold`/`unhold`).
+
+Lock order: `CacheManager._lock` before `Database._write_lock`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import shutil
+import threading
+from collections import Counter
+from pathlib import Path
+
+from balupi.dav.store import ContentStore
+from balupi.db import Database
+from balupi.events import Event, Events
+from balupi.settings import Settings
+
+log = logging.getLogger("balupi.cache")
+
+EVICT_BATCH = 256
+
+
+class CacheManager:
+    def __init__(self, settings: Settings, db: Database, store: ContentStore, events: Events):
+        self.db, self.store, self.events = db, store, events
+        self.max_bytes = int(settings.cache_max_size_gb * 1e9)
+        self.min_free_bytes = int(settings.cache_min_free_gb * 1e9)
+        self.pinned = tuple(settings.cache_pinned)
+        self.volume = Path(settings.cache_dir)
+        self._lock = threading.Lock()
+        self._reserved = 0
+        self._open: Counter[str] = Counter()
+        self.evictions = 0
+        self.evicted_bytes = 0
+
+    # -- questions -------------------------------------------------------------------------------
+
+    def is_pinned(self, path: str) -> bool:
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.pinned)
+
+    def used_bytes(self) -> int:
+        row = self.db.query_one("SELECT coalesce(sum(size), 0) FROM entries WHERE cache_key IS NOT NULL")
+        return int(row[0])
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.volume).free
+
+    # -- open content ----------------------------------------------------------------------------
+
+    def hold(self, key: str) -> None:
+        with self._lock:
+            self._open[key] += 1
+
+    def unhold(self, key: str) -> None:
+        with self._lock:
+            self._open[key] -= 1
+            if self._open[key] <= 0:
+                del self._open[key]
+
+    # -- admission -------------------------------------------------------------------------------
+
+    def admit(self, size: int) -> bool:
+        """Make room for `size` new bytes and reserve them. False: this file is not to be cached."""
+        if size > self.max_bytes:
+            return False
+        with self._lock:
+            shortfall = self._shortfall(size)
+            if shortfall > 0:
+                self._evict(shortfall)
+                if self._shortfall(size) > 0:
+                    log.warning("cache: no room for %d bytes (the rest is dirty, pinned or open)", size)
+                    return False
+            self._reserved += size
+            return True
+
+    def reserve(self, size: int) -> None:
+        """Writes are always taken (they must not be lost): make what room there is, then reserve."""
+        with self._lock:
+            shortfall = self._shortfall(size)
+            if shortfall > 0:
+                self._evict(shortfall)
+            self._reserved += size
+
+    def release(self, size: int) -> None:
+        """The reserved bytes were committed (they count in the index now) or dropped."""
+        with self._lock:
+            self._reserved = max(0, self._reserved - size)
+
+    def sweep(self) -> int:
+        """Scheduled: evict whatever exceeds the limits now. Returns bytes freed."""
+        with self._lock:
+            shortfall = self._shortfall(0)
+            return self._evict(shortfall) if shortfall > 0 else 0
+
+    def _shortfall(self, incoming: int) -> int:
+        """Bytes to free so that `incoming` more fit both limits. Caller holds self._lock."""
+        over_limit = self.used_bytes() + self._reserved + incoming - self.max_bytes
+        under_floor = self.min_free_bytes - (self.free_bytes() - incoming)
+        return max(over_limit, under_floor, 0)
+
+    def _evict(self, want: int) -> int:
+        """Evict the coldest evictable content until `want` bytes are freed. Caller holds self._lock."""
+        freed = 0
+        skip: set[int] = set()
+        while freed < want:
+            rows = self.db.query(
+                "SELECT id, path, cache_key, size FROM entries WHERE cache_key IS NOT NULL AND dirty = 0"
+                f" ORDER BY heat_key LIMIT {EVICT_BATCH + len(skip)}"
+            )
+            candidates = [r for r in rows if r["id"] not in skip]
+            if not candidates:
+                break
+            for row in candidates:
+                key = row["cache_key"]
+                if self.is_pinned(row["path"]) or self._open.get(key) or self._journal_needs(key):
+                    skip.add(row["id"])
+                    continue
+                with self.db.write() as d:
+                    changed = d.execute(
+                        "UPDATE entries SET cache_key = NULL WHERE id = ? AND cache_key = ? AND dirty = 0", (row["id"], key)
+                    ).rowcount
+                if changed:
+                    self.store.remove(key)
+                    freed += row["size"]
+                    self.evictions += 1
+                    self.evicted_bytes += row["size"]
+                    self.events.emit(Event.CACHE_FILE_EVICTED, path=row["path"], size_bytes=row["size"], reason="room")
+                else:
+                    skip.add(row["id"])
+                if freed >= want:
+                    break
+        return freed
+
+    def _journal_needs(self, key: str) -> bool:
+        return self.db.query_one("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1", (key,)) is not None

@@ -184,14 +184,16 @@ def measure(server: RunningServer, plan: Plan, scratch: Path, rss_stages: dict[s
     result: dict = {}
     big_url = server.url("big.bin")
     curl_get(big_url, plan.big_bytes)  # warm: page cache, rclone's VFS cache
-    cpu_before = server.cpu_s()
+    user_before, system_before = server.cpu_times()
     speeds = [curl_get(big_url, plan.big_bytes) for _ in range(plan.get_runs)]
-    cpu_s = server.cpu_s() - cpu_before
-    served_bytes = plan.big_bytes * plan.get_runs
+    user_after, system_after = server.cpu_times()
+    user_s, system_s = user_after - user_before, system_after - system_before
+    served_gb = plan.big_bytes * plan.get_runs / GB
     result["get_mb_s"] = statistics.median(speeds) / MB
     result["get_mb_s_runs"] = [round(s / MB, 1) for s in speeds]
-    result["cpu_s_per_gb"] = cpu_s / (served_bytes / GB)
-    result["get_cpu_s"] = round(cpu_s, 3)
+    result["cpu_s_per_gb"] = (user_s + system_s) / served_gb
+    result["get_cpu_user_s_per_gb"] = round(user_s / served_gb, 3)
+    result["get_cpu_system_s_per_gb"] = round(system_s / served_gb, 3)
     rss_stages["after_get"] = server.rss_bytes() / MB
 
     body_file, answer = scratch / "propfind.xml", scratch / f"propfind-{server.kind.key}.xml"

@@ -220,16 +220,17 @@ class RunningServer:
         except psutil.NoSuchProcess:
             return []
 
-    def cpu_s(self) -> float:
-        """User + system CPU seconds of the server and its live child processes."""
-        total = 0.0
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the server and its live child processes."""
+        user = system = 0.0
         for proc in self.processes():
             try:
                 times = proc.cpu_times()
-                total += times.user + times.system
             except psutil.NoSuchProcess:
-                pass
-        return total
+                continue
+            user += times.user
+            system += times.system
+        return user, system
 
     def rss_bytes(self) -> int:
         total = 0

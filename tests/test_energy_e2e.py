@@ -380,3 +380,36 @@ def test_nas_power_states_follow_the_plug_with_dwell_and_hysteresis(rig_factory:
     assert [c["to_state"] for c in changes] == [NasPowerState.STANDBY, NasPowerState.ACTIVE, NasPowerState.IDLE, NasPowerState.OFF]
     # The NAS state machine listened: it believes the plug's 'off'.
     assert rig.app.nas.state.value == "asleep" and rig.app.nas.last_power_state == "off"
+
+
+# -- stored connection and retention ---------------------------------------------------------------------
+
+
+def test_the_plug_config_keeps_a_credentials_hash_never_the_password(rig_factory: Callable, settings_factory: Callable) -> None:
+    rig = rig_factory(start=local(2024, 5, 10, 10, 0))
+    sim, plug = rig.add(power_w=50.0)
+    stored = rig.db.query_one("SELECT config_json FROM energy_plugs WHERE id = ?", (plug.id,))[0]
+    assert PASSWORD not in stored and "credentials_hash" in stored
+    rig.app.stop(timeout_s=2)
+    # Without the account in the settings, the plug is reached with the stored hash alone.
+    app = BaluPi(settings_factory(energy_timezone="Europe/Berlin", energy_poll_timeout_s=3))
+    app.energy.clock = rig.clock
+    app.energy.start()
+    rig.app = app
+    rig.poll(2)
+    assert app.energy.plug(plug.id).health.error_kind is None and app.energy.plug(plug.id).last.power_w == 50.0
+
+
+def test_retention_drops_raw_data_after_its_days_and_keeps_the_rollups(rig_factory: Callable) -> None:
+    rig = rig_factory(start=local(2024, 5, 1, 10, 0), energy_raw_retention_days=7)
+    sim, plug = rig.add(power_w=100.0)
+    rig.poll(121)  # an hour on 1 May
+    sim.turn_off()  # then nothing for eight days
+    rig.clock.set(local(2024, 5, 9, 10, 0))
+    rig.poll(3)  # after a gap of eight days
+    rig.energy.apply_retention()
+    samples = [r["at"] for r in rig.db.query("SELECT at FROM energy_samples WHERE plug_id = ?", (plug.id,))]
+    assert min(samples) >= local(2024, 5, 2, 10).timestamp() and len(samples) == 3
+    assert rig.db.query_one("SELECT MIN(start_s) FROM energy_ledger")[0] >= local(2024, 5, 1, 11).timestamp() - 1
+    assert rig.daily_wh(plug.id)["2024-05-01"] == pytest.approx(100, abs=1)  # the rollups stay
+    assert len(rig.hourly_wh(plug.id)) > 1

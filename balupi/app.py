@@ -15,12 +15,16 @@ from typing import Callable, Iterable
 
 from balupi import __version__
 from balupi.api import JsonApi, Response, json_error_app, respond
+from balupi.auth.service import Authenticator
 from balupi.db import Database, open_database
 from balupi.events import Event, Events
 from balupi.nas.client import NasClient
 from balupi.nas.monitor import NasMonitor, NasState
 from balupi.scheduler import Scheduler
 from balupi.settings import Settings
+from balupi.cache.prefetch import Prefetcher
+from balupi.sync.refresh import TICK_S as REFRESH_TICK_S
+from balupi.sync.refresh import Refresher
 from balupi.sync.worker import SyncWorker
 from balupi.system import SystemSampler
 
@@ -30,6 +34,7 @@ DB_FILENAME = "balupi.db"
 SYSTEM_SAMPLE_INTERVAL_S = 5.0
 ACCESS_FLUSH_INTERVAL_S = 30.0
 CACHE_SWEEP_INTERVAL_S = 300.0
+PREFETCH_INTERVAL_S = 3600.0
 
 
 class Dispatcher:
@@ -53,6 +58,7 @@ class BaluPi:
     """One running BaluPi: everything the HTTP layers and background jobs share."""
 
     def __init__(self, settings: Settings):
+        from balupi.api import auth as auth_api
         from balupi.api import nas as nas_api
         from balupi.api import energy as energy_api
         from balupi.api import system as system_api
@@ -69,8 +75,10 @@ class BaluPi:
         self.nas_client = NasClient(settings, self.nas)
         if self.nas_client.rest_allowed():
             self.nas.suspend_action = self.nas_client.suspend_via_baluhost
+        self.auth = Authenticator(settings, self.db, self.nas_client, self.nas)
         self.energy = EnergyService(settings, self.db, self.events)
         self.api = JsonApi()
+        auth_api.register(self.api, self)  # first: its hook authenticates before any other runs
         system_api.register(self.api, self)
         nas_api.register(self.api, self)
         energy_api.register(self.api, self)
@@ -80,6 +88,8 @@ class BaluPi:
         self.sync = SyncWorker(settings, self.db, self.provider.index, self.provider.store, self.nas_client,
                                self.nas, self.events)
         self.nas.has_pending_work = self.sync.has_pending
+        self.refresher = Refresher(settings, self.provider.index, self.provider.store, self.nas_client, self.nas)
+        self.prefetcher = Prefetcher(settings, self.provider, self.nas)
         self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api}, self._root)
         self._started = False
 
@@ -107,6 +117,8 @@ class BaluPi:
         """The NAS woke (for whatever reason): use the awake time."""
         if to_state is NasState.AWAKE and self._started:
             self.scheduler.run_soon("sync", self.sync.tick)
+            self.scheduler.run_soon("refresh", self.refresher.tick)
+            self.scheduler.run_soon("prefetch", self.prefetcher.run)
 
     def _root(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "/") not in ("", "/"):
@@ -127,6 +139,8 @@ class BaluPi:
             self.scheduler.every(60, "nas-idle-suspend", self.nas.check_idle)
             self.scheduler.every(self.settings.sync_interval_s, "sync", self.sync.tick)
             self.scheduler.every(3600, "sync-purge", self.sync.purge_done)
+            self.scheduler.every(REFRESH_TICK_S, "refresh", self.refresher.tick)
+            self.scheduler.every(PREFETCH_INTERVAL_S, "prefetch", self.prefetcher.run)
         if self.settings.energy_enabled:
             self.energy.start()
             self.energy.schedule(self.scheduler)
@@ -142,5 +156,6 @@ class BaluPi:
         self.scheduler.stop(timeout_s)
         self.energy.stop()
         self.provider.index.flush_access()
+        self.provider.store.close()
         self.db.close()
         log.info("BaluPi stopped")

@@ -93,7 +93,7 @@ class Download:
             self._on_finish(self)
 
     def _download(self) -> None:
-        response = self.client.request("GET", self.entry.path, wake=True, stream=True)
+        response = self.client.request("GET", self.entry.path, wake=True, stream=True, view=self.entry.view)
         with response:
             if response.status_code == 404:
                 raise UpstreamMissing(self.entry.path)
@@ -135,7 +135,7 @@ class Download:
 
     def _verify_and_publish(self) -> None:
         if self.etag:
-            head = self.client.request("HEAD", self.entry.path, wake=False)
+            head = self.client.request("HEAD", self.entry.path, wake=False, view=self.entry.view)
             if _strip_etag(head.headers.get("ETag")) != self.etag:
                 raise UpstreamError(f"{self.entry.path} changed on the NAS during the download")
         final = self.store.publish(self.key, self.tmp)
@@ -160,14 +160,25 @@ class Download:
             if self.state is DownloadState.FAILED and self.written == 0:
                 raise self.error  # type: ignore[misc]
 
+    def wait_done(self, timeout_s: float) -> bool:
+        """Wait until the download ends; True if it completed (and was cached)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self.state in (DownloadState.STARTING, DownloadState.STREAMING):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 5.0))
+            return self.state is DownloadState.DONE
+
     def stream(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Yield bytes [start, end) as they arrive (end None: to the end of the file)."""
         with self._cond:
             self.readers += 1
         try:
-            fd = os.open(self.tmp, os.O_RDONLY)
+            fd = os.open(self.tmp, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
-            fd = os.open(self.store.path_of(self.key), os.O_RDONLY)
+            fd = self.store.open_content(self.key)
         self._hold(self.key)
         try:
             pos = start

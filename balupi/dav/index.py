@@ -332,7 +332,7 @@ class Index:
             for name, old in existing.items():
                 if name not in seen and old.remote and not old.dirty and not old.local_only:
                     stale += self.delete_quietly(d, view, old.path)
-            d.execute("UPDATE entries SET listed = 1, remote = 1 WHERE view = ? AND path = ?", (view, path))
+            d.execute("UPDATE entries SET listed = 1, remote = 1, listed_at = ? WHERE view = ? AND path = ?", (now, view, path))
         return stale
 
     def delete_quietly(self, d, view: str, path: str) -> list[str]:

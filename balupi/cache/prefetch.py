@@ -1,0 +1,118 @@
+"""Prefetch: use every NAS wake to leave the Pi better able to answer the next hours alone.
+
+When the NAS is awake (for whatever reason), fetch in this order, one file at a time, within
+`prefetch_budget_mb` per run:
+1. pinned paths (`cache_pinned`) not cached: they may evict colder files to get in;
+2. the hottest files not cached (heat from past reads; they were evicted or never fully read);
+3. while the cache has free room (below 90% of its limit), the rest of the tree, most recently
+   changed first.
+Steps 2 and 3 never evict anything. The prefetch yields whenever a client is waiting for the NAS
+(another download is running) and stops when the NAS stops being awake; it never wakes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from balupi.dav.index import COLUMNS, Entry
+from balupi.nas.monitor import NasMonitor
+from balupi.settings import Settings
+
+if TYPE_CHECKING:
+    from balupi.dav.provider import CacheProvider
+
+log = logging.getLogger("balupi.cache.prefetch")
+
+FREE_ROOM_FRACTION = 0.9
+YIELD_POLL_S = 0.2
+YIELD_MAX_S = 30.0
+CANDIDATE_BATCH = 200
+FETCH_TIMEOUT_S = 3600.0
+
+
+@dataclass
+class PrefetchResult:
+    files: int = 0
+    bytes: int = 0
+    stopped: str = ""
+
+
+class Prefetcher:
+    def __init__(self, settings: Settings, provider: "CacheProvider", monitor: NasMonitor):
+        self.provider, self.monitor = provider, monitor
+        self.budget_bytes = int(settings.prefetch_budget_mb * 1e6)
+        self.pinned = tuple(settings.cache_pinned)
+        self.fetched_files = 0
+        self.fetched_bytes = 0
+
+    def run(self, budget_bytes: int | None = None, view: str = "") -> PrefetchResult:
+        result = PrefetchResult()
+        budget = self.budget_bytes if budget_bytes is None else budget_bytes
+        if not self.monitor.configured or not self.monitor.is_awake():
+            result.stopped = "the NAS is not awake"
+            return result
+        cache = self.provider.cache
+        for phase, entries, may_evict in (
+            ("pinned", self._pinned(view), True),
+            ("hot", self._hot(view), False),
+            ("recent", self._recent(view), False),
+        ):
+            for entry in entries:
+                if result.bytes + entry.size > budget:
+                    result.stopped = "budget spent"
+                    return result
+                if phase == "recent" and cache.used_bytes() + entry.size > cache.max_bytes * FREE_ROOM_FRACTION:
+                    result.stopped = "cache full enough"
+                    return result
+                if not may_evict and cache.used_bytes() + entry.size > cache.max_bytes:
+                    continue
+                if not self._yield_to_clients():
+                    result.stopped = "clients kept the NAS busy"
+                    return result
+                if not self.monitor.is_awake():
+                    result.stopped = "the NAS stopped being awake"
+                    return result
+                if self._fetch(entry):
+                    result.files += 1
+                    result.bytes += entry.size
+        self.fetched_files += result.files
+        self.fetched_bytes += result.bytes
+        if result.files:
+            log.info("prefetch: %d file(s), %.1f MB", result.files, result.bytes / 1e6)
+        return result
+
+    def _rows(self, sql: str, params: tuple) -> list[Entry]:
+        return [Entry.from_row(r) for r in self.provider.index.db.query(sql, params)]
+
+    def _uncached(self) -> str:
+        return f"SELECT {COLUMNS} FROM entries WHERE view = ? AND is_dir = 0 AND cache_key IS NULL AND local_only = 0"
+
+    def _pinned(self, view: str) -> list[Entry]:
+        out: list[Entry] = []
+        for pattern in self.pinned:
+            out += self._rows(self._uncached() + " AND path GLOB ? LIMIT ?", (view, pattern, CANDIDATE_BATCH))
+        return out
+
+    def _hot(self, view: str) -> list[Entry]:
+        return self._rows(self._uncached() + " AND heat > 0 ORDER BY heat_key DESC LIMIT ?", (view, CANDIDATE_BATCH))
+
+    def _recent(self, view: str) -> list[Entry]:
+        return self._rows(self._uncached() + " ORDER BY mtime DESC LIMIT ?", (view, CANDIDATE_BATCH))
+
+    def _yield_to_clients(self) -> bool:
+        """Wait while a client's download runs (it needs the NAS more than we do)."""
+        deadline = time.monotonic() + YIELD_MAX_S
+        while self.provider.downloads.count() > 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(YIELD_POLL_S)
+        return True
+
+    def _fetch(self, entry: Entry) -> bool:
+        download = self.provider.start_download(entry)
+        if download is None:
+            return False
+        return download.wait_done(FETCH_TIMEOUT_S)

@@ -1,0 +1,109 @@
+"""Namespace refresh: keeping the index in step with the NAS while it is awake, never waking it.
+
+Each tick lists a bounded number of collections (`refresh_collections_per_minute`), one PROPFIND
+Depth 1 at a time, so clients keep priority: first collections the index has never listed (so a
+first walk of the whole tree proceeds breadth-first and ends), then the ones listed longest ago.
+`Index.apply_listing` merges each listing: new and changed entries, vanished ones dropped, cached
+content whose NAS version changed invalidated; local changes not yet synced are left alone (the
+write-back settles them as conflicts). Memory stays bounded by one listing: the walk's frontier is
+the `listed = 0` rows in the database, not a list in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from balupi.dav.index import Index
+from balupi.dav.store import ContentStore
+from balupi.errors import NasUnavailable
+from balupi.nas.client import NasClient
+from balupi.nas.monitor import NasMonitor
+from balupi.settings import Settings
+
+log = logging.getLogger("balupi.sync.refresh")
+
+TICK_S = 10.0
+PAUSE_BETWEEN_LISTINGS_S = 0.02
+
+
+@dataclass
+class RefreshResult:
+    listed: int = 0
+    new_collections: int = 0
+    removed: int = 0
+
+
+class Refresher:
+    def __init__(self, settings: Settings, index: Index, store: ContentStore, client: NasClient, monitor: NasMonitor):
+        self.index, self.store, self.client, self.monitor = index, store, client, monitor
+        self.per_tick = max(1, round(settings.refresh_collections_per_minute * TICK_S / 60))
+        self.listings = 0
+
+    def tick(self, limit: int | None = None, view: str = "") -> RefreshResult:
+        """List up to `limit` collections (default: this tick's share) while the NAS is awake."""
+        result = RefreshResult()
+        if not self.monitor.configured:
+            return result
+        for path in self._next_collections(view, limit or self.per_tick):
+            if not self.monitor.is_awake():
+                break
+            try:
+                members = self.client.propfind(path, "1", wake=False)
+            except NasUnavailable as exc:
+                log.debug("refresh stopped at %s: %s", path, exc)
+                break
+            self.listings += 1
+            result.listed += 1
+            if members is None:
+                result.removed += self._vanished(view, path)
+                continue
+            own = path.strip("/")
+            for key in self.index.apply_listing(view, path, [m for m in members if m.path != own]):
+                self.store.remove(key)
+            time.sleep(PAUSE_BETWEEN_LISTINGS_S)
+        return result
+
+    def walk(self, view: str = "", budget_s: float = 3600.0) -> RefreshResult:
+        """List every collection not listed yet (the first walk), for at most `budget_s`."""
+        total = RefreshResult()
+        deadline = time.monotonic() + budget_s
+        while time.monotonic() < deadline and self.monitor.is_awake():
+            if not self._unlisted(view, 1):
+                break
+            step = self.tick(limit=50, view=view)
+            total.listed += step.listed
+            total.removed += step.removed
+            if not step.listed:
+                break
+        return total
+
+    def _unlisted(self, view: str, limit: int) -> list[str]:
+        rows = self.index.db.query(
+            "SELECT path FROM entries WHERE view = ? AND is_dir = 1 AND listed = 0 AND local_only = 0"
+            " ORDER BY length(path), path LIMIT ?",
+            (view, limit),
+        )
+        return [r[0] for r in rows]
+
+    def _next_collections(self, view: str, limit: int) -> list[str]:
+        paths = self._unlisted(view, limit)
+        if len(paths) < limit:
+            rows = self.index.db.query(
+                "SELECT path FROM entries WHERE view = ? AND is_dir = 1 AND listed = 1 AND remote = 1"
+                " ORDER BY coalesce(listed_at, 0) LIMIT ?",
+                (view, limit - len(paths)),
+            )
+            paths += [r[0] for r in rows]
+        return paths
+
+    def _vanished(self, view: str, path: str) -> int:
+        """The NAS no longer has this collection: drop what the Pi does not still need."""
+        if path == "/":
+            return 0
+        with self.index.db.write() as d:
+            keys = self.index.delete_quietly(d, view, path)
+        for key in keys:
+            self.store.remove(key)
+        return 1

@@ -37,6 +37,7 @@ SCHEMA_MODULES = (
     "balupi.schema",
     "balupi.dav.schema",
     "balupi.energy.schema",
+    "balupi.auth.schema",
 )
 
 

@@ -6,6 +6,7 @@ Import the fixture into a test module: `from tests.stack import stack  # noqa: F
 
 from __future__ import annotations
 
+import base64
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ NAS_USER, NAS_PASSWORD = "alice", "alice-pw"
 class Stack:
     nas: SimNas
     server: Server
-    http: requests.Session
+    http: requests.Session  # logged in as the NAS user alice (an admin: the shared view "")
 
     @property
     def dav(self) -> str:
@@ -38,8 +39,21 @@ class Stack:
     def url(self, path: str) -> str:
         return self.dav + path
 
+    @property
+    def auth(self) -> tuple[str, str]:
+        return NAS_USER, NAS_PASSWORD
+
+    @property
+    def auth_header(self) -> str:
+        """`Authorization: Basic ...` of alice, for raw-socket requests."""
+        return "Authorization: Basic " + base64.b64encode(f"{NAS_USER}:{NAS_PASSWORD}".encode()).decode()
+
     def suspend_nas(self) -> None:
-        """Put the NAS to sleep and let BaluPi learn it the way it would: a failed TCP probe."""
+        """Put the NAS to sleep and let BaluPi learn it the way it would: a failed TCP probe.
+
+        alice logs in first (as a household member would have, while the NAS was awake), so her
+        offline login works while it sleeps."""
+        assert self.http.get(self.server.url + "/api/auth/me").status_code == 200
         self.nas.suspend()
         assert self.nas.wait_for_state(PowerState.SUSPENDED)
         self.app.nas.probe()
@@ -73,6 +87,7 @@ def stack_factory(tmp_path: Path, settings_factory: Callable, running_server: Ca
         server = running_server(settings)
         session = requests.Session()
         session.trust_env = False
+        session.auth = (NAS_USER, NAS_PASSWORD)
         return Stack(nas, server, session)
 
     yield make

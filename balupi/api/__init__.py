@@ -101,6 +101,13 @@ def admin_only(handler: Handler) -> Handler:
     """Mark an endpoint that changes things or controls hardware: only admins may call it."""
     handler.admin_only = True  # type: ignore[attr-defined]
     return handler
+
+
+def public(handler: Handler) -> Handler:
+    """Mark an endpoint anyone may call without logging in (GET /api/health, the login itself)."""
+    handler.public = True  # type: ignore[attr-defined]
+    return handler
+
 _PARAM = re.compile(r"\{(\w+)\}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from balupi import __version__
+from balupi.api import public
 
 if TYPE_CHECKING:
     from balupi.api import JsonApi, Request
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
 def register(api: "JsonApi", app: "BaluPi") -> None:
     @api.route("GET", "/health")
+    @public
     def health(request: "Request") -> dict:
         return {
             "status": "ok",

@@ -13,7 +13,9 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from balupi.cache.manager import CacheManager
+from balupi.dav.auth_dc import AUTHENTICATOR_CONFIG_KEY, NasDomainController
 from balupi.dav.fastlane import FastLane
+from balupi.dav.guard import DavGuard
 from balupi.dav.index import Index
 from balupi.dav.locks import SqliteLockStorage
 from balupi.dav.props import SqlitePropertyManager
@@ -40,7 +42,8 @@ def build_provider(app: "BaluPi") -> CacheProvider:
     )
 
 
-def build_dav_app(app: "BaluPi", provider: CacheProvider) -> FastLane:
+def build_dav_app(app: "BaluPi", provider: CacheProvider) -> DavGuard:
+    """WsgiDAV behind the fast lane, behind the guard (paths, who is asking, XML bodies)."""
     settings = app.settings
     config = {
         "mount_path": DAV_MOUNT_PATH,
@@ -49,8 +52,9 @@ def build_dav_app(app: "BaluPi", provider: CacheProvider) -> FastLane:
         "property_manager": SqlitePropertyManager(app.db),
         "lock_storage": SqliteLockStorage(app.db),
         "middleware_stack": [Cors, ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser, RequestResolver],
-        "http_authenticator": {"domain_controller": None, "accept_basic": True, "accept_digest": False, "default_to_digest": False},
-        "simple_dc": {"user_mapping": {"*": True}},
+        "http_authenticator": {"domain_controller": NasDomainController, "accept_basic": True, "accept_digest": False,
+                               "default_to_digest": False},
+        AUTHENTICATOR_CONFIG_KEY: app.auth,
         "honor_mtime_header": True,
         "hotfixes": {"emulate_win32_lastmod": True},
         "verbose": 1,
@@ -61,4 +65,4 @@ def build_dav_app(app: "BaluPi", provider: CacheProvider) -> FastLane:
     }
     dav = WsgiDAVApp(config)
     logging.getLogger("wsgidav").setLevel(logging.WARNING)
-    return FastLane(provider, dav)
+    return DavGuard(app.auth, FastLane(provider, dav), settings.dav_max_xml_body_kib * 1024)

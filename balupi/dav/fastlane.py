@@ -206,7 +206,7 @@ class FastLane:
         f = None
         if entry.cache_key and not head:
             try:
-                f = open(provider.store.file_of(entry.cache_key), "rb", buffering=0)
+                f = open(provider.store.open_content(entry.cache_key), "rb", buffering=0)
             except FileNotFoundError:
                 log.warning("cached content of %s is missing; fetching it again", entry.path)
         if f is None and not head:
@@ -241,9 +241,9 @@ class FastLane:
             return self._held(entry.cache_key, _file_blocks(f, start, end - start + 1))
         if f is not None:
             f.close()
-        path = provider.store.file_of(entry.cache_key) if entry.cache_key else ""
+        key = entry.cache_key or ""
         return self._multipart(start_response, headers, ctype, size, ranges, head,
-                               lambda s, n: _file_blocks(open(path, "rb", buffering=0), s, n))
+                               lambda s, n: _file_blocks(open(provider.store.open_content(key), "rb", buffering=0), s, n))
 
     def _held(self, key: str, blocks: Iterator[bytes]) -> Iterator[bytes]:
         """Stream `blocks` while the cache keeps `key` from eviction."""
@@ -356,7 +356,8 @@ class FastLane:
         upstream_headers = {}
         if environ.get("HTTP_RANGE") and ranges is not None:
             upstream_headers["Range"] = "bytes=" + ",".join(f"{s}-{e}" for s, e in ranges)
-        response = provider.client.request("GET", entry.path, wake=True, headers=upstream_headers, stream=True)
+        response = provider.client.request("GET", entry.path, wake=True, headers=upstream_headers, stream=True,
+                                           view=entry.view)
         if response.status_code == 404:
             response.close()
             provider.delete_entry(entry)

@@ -18,6 +18,7 @@ from xml.sax.saxutils import escape
 from defusedxml import ElementTree as ET
 
 from balupi.dav.index import Entry
+from balupi.dav.props import storage_url
 from balupi.db import Database
 
 MAX_BODY_BYTES = 64 * 1024
@@ -61,12 +62,12 @@ def dead_props_or_locks(db: Database, entry: Entry) -> bool:
     """Whether dead properties or locks could show in this answer (then WsgiDAV builds it)."""
     if db.query_one("SELECT 1 FROM dav_locks LIMIT 1") is not None:
         return True
-    ref = quote(entry.path.rstrip("/"))
+    ref = storage_url(entry.view, quote(entry.path.rstrip("/")))
     lo = ref + "/"
     hi = ref + "0"
     row = db.query_one(
         "SELECT 1 FROM dav_props WHERE url = ? OR url = ? OR (url > ? AND url < ?) LIMIT 1",
-        (ref or "/", lo, lo, hi),
+        (ref if entry.path.rstrip("/") else storage_url(entry.view, "/"), lo, lo, hi),
     )
     return row is not None
 

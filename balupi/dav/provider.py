@@ -21,6 +21,7 @@ from wsgidav.dav_error import HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVProvider
 
 from balupi.cache.manager import CacheManager
+from balupi.auth.service import IDENTITY_KEY
 from balupi.dav.fetch import Downloads, UpstreamError, UpstreamMissing
 from balupi.dav.index import Entry, Index, name_of, parent_of
 from balupi.dav.resources import CacheCollection, CacheFile
@@ -74,7 +75,9 @@ class CacheProvider(DAVProvider):
         return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in self._noise)
 
     def view_for(self, environ: dict) -> str:
-        return ""
+        """The view (whose tree) of this request: set by DavGuard from who is asking."""
+        identity = environ.get(IDENTITY_KEY)
+        return identity.view if identity is not None else ""
 
     # -- lookups ---------------------------------------------------------------------------------
 
@@ -109,7 +112,7 @@ class CacheProvider(DAVProvider):
             entry.listed = True
             return
         try:
-            members = self.client.propfind(entry.path, "1", wake=True)
+            members = self.client.propfind(entry.path, "1", wake=True, view=entry.view)
         except NasUnavailable as exc:
             raise unavailable(exc) from None
         if members is None:

@@ -141,7 +141,7 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
     def get_content(self):
         """Used by WsgiDAV's own GET (the fast lane answers most GETs itself)."""
         key = self.provider.ensure_cached(self.entry)
-        return open(self.provider.store.path_of(key), "rb")
+        return self.provider.store.open_read(key)
 
     def begin_write(self, *, content_type=None):
         if self.provider.is_readonly():

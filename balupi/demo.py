@@ -70,7 +70,7 @@ WARM_FILES = (
 CACHED_EXAMPLE = "Documents/household notes.md"
 UNCACHED_EXAMPLE = "Documents/Einkaufsliste.txt"
 
-SLEEP_NOTICE_TIMEOUT_S = 20.0
+BELIEF_TIMEOUT_S = 20.0
 WARM_UP_CACHE_TIMEOUT_S = 10.0
 HTTP_TIMEOUT_S = 60.0
 
@@ -246,6 +246,7 @@ class Demo:
                  "BaluPi ...")
         self.server.start()
         self._register_plug(app)
+        self._await_belief(app, NasState.AWAKE, "awake")
         folders, files, cached = self._warm_up()
         self.say(f"Index warmed: {folders} folders and {files} files listed, {cached} files cached. "
                  "Putting the NAS to sleep ...")
@@ -311,23 +312,27 @@ class Demo:
             return folders, files, len(self._cached & set(WARM_FILES))
 
     def _put_nas_to_sleep(self, app) -> None:
-        """Suspend the simulated NAS and wait until BaluPi believes it asleep: the plug's next
-        reading tells it (or, without a plug, a TCP probe that is refused)."""
+        """Suspend the simulated NAS and wait until BaluPi believes it asleep."""
         from balupi.sim.nas import PowerState
 
         self.nas.suspend()
         self.nas.wait_for_state(PowerState.SUSPENDED, 10.0)
-        deadline = time.monotonic() + SLEEP_NOTICE_TIMEOUT_S
-        while app.nas.state is not NasState.ASLEEP and not self.stopping.is_set():
+        self._await_belief(app, NasState.ASLEEP, "going to sleep")
+        self.nas.reset_counters()
+
+    def _await_belief(self, app, state: NasState, what: str) -> None:
+        """Wait until BaluPi's NAS state is `state`, asking for evidence now instead of at the next
+        scheduled poll: a plug reading, or (without a fresh one) a TCP probe."""
+        deadline = time.monotonic() + BELIEF_TIMEOUT_S
+        while app.nas.state is not state and not self.stopping.is_set():
             if time.monotonic() > deadline:
-                raise BaluPiError(f"demo: BaluPi did not notice the NAS going to sleep (it says {app.nas.state.value})")
+                raise BaluPiError(f"demo: BaluPi did not notice the NAS {what} (it says {app.nas.state.value})")
             if self.plug_registered:
                 app.energy.poll_all(wait=True)
-            if app.nas.state is not NasState.ASLEEP:
+            if app.nas.state is not state:
                 app.nas.probe()  # does nothing while a plug reading is fresh
-            if app.nas.state is not NasState.ASLEEP:
+            if app.nas.state is not state:
                 time.sleep(0.2)
-        self.nas.reset_counters()
 
     def _print_banner(self) -> None:
         base = self.server.url

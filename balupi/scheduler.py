@@ -42,26 +42,36 @@ class Scheduler:
     def __init__(self) -> None:
         self._schedule = schedule.Scheduler()
         self._jobs: dict[str, JobStatus] = {}
+        self._scheduled: set[str] = set()  # names given to `every`
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._workers: set[threading.Thread] = set()  # runs in progress; guarded by _lock
 
     def every(self, interval_s: float, name: str, fn: Callable[[], None], run_now: bool = False) -> None:
-        """Run `fn` every `interval_s` seconds on its own thread (at most one run of it at a time)."""
-        if name in self._jobs:
-            raise ValueError(f"job {name!r} is already scheduled")
-        status = JobStatus(name, interval_s)
-        self._jobs[name] = status
+        """Run `fn` every `interval_s` seconds on its own thread (at most one run of it at a time).
+
+        A job that `run_soon` started before it was scheduled (an event during start-up) becomes
+        the scheduled job: same status, still at most one run at a time.
+        """
+        with self._lock:
+            if name in self._scheduled:
+                raise ValueError(f"job {name!r} is already scheduled")
+            self._scheduled.add(name)
+            status = self._jobs.get(name)
+            if status is None:
+                status = self._jobs[name] = JobStatus(name, interval_s)
+            status.interval_s = interval_s
         self._schedule.every(interval_s).seconds.do(self._dispatch, status, fn)
         if run_now:
             self._dispatch(status, fn)
 
     def run_soon(self, name: str, fn: Callable[[], None]) -> None:
         """Run `fn` once on its own thread, now (e.g. on an event), without holding up the caller."""
-        status = self._jobs.get(name)
-        if status is None:
-            status = self._jobs[name] = JobStatus(name, 0)
+        with self._lock:
+            status = self._jobs.get(name)
+            if status is None:
+                status = self._jobs[name] = JobStatus(name, 0)
         self._dispatch(status, fn)
 
     def _dispatch(self, status: JobStatus, fn: Callable[[], None]) -> None:

@@ -121,6 +121,19 @@ def test_the_process_exits_although_a_job_hangs_forever():
     assert result.stdout.strip() == "stopped cleanly: False"
 
 
+def test_a_job_run_soon_before_it_is_scheduled_becomes_the_scheduled_job(scheduler):
+    # At start-up the first NAS probe (run_now) can announce "awake" before the jobs that react to
+    # it are scheduled; that must not make scheduling them fail.
+    release = threading.Event()
+    scheduler.run_soon("sync", release.wait)
+    scheduler.every(60, "sync", lambda: None)
+    scheduler.run_soon("sync", lambda: None)  # the first run still goes: this one is skipped
+    assert job(scheduler, "sync")["interval_s"] == 60 and job(scheduler, "sync")["skipped"] == 1
+    release.set()
+    wait_until(lambda: not job(scheduler, "sync")["running"])
+    assert job(scheduler, "sync")["runs"] == 1
+
+
 def test_the_same_job_name_cannot_be_scheduled_twice(scheduler):
     scheduler.every(60, "once", lambda: None)
     with pytest.raises(ValueError, match="already scheduled"):

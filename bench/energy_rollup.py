@@ -93,7 +93,7 @@ def call(app: BaluPi, path: str) -> tuple[int, bytes]:
     environ: dict = {}
     setup_testing_defaults(environ)
     path, _, query = path.partition("?")
-    environ.update(REQUEST_METHOD="GET", PATH_INFO=path, QUERY_STRING=query, CONTENT_LENGTH="0")
+    environ.update(REQUEST_METHOD="GET", PATH_INFO=path, QUERY_STRING=query, CONTENT_LENGTH="0", REMOTE_ADDR="127.0.0.1")
     environ["wsgi.input"] = io.BytesIO(b"")
     seen = {}
 

@@ -26,7 +26,7 @@ def call(rig: Rig, method: str, path: str, body: Any = None) -> tuple[int, Any, 
     path, _, query = path.partition("?")
     data = b"" if body is None else json.dumps(body).encode()
     environ.update(REQUEST_METHOD=method, PATH_INFO=path, QUERY_STRING=query, CONTENT_LENGTH=str(len(data)),
-                   CONTENT_TYPE="application/json")
+                   CONTENT_TYPE="application/json", REMOTE_ADDR="127.0.0.1")  # no NAS: the Pi itself is admin
     environ["wsgi.input"] = io.BytesIO(data)
     seen: dict = {}
 

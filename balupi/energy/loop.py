@@ -48,6 +48,7 @@ class EventLoopThread:
         finally:
             try:
                 for _ in range(5):  # cancelling a task can start another (closing a connection)
+                    loop.run_until_complete(asyncio.sleep(0))  # let done-callbacks start theirs
                     pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
                     if not pending:
                         break

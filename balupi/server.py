@@ -16,7 +16,7 @@ import threading
 from cheroot import wsgi
 
 from balupi.app import BaluPi
-from balupi.httpio import FastConnection
+from balupi.httpio import FastConnection, SendfileGateway
 from balupi.errors import ConfigError
 
 log = logging.getLogger("balupi.server")
@@ -41,6 +41,7 @@ class Server:
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         )
         self.httpd.ConnectionClass = FastConnection
+        self.httpd.gateway = SendfileGateway
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import lru_cache
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
@@ -72,26 +73,32 @@ def dead_props_or_locks(db: Database, entry: Entry) -> bool:
     return row is not None
 
 
+@lru_cache(maxsize=8192)
+def http_date(ts: float) -> str:
+    return formatdate(ts, usegmt=True)
+
+
+@lru_cache(maxsize=8192)
 def _rfc3339(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def _values(entry: Entry) -> dict[str, str]:
-    """Each live property of `entry` as its XML text (without the element for simple values)."""
-    values = {
-        "resourcetype": "<D:resourcetype><D:collection/></D:resourcetype>" if entry.is_dir else "<D:resourcetype/>",
-        "creationdate": _rfc3339(entry.ctime),
-        "getlastmodified": formatdate(entry.mtime, usegmt=True),
-        "displayname": escape(entry.name),
-        "lockdiscovery": "<D:lockdiscovery/>",
-        "supportedlock": SUPPORTED_LOCK,
+def _getters(entry: Entry) -> dict:
+    """Each live property of `entry` -> a function giving its XML text (values only when asked)."""
+    getters = {
+        "resourcetype": (lambda: "<D:resourcetype><D:collection/></D:resourcetype>") if entry.is_dir else (lambda: "<D:resourcetype/>"),
+        "creationdate": lambda: _rfc3339(entry.ctime),
+        "getlastmodified": lambda: http_date(entry.mtime),
+        "displayname": lambda: escape(entry.name),
+        "lockdiscovery": lambda: "<D:lockdiscovery/>",
+        "supportedlock": lambda: SUPPORTED_LOCK,
     }
     if not entry.is_dir:
-        values["getcontentlength"] = str(entry.size)
-        values["getcontenttype"] = escape(entry.content_type or "application/octet-stream")
+        getters["getcontentlength"] = lambda: str(entry.size)
+        getters["getcontenttype"] = lambda: escape(entry.content_type or "application/octet-stream")
         if entry.etag:
-            values["getetag"] = escape(f'"{entry.etag}"')
-    return values
+            getters["getetag"] = lambda: escape(f'"{entry.etag}"')
+    return getters
 
 
 def _element(name: str, value: str) -> str:
@@ -104,17 +111,17 @@ def multistatus(mount: str, entries: list[Entry], request: PropfindRequest) -> b
     for entry in entries:
         path = entry.path if entry.path != "/" else ""
         href = quote(mount + path + ("/" if entry.is_dir else ""), safe=HREF_SAFE)
-        values = _values(entry)
+        getters = _getters(entry)
         append(f"<D:response><D:href>{href}</D:href>")
         if request.allprop:
-            props = "".join(_element(n, values[n]) for n in LIVE if n in values)
+            props = "".join(_element(n, getters[n]()) for n in LIVE if n in getters)
             append(f"<D:propstat><D:prop>{props}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>")
         else:
             found, missing = [], []
             for clark in request.names:
                 local = clark[len(DAV):] if clark.startswith(DAV) else None
-                if local is not None and local in values:
-                    found.append(_element(local, values[local]))
+                if local is not None and local in getters:
+                    found.append(_element(local, getters[local]()))
                 else:
                     missing.append(_empty(clark))
             if found:

@@ -114,6 +114,9 @@ def demo_settings(tmp: Path, port: int, nas, boot_delay_s: float, log_level: str
         "nas_wol_resend_s": 2.0,
         "nas_ready_poll_s": 0.25,
         "nas_probe_interval_s": 15.0,
+        # No prefetch: BaluPi would use the first wake to fetch the whole (small) sample tree, and
+        # no file would be left to show a wake with.
+        "prefetch_budget_mb": 0.0,
         "tapo_discovery_target": HOST,
         "tapo_username": TAPO_USER,
         "tapo_password": TAPO_PASSWORD,

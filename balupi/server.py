@@ -68,7 +68,9 @@ class Server:
         self.app.start()
         self._thread = threading.Thread(target=self.httpd.serve, name="balupi-http", daemon=True)
         self._thread.start()
-        log.info("listening on %s (WebDAV at /dav/, API at /api/)", self.url)
+        host = self.httpd.bind_addr[0]
+        where = f"port {self.port} on every interface" if host in ("0.0.0.0", "::", "") else f"{host}:{self.port}"
+        log.info("listening on %s (WebDAV at /dav/, API at /api/)", where)
 
     def stop(self) -> None:
         if self._stopped.is_set():

@@ -15,6 +15,8 @@ from http import HTTPStatus
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
+from balupi.errors import NasUnavailable
+
 log = logging.getLogger("balupi.api")
 
 MAX_JSON_BODY_BYTES = 1 << 20
@@ -163,6 +165,8 @@ class JsonApi:
         except ApiError as exc:
             body = {"detail": exc.detail, **exc.extra}
             response = Response.json(body, exc.status, exc.headers)
+        except NasUnavailable as exc:  # an endpoint needed the NAS and could not have it
+            response = Response.json({"detail": str(exc)}, 503, {"Retry-After": str(exc.retry_after_s)})
         except Exception:
             log.exception("api: unexpected error on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             response = Response.json({"detail": "internal server error"}, 500)

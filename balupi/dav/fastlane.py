@@ -147,17 +147,20 @@ class FastLane:
         path = dav_path(environ.get("PATH_INFO", "/"))
         if path is None:
             return self.next_app(environ, start_response)
-        if method == "PROPFIND":
-            return self.propfind(environ, start_response, path)
-        provider = self.provider
-        view = provider.view_for(environ)
         try:
-            entry = provider.lookup(view, path, method)
-        except NasUnavailable as exc:
+            if method == "PROPFIND":
+                return self.propfind(environ, start_response, path)
+            provider = self.provider
+            entry = provider.lookup(provider.view_for(environ), path, method)
+            if entry is None or entry.is_dir:
+                return self.next_app(environ, start_response)
+            return self.serve(environ, start_response, entry, method == "HEAD")
+        except NasUnavailable as exc:  # the NAS was needed (a listing, a miss) and could not be had
             return self._error(start_response, 503, str(exc), [("Retry-After", str(exc.retry_after_s))])
-        if entry is None or entry.is_dir:
-            return self.next_app(environ, start_response)
-        return self.serve(environ, start_response, entry, method == "HEAD")
+        except DAVError as exc:
+            if exc.value == 503:
+                return self._error(start_response, 503, str(exc.context_info), exc.add_headers)
+            raise
 
     @staticmethod
     def _error(start_response: Callable, status: int, text: str, headers: list | None = None) -> list[bytes]:
@@ -322,20 +325,13 @@ class FastLane:
             return self.next_app(environ, start_response)
         provider = self.provider
         view = provider.view_for(environ)
-        try:
-            entry = provider.lookup(view, path, "PROPFIND")
-            if entry is None:
-                return self.next_app(environ, start_response)
-            entries = [entry]
-            if depth == "1" and entry.is_dir:
-                provider.ensure_listed(entry)
-                entries += provider.index.children(view, entry.path)
-        except NasUnavailable as exc:
-            return self._error(start_response, 503, str(exc), [("Retry-After", str(exc.retry_after_s))])
-        except DAVError as exc:
-            if exc.value == 503:
-                return self._error(start_response, 503, str(exc.context_info), exc.add_headers)
-            raise
+        entry = provider.lookup(view, path, "PROPFIND")
+        if entry is None:
+            return self.next_app(environ, start_response)
+        entries = [entry]
+        if depth == "1" and entry.is_dir:
+            provider.ensure_listed(entry)
+            entries += provider.index.children(view, entry.path)
         if propfind.dead_props_or_locks(provider.index.db, entry):
             return self.next_app(environ, start_response)
         xml = propfind.multistatus(provider.mount_path + provider.share_path, entries, request)

@@ -107,6 +107,7 @@ class NasMonitor:
         self.last_power_state: str | None = None
         self.wakes_sent = 0  # magic packets sent
         self.wakes = 0  # wake-ups BaluPi started
+        self.last_packet_error: str | None = None
         self._waker: threading.Thread | None = None
         self._wake_started: float | None = None
         self.suspend_action: SuspendAction | None = None
@@ -241,18 +242,29 @@ class NasMonitor:
         """Start waking the NAS without waiting (POST /api/nas/wol). Returns what was done."""
         if self.mac is None:
             raise WakeNotPossible("no MAC address is configured (BALUPI_NAS_MAC_ADDRESS)")
+        self.last_packet_error = None
         with self._cond:
             previous = self.state
             started = self._start_waker(reason) if previous is not NasState.AWAKE else False
+        sent_before = self.wakes_sent
         if previous is NasState.AWAKE:
             # Awake as far as we know; a packet is harmless and covers a stale belief.
             self._send_packet(reason)
+        elif started:
+            self._wait_first_packet(sent_before)
         return {
-            "wol_sent": True,
+            "wol_sent": self.wakes_sent > sent_before,
+            "error": self.last_packet_error if self.wakes_sent == sent_before else None,
             "previous_state": previous.value,
             "wake_started": started,
             "expected_boot_s": self.settings.nas_boot_time_s,
         }
+
+    def _wait_first_packet(self, sent_before: int, timeout_s: float = 2.0) -> None:
+        """Let the waker thread send (or fail to send) its first packet, so the answer is true."""
+        deadline = time.monotonic() + timeout_s
+        while self.wakes_sent == sent_before and self.last_packet_error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _start_waker(self, reason: str) -> bool:
         """Caller holds self._cond. Starts the one waker thread unless one runs. True if started."""
@@ -266,14 +278,18 @@ class NasMonitor:
         self._waker.start()
         return True
 
-    def _send_packet(self, reason: str) -> None:
+    def _send_packet(self, reason: str) -> bool:
         assert self.mac is not None
         try:
             wol.send_magic_packet(self.mac, self.settings.wol_address, self.settings.wol_port)
-            self.wakes_sent += 1
-            log.info("magic packet sent to %s:%d (%s)", self.settings.wol_address, self.settings.wol_port, reason)
         except OSError as exc:
             log.error("could not send magic packet to %s:%d: %s", self.settings.wol_address, self.settings.wol_port, exc)
+            self.last_packet_error = str(exc)
+            return False
+        self.wakes_sent += 1
+        self.last_packet_error = None
+        log.info("magic packet sent to %s:%d (%s)", self.settings.wol_address, self.settings.wol_port, reason)
+        return True
 
     def _wake_loop(self, reason: str) -> None:
         s = self.settings

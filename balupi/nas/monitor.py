@@ -243,10 +243,10 @@ class NasMonitor:
         if self.mac is None:
             raise WakeNotPossible("no MAC address is configured (BALUPI_NAS_MAC_ADDRESS)")
         self.last_packet_error = None
+        sent_before = self.wakes_sent  # before the waker starts: its first packet may go out at once
         with self._cond:
             previous = self.state
             started = self._start_waker(reason) if previous is not NasState.AWAKE else False
-        sent_before = self.wakes_sent
         if previous is NasState.AWAKE:
             # Awake as far as we know; a packet is harmless and covers a stale belief.
             self._send_packet(reason)

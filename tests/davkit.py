@@ -2,6 +2,12 @@
 PROPFIND parsing, the awake walk that fills the index and the cache, and waiting for downloads.
 
 Not fixtures: plain functions the test_dav_* and test_nas_wake files share.
+
+`stack_with` puts the files on the NAS before BaluPi starts (as in life: BaluPi's namespace refresh
+lists the NAS as soon as it is awake, so files added after that would only show at a later refresh)
+and switches prefetch off: these tests are about what clients cause (a miss must stay a miss, a
+walk decides what is cached), and a prefetch still running when a test suspends the NAS would race
+with it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,17 @@ def seed(root: Path, files: dict[str, bytes]) -> None:
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
+
+
+CLIENT_DRIVEN = {"prefetch_budget_mb": 0}
+
+
+def stack_with(stack_factory, tmp_path: Path, files: dict[str, bytes], **overrides):
+    """A stack whose NAS holds `files` before BaluPi first looks at it; prefetch off (see above)."""
+    seed(tmp_path / "nas", files)
+    stack = stack_factory(**{**CLIENT_DRIVEN, **overrides})
+    assert stack.nas.root == (tmp_path / "nas").resolve()  # where tests/stack.py keeps it
+    return stack
 
 
 def sample_tree() -> dict[str, bytes]:

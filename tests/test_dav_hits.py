@@ -18,8 +18,8 @@ from email.utils import formatdate, parsedate_to_datetime
 
 import pytest
 
-from tests.davkit import awake_walk, index_row, nas_get, seed, wait_downloads_idle
-from tests.stack import Stack, stack, stack_factory  # noqa: F401
+from tests.davkit import awake_walk, index_row, nas_get, stack_with, wait_downloads_idle
+from tests.stack import Stack, stack_factory  # noqa: F401
 
 SIZE = 100_000
 CONTENT = os.urandom(SIZE)
@@ -31,9 +31,13 @@ DOC_PATH = "/docs/report.odt"
 
 
 @pytest.fixture
+def stack(stack_factory, tmp_path):
+    return stack_with(stack_factory, tmp_path, {PATH: CONTENT, DOC_PATH: DOC})
+
+
+@pytest.fixture
 def hit(stack):
-    """The stack with PATH and DOC_PATH cached and the NAS asleep; yields the NAS's ETag of PATH."""
-    seed(stack.nas.root, {PATH: CONTENT, DOC_PATH: DOC})
+    """The stack with PATH and DOC_PATH cached and the NAS asleep; yields the NAS's answer to HEAD PATH."""
     nas_head = nas_get(stack, PATH, "HEAD")
     awake_walk(stack)
     assert index_row(stack.app, PATH)["cache_key"] is not None
@@ -226,7 +230,6 @@ def test_davx5_reads_a_cached_document_with_the_nas_asleep(stack, hit):
 
 
 def test_davx5_reads_an_uncached_document_with_the_nas_awake(stack):
-    seed(stack.nas.root, {DOC_PATH: DOC})
     awake_walk(stack, get_files=False)
     assert index_row(stack.app, DOC_PATH)["cache_key"] is None
 

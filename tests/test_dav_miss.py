@@ -20,12 +20,12 @@ from tests.davkit import (
     index_row,
     listing,
     referenced_keys,
-    seed,
+    stack_with,
     temp_files,
     wait_downloads_idle,
     wait_until,
 )
-from tests.stack import stack, stack_factory  # noqa: F401
+from tests.stack import stack_factory  # noqa: F401
 
 MIB = 1 << 20
 BIG = os.urandom(4 * MIB)
@@ -33,9 +33,9 @@ BIG_PATH = "/videos/clip.mp4"
 
 
 @pytest.fixture
-def uncached(stack):
+def uncached(stack_factory, tmp_path):
     """BIG_PATH on the NAS, listed in the index but not cached."""
-    seed(stack.nas.root, {BIG_PATH: BIG})
+    stack = stack_with(stack_factory, tmp_path, {BIG_PATH: BIG})
     listing(stack, "/")
     listing(stack, "/videos")
     assert index_row(stack.app, BIG_PATH)["cache_key"] is None
@@ -150,6 +150,7 @@ def test_two_clients_missing_the_same_file_share_one_upstream_get(uncached):
     def client() -> None:
         with requests.Session() as session:
             session.trust_env = False
+            session.auth = stack.auth
             barrier.wait()
             response = session.get(stack.url(BIG_PATH), timeout=30)
             assert response.status_code == 200

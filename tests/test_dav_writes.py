@@ -32,12 +32,12 @@ from tests.davkit import (
     listing,
     parse_multistatus,
     propfind,
-    seed,
+    stack_with,
     temp_files,
     url_path,
     wait_downloads_idle,
 )
-from tests.stack import Stack, stack, stack_factory  # noqa: F401
+from tests.stack import Stack, stack_factory  # noqa: F401
 
 MIB = 1 << 20
 TREE = {
@@ -51,9 +51,9 @@ WIN_TIME = "Tue, 09 Jan 2024 10:11:12 GMT"
 
 
 @pytest.fixture
-def asleep(stack):
+def asleep(stack_factory, tmp_path):
     """TREE on the NAS, walked (listed and cached) while awake; then the NAS is suspended."""
-    seed(stack.nas.root, TREE)
+    stack = stack_with(stack_factory, tmp_path, TREE)
     awake_walk(stack)
     stack.suspend_nas()
     return stack
@@ -186,7 +186,7 @@ def short_put(stack, path: str, announced: int, sent: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(
             f"PUT /dav{url_path(path)} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {announced}\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n".encode() + sent
+            f"{stack.auth_header}\r\nContent-Type: application/octet-stream\r\n\r\n".encode() + sent
         )
         sock.shutdown(socket.SHUT_WR)
         reply = b""
@@ -381,10 +381,10 @@ def test_strange_names_round_trip_through_put_propfind_and_get(asleep):
     assert_no_nas_traffic(stack)
 
 
-def test_strange_names_on_the_nas_round_trip_through_propfind_and_get(stack):
+def test_strange_names_on_the_nas_round_trip_through_propfind_and_get(stack_factory, tmp_path):
     folder = "/Ordner #1 (ü) 100%"
     contents = {f"{folder}/{name}": f"NAS content of {name!r}".encode() for name in STRANGE_NAMES}
-    seed(stack.nas.root, contents)
+    stack = stack_with(stack_factory, tmp_path, contents)
 
     members = listing(stack, folder)
     assert set(members) == {folder, *contents}

@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import secrets
+from urllib.parse import quote
 from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
@@ -152,6 +153,11 @@ class FastLane:
                 return self.propfind(environ, start_response, path)
             provider = self.provider
             entry = provider.lookup(provider.view_for(environ), path, method)
+            if entry is not None and entry.is_dir and not environ.get("PATH_INFO", "/").endswith("/"):
+                # WsgiDAV's own redirect would drop the /dav mount from Location.
+                location = quote(provider.mount_path + provider.share_path + path + "/", safe=propfind.HREF_SAFE)
+                start_response("301 Moved Permanently", [("Location", location), ("Content-Length", "0")])
+                return []
             if entry is None or entry.is_dir:
                 return self.next_app(environ, start_response)
             return self.serve(environ, start_response, entry, method == "HEAD")

@@ -119,6 +119,11 @@ class BaluPi:
     def _root(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "/") not in ("", "/"):
             return json_error_app(404, f"no such path: {environ.get('PATH_INFO')}")(environ, start_response)
+        if environ["REQUEST_METHOD"] == "OPTIONS":
+            # Windows' WebDAV redirector asks the server root before it maps /dav/ as a drive.
+            start_response("200 OK", [("DAV", "1, 2"), ("MS-Author-Via", "DAV"), ("Allow", "OPTIONS, GET, HEAD"),
+                                      ("Content-Length", "0")])
+            return []
         body = {"service": "balupi", "version": __version__, "webdav": "/dav/", "api": "/api/"}
         return respond(start_response, Response.json(body), head=environ["REQUEST_METHOD"] == "HEAD")
 

@@ -17,11 +17,16 @@ Each pending change (`journal` row) is applied only while the NAS is awake; when
 from __future__ import annotations
 
 import enum
+import fcntl
 import logging
+import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 from urllib.parse import quote
 
 from balupi.dav.index import Index, name_of, parent_of
@@ -39,6 +44,7 @@ log = logging.getLogger("balupi.sync")
 RETRY_MAX_S = 300.0
 RUN_BUDGET_S = 60.0
 DONE_RETENTION_S = 7 * 86400
+RUN_LOCK_FILENAME = "sync.lock"  # in data_dir: one run at a time across processes (server, `balupi sync`)
 
 
 class Phase(enum.Enum):
@@ -111,9 +117,10 @@ class SyncWorker:
     def run_once(self, budget_s: float = RUN_BUDGET_S) -> RunResult:
         """Apply pending changes in order while the NAS is awake, for at most `budget_s`.
 
-        One run at a time: a second caller waits for the first (each change is applied once).
+        One run at a time, in this process and across processes (the server and `balupi sync`): a
+        second caller waits for the first, so each change is applied once.
         """
-        with self._run_lock:
+        with self._run_lock, _file_lock(Path(self.settings.data_dir) / RUN_LOCK_FILENAME):
             return self._run(budget_s)
 
     def _run(self, budget_s: float) -> RunResult:
@@ -339,6 +346,17 @@ class SyncWorker:
         response = self.client.request("PROPPATCH", path, wake=False, data=body,
                                        headers={"Content-Type": "application/xml; charset=utf-8"})
         self._check(response, (200, 207), f"PROPPATCH {path}")
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (flock), released when the block ends or the process dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _without_declaration(value) -> bytes:

@@ -102,6 +102,15 @@ class CacheManager:
             shortfall = self._shortfall(0)
             return self._evict(shortfall) if shortfall > 0 else 0
 
+    def evict_to(self, target_bytes: int) -> tuple[int, int]:
+        """An operator's eviction (`balupi evict --to-gb`, `POST /api/cache/evict`): evict the coldest
+        evictable content until at most `target_bytes` are cached. Returns (files, bytes) evicted."""
+        with self._lock:
+            before = self.evictions
+            want = self.used_bytes() + self._reserved - max(0, target_bytes)
+            freed = self._evict(want) if want > 0 else 0
+            return self.evictions - before, freed
+
     def _shortfall(self, incoming: int) -> int:
         """Bytes to free so that `incoming` more fit both limits. Caller holds self._lock."""
         over_limit = self.used_bytes() + self._reserved + incoming - self.max_bytes

@@ -57,6 +57,7 @@ class BaluPi:
     """One running BaluPi: everything the HTTP layers and background jobs share."""
 
     def __init__(self, settings: Settings):
+        from balupi.api import cache as cache_api
         from balupi.api import nas as nas_api
         from balupi.api import energy as energy_api
         from balupi.api import system as system_api
@@ -79,6 +80,7 @@ class BaluPi:
         nas_api.register(self.api, self)
         energy_api.register(self.api, self)
         tapo_api.register(self.api, self)
+        cache_api.register(self.api, self)
         self.provider = build_provider(self)
         self.dav = build_dav_app(self, self.provider)
         self.sync = SyncWorker(settings, self.db, self.provider.index, self.provider.store, self.nas_client,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from balupi import __version__
 from balupi.errors import BaluPiError, ConfigError
@@ -71,6 +72,130 @@ def cmd_energy(args: argparse.Namespace) -> int:
     return calibrate(load_settings(), args.days, args.json)
 
 
+def _maintenance(args: argparse.Namespace):
+    """Settings, logging and the parts a maintenance command needs (beside a running server)."""
+    from balupi.maintenance import Parts
+
+    return Parts(_load(args))
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from balupi.maintenance import sync
+
+    parts = _maintenance(args)
+    try:
+        outcome = sync(parts, wake=args.wake, budget_s=args.budget_s)
+    finally:
+        parts.close()
+    print(f"sync: {outcome.applied} applied, {outcome.conflicts} conflict(s), {outcome.remaining} waiting"
+          + (f"; {outcome.note}" if outcome.note else ""))
+    if outcome.failed:
+        print(f"balupi: sync failed: {outcome.last_error or outcome.note}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_evict(args: argparse.Namespace) -> int:
+    from balupi.maintenance import evict
+
+    parts = _maintenance(args)
+    try:
+        files, freed = evict(parts, args.to_gb)
+        used = parts.cache.used_bytes()
+    finally:
+        parts.close()
+    print(f"evict: {files} file(s), {freed / 1e6:.1f} MB freed; {used / 1e6:.1f} MB cached")
+    return 0
+
+
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    from balupi.maintenance import prefetch
+
+    parts = _maintenance(args)
+    try:
+        result = prefetch(parts, args.budget_mb)
+    finally:
+        parts.close()
+    print(f"prefetch: {result.files} file(s), {result.bytes / 1e6:.1f} MB" + (f"; {result.stopped}" if result.stopped else ""))
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from balupi.maintenance import refresh
+
+    parts = _maintenance(args)
+    try:
+        outcome = refresh(parts, budget_s=args.budget_s)
+    finally:
+        parts.close()
+    print(f"refresh: {outcome.listed} folder(s) listed, {outcome.removed} gone from the NAS"
+          + ("" if outcome.complete else f"; not complete: {outcome.note or 'time budget spent'}"))
+    return 0
+
+
+def cmd_vacuum(args: argparse.Namespace) -> int:
+    from balupi.maintenance import vacuum
+
+    parts = _maintenance(args)
+    try:
+        result = vacuum(parts.db)
+    finally:
+        parts.close()
+    print(f"vacuum: {result['before_bytes'] / 1e6:.2f} MB -> {result['after_bytes'] / 1e6:.2f} MB"
+          + ("; the WAL could not be emptied yet (the server was reading)" if result["checkpoint_busy"] else ""))
+    return 0
+
+
+def cmd_backup_db(args: argparse.Namespace) -> int:
+    from balupi.maintenance import backup_db
+
+    parts = _maintenance(args)
+    try:
+        result = backup_db(parts.db, args.path)
+    finally:
+        parts.close()
+    print(f"backup-db: {result['path']} ({result['bytes'] / 1e6:.2f} MB, {sum(result['rows'].values())} rows)")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    import json
+
+    from balupi.cache import stats
+    from balupi.maintenance import verify_cache
+
+    parts = _maintenance(args)
+    try:
+        if args.action == "stats":
+            print(json.dumps(stats.figures(parts.db, parts.settings.cache_max_size_gb), indent=2))
+            return 0
+        report = verify_cache(parts, repair=args.repair)
+    finally:
+        parts.close()
+    for path in report.data_loss:
+        print(f"balupi: DATA LOSS: {path}: the Pi held the only copy", file=sys.stderr)
+    fix = "fixed" if args.repair else "to fix (--repair)"
+    for kind, items in (("content missing", report.missing), ("wrong size", report.wrong_size),
+                        ("orphan content", report.orphans)):
+        for item in items:
+            print(f"{kind} ({fix}): {item}")
+    print(f"cache verify: {report.checked} cached file(s) checked, {report.files_seen} content file(s) seen;"
+          f" {len(report.missing)} missing, {len(report.wrong_size)} wrong size, {len(report.orphans)} orphan(s),"
+          f" {len(report.data_loss)} lost; {report.repaired} repaired"
+          + (f"; {report.recent_orphans} unreferenced file(s) too new to judge" if report.recent_orphans else ""))
+    return 0 if report.clean else 1
+
+
+def _gb_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of GB, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more GB, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="balupi", description="BaluPi: a hot-cache WebDAV front for a sleeping NAS.")
     parser.add_argument("--version", action="version", version=f"balupi {__version__}")
@@ -91,6 +216,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=float, default=7.0, help="use the `nas` plug's samples of the last DAYS days (default 7)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_energy)
+    p = sub.add_parser("sync", help="apply pending changes to the NAS now, if it is awake")
+    p.add_argument("--wake", action="store_true", help="wake the NAS for it (Wake-on-LAN) if it sleeps")
+    p.add_argument("--budget-s", type=float, default=3600.0, help="stop after this many seconds (default 3600)")
+    p.set_defaults(func=cmd_sync)
+    p = sub.add_parser("evict", help="evict the coldest clean files from the cache")
+    p.add_argument("--to-gb", type=_gb_arg, default=None, help="down to this many GB cached (default: to the configured limits)")
+    p.set_defaults(func=cmd_evict)
+    p = sub.add_parser("prefetch", help="fetch pinned, hot and recent files while the NAS is awake (never wakes it)")
+    p.add_argument("--budget-mb", type=float, default=None, help="fetch at most this many MB (default: BALUPI_PREFETCH_BUDGET_MB)")
+    p.set_defaults(func=cmd_prefetch)
+    p = sub.add_parser("refresh", help="list every folder from the NAS into the index, if it is awake (never wakes it)")
+    p.add_argument("--budget-s", type=float, default=3600.0, help="stop after this many seconds (default 3600)")
+    p.set_defaults(func=cmd_refresh)
+    p = sub.add_parser("vacuum", help="compact the database and empty its write-ahead log")
+    p.set_defaults(func=cmd_vacuum)
+    p = sub.add_parser("backup-db", help="copy the database while the server runs (online backup)")
+    p.add_argument("path", type=Path, help="the copy's file name, or a directory (a dated name is chosen)")
+    p.set_defaults(func=cmd_backup_db)
+    p = sub.add_parser("cache", help="the file cache: stats, or verify (check every cached file against the index)")
+    p.add_argument("action", choices=["stats", "verify"])
+    p.add_argument("--repair", action="store_true", help="verify: drop what is wrong, remove orphan content")
+    p.set_defaults(func=cmd_cache)
     p = sub.add_parser("config", help="show the settings in force, or print the example files")
     p.add_argument("action", nargs="?", choices=["show", "example-toml", "example-env"], default="show")
     p.set_defaults(func=cmd_config)

@@ -13,6 +13,8 @@
 #   - creates /etc/balupi/balupi.env from .env.example once (mode 0600; edit it, then restart)
 #   - creates or updates the virtualenv /opt/balupi/venv and installs BaluPi into it
 #   - installs etc/balupi.service as /etc/systemd/system/balupi.service, enables and (re)starts it
+#   - installs the maintenance scripts into /opt/balupi/scripts and the nightly timer
+#     (etc/balupi-maintenance.service/.timer: vacuum, cache verify --repair, backup-db), enabled
 #
 # Environment: BALUPI_NO_START=1 installs and enables without starting.
 set -euo pipefail
@@ -25,6 +27,7 @@ DATA_DIR=/var/lib/balupi
 CACHE_DIR=/srv/balupi/cache
 CONFIG_DIR=/etc/balupi
 UNIT=/etc/systemd/system/balupi.service
+UNIT_DIR=/etc/systemd/system
 
 say() { printf 'install.sh: %s\n' "$*"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
@@ -60,14 +63,19 @@ say "installing BaluPi into $VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade "$SOURCE_DIR"
 install -m 0644 "$SOURCE_DIR/README.md" "$PREFIX/README.md"
 
-say "installing $UNIT"
+install -d -m 0755 "$PREFIX/scripts"
+install -m 0755 "$SOURCE_DIR"/scripts/balupi-*.sh "$PREFIX/scripts/"
+
+say "installing $UNIT and the nightly maintenance timer"
 install -m 0644 "$SOURCE_DIR/etc/balupi.service" "$UNIT"
+install -m 0644 "$SOURCE_DIR/etc/balupi-maintenance.service" "$SOURCE_DIR/etc/balupi-maintenance.timer" "$UNIT_DIR/"
 systemctl daemon-reload
-systemctl enable balupi.service
+systemctl enable balupi.service balupi-maintenance.timer
 if [ "${BALUPI_NO_START:-0}" = "1" ]; then
     say "installed and enabled; not started (BALUPI_NO_START=1)"
 else
     systemctl restart balupi.service
+    systemctl start balupi-maintenance.timer
     say "started: systemctl status balupi; journalctl -u balupi -f"
 fi
 say "settings: $CONFIG_DIR/balupi.env (then: systemctl restart balupi)"

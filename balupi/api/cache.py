@@ -1,0 +1,129 @@
+"""The hot cache and the write-back: GET /api/cache/stats and /api/cache/conflicts, and the
+admin-only triggers POST /api/cache/sync, /evict, /prefetch and /refresh.
+
+Sync, prefetch and refresh talk to the NAS, so they run as background jobs (202 Accepted, see
+`/api/system/jobs`); they share their job with the scheduled run of the same name, so a trigger
+never starts a second run beside one that is going. Eviction is local and answers when done.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from balupi.api import ApiError, admin_only
+from balupi.cache import stats as cache_stats
+from balupi.errors import NasUnavailable
+
+if TYPE_CHECKING:
+    from balupi.api import JsonApi, Request
+    from balupi.app import BaluPi
+
+CONFLICTS_LIMIT = 500
+SYNC_WAKE_TIMEOUT_S = 120.0
+
+
+def register(api: "JsonApi", app: "BaluPi") -> None:
+    def job_running(name: str) -> bool:
+        return any(job["name"] == name and job["running"] for job in app.scheduler.status())
+
+    def start_job(name: str, fn) -> dict:
+        """Run `fn` as job `name` now, unless a run of that job is going already."""
+        was_running = job_running(name)
+        app.scheduler.run_soon(name, fn)
+        return {"job": name, "started": not was_running, "nas_state": app.nas.state.value}
+
+    def need_nas() -> None:
+        if not app.nas.configured:
+            raise ApiError(409, "no NAS is configured (BALUPI_NAS_WEBDAV_URL is empty)")
+
+    @api.route("GET", "/cache/stats")
+    def stats(request: "Request") -> dict:
+        provider = app.provider
+        counts = provider.stats
+        body = cache_stats.figures(app.db, app.settings.cache_max_size_gb)
+        body.update({
+            "hit_rate_percent": cache_stats.percent(counts.hits, counts.hits + counts.misses),
+            "byte_hit_rate_percent": cache_stats.percent(counts.hit_bytes, counts.hit_bytes + counts.miss_bytes),
+            "requests": {"hits": counts.hits, "misses": counts.misses, "hit_bytes": counts.hit_bytes,
+                         "miss_bytes": counts.miss_bytes},
+            "nas_wakes_caused": app.nas.wakes,
+            "evictions": provider.cache.evictions,
+            "evicted_bytes": provider.cache.evicted_bytes,
+        })
+        return body
+
+    @api.route("GET", "/cache/conflicts")
+    def conflicts(request: "Request") -> dict:
+        limit = request.query_int("limit", CONFLICTS_LIMIT)
+        if limit is None or limit < 1:
+            raise ApiError(400, "query parameter 'limit' must be at least 1")
+        where = "WHERE resolved = 0" if request.query.get("unresolved") in ("1", "true") else ""
+        rows = app.db.query(
+            "SELECT id, at, view, path, conflict_path, nas_etag, base_etag, resolved FROM conflicts"
+            f" {where} ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        total = app.db.query_one("SELECT count(*), coalesce(sum(resolved = 0), 0) FROM conflicts")
+        return {
+            "count": total[0],
+            "unresolved": int(total[1]),
+            "conflicts": [{**dict(row), "resolved": bool(row["resolved"])} for row in rows],
+        }
+
+    @api.route("POST", "/cache/sync")
+    @admin_only
+    def sync(request: "Request"):
+        need_nas()
+        body = request.json_object()
+        wake = body.get("wake", False)
+        if not isinstance(wake, bool):
+            raise ApiError(422, "'wake' must be true or false")
+
+        def run() -> None:
+            if wake and not app.nas.is_awake():
+                try:
+                    app.nas.ensure_awake(timeout_s=SYNC_WAKE_TIMEOUT_S, reason="POST /api/cache/sync")
+                except NasUnavailable:
+                    return
+                app.sync.run_once()
+            else:
+                app.sync.tick()
+
+        pending = app.sync.pending()
+        return 202, {**start_job("sync", run), "pending_changes": pending["count"], "wake": wake}
+
+    @api.route("POST", "/cache/evict")
+    @admin_only
+    def evict(request: "Request") -> dict:
+        body = request.json_object()
+        cache = app.provider.cache
+        to_gb = body.get("to_gb")
+        if to_gb is None:
+            before = cache.evictions
+            freed = cache.sweep()
+            files = cache.evictions - before
+        else:
+            if isinstance(to_gb, bool) or not isinstance(to_gb, (int, float)) or to_gb < 0:
+                raise ApiError(422, "'to_gb' must be a number of GB, 0 or more")
+            files, freed = cache.evict_to(int(to_gb * cache_stats.BYTES_PER_GB))
+        return {"evicted_files": files, "freed_bytes": freed, "used_bytes": cache.used_bytes(),
+                "max_size_gb": app.settings.cache_max_size_gb}
+
+    @api.route("POST", "/cache/prefetch")
+    @admin_only
+    def prefetch(request: "Request"):
+        need_nas()
+        body = request.json_object()
+        budget_mb = body.get("budget_mb")
+        if budget_mb is not None and (isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or budget_mb < 0):
+            raise ApiError(422, "'budget_mb' must be a number of MB, 0 or more")
+        budget = None if budget_mb is None else int(budget_mb * cache_stats.BYTES_PER_MB)
+        return 202, start_job("prefetch", lambda: app.prefetcher.run(budget_bytes=budget))
+
+    @api.route("POST", "/cache/refresh")
+    @admin_only
+    def refresh(request: "Request"):
+        from balupi.maintenance import refresh_all
+
+        need_nas()
+        return 202, start_job("refresh", lambda: refresh_all(app.refresher, app.provider.index))

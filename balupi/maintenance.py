@@ -1,0 +1,439 @@
+"""The cron-style maintenance commands, each safe to run while `balupi serve` runs.
+
+They open the same SQLite database (WAL: readers never wait; `busy_timeout`: a writer waits for
+the server's short transactions instead of failing) and the same cache directory, and build their
+own NAS client and monitor from the same settings. Rules that keep them from hurting the server:
+
+- never remove temp files (`cache/tmp/`): the server's uploads in progress live there;
+- talk to the NAS only when a TCP connect shows it awake (never an HTTP poll), except
+  `balupi sync --wake`, which wakes it on purpose;
+- sync runs are one at a time across processes (`SyncWorker` takes a file lock), so a change is
+  never applied twice by the server and a command together;
+- `cache verify` removes only content no entry and no pending change refers to, and only once it
+  is older than `ORPHAN_GRACE_S` (the server publishes content a moment before it commits the index
+  entry that refers to it), and changes an entry only if it still names the content it checked.
+
+Long runs show a progress bar on stderr when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+import stat
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from tqdm import tqdm
+
+from balupi.db import Database, open_database
+from balupi.errors import NasUnavailable
+from balupi.events import Event, Events
+from balupi.settings import Settings
+
+if TYPE_CHECKING:
+    from balupi.cache.manager import CacheManager
+    from balupi.dav.index import Index
+    from balupi.dav.provider import CacheProvider
+    from balupi.dav.store import ContentStore
+    from balupi.nas.client import NasClient
+    from balupi.nas.monitor import NasMonitor
+    from balupi.sync.refresh import Refresher
+    from balupi.sync.worker import SyncWorker
+
+log = logging.getLogger("balupi.maintenance")
+
+DB_FILENAME = "balupi.db"
+ORPHAN_GRACE_S = 600.0
+SYNC_WAKE_TIMEOUT_S = 120.0
+REFRESH_STEP = 50
+VERIFY_BATCH = 1000
+CONTENT_NAME = re.compile(r"[0-9a-f]{32}")  # a content key (balupi.dav.store)
+
+
+def progress(total: int | None, desc: str, unit: str = "it", **kwargs) -> tqdm:
+    """A progress bar on stderr, shown only when stderr is a terminal (cron gets none)."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(),
+                leave=False, dynamic_ncols=True, **kwargs)
+
+
+class Parts:
+    """What a command needs of BaluPi, built from the settings like the server builds it, and
+    nothing that runs by itself (no scheduler, no HTTP server, no clearing of temp files)."""
+
+    def __init__(self, settings: Settings):
+        from balupi.cache.manager import CacheManager
+        from balupi.dav.index import Index
+        from balupi.dav.store import ContentStore
+        from balupi.nas.client import NasClient
+        from balupi.nas.monitor import NasMonitor
+
+        self.settings = settings
+        self.db: Database = open_database(settings.data_dir / DB_FILENAME)
+        self.events = Events()
+        self.monitor: NasMonitor = NasMonitor(settings, self.db, self.events)
+        self.client: NasClient = NasClient(settings, self.monitor)
+        self.store: ContentStore = ContentStore(settings.cache_dir)
+        self.index: Index = Index(self.db, half_life_s=settings.cache_heat_half_life_hours * 3600)
+        self.cache: CacheManager = CacheManager(settings, self.db, self.store, self.events)
+        self._provider: CacheProvider | None = None
+
+    def provider(self) -> "CacheProvider":
+        if self._provider is None:
+            from balupi.dav.provider import CacheProvider
+
+            self._provider = CacheProvider(self.index, self.store, self.client, self.monitor, self.events,
+                                           local_only_names=self.settings.dav_local_only_names, cache=self.cache)
+        return self._provider
+
+    def sync_worker(self) -> "SyncWorker":
+        from balupi.sync.worker import SyncWorker
+
+        return SyncWorker(self.settings, self.db, self.index, self.store, self.client, self.monitor, self.events)
+
+    def nas_awake(self) -> bool:
+        """Whether the NAS is awake, by one TCP connect (never an HTTP request: it would keep it up)."""
+        if not self.monitor.configured:
+            return False
+        self.monitor.probe()
+        return self.monitor.is_awake()
+
+    def close(self) -> None:
+        self.monitor.stop()
+        close_store = getattr(self.store, "close", None)
+        if close_store is not None:
+            close_store()
+        self.db.close()
+
+
+# -- sync ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SyncOutcome:
+    applied: int = 0
+    conflicts: int = 0
+    remaining: int = 0
+    failed: bool = False
+    note: str = ""
+    last_error: str | None = None
+
+
+def sync(parts: Parts, wake: bool = False, budget_s: float = 3600.0) -> SyncOutcome:
+    """Apply pending changes to the NAS now: if it is awake, or (`wake`) after waking it."""
+    outcome = SyncOutcome()
+    worker = parts.sync_worker()
+    pending = worker.pending()["count"]
+    outcome.remaining = pending
+    if not parts.monitor.configured:
+        outcome.note = "no NAS is configured (BALUPI_NAS_WEBDAV_URL is empty)"
+        return outcome
+    if not pending:
+        outcome.note = "nothing to sync"
+        return outcome
+    if not parts.nas_awake():
+        if not wake:
+            outcome.note = f"the NAS is {parts.monitor.state.value}; {pending} change(s) wait (--wake wakes it)"
+            return outcome
+        try:
+            parts.monitor.ensure_awake(timeout_s=max(parts.settings.nas_wake_timeout_s, SYNC_WAKE_TIMEOUT_S),
+                                       reason="balupi sync --wake")
+        except NasUnavailable as exc:
+            outcome.failed, outcome.note = True, f"the NAS did not wake: {exc}"
+            return outcome
+    deadline = time.monotonic() + budget_s
+    with progress(pending, "sync", unit="change") as bar:
+        parts.events.subscribe(Event.SYNC_DONE, lambda **_: bar.update(1))
+        parts.events.subscribe(Event.SYNC_CONFLICT, lambda **_: bar.update(1))
+        while time.monotonic() < deadline:
+            result = worker.run_once(budget_s=min(60.0, max(1.0, deadline - time.monotonic())))
+            outcome.applied += result.applied
+            outcome.conflicts += result.conflicts
+            outcome.remaining = result.remaining
+            if result.failed or not result.remaining:
+                outcome.failed = bool(result.failed)
+                break
+            if not result.applied:
+                break  # the next change waits for its retry time, or the NAS went away
+    outcome.last_error = worker.last_error if outcome.failed else None
+    if outcome.remaining and not outcome.failed and not parts.monitor.is_awake():
+        outcome.note = f"the NAS stopped answering; {outcome.remaining} change(s) wait"
+    return outcome
+
+
+# -- evict, prefetch, refresh ---------------------------------------------------------------------
+
+
+def evict(parts: Parts, to_gb: float | None = None) -> tuple[int, int]:
+    """Evict the coldest clean files down to `to_gb` (default: down to the configured limits).
+    Returns (files, bytes) evicted. Never dirty, pinned or journaled content."""
+    cache = parts.cache
+    if to_gb is None:
+        before = cache.evictions
+        freed = cache.sweep()
+        return cache.evictions - before, freed
+    return cache.evict_to(int(to_gb * 1e9))
+
+
+def prefetch(parts: Parts, budget_mb: float | None = None):
+    """Fetch pinned, hot, then recent files while the NAS is awake (never waking it)."""
+    from balupi.cache.prefetch import Prefetcher, PrefetchResult
+
+    if not parts.nas_awake():
+        return PrefetchResult(stopped=f"the NAS is {parts.monitor.state.value}; prefetch never wakes it")
+    provider = parts.provider()
+    prefetcher = Prefetcher(parts.settings, provider, parts.monitor)
+    with progress(None, "prefetch", unit="B", unit_scale=True) as bar:
+        parts.events.subscribe(Event.CACHE_FILE_ADDED, lambda size_bytes=0, **_: bar.update(size_bytes))
+        budget = None if budget_mb is None else int(budget_mb * 1e6)
+        return prefetcher.run(budget_bytes=budget)
+
+
+@dataclass
+class RefreshOutcome:
+    listed: int = 0
+    removed: int = 0
+    complete: bool = False
+    note: str = ""
+
+
+def refresh_all(refresher: "Refresher", index: "Index", view: str = "", budget_s: float = 3600.0,
+                on_step: Callable[[int], None] | None = None) -> RefreshOutcome:
+    """List every collection the index knows from the NAS once (unlisted ones first), in steps of
+    `REFRESH_STEP` listings at the refresher's bounded pace, while the NAS stays awake."""
+    outcome = RefreshOutcome()
+    started = time.time()
+    deadline = time.monotonic() + budget_s
+    done = 0
+    while time.monotonic() < deadline:
+        if not _refresh_left(index, view, started):
+            outcome.complete = True
+            break
+        step = refresher.tick(limit=REFRESH_STEP, view=view)
+        outcome.listed += step.listed
+        outcome.removed += step.removed
+        if on_step is not None:
+            on_step(step.listed)
+        if not step.listed:
+            outcome.note = f"the NAS is {refresher.monitor.state.value}; stopped"
+            break
+        now_done = _refreshed_since(index, view, started)
+        if now_done <= done and not step.removed:  # listings that change nothing: don't go round in circles
+            outcome.note = "some collections could not be refreshed"
+            break
+        done = now_done
+    return outcome
+
+
+def _refresh_left(index: "Index", view: str, since: float) -> bool:
+    """Whether a collection of `view` has not been listed from the NAS since `since`."""
+    return index.db.query_one(
+        "SELECT 1 FROM entries WHERE view = ? AND is_dir = 1 AND local_only = 0"
+        " AND (listed = 0 OR (remote = 1 AND coalesce(listed_at, 0) < ?)) LIMIT 1",
+        (view, since),
+    ) is not None
+
+
+def _refreshed_since(index: "Index", view: str, since: float) -> int:
+    return index.db.query_one(
+        "SELECT count(*) FROM entries WHERE view = ? AND is_dir = 1 AND listed_at >= ?", (view, since)
+    )[0]
+
+
+def refresh(parts: Parts, budget_s: float = 3600.0) -> RefreshOutcome:
+    """Bring the index in step with the NAS now, if it is awake (never waking it)."""
+    from balupi.sync.refresh import Refresher
+
+    if not parts.nas_awake():
+        return RefreshOutcome(note=f"the NAS is {parts.monitor.state.value}; refresh never wakes it")
+    parts.index.ensure_root("", listed=False)
+    refresher = Refresher(parts.settings, parts.index, parts.store, parts.client, parts.monitor)
+    total = parts.db.query_one("SELECT count(*) FROM entries WHERE is_dir = 1 AND local_only = 0")[0]
+    with progress(total, "refresh", unit="folder") as bar:
+        return refresh_all(refresher, parts.index, budget_s=budget_s, on_step=bar.update)
+
+
+# -- the database ---------------------------------------------------------------------------------
+
+
+def _db_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def vacuum(db: Database) -> dict:
+    """Rebuild the database file compactly, then fold the write-ahead log back into it."""
+    before = _db_bytes(db.path)
+    conn = db.raw()
+    conn.execute("VACUUM")
+    busy, wal_pages, checkpointed = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return {"before_bytes": before, "after_bytes": _db_bytes(db.path), "checkpoint_busy": bool(busy),
+            "wal_pages": wal_pages, "checkpointed_pages": checkpointed}
+
+
+def backup_db(db: Database, target: Path) -> dict:
+    """An online, consistent copy of the database at `target` (a directory gets a dated name).
+
+    Written beside the target and renamed into place once checked (`integrity_check`), so `target`
+    is never a partial file; the copy is a single file (rollback journal), ready to open anywhere.
+    """
+    target = Path(target)
+    if target.is_dir():
+        target = target / time.strftime("balupi-%Y%m%d-%H%M%S.db")
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        db.backup(tmp)
+        copy = sqlite3.connect(str(tmp))
+        try:
+            copy.execute("PRAGMA journal_mode = DELETE")
+            check = copy.execute("PRAGMA integrity_check").fetchone()[0]
+            tables = [r[0] for r in copy.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            rows = {name: copy.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in tables}
+        finally:
+            copy.close()
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"the backup failed its integrity check: {check}")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"path": str(target), "bytes": target.stat().st_size, "rows": rows}
+
+
+# -- cache verify ---------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    files_seen: int = 0
+    missing: list[str] = field(default_factory=list)  # clean entries whose content is gone
+    wrong_size: list[str] = field(default_factory=list)  # clean entries whose content has another size
+    data_loss: list[str] = field(default_factory=list)  # the Pi's only copy is gone or damaged
+    orphans: list[str] = field(default_factory=list)  # content nothing refers to
+    recent_orphans: int = 0  # unreferenced but too new to judge
+    repaired: int = 0
+
+    @property
+    def problems(self) -> int:
+        return len(self.missing) + len(self.wrong_size) + len(self.data_loss) + len(self.orphans)
+
+    @property
+    def clean(self) -> bool:
+        """Nothing wrong is left (all repaired) and nothing was lost."""
+        return not self.data_loss and self.repaired >= len(self.missing) + len(self.wrong_size) + len(self.orphans)
+
+
+def _content_size(store: "ContentStore", key: str) -> int | None:
+    """The size of `key`'s content file, or None when it is missing (or not a plain file)."""
+    try:
+        st = os.lstat(store.file_of(key))
+    except FileNotFoundError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _cached_entries(db: Database) -> Iterator:
+    last_id = 0
+    while True:
+        rows = db.query(
+            "SELECT id, view, path, size, cache_key, dirty, local_only FROM entries"
+            " WHERE cache_key IS NOT NULL AND is_dir = 0 AND id > ? ORDER BY id LIMIT ?",
+            (last_id, VERIFY_BATCH),
+        )
+        if not rows:
+            return
+        yield from rows
+        last_id = rows[-1]["id"]
+
+
+def verify_cache(parts: Parts, repair: bool = False, now: float | None = None) -> VerifyReport:
+    """Check every cached file against the index, then look for content nothing refers to.
+
+    - content missing or of another size than the index says: with `repair`, a clean entry becomes
+      uncached (fetched again from the NAS when asked for) and damaged content is removed;
+    - a dirty or local-only entry (the Pi holds the only copy) with missing or damaged content is
+      data loss: reported loudly, never changed, so an operator can look at it;
+    - content files under `data/` that no entry and no pending change refers to: removed with
+      `repair` (only once older than `ORPHAN_GRACE_S`).
+    """
+    db, store = parts.db, parts.store
+    report = VerifyReport()
+    now = time.time() if now is None else now
+    total = db.query_one("SELECT count(*) FROM entries WHERE cache_key IS NOT NULL AND is_dir = 0")[0]
+    with progress(total, "verify entries", unit="file") as bar:
+        for row in _cached_entries(db):
+            report.checked += 1
+            bar.update(1)
+            key = row["cache_key"]
+            size = _content_size(store, key)
+            if size == row["size"]:
+                continue
+            fresh = db.query_one("SELECT cache_key, dirty, local_only, path, size FROM entries WHERE id = ?", (row["id"],))
+            if fresh is None or fresh["cache_key"] != key:
+                continue  # changed under us (rewritten, evicted, deleted): nothing to judge
+            size = _content_size(store, key)
+            if size == fresh["size"]:
+                continue
+            label = f"{row['view']}:{fresh['path']}" if row["view"] else fresh["path"]
+            what = "missing" if size is None else f"{size} bytes, the index says {fresh['size']}"
+            if fresh["dirty"] or fresh["local_only"]:
+                report.data_loss.append(f"{label} (content {key}: {what})")
+                log.error("DATA LOSS: %s exists only on the Pi and its content %s is %s; left as it is",
+                          label, key, what)
+                continue
+            (report.missing if size is None else report.wrong_size).append(label)
+            if repair and _uncache(db, row["id"], key):
+                if size is not None:
+                    store.remove(key)
+                report.repaired += 1
+    _find_orphans(parts, report, repair, now)
+    return report
+
+
+def _uncache(db: Database, entry_id: int, key: str) -> bool:
+    with db.write() as d:
+        return d.execute("UPDATE entries SET cache_key = NULL WHERE id = ? AND cache_key = ? AND dirty = 0",
+                         (entry_id, key)).rowcount == 1
+
+
+def _referenced(db: Database, key: str) -> bool:
+    if db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is not None:
+        return True
+    return db.query_one("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1", (key,)) is not None
+
+
+def _find_orphans(parts: Parts, report: VerifyReport, repair: bool, now: float) -> None:
+    data_dir = parts.store.data_dir
+    with progress(None, "verify content", unit="file") as bar:
+        for sub in sorted(os.scandir(data_dir), key=lambda e: e.name):
+            if not sub.is_dir(follow_symlinks=False):
+                continue
+            for item in os.scandir(sub.path):
+                report.files_seen += 1
+                bar.update(1)
+                name = item.name
+                if CONTENT_NAME.fullmatch(name) and name[:2] == sub.name and _referenced(parts.db, name):
+                    continue
+                st = item.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    continue
+                if now - st.st_mtime < ORPHAN_GRACE_S:
+                    report.recent_orphans += 1  # maybe published a moment ago, its entry not yet committed
+                    continue
+                if CONTENT_NAME.fullmatch(name) and name[:2] == sub.name and _referenced(parts.db, name):
+                    continue  # referenced meanwhile
+                report.orphans.append(item.path)
+                if repair:
+                    try:
+                        os.unlink(item.path)
+                    except FileNotFoundError:
+                        pass
+                    report.repaired += 1

@@ -112,7 +112,7 @@ class Prefetcher:
         return True
 
     def _fetch(self, entry: Entry) -> bool:
-        download = self.provider.start_download(entry)
+        download = self.provider.start_download(entry, wake=False)  # never wake the NAS for a prefetch
         if download is None:
             return False
         return download.wait_done(FETCH_TIMEOUT_S)

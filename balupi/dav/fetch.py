@@ -58,6 +58,7 @@ class Download:
         self._on_finish = on_finish
         self._hold, self._unhold = hold, unhold
         self.reserved_bytes = 0
+        self.wake = True  # False: a background fetch (prefetch) that must not wake a sleeping NAS
         self.key, self.tmp, self._file = store.open_temp()
         self._cond = threading.Condition()
         self.state = DownloadState.STARTING
@@ -93,7 +94,7 @@ class Download:
             self._on_finish(self)
 
     def _download(self) -> None:
-        response = self.client.request("GET", self.entry.path, wake=True, stream=True, view=self.entry.view)
+        response = self.client.request("GET", self.entry.path, wake=self.wake, stream=True, view=self.entry.view)
         with response:
             if response.status_code == 404:
                 raise UpstreamMissing(self.entry.path)
@@ -220,16 +221,22 @@ class Downloads:
         self._active: dict[tuple[str, str], Download] = {}
         self.started = 0
 
-    def get_or_start(self, entry: Entry, reserved_bytes: int = 0) -> tuple[Download, bool]:
-        """The download of `entry`, starting it if none runs. Returns (download, started_now)."""
+    def get_or_start(self, entry: Entry, reserved_bytes: int = 0, wake: bool = True) -> tuple[Download, bool]:
+        """The download of `entry`, starting it if none runs. Returns (download, started_now).
+
+        `wake=False` (prefetch): the download gives up rather than wake a NAS that went to sleep.
+        A client joining such a download before its request went out makes it a waking one.
+        """
         key = (entry.view, entry.path)
         with self._lock:
             download = self._active.get(key)
             if download is not None:
+                download.wake = download.wake or wake
                 return download, False
             download = Download(entry, self.store, self.index, self.client, self.events, self._finished,
                                 self.hold, self.unhold)
             download.reserved_bytes = reserved_bytes
+            download.wake = wake
             self._active[key] = download
             self.started += 1
         download.start()

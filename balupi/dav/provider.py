@@ -155,15 +155,17 @@ class CacheProvider(DAVProvider):
             raise unavailable(NasUnavailable(f"{entry.path} could not be cached"))
         return fresh.cache_key
 
-    def start_download(self, entry: Entry):
+    def start_download(self, entry: Entry, wake: bool = True):
         """The download of `entry` into the cache (joining one that runs), or None when it may not
-        be cached (larger than the cache, or no room that can be made)."""
+        be cached (larger than the cache, or no room that can be made). `wake=False` for background
+        fetches: they fail rather than wake a sleeping NAS."""
         running = self.downloads.active(entry.view, entry.path)
         if running is not None:
+            running.wake = running.wake or wake
             return running
         if not self.cache.admit(entry.size):
             return None
-        download, started = self.downloads.get_or_start(entry, reserved_bytes=entry.size)
+        download, started = self.downloads.get_or_start(entry, reserved_bytes=entry.size, wake=wake)
         if not started:
             self.cache.release(entry.size)  # someone else started it meanwhile
         return download

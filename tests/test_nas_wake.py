@@ -18,7 +18,16 @@ import requests
 from balupi.events import Event
 from balupi.nas.monitor import NasState
 from balupi.sim.nas import PowerState
-from tests.davkit import awake_walk, index_row, listing, propfind, stack_with, url_path, wait_downloads_idle
+from tests.davkit import (
+    awake_walk,
+    index_row,
+    listing,
+    propfind,
+    stack_with,
+    url_path,
+    wait_downloads_idle,
+    wait_until,
+)
 from tests.stack import stack_factory  # noqa: F401
 
 FILES = {f"/inbox/file-{i:02d}.bin": os.urandom(20_000 + i) for i in range(20)}
@@ -176,6 +185,28 @@ def test_state_transitions_are_recorded_and_served_by_api_nas_status(stack_facto
     assert status["magic_packets_sent"] == 1
     rows = stack.app.db.query("SELECT from_state, to_state FROM nas_transitions ORDER BY id")
     assert [tuple(r) for r in rows][-3:] == moves[-3:]  # kept in the database too
+
+
+def test_a_prefetch_never_wakes_a_nas_that_went_to_sleep_during_it(stack_factory, tmp_path):
+    """The NAS suspends on its own in the middle of a prefetch (BaluPi not told): the prefetch stops
+    instead of waking it again."""
+    files = {f"/album/photo-{i}.jpg": os.urandom(1_000_000) for i in range(6)}
+    stack = stack_with(stack_factory, tmp_path, files, prefetch_budget_mb=100)
+    listing(stack, "/")
+    listing(stack, "/album")
+    stack.nas.faults.bandwidth_bytes_per_s = 2_000_000  # each file takes half a second
+    stack.app.scheduler.run_soon("prefetch", stack.app.prefetcher.run)  # as on every wake
+    assert wait_until(lambda: stack.app.provider.downloads.count() > 0)
+
+    stack.nas.suspend()
+    stack.nas.reset_counters()
+    assert wait_until(lambda: stack.app.scheduler.status() and not any(
+        job["running"] for job in stack.app.scheduler.status() if job["name"] == "prefetch"), timeout_s=30)
+    wait_downloads_idle(stack.app)
+
+    assert stack.nas.magic_packet_count == 0
+    assert stack.nas.state is PowerState.SUSPENDED
+    assert stack.app.nas.state is not NasState.AWAKE
 
 
 BROWSE_S = 60.0

@@ -237,6 +237,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache_pinned", (), "Paths (glob patterns, e.g. /Photos/2024/*) that always stay cached and are fetched whenever the NAS is awake.", _parse_list),
     Setting("cache_heat_half_life_hours", 72.0, "How fast past use stops counting for what stays cached (half-life of the access count).", _parse_float, _at_least(0.1)),
     Setting("prefetch_budget_mb", 2048.0, "Most data fetched ahead per NAS wake (pinned and hot files first).", _parse_float, _at_least(0)),
+    Setting("refresh_min_age_minutes", 60.0, "A folder is re-listed from the NAS at most this often (every request keeps the NAS awake a while longer).", _parse_float, _at_least(1)),
     Setting("refresh_collections_per_minute", 120, "Collections re-listed per minute while the NAS is awake (keeps the index current without crowding clients out).", _parse_int, _at_least(1)),
     # Energy
     Setting("tapo_username", "", "TP-Link (Tapo) account e-mail used to talk to the plugs."),

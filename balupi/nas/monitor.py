@@ -166,10 +166,12 @@ class NasMonitor:
         if self.configured and self._probe(self.host, self.port, self.settings.nas_connect_timeout_s):
             log.info("NAS request failed (%s) but its port answers: keeping state %s", cause, self.state.value)
             return
+        # Its port does not answer: asleep, as far as BaluPi can tell. (A plug reading of "idle" may
+        # lag by the energy monitor's dwell time, so it does not make this "unreachable"; a wake
+        # that gets no answer does.)
         with self._cond:
             if self.state in (NasState.AWAKE, NasState.UNKNOWN, NasState.SUSPENDING):
-                powered = self._power_reading_fresh() and self.last_power_state in ("idle", "active")
-                self._set_state(NasState.UNREACHABLE if powered else NasState.ASLEEP, f"request failed: {cause}")
+                self._set_state(NasState.ASLEEP, f"request failed: {cause}")
 
     def on_power_reading(self, power_w: float, power_state, at: float | None = None, **_: object) -> None:
         """The `nas` plug's reading (Event.NAS_POWER_READING); power_state is off/standby/idle/active."""
@@ -180,6 +182,11 @@ class NasMonitor:
         name = self.last_power_state = getattr(power_state, "value", power_state)
         with self._cond:
             if name in ("off", "standby"):
+                # A reading lags by the energy monitor's dwell time: a request that succeeded since
+                # is the better evidence.
+                recent_success_s = 2 * self.settings.energy_sample_interval_seconds
+                if time.monotonic() - self.last_used < recent_success_s and self.state is NasState.AWAKE:
+                    return
                 if self.state in (NasState.AWAKE, NasState.UNKNOWN, NasState.SUSPENDING, NasState.UNREACHABLE):
                     self._set_state(NasState.ASLEEP, f"plug reads {power_w:.1f} W ({name})")
             elif name in ("idle", "active"):

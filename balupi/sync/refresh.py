@@ -2,7 +2,10 @@
 
 Each tick lists a bounded number of collections (`refresh_collections_per_minute`), one PROPFIND
 Depth 1 at a time, so clients keep priority: first collections the index has never listed (so a
-first walk of the whole tree proceeds breadth-first and ends), then the ones listed longest ago.
+first walk of the whole tree proceeds breadth-first and ends), then the ones listed longest ago,
+but none listed less than `refresh_min_age_minutes` ago: every request resets the NAS's idle timer,
+so a refresh that never ended would keep it from ever sleeping. After a wake the refresh catches
+up once and falls quiet.
 `Index.apply_listing` merges each listing: new and changed entries, vanished ones dropped, cached
 content whose NAS version changed invalidated; local changes not yet synced are left alone (the
 write-back settles them as conflicts). Memory stays bounded by one listing: the walk's frontier is
@@ -39,6 +42,7 @@ class Refresher:
     def __init__(self, settings: Settings, index: Index, store: ContentStore, client: NasClient, monitor: NasMonitor):
         self.index, self.store, self.client, self.monitor = index, store, client, monitor
         self.per_tick = max(1, round(settings.refresh_collections_per_minute * TICK_S / 60))
+        self.min_age_s = settings.refresh_min_age_minutes * 60
         self.listings = 0
 
     def tick(self, limit: int | None = None, view: str = "") -> RefreshResult:
@@ -92,8 +96,8 @@ class Refresher:
         if len(paths) < limit:
             rows = self.index.db.query(
                 "SELECT path FROM entries WHERE view = ? AND is_dir = 1 AND listed = 1 AND remote = 1"
-                " ORDER BY coalesce(listed_at, 0) LIMIT ?",
-                (view, limit - len(paths)),
+                " AND coalesce(listed_at, 0) < ? ORDER BY coalesce(listed_at, 0) LIMIT ?",
+                (view, time.time() - self.min_age_s, limit - len(paths)),
             )
             paths += [r[0] for r in rows]
         return paths

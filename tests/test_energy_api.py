@@ -8,15 +8,14 @@ import csv
 import io
 import json
 import socket
-from datetime import datetime
 from typing import Any, Callable
 from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from balupi.energy.model import PlugRole
 from balupi.sim.plug import SimulatedPlug
-from tests.test_energy_e2e import PASSWORD, TZ, USER, Rig, local, rig_factory  # noqa: F401 (fixture)
+from tests.test_energy_e2e import PASSWORD, USER, Rig, local
+from tests.test_energy_e2e import rig_factory  # noqa: F401  (the fixture)
 
 
 def call(rig: Rig, method: str, path: str, body: Any = None) -> tuple[int, Any, dict]:

@@ -163,7 +163,6 @@ def propose_thresholds(powers: Iterable[float], current: Thresholds) -> Calibrat
                 merged[-1] = i
         else:
             merged.append(i)
-    modes = [(i + 0.5) * BIN_W for i in merged]
 
     def valley(a: int, b: int) -> float:
         """The emptiest power between two peaks (middle of the widest empty stretch)."""

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any, Awaitable, Callable, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from kasa import (
     AuthenticationError,
@@ -32,7 +32,6 @@ from kasa import (
     DeviceError,
     DeviceFamily,
     Discover,
-    KasaException,
     UnsupportedDeviceError,
 )
 from kasa.exceptions import SmartErrorCode, _ConnectionError

@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -64,8 +65,6 @@ def energy_zone(settings: Settings) -> ZoneInfo:
     except (OSError, ValueError, KeyError):
         pass
     try:
-        import os
-
         link = os.path.realpath("/etc/localtime")
         if "zoneinfo/" in link:
             return ZoneInfo(link.split("zoneinfo/", 1)[1])

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import socket
+import time
 from typing import Any, Callable
 from wsgiref.util import setup_testing_defaults
 
@@ -258,3 +259,22 @@ def test_export_csv_hourly_and_raw(rig: Rig) -> None:
     _, raw, _ = call(rig, "GET", f"/api/energy/export.csv?from=2024-05-10&to=2024-05-11&resolution=raw&device_id={plug['id']}")
     assert len(list(csv.DictReader(io.StringIO(raw)))) == 130
     assert call(rig, "GET", "/api/energy/export.csv?from=2024-05-11&to=2024-05-10")[0] == 400
+
+
+def test_a_running_server_polls_its_plugs_on_schedule(running_server: Callable, settings_factory: Callable, http: Any) -> None:
+    server = running_server(settings_factory(tapo_username=USER, tapo_password=PASSWORD,
+                                             energy_sample_interval_seconds=5, energy_poll_timeout_s=3))
+    with SimulatedPlug(username=USER, password=PASSWORD, power_w=42.0) as sim:  # the real clock
+        added = http.post(server.url + "/api/tapo/devices", json={"host": "127.0.0.1", "port": sim.port, "name": "TV"})
+        assert added.status_code == 201, added.text
+        deadline = time.monotonic() + 20
+        current = {}
+        while time.monotonic() < deadline:
+            current = http.get(server.url + "/api/energy/current").json()
+            if current["devices"][0]["is_online"]:
+                break
+            time.sleep(0.2)
+        assert current["devices"][0]["power_w"] == 42.0 and current["total_power_w"] == 42.0
+        jobs = {j["name"]: j for j in http.get(server.url + "/api/system/jobs").json()["jobs"]}
+        assert jobs["energy-poll"]["runs"] >= 2 and jobs["energy-poll"]["last_error"] is None
+        assert http.get(server.url + "/api/health").json()["energy_enabled"] is True

@@ -144,7 +144,7 @@ class EnergyService:
         log.info("energy monitor started: %d plug(s), polled every %g s", len(self._plugs), self.interval_s)
 
     def schedule(self, scheduler) -> None:
-        scheduler.every(self.interval_s, "energy-poll", self.poll_all)
+        scheduler.every(self.interval_s, "energy-poll", self.poll_all, run_now=True)
         scheduler.every(RETENTION_INTERVAL_S, "energy-retention", self.apply_retention)
 
     def stop(self, timeout_s: float = 5.0) -> None:

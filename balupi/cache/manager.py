@@ -74,12 +74,14 @@ class CacheManager:
         if size > self.max_bytes:
             return False
         with self._lock:
+            # Again until it fits: a download that finished meanwhile counts twice for a moment (in
+            # the index and still reserved), which is no reason to refuse this one.
             shortfall = self._shortfall(size)
-            if shortfall > 0:
-                self._evict(shortfall)
-                if self._shortfall(size) > 0:
+            while shortfall > 0:
+                if not self._evict(shortfall):
                     log.warning("cache: no room for %d bytes (the rest is dirty, pinned or open)", size)
                     return False
+                shortfall = self._shortfall(size)
             self._reserved += size
             return True
 

@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 
 from balupi import __version__
 from balupi.api import JsonApi, Response, json_error_app, respond
+from balupi.auth.service import Authenticator
 from balupi.db import Database, open_database
 from balupi.events import Event, Events
 from balupi.nas.client import NasClient
@@ -57,6 +58,7 @@ class BaluPi:
     """One running BaluPi: everything the HTTP layers and background jobs share."""
 
     def __init__(self, settings: Settings):
+        from balupi.api import auth as auth_api
         from balupi.api import cache as cache_api
         from balupi.api import nas as nas_api
         from balupi.api import energy as energy_api
@@ -74,8 +76,10 @@ class BaluPi:
         self.nas_client = NasClient(settings, self.nas)
         if self.nas_client.rest_allowed():
             self.nas.suspend_action = self.nas_client.suspend_via_baluhost
+        self.auth = Authenticator(settings, self.db, self.nas_client, self.nas)
         self.energy = EnergyService(settings, self.db, self.events)
         self.api = JsonApi()
+        auth_api.register(self.api, self)  # first: its hook authenticates before any other runs
         system_api.register(self.api, self)
         nas_api.register(self.api, self)
         energy_api.register(self.api, self)
@@ -159,5 +163,6 @@ class BaluPi:
         self.scheduler.stop(timeout_s)
         self.energy.stop()
         self.provider.index.flush_access()
+        self.provider.store.close()
         self.db.close()
         log.info("BaluPi stopped")

@@ -1,5 +1,6 @@
 """WebDAV compliance: the `litmus` suite (Debian package `litmus`) against /dav/, all five default
-suites (basic, copymove, props, locks, http), with the simulated NAS awake and with it asleep.
+suites (basic, copymove, props, locks, http), with the simulated NAS awake and with it asleep,
+logged in as the NAS user alice (HTTP Basic, checked by the NAS, then offline).
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ import subprocess
 
 import pytest
 
-from tests.stack import stack, stack_factory  # noqa: F401
+from tests.stack import NAS_PASSWORD, NAS_USER, stack, stack_factory  # noqa: F401
 
 LITMUS_TESTS = 104  # basic 16 + copymove 13 + props 30 + locks 41 + http 4
 SUMMARY = re.compile(r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed, (\d+) failed")
 
 
-def run_litmus(url: str) -> tuple[int, int, str]:
+def run_litmus(url: str, user: str = NAS_USER, password: str = NAS_PASSWORD) -> tuple[int, int, str]:
     litmus = shutil.which("litmus")
     assert litmus, "litmus is not installed (apt-get install litmus); .ci/run installs it"
-    proc = subprocess.run([litmus, url], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    proc = subprocess.run([litmus, url, user, password], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     output = proc.stdout + proc.stderr
     passed = failed = 0
     for _suite, _run, ok, bad in SUMMARY.findall(output):

@@ -2,25 +2,42 @@
 
 Implements the storage interface WsgiDAV's LockManager expects (the one of its LockStorageDict);
 the locking rules stay WsgiDAV's own. Lock roots are WsgiDAV's normalized ref URLs.
+
+Locks belong to a view (a user's tree), like dead properties: the stored root of a view other than
+"" is `@<view>:<root>` (`balupi.dav.props.storage_url`). WsgiDAV's storage interface carries no
+request, so the view comes from `current_view`, which `DavGuard` sets for each request; a lock of
+another view is invisible (not listed, not found by its token).
 """
 
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 
 from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
 
 from balupi.dav.index import subtree_bounds
+from balupi.dav.props import storage_url
 from balupi.db import Database
+
+current_view: ContextVar[str] = ContextVar("balupi_dav_view", default="")
 
 LOCK_TIMEOUT_DEFAULT_S = 604800  # one week
 LOCK_TIMEOUT_MAX_S = 4 * 604800
 _COLUMNS = "token, root, depth, scope, type, owner, principal, timeout, expire"
 
 
+def _unscoped(stored_root: str) -> str | None:
+    """The root of a stored lock as WsgiDAV knows it, or None when it belongs to another view."""
+    prefix = storage_url(current_view.get(), "")
+    if not prefix:
+        return stored_root if stored_root.startswith("/") else None
+    return stored_root[len(prefix):] if stored_root.startswith(prefix) else None
+
+
 def _lock_from_row(row) -> dict:
     return {
-        "token": row[0], "root": row[1], "depth": row[2], "scope": row[3], "type": row[4],
+        "token": row[0], "root": _unscoped(row[1]), "depth": row[2], "scope": row[3], "type": row[4],
         "owner": bytes(row[5]) if row[5] is not None else b"", "principal": row[6] or "",
         "timeout": row[7], "expire": row[8],
     }
@@ -52,6 +69,8 @@ class SqliteLockStorage:
         if row is None:
             return None
         lock = _lock_from_row(row)
+        if lock["root"] is None:  # another view's lock
+            return None
         if 0 <= lock["expire"] < time.time():
             self.delete(token)
             return None
@@ -71,12 +90,14 @@ class SqliteLockStorage:
         with self.db.write() as d:
             d.execute(
                 f"INSERT INTO dav_locks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (lock["token"], lock["root"], lock["depth"], lock["scope"], lock["type"], lock["owner"],
+                (lock["token"], storage_url(current_view.get(), lock["root"]), lock["depth"], lock["scope"], lock["type"], lock["owner"],
                  lock["principal"], lock["timeout"], lock["expire"]),
             )
         return lock
 
     def refresh(self, token: str, *, timeout: float) -> dict:
+        if self.get(token) is None:
+            raise ValueError(f"no such lock: {token}")
         if timeout < 0 or timeout > LOCK_TIMEOUT_MAX_S:
             timeout = LOCK_TIMEOUT_MAX_S
         with self.db.write() as d:
@@ -87,11 +108,14 @@ class SqliteLockStorage:
         return lock
 
     def delete(self, token: str) -> bool:
+        row = self.db.query_one("SELECT root FROM dav_locks WHERE token = ?", (token,))
+        if row is None or _unscoped(row[0]) is None:
+            return False
         with self.db.write() as d:
             return d.execute("DELETE FROM dav_locks WHERE token = ?", (token,)).rowcount > 0
 
     def get_lock_list(self, path: str, *, include_root: bool, include_children: bool, token_only: bool) -> list:
-        root = normalize_lock_root(path)
+        root = storage_url(current_view.get(), normalize_lock_root(path))
         clauses, params = [], []
         if include_root:
             clauses.append("root = ?")

@@ -7,16 +7,34 @@ only an index update.
 
 Durability (`publish`): fsync the temp file, rename it into `data/`, fsync the directory. Only after
 that does the caller commit the index transaction and acknowledge the client.
+
+Nothing outside the cache directory is ever read or written through it, whatever is placed inside:
+every file operation is relative to directory descriptors opened with O_NOFOLLOW (`data/`, `tmp/`
+and each `data/<k0k1>/`), content is opened with O_NOFOLLOW and must be a regular file with one
+link (a symbolic link, hard link, FIFO or device placed under a key counts as missing, and is
+replaced when the content is fetched again), and a symbolic link where a `data/<k0k1>/` directory
+belongs is removed, never followed. `data/` or `tmp/` being a symbolic link stops start-up.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import re
 import secrets
 import shutil
+import stat
+import threading
 from pathlib import Path
 from typing import BinaryIO
+
+from balupi.errors import ConfigError
+
+log = logging.getLogger("balupi.dav.store")
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NOT_A_PLAIN_DIR = (errno.ELOOP, errno.ENOTDIR)
 
 
 _KEY = re.compile(r"[0-9a-f]{32}")
@@ -38,6 +56,33 @@ class ContentStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._data_prefix = str(self.data_dir) + os.sep
+        self._fd_lock = threading.Lock()
+        self._sub_fds: dict[str, int] = {}
+        self._data_fd = self._tmp_fd = -1
+        try:
+            self._data_fd = os.open(self.data_dir, _DIR_FLAGS)
+            self._tmp_fd = os.open(self.tmp_dir, _DIR_FLAGS)
+        except OSError as exc:
+            self.close()
+            if exc.errno in _NOT_A_PLAIN_DIR:
+                raise ConfigError(f"BALUPI_CACHE_DIR: {exc.filename} is not a plain directory (a symbolic link?); "
+                                  "BaluPi does not follow links inside its cache") from None
+            raise
+
+    def close(self) -> None:
+        with self._fd_lock:
+            fds = [self._data_fd, self._tmp_fd, *self._sub_fds.values()]
+            self._data_fd = self._tmp_fd = -1
+            self._sub_fds = {}
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     @staticmethod
     def new_key() -> str:
@@ -47,61 +92,131 @@ class ContentStore:
         return Path(self.file_of(key))
 
     def file_of(self, key: str) -> str:
-        """The content file of `key`, as a string (the hot path of every cache hit)."""
+        """The content file of `key`, as a string (for messages and stat; open it with `open_content`)."""
         if not _KEY.fullmatch(key):
             raise ValueError(f"not a content key: {key!r}")
         return f"{self._data_prefix}{key[:2]}{os.sep}{key}"
 
+    def _sub_fd(self, key: str, create: bool) -> int:
+        """The descriptor of `data/<k0k1>/` (opened without following links; created if asked)."""
+        if not _KEY.fullmatch(key):
+            raise ValueError(f"not a content key: {key!r}")
+        sub = key[:2]
+        fd = self._sub_fds.get(sub)
+        if fd is not None:
+            return fd
+        with self._fd_lock:
+            fd = self._sub_fds.get(sub)
+            if fd is not None:
+                return fd
+            try:
+                fd = os.open(sub, _DIR_FLAGS, dir_fd=self._data_fd)
+            except OSError as exc:
+                if not create:
+                    raise FileNotFoundError(errno.ENOENT, "no such content directory", sub) from None
+                if exc.errno in _NOT_A_PLAIN_DIR:
+                    log.warning("removed %s%s: not a directory (a symbolic link?); the cache does not follow links",
+                                self._data_prefix, sub)
+                    os.unlink(sub, dir_fd=self._data_fd)
+                elif exc.errno != errno.ENOENT:
+                    raise
+                os.mkdir(sub, 0o700, dir_fd=self._data_fd)
+                fd = os.open(sub, _DIR_FLAGS, dir_fd=self._data_fd)
+            self._sub_fds[sub] = fd
+            return fd
+
+    def open_content(self, key: str) -> int:
+        """A read descriptor of the content of `key`. FileNotFoundError when there is no such
+        content, or when what is there is not a regular file of the cache's own (a link, a FIFO...)."""
+        sub = self._sub_fd(key, create=False)
+        try:
+            fd = os.open(key, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=sub)
+        except OSError as exc:
+            if exc.errno in _NOT_A_PLAIN_DIR or exc.errno == errno.ENOENT:
+                raise FileNotFoundError(errno.ENOENT, "no such content", self.file_of(key)) from None
+            raise
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            os.close(fd)
+            log.warning("%s is not a plain file of the cache (a link?): treated as missing", self.file_of(key))
+            raise FileNotFoundError(errno.ENOENT, "not a plain content file", self.file_of(key))
+        return fd
+
+    def open_read(self, key: str) -> BinaryIO:
+        """The content of `key` as a file object (see `open_content`)."""
+        return os.fdopen(self.open_content(key), "rb")
+
     def exists(self, key: str) -> bool:
-        return self.path_of(key).is_file()
+        try:
+            st = os.stat(key, dir_fd=self._sub_fd(key, create=False), follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
 
     def open_temp(self) -> tuple[str, Path, BinaryIO]:
         """A new temp file for content being written: (key, temp path, file opened for writing)."""
         key = self.new_key()
-        tmp = self.tmp_dir / f"{key}.part"
-        return key, tmp, open(tmp, "wb")
+        name = f"{key}.part"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=self._tmp_fd)
+        return key, self.tmp_dir / name, os.fdopen(fd, "wb")
+
+    def _temp_name(self, tmp: Path) -> str:
+        if Path(tmp).parent != self.tmp_dir:
+            raise ValueError(f"not a temp file of this cache: {tmp}")
+        return Path(tmp).name
 
     def publish(self, key: str, tmp: Path) -> Path:
         """Make a fully written temp file durable under its key. The file must be closed or flushed."""
-        fd = os.open(tmp, os.O_RDONLY)
+        name = self._temp_name(tmp)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._tmp_fd)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        final = self.path_of(key)
-        final.parent.mkdir(exist_ok=True)
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
-        return final
+        sub = self._sub_fd(key, create=True)
+        os.replace(name, key, src_dir_fd=self._tmp_fd, dst_dir_fd=sub)
+        os.fsync(sub)
+        return self.path_of(key)
 
     def copy(self, key: str) -> str:
         """A durable copy of a content file under a new key (for WebDAV COPY)."""
         new_key, tmp, f = self.open_temp()
-        with f, open(self.path_of(key), "rb") as src:
+        with f, self.open_read(key) as src:
             shutil.copyfileobj(src, f, 1 << 20)
         self.publish(new_key, tmp)
         return new_key
 
     def remove(self, key: str) -> int:
         """Delete a content file; returns the bytes freed (0 if it was gone)."""
-        path = self.path_of(key)
         try:
-            size = path.stat().st_size
-            path.unlink()
-            return size
+            sub = self._sub_fd(key, create=False)
+            st = os.stat(key, dir_fd=sub, follow_symlinks=False)
+            os.unlink(key, dir_fd=sub)  # a link placed here is removed itself, never its target
         except FileNotFoundError:
             return 0
+        return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
     def discard_temp(self, tmp: Path) -> None:
+        tmp = Path(tmp)
         try:
-            tmp.unlink()
+            if tmp.parent == self.tmp_dir:
+                os.unlink(tmp.name, dir_fd=self._tmp_fd)
+            elif tmp.parent.parent == self.data_dir and _KEY.fullmatch(tmp.name):
+                self.remove(tmp.name)  # already published
         except FileNotFoundError:
             pass
 
     def clear_temp(self) -> int:
         """At start-up: temp files are never valid content (a crash mid-write); remove them."""
         count = 0
-        for tmp in self.tmp_dir.iterdir():
-            tmp.unlink(missing_ok=True)
+        for name in os.listdir(self._tmp_fd):
+            try:
+                os.unlink(name, dir_fd=self._tmp_fd)
+            except IsADirectoryError:
+                log.warning("left %s in place: a directory, not a temp file of the cache", self.tmp_dir / name)
+                continue
+            except FileNotFoundError:
+                continue
             count += 1
         return count

@@ -7,6 +7,12 @@ reported back to the monitor, so real traffic is the best evidence of the NAS's 
 
 Safety: BaluHost's REST API is only called when `nas_url` names the same host as the WebDAV URL, so a
 configuration that points WebDAV at a test server never sends REST calls to the default address.
+
+Views and credentials: a request is made for a `view` (whose tree it is). The shared view "" uses
+the service account (`nas_username`); any other view uses the credentials its user last logged in
+with (`set_credentials`, memory only, never stored). A 401 for a user's credentials tells
+`on_credentials_rejected`, which drops that user's offline login. HTTPS certificates are checked
+by a CA file or a pinned fingerprint (`balupi.nas.tls`), never skipped.
 """
 
 from __future__ import annotations
@@ -16,15 +22,14 @@ import threading
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 from defusedxml import ElementTree as ET
-from requests.adapters import HTTPAdapter
-
 from balupi.errors import NasUnavailable
 from balupi.nas.monitor import NasMonitor, NasState
+from balupi.nas.tls import configure_session
 from balupi.settings import Settings
 
 log = logging.getLogger("balupi.nas")
@@ -57,18 +62,48 @@ class NasClient:
         self.base_path = urlsplit(self.base_url).path if self.base_url else "/"
         self._local = threading.local()
         self.requests_made = 0
+        self._credentials_lock = threading.Lock()
+        self._view_credentials: dict[str, tuple[str, bytes, bytes]] = {}  # view -> (username, name, password)
+        self.on_credentials_rejected: Callable[[str], None] | None = None
 
     @property
     def session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
-            session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=4, max_retries=0))
-            session.mount("https://", HTTPAdapter(pool_connections=2, pool_maxsize=4, max_retries=0))
+            session.trust_env = False  # no proxies or .netrc credentials from the environment
+            configure_session(session, self.settings, pool_connections=2, pool_maxsize=4, max_retries=0)
             if self.settings.nas_username:
                 session.auth = (self.settings.nas_username, self.settings.nas_password)
             session.headers["User-Agent"] = "BaluPi"
         return session
+
+    # -- credentials per view -----------------------------------------------------------------------
+
+    def set_credentials(self, view: str, username: str, password: str) -> None:
+        """Use these credentials for requests of `view` (the shared view keeps the service account)."""
+        if view == "" and self.settings.nas_username:
+            return
+        encoded = (username.encode("utf-8", "surrogateescape"), password.encode("utf-8", "surrogateescape"))
+        with self._credentials_lock:
+            self._view_credentials[view] = (username, *encoded)
+
+    def forget_credentials(self, username: str) -> None:
+        with self._credentials_lock:
+            for view in [v for v, c in self._view_credentials.items() if c[0] == username]:
+                del self._view_credentials[view]
+
+    def credentials_for(self, view: str) -> tuple[str, tuple[bytes, bytes]] | None:
+        """(username, auth) for requests of `view`; None: the session's service account."""
+        if view == "" and self.settings.nas_username:
+            return None
+        with self._credentials_lock:
+            found = self._view_credentials.get(view)
+        if found is None:
+            if view == "" and not self.settings.nas_username:
+                return None  # no service account and no admin logged in yet: anonymous
+            raise NasUnavailable(f"no NAS credentials for view {view!r} yet: its user has not logged in since BaluPi started")
+        return found[0], (found[1], found[2])
 
     def url_for(self, path: str) -> str:
         path = path.strip("/")
@@ -86,8 +121,17 @@ class NasClient:
         timeout_s: float | None = None,
         url: str | None = None,
         auth=None,
+        view: str = "",
     ) -> requests.Response:
-        """One request to the NAS WebDAV. Raises NasUnavailable when the NAS cannot be had."""
+        """One request to the NAS WebDAV for `view`. Raises NasUnavailable when the NAS cannot be had.
+
+        `auth` (explicit credentials) overrides the view's; a 401 is then the caller's business.
+        """
+        user = None
+        if auth is None:
+            found = self.credentials_for(view)
+            if found is not None:
+                user, auth = found
         if not self.base_url:
             self.monitor.ensure_awake()  # raises NasNotConfigured
         if wake:
@@ -109,12 +153,14 @@ class NasClient:
                     continue
                 raise NasUnavailable(f"the NAS did not answer {method} {path}: {type(exc).__name__}") from exc
             self.monitor.note_success()
+            if user is not None and response.status_code == 401 and self.on_credentials_rejected is not None:
+                self.on_credentials_rejected(user)
             return response
         raise AssertionError("unreachable")
 
     # -- WebDAV helpers ---------------------------------------------------------------------------
 
-    def propfind(self, path: str, depth: str = "1", *, wake: bool) -> list[RemoteEntry] | None:
+    def propfind(self, path: str, depth: str = "1", *, wake: bool, view: str = "") -> list[RemoteEntry] | None:
         """Members of a collection (and itself, first). None when the path does not exist."""
         url = self.url_for(path)
         if depth != "0" and not url.endswith("/"):
@@ -126,6 +172,7 @@ class NasClient:
             url=url,
             headers={"Depth": depth, "Content-Type": "application/xml"},
             data=PROPFIND_BODY,
+            view=view,
         )
         if response.status_code == 404:
             return None

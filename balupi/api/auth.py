@@ -1,0 +1,87 @@
+"""POST /api/auth/login and GET /api/auth/me, and the hook that authenticates every other endpoint.
+
+Every endpoint needs a login except those marked `public` (GET /api/health, the login itself):
+either `Authorization: Bearer <token>` with a token from POST /api/auth/login, or HTTP Basic with
+the NAS user's name and password (checked like a WebDAV login, throttled alike). Endpoints marked
+`admin_only` (changing things, controlling hardware) need the admin role: the NAS's own role, or a
+name listed in `auth_admins`. With no NAS configured, requests are anonymous and admin only from
+the Pi itself (loopback).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from balupi.api import ApiError, Request, public
+from balupi.auth.basic import parse_basic, split_authorization
+from balupi.auth.service import Authenticator, Identity, LoginRefused, LoginThrottled
+
+if TYPE_CHECKING:
+    from balupi.api import JsonApi
+    from balupi.app import BaluPi
+
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="BaluPi", Basic realm="BaluPi"'}
+
+
+def _throttled(exc: LoginThrottled) -> ApiError:
+    retry = max(1, round(exc.retry_after_s))
+    return ApiError(429, str(exc), {"Retry-After": str(retry)}, retry_after_s=retry)
+
+
+def identify(auth: Authenticator, request: Request) -> Identity:
+    """Who sent `request` (raises ApiError 401/429 when nobody acceptable)."""
+    address = request.environ.get("REMOTE_ADDR", "")
+    if auth.open_mode:
+        return auth.anonymous(address)
+    scheme, value = split_authorization(request.header("Authorization"))
+    if scheme == "bearer":
+        try:
+            return auth.token_identity(value)
+        except LoginRefused:
+            raise ApiError(401, "invalid or expired token", CHALLENGE) from None
+    if scheme == "basic":
+        credentials = parse_basic(value)
+        if credentials is not None:
+            try:
+                return auth.login(credentials.username, credentials.password, address)
+            except LoginThrottled as exc:
+                raise _throttled(exc) from None
+            except LoginRefused:
+                pass
+        raise ApiError(401, "invalid user name or password", CHALLENGE)
+    raise ApiError(401, "authentication required", CHALLENGE)
+
+
+def register(api: "JsonApi", app: "BaluPi") -> None:
+    auth = app.auth
+
+    def authenticate(request: Request, handler) -> None:
+        if getattr(handler, "public", False):
+            return
+        request.user = identify(auth, request)
+        if getattr(handler, "admin_only", False) and not request.user.is_admin:
+            raise ApiError(403, "this endpoint needs the admin role")
+
+    api.before_request.insert(0, authenticate)
+
+    @api.route("POST", "/auth/login")
+    @public
+    def login(request: Request) -> dict:
+        if auth.open_mode:
+            raise ApiError(409, "no NAS is configured, so there is nothing to log in against; requests are anonymous")
+        body = request.json_object()
+        username, password = body.get("username"), body.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise ApiError(422, "username and password (strings) are required")
+        try:
+            identity = auth.login(username, password, request.environ.get("REMOTE_ADDR", ""))
+        except LoginThrottled as exc:
+            raise _throttled(exc) from None
+        except LoginRefused:
+            raise ApiError(401, "invalid user name or password", CHALLENGE) from None
+        token, expires_at = auth.issue_token(identity)
+        return {"access_token": token, "token_type": "bearer", "expires_at": expires_at, "user": identity.public()}
+
+    @api.route("GET", "/auth/me")
+    def me(request: Request) -> dict:
+        return {"user": request.user.public(), "open_mode": auth.open_mode}

@@ -1,0 +1,329 @@
+"""The `Authenticator`: the one place a user name and password are judged.
+
+A login (`login(username, password, address)`) is decided, in this order:
+
+1. A login checked less than `auth_recheck_s` ago with the same name and password is accepted from
+   memory (an HMAC of name and password under a per-process key: no scrypt, no NAS request).
+2. A name or address still in its throttle delay is refused with the time to wait (`LoginThrottled`),
+   before anything is checked.
+3. With the NAS awake, the NAS decides (`auth_nas_method`: an authenticated PROPFIND of the WebDAV
+   root, or BaluHost's `POST /api/auth/login`, which also tells the role). Accepted: a fresh scrypt
+   verifier is stored (or the stored one confirmed). Rejected: the stored verifier is dropped. A
+   NAS that does not answer falls through to 4.
+4. Otherwise the stored verifier decides, if the NAS accepted that password within
+   `auth_offline_days`. An unknown user is checked against a dummy verifier (the same time), then
+   refused, or, with `auth_wake_nas_for_unknown`, the NAS is woken to decide.
+
+Every refusal is the same `LoginRefused`, whatever the reason, so answers never tell whether a user
+exists. A failed check is never remembered; only the throttle counts it.
+
+Whose files a user sees (`Identity.view`): NAS admins and the service account (`nas_username`) share
+the view "" (the NAS root, requested with the service account); every other user has a view named
+after them, requested with their own credentials (`NasClient.set_credentials`).
+
+With no NAS configured there is no authority to ask: requests are anonymous (`anonymous()`), and
+admin only from the Pi itself (loopback); see the decision log in docs/architecture.md.
+
+Lock order: `Authenticator._lock` before a per-login lock (`_login_locks`); the database and NAS
+requests happen under the per-login lock only.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from balupi.auth.basic import MAX_PASSWORD_CHARS, valid_username
+from balupi.auth.throttle import Throttle
+from balupi.auth.tokens import InvalidToken, TokenIssuer, load_signing_key
+from balupi.auth.verifiers import VerifierStore, check_verifier, dummy_verifier, make_verifier, password_bytes
+from balupi.db import Database
+from balupi.errors import NasUnavailable
+from balupi.log import register_secret
+from balupi.nas.monitor import NasState
+from balupi.settings import Settings
+
+if TYPE_CHECKING:
+    from balupi.nas.client import NasClient
+    from balupi.nas.monitor import NasMonitor
+
+log = logging.getLogger("balupi.auth")
+
+IDENTITY_KEY = "balupi.identity"  # the WSGI environ key of the request's Identity
+SHARED_VIEW = ""
+NAS_CHECK_TIMEOUT_S = 15.0
+MEMO_MAX = 4096
+DAY_S = 86400.0
+
+
+class Role(enum.Enum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+class AuthMethod(enum.Enum):
+    NAS = "nas"  # the NAS accepted the password just now
+    OFFLINE = "offline"  # the stored verifier matched (the NAS was not asked)
+    REMEMBERED = "remembered"  # checked within auth_recheck_s
+    TOKEN = "token"  # an API token
+    ANONYMOUS = "anonymous"  # no NAS configured
+
+
+class NasVerdict(enum.Enum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    NO_ANSWER = "no_answer"
+
+
+@dataclass(frozen=True)
+class Identity:
+    username: str
+    role: Role
+    view: str
+    method: AuthMethod
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    def public(self) -> dict:
+        return {"username": self.username, "role": self.role.value, "view": self.view, "method": self.method.value}
+
+
+class LoginRefused(Exception):
+    """Wrong name or password, unknown user, or no way to check: one answer for all."""
+
+
+class LoginThrottled(Exception):
+    def __init__(self, retry_after_s: float):
+        super().__init__(f"too many failed logins; try again in {retry_after_s:.0f} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class _Remembered:
+    identity: Identity
+    checked_at_s: float  # time.monotonic()
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class Authenticator:
+    def __init__(self, settings: Settings, db: Database, client: "NasClient", monitor: "NasMonitor"):
+        self.settings = settings
+        self.client = client
+        self.monitor = monitor
+        self.verifiers = VerifierStore(db)
+        self.throttle = Throttle(settings.auth_throttle_free_attempts, settings.auth_throttle_base_delay_s,
+                                 settings.auth_throttle_max_delay_s)
+        self.tokens = TokenIssuer(load_signing_key(settings), settings.auth_token_lifetime_minutes * 60)
+        self.admins = frozenset(settings.auth_admins)
+        self.offline_window_s = settings.auth_offline_days * DAY_S
+        self._memo_key = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+        self._remembered: dict[bytes, _Remembered] = {}
+        self._login_locks: dict[bytes, threading.Lock] = {}
+        self._confirmed: dict[str, bytes] = {}  # username -> memo key of the password its verifier holds
+        client.on_credentials_rejected = self._nas_rejected_credentials
+
+    @property
+    def open_mode(self) -> bool:
+        """No NAS configured: nothing to check logins against; requests are anonymous."""
+        return not self.monitor.configured
+
+    # -- identities -----------------------------------------------------------------------------
+
+    def view_of(self, username: str, nas_role: str) -> str:
+        if nas_role == "admin" or (self.settings.nas_username and username == self.settings.nas_username):
+            return SHARED_VIEW
+        return username
+
+    def identity(self, username: str, nas_role: str, method: AuthMethod) -> Identity:
+        role = Role.ADMIN if nas_role == "admin" or username in self.admins else Role.USER
+        return Identity(username, role, self.view_of(username, nas_role), method)
+
+    def anonymous(self, address: str) -> Identity:
+        """Open mode only: everyone may use the share; admin only from the Pi itself."""
+        assert self.open_mode
+        return Identity("", Role.ADMIN if is_loopback(address) else Role.USER, SHARED_VIEW, AuthMethod.ANONYMOUS)
+
+    # -- logins ---------------------------------------------------------------------------------
+
+    def _memo(self, username: str, password: str) -> bytes:
+        return hmac.new(self._memo_key, password_bytes(username) + b"\x00" + password_bytes(password), hashlib.sha256).digest()
+
+    def login(self, username: str, password: str, address: str) -> Identity:
+        """The identity of a name and password, or LoginRefused / LoginThrottled."""
+        if self.open_mode:
+            raise LoginRefused("no NAS is configured to check logins against")
+        if not valid_username(username) or len(password) > MAX_PASSWORD_CHARS or "\x00" in password:
+            self.throttle.failed(address, username)
+            raise LoginRefused("malformed user name or password")
+        key = self._memo(username, password)
+        remembered = self._recall(key)
+        if remembered is not None:
+            self.client.set_credentials(remembered.view, username, password)
+            return remembered
+        wait = self.throttle.retry_after_s(address, username)
+        if wait > 0:
+            raise LoginThrottled(wait)
+        with self._login_lock(key):
+            remembered = self._recall(key)  # a parallel request with the same login may have checked it
+            if remembered is not None:
+                return remembered
+            try:
+                identity = self._check(username, password, key)
+            except LoginRefused:
+                self.throttle.failed(address, username)
+                log.warning("login refused for user %r from %s", username[:64], address)
+                raise
+        self.throttle.succeeded(address, username)
+        register_secret(password)
+        self.client.set_credentials(identity.view, username, password)
+        with self._lock:
+            if len(self._remembered) >= MEMO_MAX:
+                self._remembered.clear()
+            self._remembered[key] = _Remembered(identity, time.monotonic())
+        return identity
+
+    def _recall(self, key: bytes) -> Identity | None:
+        with self._lock:
+            found = self._remembered.get(key)
+        if found is None or time.monotonic() - found.checked_at_s > self.settings.auth_recheck_s:
+            return None
+        return Identity(found.identity.username, found.identity.role, found.identity.view, AuthMethod.REMEMBERED)
+
+    def _login_lock(self, key: bytes) -> threading.Lock:
+        with self._lock:
+            lock = self._login_locks.get(key)
+            if lock is None:
+                if len(self._login_locks) >= MEMO_MAX:
+                    self._login_locks = {k: v for k, v in self._login_locks.items() if v.locked()}
+                lock = self._login_locks[key] = threading.Lock()
+            return lock
+
+    def _check(self, username: str, password: str, key: bytes) -> Identity:
+        if self.monitor.state is NasState.AWAKE:
+            verdict, nas_role = self._ask_nas(username, password, wake=False)
+            if verdict is not NasVerdict.NO_ANSWER:
+                return self._settle(username, password, key, verdict, nas_role)
+        stored = self.verifiers.get(username)
+        matches = check_verifier(stored.verifier if stored else dummy_verifier(), password)
+        if stored is not None and matches and time.time() - stored.verified_at <= self.offline_window_s:
+            return self.identity(username, stored.nas_role, AuthMethod.OFFLINE)
+        if self.settings.auth_wake_nas_for_unknown:
+            verdict, nas_role = self._ask_nas(username, password, wake=True)
+            if verdict is not NasVerdict.NO_ANSWER:
+                return self._settle(username, password, key, verdict, nas_role)
+        raise LoginRefused("cannot be verified")
+
+    def _settle(self, username: str, password: str, key: bytes, verdict: NasVerdict, nas_role: str) -> Identity:
+        if verdict is NasVerdict.REJECTED:
+            self.forget(username)
+            raise LoginRefused("the NAS rejected the password")
+        identity = self.identity(username, nas_role, AuthMethod.NAS)
+        if self.offline_window_s > 0:
+            if self._confirmed.get(username) == key:
+                self.verifiers.confirm(username, nas_role, identity.view)
+            else:
+                stored = self.verifiers.get(username)
+                if stored is not None and check_verifier(stored.verifier, password):
+                    self.verifiers.confirm(username, nas_role, identity.view)
+                else:
+                    self.verifiers.save(username, make_verifier(password), nas_role, identity.view)
+                self._confirmed[username] = key
+        log.info("login of %r accepted by the NAS (view %r, role %s)", username, identity.view, identity.role.value)
+        return identity
+
+    def _nas_method(self) -> str:
+        method = self.settings.auth_nas_method
+        if method == "auto":
+            return "rest" if self.client.rest_allowed() else "webdav"
+        return method
+
+    def _ask_nas(self, username: str, password: str, wake: bool) -> tuple[NasVerdict, str]:
+        """Ask the NAS about these credentials: (verdict, the role it reports or 'user')."""
+        credentials = (password_bytes(username), password_bytes(password))
+        try:
+            if self._nas_method() == "rest":
+                body = json.dumps({"username": username, "password": password}).encode()
+                response = self.client.request(
+                    "POST", "/api/auth/login", wake=wake, url=self.client.rest_url("/api/auth/login"), data=body,
+                    headers={"Content-Type": "application/json"}, timeout_s=NAS_CHECK_TIMEOUT_S, auth=credentials,
+                )
+            else:
+                response = self.client.request(
+                    "PROPFIND", "/", wake=wake, headers={"Depth": "0"}, timeout_s=NAS_CHECK_TIMEOUT_S,
+                    auth=credentials, url=self.client.base_url,
+                )
+        except NasUnavailable as exc:
+            log.info("could not ask the NAS about a login (%s): using the stored verifier", exc)
+            return NasVerdict.NO_ANSWER, "user"
+        with response:
+            if response.status_code in (401, 403):
+                return NasVerdict.REJECTED, "user"
+            if response.status_code == 200 and self._nas_method() == "rest":
+                try:
+                    role = str(response.json()["user"]["role"])
+                except (ValueError, KeyError, TypeError):
+                    role = "user"
+                return NasVerdict.ACCEPTED, role
+            if response.status_code in (200, 207):
+                return NasVerdict.ACCEPTED, "user"
+        log.warning("the NAS answered %s to a login check: using the stored verifier", response.status_code)
+        return NasVerdict.NO_ANSWER, "user"
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def issue_token(self, identity: Identity) -> tuple[str, float]:
+        return self.tokens.issue(identity.username, identity.role.value)
+
+    def token_identity(self, token: str) -> Identity:
+        """The identity of an API token; LoginRefused when it is not valid (any reason)."""
+        try:
+            claims = self.tokens.verify(token)
+        except InvalidToken as exc:
+            log.info("API token refused: %s", exc)
+            raise LoginRefused("invalid token") from None
+        stored = self.verifiers.get(claims.username)
+        if stored is None:  # the NAS has since rejected the password (or offline logins are off)
+            if self.offline_window_s > 0:
+                raise LoginRefused("the token's user has no accepted login any more")
+            return Identity(claims.username, Role(claims.role), self.view_of(claims.username, "user"), AuthMethod.TOKEN)
+        return Identity(claims.username, Role(claims.role), stored.view, AuthMethod.TOKEN)
+
+    # -- forgetting -----------------------------------------------------------------------------
+
+    def forget(self, username: str) -> None:
+        """The NAS rejected this user's password: drop the verifier, remembered logins, NAS credentials."""
+        dropped = self.verifiers.drop(username)
+        with self._lock:
+            for key in [k for k, r in self._remembered.items() if r.identity.username == username]:
+                del self._remembered[key]
+            self._confirmed.pop(username, None)
+        self.client.forget_credentials(username)
+        if dropped:
+            log.warning("the NAS rejected the password of %r: its offline login is dropped", username)
+
+    def _nas_rejected_credentials(self, username: str) -> None:
+        self.forget(username)
+
+    def enroll(self, username: str, password: str, nas_role: str = "user") -> Identity:
+        """Store a verifier as if the NAS had just accepted this password (tests, set-up tools)."""
+        identity = self.identity(username, nas_role, AuthMethod.NAS)
+        self.verifiers.save(username, make_verifier(password), nas_role, identity.view)
+        return identity

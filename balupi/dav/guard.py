@@ -1,0 +1,208 @@
+"""`DavGuard`: the front door of /dav/, in front of the fast lane and WsgiDAV.
+
+Per request, before anything else looks at it:
+
+1. The path (and a COPY/MOVE `Destination`) must be a plain path: valid UTF-8 (so no overlong
+   forms), no NUL or other control characters, no backslashes, no `.` or `..` segments, and no name
+   that Unicode compatibility normalization (NFKC) turns into one or into a slash. Anything else is
+   400. (The cache never maps request paths to files anyway: content files are named by random keys.)
+2. Who is asking: HTTP Basic credentials, judged by the `Authenticator` (balupi.auth.service).
+   Missing or refused: 401 with the same `WWW-Authenticate: Basic realm="BaluPi"` and body WsgiDAV
+   sends; throttled: 429 with `Retry-After`. With no NAS configured, requests are anonymous.
+3. Request bodies of every method but GET, HEAD and PUT are read here, at most
+   `dav_max_xml_body_kib` (more: 413, without reading it); XML bodies (PROPFIND, PROPPATCH, LOCK,
+   REPORT, SEARCH) are parsed with defusedxml with DTDs forbidden, so entity expansion ("billion
+   laughs"), external entities and DTDs are refused at once, as is malformed or absurdly deep XML
+   (400). The body is then handed on in memory.
+
+The request's `Identity` goes into the environ (`IDENTITY_KEY`): its view scopes the index, the
+cache, dead properties and locks (`balupi.dav.locks.current_view` is set for the request).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import unicodedata
+from typing import Callable, Iterable
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeET
+from wsgidav.http_authenticator import HTTPAuthenticator
+
+from balupi.auth.basic import parse_basic, split_authorization
+from balupi.auth.service import Authenticator, Identity, LoginRefused, LoginThrottled
+from balupi.dav import locks
+from balupi.dav.auth_dc import REALM, set_wsgidav_identity
+
+log = logging.getLogger("balupi.dav.guard")
+
+XML_METHODS = frozenset({"PROPFIND", "PROPPATCH", "LOCK", "REPORT", "SEARCH"})
+STREAMED_BODY_METHODS = frozenset({"GET", "HEAD", "PUT"})
+MAX_XML_DEPTH = 64
+UNAUTHORIZED_BODY = HTTPAuthenticator.error_message_401.encode()
+
+
+def path_problem(path: str) -> str | None:
+    """Why a decoded path is refused, or None when it is a plain path."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "control character in the path"
+    if "\\" in path:
+        return "backslash in the path"
+    for segment in path.split("/"):
+        if segment in (".", ".."):
+            return "dot segment in the path"
+        if segment and not segment.isascii():
+            folded = unicodedata.normalize("NFKC", segment)
+            if folded in (".", "..") or "/" in folded or "\\" in folded:
+                return "a name that Unicode normalization turns into a dot segment or a separator"
+    return None
+
+
+def wsgi_path_problem(raw: str) -> str | None:
+    """Like `path_problem`, for a WSGI PATH_INFO (latin-1 over the percent-decoded bytes)."""
+    try:
+        path = raw.encode("iso-8859-1").decode("utf-8")  # strict: overlong forms and surrogates fail
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return "the path is not valid UTF-8"
+    return path_problem(path)
+
+
+def destination_problem(value: str) -> str | None:
+    try:
+        raw = unquote_to_bytes(urlsplit(value.strip()).path)
+        path = raw.decode("utf-8")
+    except (UnicodeDecodeError, ValueError):
+        return "the Destination is not valid UTF-8"
+    problem = path_problem(path)
+    return f"Destination: {problem}" if problem else None
+
+
+def xml_problem(body: bytes) -> str | None:
+    """Why an XML request body is refused (DTD, entities, malformed, too deep), or None."""
+    try:
+        root = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        return f"XML with {type(exc).__name__.removesuffix('Forbidden').lower()} is not accepted"
+    except SafeET.ParseError as exc:
+        return f"malformed XML: {exc}"
+    except Exception as exc:  # noqa: BLE001 - whatever the parser raises, the body is bad
+        return f"malformed XML: {type(exc).__name__}"
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        if depth > MAX_XML_DEPTH:
+            return f"XML nested deeper than {MAX_XML_DEPTH} levels"
+        stack.extend((child, depth + 1) for child in element)
+    return None
+
+
+def _text(start_response: Callable, status: str, text: str, headers: list | None = None) -> list[bytes]:
+    body = (text + "\n").encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+                   + (headers or []))
+    return [body]
+
+
+class DavGuard:
+    """WSGI middleware in front of the fast lane (see the module docstring)."""
+
+    def __init__(self, authenticator: Authenticator, next_app: Callable, max_xml_body_bytes: int):
+        self.authenticator = authenticator
+        self.next_app = next_app
+        self.max_body_bytes = max_xml_body_bytes
+        self.refused = 0  # requests answered 400/401/413/429 here
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        problem = wsgi_path_problem(environ.get("PATH_INFO", "/"))
+        if problem is None and environ.get("HTTP_DESTINATION"):
+            problem = destination_problem(environ["HTTP_DESTINATION"])
+        if problem is not None:
+            self.refused += 1
+            return _text(start_response, "400 Bad Request", problem)
+        identity = self._identify(environ, start_response)
+        if not isinstance(identity, Identity):
+            self.refused += 1
+            return identity
+        set_wsgidav_identity(environ, identity)
+        method = environ["REQUEST_METHOD"].upper()
+        if method not in STREAMED_BODY_METHODS:
+            refusal = self._take_body(environ, start_response, method)
+            if refusal is not None:
+                self.refused += 1
+                return refusal
+        token = locks.current_view.set(identity.view)
+        try:
+            return self.next_app(environ, start_response)
+        finally:
+            locks.current_view.reset(token)
+
+    def _identify(self, environ: dict, start_response: Callable) -> Identity | list[bytes]:
+        address = environ.get("REMOTE_ADDR", "")
+        auth = self.authenticator
+        if auth.open_mode:
+            return auth.anonymous(address)
+        scheme, value = split_authorization(environ.get("HTTP_AUTHORIZATION"))
+        credentials = parse_basic(value) if scheme == "basic" else None
+        if credentials is None:
+            return self._challenge(start_response)
+        try:
+            return auth.login(credentials.username, credentials.password, address)
+        except LoginThrottled as exc:
+            retry = str(max(1, round(exc.retry_after_s)))
+            return _text(start_response, "429 Too Many Requests", str(exc), [("Retry-After", retry)])
+        except LoginRefused:
+            return self._challenge(start_response)
+
+    @staticmethod
+    def _challenge(start_response: Callable) -> list[bytes]:
+        start_response("401 Not Authorized", [
+            ("WWW-Authenticate", f'Basic realm="{REALM}"'),
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Length", str(len(UNAUTHORIZED_BODY))),
+        ])
+        return [UNAUTHORIZED_BODY]
+
+    def _take_body(self, environ: dict, start_response: Callable, method: str) -> list[bytes] | None:
+        """Read a (small) request body into memory and check it; a refusal, or None to go on."""
+        limit = self.max_body_bytes
+        length_text = (environ.get("CONTENT_LENGTH") or "").strip()
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        too_large = [("Connection", "close")]
+        if length_text:
+            if not length_text.isdigit():
+                return _text(start_response, "400 Bad Request", "invalid Content-Length")
+            length = int(length_text)
+            if length > limit:
+                return _text(start_response, "413 Request Entity Too Large",
+                             f"request body larger than {limit} bytes", too_large)
+            body = _read_exactly(environ["wsgi.input"], length)
+            if len(body) != length:
+                return _text(start_response, "400 Bad Request", "request body shorter than its Content-Length")
+        elif chunked:
+            body = _read_exactly(environ["wsgi.input"], limit + 1)
+            if len(body) > limit:
+                return _text(start_response, "413 Request Entity Too Large",
+                             f"request body larger than {limit} bytes", too_large)
+        else:
+            body = b""
+        if body and method in XML_METHODS:
+            problem = xml_problem(body)
+            if problem is not None:
+                return _text(start_response, "400 Bad Request", problem)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return None
+
+
+def _read_exactly(stream, n: int) -> bytes:
+    parts, remaining = [], n
+    while remaining > 0:
+        block = stream.read(min(remaining, 64 * 1024))
+        if not block:
+            break
+        parts.append(block)
+        remaining -= len(block)
+    return b"".join(parts)

@@ -312,8 +312,9 @@ class FastLane:
     def propfind(self, environ: dict, start_response: Callable, path: str) -> Iterable[bytes]:
         """Depth 0/1 PROPFIND of live properties, the multistatus built from one index query.
 
-        Anything this does not cover exactly like WsgiDAV (propname, <include>, dead properties or
-        locks in play, Depth infinity, a chunked body) goes on to WsgiDAV.
+        Dead properties are included (Windows leaves Win32* times on everything it copies). Anything
+        this does not cover exactly like WsgiDAV (propname, <include>, locks in play, Depth infinity,
+        a chunked body) goes on to WsgiDAV.
         """
         depth = environ.get("HTTP_DEPTH", "infinity")
         if depth not in ("0", "1") or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -338,9 +339,10 @@ class FastLane:
         if depth == "1" and entry.is_dir:
             provider.ensure_listed(entry)
             entries += provider.index.children(view, entry.path)
-        if propfind.dead_props_or_locks(provider.index.db, entry):
+        if propfind.locks_in_play(provider.index.db):
             return self.next_app(environ, start_response)
-        xml = propfind.multistatus(provider.mount_path + provider.share_path, entries, request)
+        dead = propfind.dead_props(provider.index.db, entry)
+        xml = propfind.multistatus(provider.mount_path + provider.share_path, entries, request, dead)
         start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
                                             ("Content-Length", str(len(xml)))])
         return [xml]

@@ -136,9 +136,15 @@ class Download:
 
     def _verify_and_publish(self) -> None:
         if self.etag:
-            head = self.client.request("HEAD", self.entry.path, wake=False, view=self.entry.view)
-            if _strip_etag(head.headers.get("ETag")) != self.etag:
-                raise UpstreamError(f"{self.entry.path} changed on the NAS during the download")
+            try:
+                head = self.client.request("HEAD", self.entry.path, wake=False, view=self.entry.view)
+            except NasUnavailable:
+                # Gone to sleep right after sending every byte: nobody is changing the file, and
+                # the byte count matched. Keep it rather than fetch it again on the next wake.
+                log.info("cached %s without the ETag re-check: the NAS went to sleep", self.entry.path)
+            else:
+                if _strip_etag(head.headers.get("ETag")) != self.etag:
+                    raise UpstreamError(f"{self.entry.path} changed on the NAS during the download")
         final = self.store.publish(self.key, self.tmp)
         self.tmp = final  # readers that open late find the published file
         replaced = self.index.mark_cached(self.entry.view, self.entry.path, self.key, self.written, self.etag, self.mtime)

@@ -3,8 +3,9 @@
 WsgiDAV builds a PROPFIND answer by asking each member for each property and assembling an
 element tree: about 90 us per member per request on this machine, a second for a large folder on
 the Pi. Here the same live properties (RFC 4918, plus lock support) are written straight from
-`Entry` rows. The values are identical to WsgiDAV's, except that `getetag` carries its quotes, as
-RFC 4918 says it must (the resources return it quoted to WsgiDAV too).
+`Entry` rows, plus the dead properties stored for them (one range query for the whole listing).
+The values are identical to WsgiDAV's, except that `getetag` carries its quotes, as RFC 4918 says
+it must (the resources return it quoted to WsgiDAV too).
 """
 
 from __future__ import annotations
@@ -59,18 +60,38 @@ def parse_request(body: bytes) -> PropfindRequest | None:
     return None
 
 
-def dead_props_or_locks(db: Database, entry: Entry) -> bool:
-    """Whether dead properties or locks could show in this answer (then WsgiDAV builds it)."""
-    if db.query_one("SELECT 1 FROM dav_locks LIMIT 1") is not None:
-        return True
+def locks_in_play(db: Database) -> bool:
+    """Whether any lock exists (then WsgiDAV builds the answer, with its lockdiscovery)."""
+    return db.query_one("SELECT 1 FROM dav_locks LIMIT 1") is not None
+
+
+def ref_url(entry: Entry) -> str:
+    """WsgiDAV's ref URL of `entry` (collections end in "/"), as dead properties are keyed."""
+    if entry.path == "/":
+        return "/"
+    return quote(entry.path) + ("/" if entry.is_dir else "")
+
+
+def dead_props(db: Database, entry: Entry) -> dict[str, list[tuple[str, bytes]]]:
+    """Dead properties of `entry` and everything below it: storage URL -> [(name, XML of the element)]."""
     ref = storage_url(entry.view, quote(entry.path.rstrip("/")))
-    lo = ref + "/"
-    hi = ref + "0"
-    row = db.query_one(
-        "SELECT 1 FROM dav_props WHERE url = ? OR url = ? OR (url > ? AND url < ?) LIMIT 1",
+    lo, hi = ref + "/", ref + "0"
+    rows = db.query(
+        "SELECT url, name, value FROM dav_props WHERE url = ? OR url = ? OR (url > ? AND url < ?)",
         (ref if entry.path.rstrip("/") else storage_url(entry.view, "/"), lo, lo, hi),
     )
-    return row is not None
+    found: dict[str, list[tuple[str, bytes]]] = {}
+    for url, name, value in rows:
+        found.setdefault(url, []).append((name, _element_xml(value)))
+    return found
+
+
+def _element_xml(value) -> bytes:
+    """A stored dead property as the XML of its element (without an XML declaration)."""
+    data = value.encode() if isinstance(value, str) else bytes(value)
+    if data.startswith(b"<?xml"):
+        data = data[data.index(b"?>") + 2:].lstrip()
+    return data
 
 
 @lru_cache(maxsize=8192)
@@ -105,16 +126,20 @@ def _element(name: str, value: str) -> str:
     return value if value.startswith("<D:") else f"<D:{name}>{value}</D:{name}>"
 
 
-def multistatus(mount: str, entries: list[Entry], request: PropfindRequest) -> bytes:
+def multistatus(mount: str, entries: list[Entry], request: PropfindRequest,
+                dead: dict[str, list[tuple[str, bytes]]] | None = None) -> bytes:
     out = ['<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">']
     append = out.append
+    dead = dead or {}
     for entry in entries:
         path = entry.path if entry.path != "/" else ""
         href = quote(mount + path + ("/" if entry.is_dir else ""), safe=HREF_SAFE)
         getters = _getters(entry)
+        own_dead = dict(dead.get(storage_url(entry.view, ref_url(entry)), ())) if dead else {}
         append(f"<D:response><D:href>{href}</D:href>")
         if request.allprop:
             props = "".join(_element(n, getters[n]()) for n in LIVE if n in getters)
+            props += b"".join(own_dead.values()).decode("utf-8")
             append(f"<D:propstat><D:prop>{props}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>")
         else:
             found, missing = [], []
@@ -122,6 +147,8 @@ def multistatus(mount: str, entries: list[Entry], request: PropfindRequest) -> b
                 local = clark[len(DAV):] if clark.startswith(DAV) else None
                 if local is not None and local in getters:
                     found.append(_element(local, getters[local]()))
+                elif clark in own_dead:
+                    found.append(own_dead[clark].decode("utf-8"))
                 else:
                     missing.append(_empty(clark))
             if found:

@@ -214,7 +214,7 @@ def refresh_all(refresher: "Refresher", index: "Index", view: str = "", budget_s
         if not _refresh_left(index, view, started):
             outcome.complete = True
             break
-        step = refresher.tick(limit=REFRESH_STEP, view=view)
+        step = refresher.tick(limit=REFRESH_STEP, view=view, min_age_s=0)
         outcome.listed += step.listed
         outcome.removed += step.removed
         if on_step is not None:

@@ -45,12 +45,16 @@ class Refresher:
         self.min_age_s = settings.refresh_min_age_minutes * 60
         self.listings = 0
 
-    def tick(self, limit: int | None = None, view: str = "") -> RefreshResult:
-        """List up to `limit` collections (default: this tick's share) while the NAS is awake."""
+    def tick(self, limit: int | None = None, view: str = "", min_age_s: float | None = None) -> RefreshResult:
+        """List up to `limit` collections (default: this tick's share) while the NAS is awake.
+
+        `min_age_s` overrides `refresh_min_age_minutes` (an operator's `balupi refresh` passes 0:
+        everything, now)."""
         result = RefreshResult()
         if not self.monitor.configured:
             return result
-        for path in self._next_collections(view, limit or self.per_tick):
+        min_age_s = self.min_age_s if min_age_s is None else min_age_s
+        for path in self._next_collections(view, limit or self.per_tick, min_age_s):
             if not self.monitor.is_awake():
                 break
             try:
@@ -91,13 +95,13 @@ class Refresher:
         )
         return [r[0] for r in rows]
 
-    def _next_collections(self, view: str, limit: int) -> list[str]:
+    def _next_collections(self, view: str, limit: int, min_age_s: float) -> list[str]:
         paths = self._unlisted(view, limit)
         if len(paths) < limit:
             rows = self.index.db.query(
                 "SELECT path FROM entries WHERE view = ? AND is_dir = 1 AND listed = 1 AND remote = 1"
                 " AND coalesce(listed_at, 0) < ? ORDER BY coalesce(listed_at, 0) LIMIT ?",
-                (view, time.time() - self.min_age_s, limit - len(paths)),
+                (view, time.time() - min_age_s, limit - len(paths)),
             )
             paths += [r[0] for r in rows]
         return paths

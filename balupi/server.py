@@ -3,6 +3,9 @@
 Shutdown order: release requests waiting for the NAS to wake (they answer 503 at once), stop
 accepting and let in-flight requests finish (cheroot's shutdown_timeout), then stop background
 work (scheduler jobs finish or are abandoned safely), then close the database.
+
+Limits (`balupi.limits`): requests in progress per client address, a deadline for the request head,
+the head's size, the socket timeout. HTTPS (`balupi.tls`) when `tls_cert` and `tls_key` are set.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import threading
 from cheroot import wsgi
 
 from balupi.app import BaluPi
-from balupi.httpio import FastConnection, SendfileGateway
 from balupi.errors import ConfigError
+from balupi.httpio import SendfileGateway
+from balupi.limits import GuardedConnection, Limits
+from balupi.tls import server_adapter
 
 log = logging.getLogger("balupi.server")
 
-REQUEST_TIMEOUT_S = 60  # idle/slow client socket timeout
 SHUTDOWN_TIMEOUT_S = 5
 M_ARENA_MAX = -8  # glibc mallopt parameter
 
@@ -37,10 +41,15 @@ class Server:
             app.wsgi,
             numthreads=s.server_threads,
             server_name="balupi",
-            timeout=REQUEST_TIMEOUT_S,
+            timeout=s.http_timeout_s,
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         )
-        self.httpd.ConnectionClass = FastConnection
+        self.httpd.ConnectionClass = GuardedConnection
+        self.httpd.max_request_header_size = s.http_max_header_kib * 1024
+        self.limits = self.httpd.balupi_limits = Limits(s.http_max_requests_per_client, s.http_header_timeout_s)
+        self.tls = bool(s.tls_cert and s.tls_key)
+        if self.tls:
+            self.httpd.ssl_adapter = server_adapter(s.tls_cert, s.tls_key)
         self.httpd.gateway = SendfileGateway
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -53,7 +62,7 @@ class Server:
     def url(self) -> str:
         host = self.httpd.bind_addr[0]
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def start(self) -> None:
         try:
@@ -66,6 +75,7 @@ class Server:
                 f"BALUPI_HOST/BALUPI_PORT: cannot listen on {host}:{port}: {reason.group(1) if reason else exc}"
             ) from None
         self.app.start()
+        self.limits.watchdog.start()
         self._thread = threading.Thread(target=self.httpd.serve, name="balupi-http", daemon=True)
         self._thread.start()
         host = self.httpd.bind_addr[0]
@@ -79,6 +89,7 @@ class Server:
         log.info("shutting down")
         self.app.nas.stop()  # requests waiting for the NAS to wake get 503 now, not at their deadline
         self.httpd.stop()
+        self.limits.watchdog.stop()
         if self._thread is not None:
             self._thread.join(SHUTDOWN_TIMEOUT_S + 5)
         self.app.stop()

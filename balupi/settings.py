@@ -271,7 +271,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls_key", None, "Private key (PEM) of tls_cert.", _parse_path, _readable_file),
     Setting("nas_ca_file", None, "CA certificate (PEM) that signed the NAS's HTTPS certificate (e.g. its self-signed certificate itself). Empty: the system's CAs.", _parse_path, _readable_file),
     Setting("nas_cert_sha256", "", "Pin the NAS's HTTPS certificate by its SHA-256 fingerprint instead of a CA (hex, colons allowed). Certificate checks are never turned off.", check=_sha256_fingerprint),
-    Setting("http_max_requests_per_client", 16, "Requests one client address may have in progress at once (more get 503 at once), so one client cannot take every server thread. 0: no cap.", _parse_int, _at_least(0)),
+    Setting("http_max_requests_per_client", 24, "Requests one client address may have in progress at once (more get 503 at once), so one client cannot take every server thread; keep it below server_threads. 0: no cap.", _parse_int, _at_least(0)),
     Setting("http_header_timeout_s", 20.0, "A client must send its whole request line and headers within this time (against slow clients holding threads).", _parse_float, _at_least(1)),
     Setting("http_timeout_s", 60.0, "A connection that sends or accepts nothing for this long is closed.", _parse_float, _at_least(1)),
     Setting("http_max_header_kib", 64, "Largest request line plus headers, in KiB (larger: 413/414).", _parse_int, _at_least(8)),
@@ -415,6 +415,12 @@ def load_settings(
                     errors.append(f"{SETTINGS_BY_NAME[name].env_name}: {problem}")
     if not errors and bool(values["tls_cert"]) != bool(values["tls_key"]):
         errors.append("BALUPI_TLS_CERT/BALUPI_TLS_KEY: set both or neither")
+    if not errors and values["http_max_requests_per_client"] >= values["server_threads"]:
+        if sources["http_max_requests_per_client"] == "default":  # fewer threads than usual: scale the cap
+            values["http_max_requests_per_client"] = max(1, values["server_threads"] * 3 // 4)
+        else:
+            errors.append("BALUPI_HTTP_MAX_REQUESTS_PER_CLIENT: must be below BALUPI_SERVER_THREADS (or 0 for no "
+                          "cap), or one client can still take every thread")
     if not errors and values["tls_key"] is not None:
         warn_if_readable_by_others(values["tls_key"], "TLS private key")
     if errors:

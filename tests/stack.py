@@ -65,9 +65,11 @@ def stack_factory(tmp_path: Path, settings_factory: Callable, running_server: Ca
     made: list[SimNas] = []
 
     def make(nas_kwargs: dict | None = None, **overrides: Any) -> Stack:
-        nas = SimNas(tmp_path / "nas", users={NAS_USER: (NAS_PASSWORD, "admin")},
+        nas_kwargs = dict(nas_kwargs or {})
+        users = {NAS_USER: (NAS_PASSWORD, "admin"), **nas_kwargs.pop("users", {})}  # alice, plus any others
+        nas = SimNas(tmp_path / "nas", users=users,
                      wol_port=free_port(socket.SOCK_DGRAM), control_port=None, boot_delay_s=0.3,
-                     **(nas_kwargs or {}))
+                     **nas_kwargs)
         nas.start()
         made.append(nas)
         settings = settings_factory(**{

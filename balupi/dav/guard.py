@@ -134,9 +134,12 @@ class DavGuard:
                 return refusal
         token = locks.current_view.set(identity.view)
         try:
-            return self.next_app(environ, start_response)
+            result = self.next_app(environ, start_response)
         finally:
             locks.current_view.reset(token)
+        if isinstance(result, (list, tuple)):
+            return result
+        return _InView(result, identity.view)  # WsgiDAV does its work while its answer is iterated
 
     def _identify(self, environ: dict, start_response: Callable) -> Identity | list[bytes]:
         address = environ.get("REMOTE_ADDR", "")
@@ -195,6 +198,33 @@ class DavGuard:
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         return None
+
+
+class _InView:
+    """An answer's iterator, run with `current_view` set to the request's view."""
+
+    def __init__(self, inner: Iterable[bytes], view: str):
+        self._inner = iter(inner)
+        self._closer = getattr(inner, "close", None)
+        self._view = view
+
+    def __iter__(self) -> "_InView":
+        return self
+
+    def __next__(self) -> bytes:
+        token = locks.current_view.set(self._view)
+        try:
+            return next(self._inner)
+        finally:
+            locks.current_view.reset(token)
+
+    def close(self) -> None:
+        if self._closer is not None:
+            token = locks.current_view.set(self._view)
+            try:
+                self._closer()
+            finally:
+                locks.current_view.reset(token)
 
 
 def _read_exactly(stream, n: int) -> bytes:

@@ -139,6 +139,12 @@ class SimNas:
     def user_id(self, name: str) -> int:
         return list(self.users).index(name) + 1
 
+    def set_password(self, user: str, password: str) -> None:
+        """Change `user`'s password, as the NAS's admin would: WebDAV and REST accept only the new one."""
+        role = self.users[user][1]
+        self._dav_apps[user] = build_dav_app(self.home_of(user), DAV_PREFIX, user, password, role)
+        self.users[user] = (password, role)
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> "SimNas":

@@ -232,8 +232,10 @@ class SyncWorker:
         self._ensure_parent(target)
         temp = (parent_of(target) or "/").rstrip("/") + f"/.balupi-upload-{key[:16]}.part"
         with open(self.store.path_of(key), "rb") as body:
-            response = self.client.request("PUT", temp, wake=False, data=body, headers={"Content-Length": str(size)},
-                                           timeout_s=max(60.0, size / 1e6))
+            # An empty file goes as b"": for an empty file object requests adds "Transfer-Encoding:
+            # chunked" beside our Content-Length, and the NAS waits for a body that never comes.
+            response = self.client.request("PUT", temp, wake=False, data=body if size else b"",
+                                           headers={"Content-Length": str(size)}, timeout_s=max(60.0, size / 1e6))
         self._check(response, (200, 201, 204), f"PUT {temp}")
         self._set_phase(row["id"], Phase.UPLOADED)
         response = self.client.request(

@@ -211,6 +211,11 @@ class CacheProvider(DAVProvider):
         self.index.copy(entry.view, entry.path, dest_path, key_map)
 
     def _drop_content(self, keys: list[str]) -> None:
+        """Remove content nothing needs any more: no entry names it and no pending change uploads it
+        (the sync removes the latter once applied)."""
+        db = self.index.db
         for key in keys:
-            if self.index.db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is None:
+            if (db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is None
+                    and db.query_one("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1",
+                                     (key,)) is None):
                 self.store.remove(key)

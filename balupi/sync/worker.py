@@ -142,6 +142,8 @@ class SyncWorker:
                 result.failed += 1
                 break
             self._done(row["id"])
+            if row["op"] == "put":
+                self._drop_unneeded(row["cache_key"])
             result.applied += 1
             result.conflicts += int(conflict)
         result.remaining = self.pending()["count"]
@@ -164,6 +166,15 @@ class SyncWorker:
             )
         level = logging.WARNING if attempts in (1, 5) or attempts % 20 == 0 else logging.DEBUG
         log.log(level, "sync: %s %s failed (attempt %d, next in %.0f s): %s", row["op"], row["path"], attempts, delay_s, exc)
+
+    def _drop_unneeded(self, key: str | None) -> None:
+        """An upload is done: its content stays only while an entry or another pending change names
+        it (a version replaced or deleted before it was synced is kept for the sync until now)."""
+        if not key:
+            return
+        if self.db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is None and \
+                self.db.query_one("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1", (key,)) is None:
+            self.store.remove(key)
 
     def _set_phase(self, row_id: int, phase: Phase) -> None:
         with self.db.write() as d:

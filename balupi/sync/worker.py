@@ -330,8 +330,11 @@ class SyncWorker:
             op.upper(), src, wake=False, headers={"Destination": self.client.url_for(dest), "Overwrite": "T"}
         )
         if response.status_code == 404:
-            if self._stat(dest) is None:
+            remote = self._stat(dest)
+            if remote is None:
                 log.warning("sync: %s %s -> %s: the source is not on the NAS; nothing to do", op, src, dest)
+            else:
+                self._rebase(view, dest, remote)  # done before a restart
             return
         self._check(response, (201, 204), f"{op.upper()} {src} -> {dest}")
         remote = self._stat(dest)
@@ -342,7 +345,22 @@ class SyncWorker:
                     " WHERE view = ? AND path = ?",
                     (remote.etag or None, view, dest),
                 )
+        if remote is not None:
+            self._rebase(view, dest, remote)
         self.events.emit(Event.SYNC_DONE, path=dest, action=op)
+
+    def _rebase(self, view: str, path: str, remote: RemoteEntry) -> None:
+        """The NAS's file at `path` is our own doing now (a synced move or copy): local changes of
+        `path` made after it are based on it, not on what their entry knew before (nothing, for a
+        file created by the move), or the next upload would take our own move for someone else's
+        change and keep both as a conflict."""
+        if remote.is_collection:
+            return
+        with self.db.write() as d:
+            d.execute("UPDATE entries SET base_etag = ? WHERE view = ? AND path = ? AND dirty = 1",
+                      (remote.etag or None, view, path))
+            d.execute("UPDATE journal SET base_etag = ? WHERE state = 'pending' AND op = 'put' AND view = ? AND path = ?",
+                      (remote.etag or None, view, path))
 
     def _proppatch(self, row) -> None:
         view, path = row["view"], row["path"]

@@ -25,13 +25,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from zoneinfo import ZoneInfo
 
-from kasa import Credentials
 
 from balupi.db import Database
-from balupi.energy import plugs as kasa_plugs
 from balupi.energy.loop import EventLoopThread
 from balupi.energy.model import (
     ConfirmationRequired,
@@ -47,6 +45,23 @@ from balupi.energy.rollups import apply_retention, reprice
 from balupi.energy.tariffs import Tariff, TariffBook, load_tariffs, store_tariff, tariff_from_json
 from balupi.events import Event, Events
 from balupi.settings import Settings
+
+if TYPE_CHECKING:
+    from balupi.energy.plugs import PlugLink
+
+def _kasa_plugs():
+    """balupi.energy.plugs, imported on first use: python-kasa adds about 23 MB to the process,
+    which a Pi with no plugs configured should not pay."""
+    from balupi.energy import plugs
+
+    return plugs
+
+
+def _credentials(username: str, password: str):
+    from kasa import Credentials
+
+    return Credentials(username, password)
+
 
 log = logging.getLogger("balupi.energy")
 
@@ -86,7 +101,7 @@ class Plug:
     mac: str = ""
     hardware_id: str = ""
     timezone: str = ""
-    link: kasa_plugs.PlugLink | None = None
+    link: "PlugLink | None" = None
     health: PlugHealth = field(default_factory=PlugHealth)
     last: Reading | None = None
     in_flight: bool = False
@@ -122,7 +137,7 @@ class EnergyService:
         self.recorder = Recorder(db, self.zone, self.interval_s, self.thresholds)
         self.loop = EventLoopThread()
         self.credentials = (
-            Credentials(settings.tapo_username, settings.tapo_password) if settings.tapo_username else None
+            _credentials(settings.tapo_username, settings.tapo_password) if settings.tapo_username else None
         )
         self.book = self._load_book()
         self._lock = threading.Lock()
@@ -169,7 +184,7 @@ class EnergyService:
     def _plug_from_row(self, row: Any) -> Plug:
         plug = Plug(row["id"], row["name"], PlugRole(row["role"]), row["host"], row["port"], row["model"] or "",
                     row["mac"] or "", row["hardware_id"] or "", row["timezone"] or "")
-        plug.link = kasa_plugs.PlugLink(plug.id, json.loads(row["config_json"]), self.credentials, self.timeout_s,
+        plug.link = _kasa_plugs().PlugLink(plug.id, json.loads(row["config_json"]), self.credentials, self.timeout_s,
                                         self._plug_zone(plug))
         return plug
 
@@ -211,7 +226,7 @@ class EnergyService:
             self._check_role(role)
         deadline_s = ADD_TIMEOUT_FACTOR * self.timeout_s
         facts = self.loop.run(
-            kasa_plugs.hard_deadline(kasa_plugs.probe(host, port, self.credentials, self.timeout_s, self.zone), deadline_s),
+            _kasa_plugs().hard_deadline(_kasa_plugs().probe(host, port, self.credentials, self.timeout_s, self.zone), deadline_s),
             deadline_s + 1,
         )
         now = self.clock()
@@ -303,7 +318,7 @@ class EnergyService:
     def discover(self) -> list[dict]:
         timeout_s = max(3.0, self.timeout_s)
         found = self.loop.run(
-            kasa_plugs.hard_deadline(kasa_plugs.discover(self.settings.tapo_discovery_target, self.credentials, timeout_s),
+            _kasa_plugs().hard_deadline(_kasa_plugs().discover(self.settings.tapo_discovery_target, self.credentials, timeout_s),
                                      3 * timeout_s),
             3 * timeout_s + 1,
         )
@@ -407,7 +422,7 @@ class EnergyService:
         link._saved_config = link.config  # type: ignore[attr-defined]
 
     def _on_failure(self, plug: Plug, exc: BaseException) -> None:
-        kind = kasa_plugs.classify(exc)
+        kind = _kasa_plugs().classify(exc)
         h = plug.health
         now = self.clock()
         first = h.consecutive_failures == 0
@@ -416,7 +431,7 @@ class EnergyService:
         h.failures += 1
         h.consecutive_failures += 1
         h.last_attempt_at = now
-        h.error = kasa_plugs.describe(exc)
+        h.error = _kasa_plugs().describe(exc)
         h.error_kind = kind
         if first:
             h.failing_since = now

@@ -48,7 +48,8 @@ RUN_LOCK_FILENAME = "sync.lock"  # in data_dir: one run at a time across process
 
 
 class Phase(enum.Enum):
-    UPLOADED = "uploaded"  # content is at the temporary name on the NAS
+    UPLOADING = "uploading"  # a PUT to the temporary name started (a partial temp file may be there)
+    UPLOADED = "uploaded"  # content is at the temporary name on the NAS; the MOVE may follow any moment
     MOVED = "moved"  # content is at its final name on the NAS
 
 
@@ -65,12 +66,14 @@ class RunResult:
 
 
 def conflict_name(path: str, host: str, when: float) -> str:
-    """`/dir/name.ext` -> `/dir/name (conflict <host> <date>).ext`."""
+    """`/dir/name.ext` -> `/dir/name (conflict <host> <date>).ext`, `when` being the time of the
+    Pi's change, to the millisecond: two versions of a file written within one second must not
+    get the same name (the second upload would replace the first copy)."""
     name = name_of(path)
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem:
         stem, ext = name, ""
-    stamp = time.strftime("%Y-%m-%d %H%M%S", time.localtime(when))
+    stamp = time.strftime("%Y-%m-%d %H%M%S", time.localtime(when)) + f".{int(when * 1000) % 1000:03d}"
     new = f"{stem} (conflict {host} {stamp})" + (f".{ext}" if ext else "")
     parent = parent_of(path) or "/"
     return (parent.rstrip("/") + "/" + new) if parent != "/" else "/" + new
@@ -128,7 +131,7 @@ class SyncWorker:
         deadline = time.monotonic() + budget_s
         while time.monotonic() < deadline and self.monitor.is_awake():
             row = self.db.query_one(
-                "SELECT id, view, op, path, dest, cache_key, size, base_etag, attempts, phase, next_at"
+                "SELECT id, at, view, op, path, dest, cache_key, size, base_etag, attempts, phase, next_at"
                 " FROM journal WHERE state = 'pending' ORDER BY id LIMIT 1"
             )
             if row is None:
@@ -226,22 +229,27 @@ class SyncWorker:
 
     def _put(self, row) -> bool:
         view, path, key, size = row["view"], row["path"], row["cache_key"], row["size"]
+        # Both names depend only on the change, so a retry after a restart finds what an earlier
+        # attempt left: the temp file beside the target, and the conflict copy named for the change.
+        temp = (parent_of(path) or "/").rstrip("/") + f"/.balupi-upload-{key[:16]}.part"
+        copy_path = conflict_name(path, self.host, row["at"])
         later = self.db.query_one(
             "SELECT 1 FROM journal WHERE state = 'pending' AND op = 'put' AND view = ? AND path = ? AND id > ? LIMIT 1",
             (view, path, row["id"]),
         )
+        if row["phase"]:  # an earlier attempt got somewhere (and then failed, or BaluPi was killed)
+            resumed = self._resume(row, temp, copy_path, superseded=later is not None)
+            if resumed is not None:
+                return resumed
         if later is not None:
             return False  # a newer version of the same file follows: upload that one only
         if not self.store.exists(key):
             raise SyncError(f"content {key} of {path} is missing from the cache")
         remote = self._stat(path)
-        if row["phase"] == Phase.MOVED.value and remote is not None and remote.size_bytes == size:
-            self._settle(view, path, key, remote)  # our own upload, done before a restart
-            return False
         conflict = remote is not None and not remote.is_collection and (row["base_etag"] is None or remote.etag != row["base_etag"])
-        target = conflict_name(path, self.host, time.time()) if conflict else path
+        target = copy_path if conflict else path
         self._ensure_parent(target)
-        temp = (parent_of(target) or "/").rstrip("/") + f"/.balupi-upload-{key[:16]}.part"
+        self._set_phase(row["id"], Phase.UPLOADING)
         with open(self.store.path_of(key), "rb") as body:
             # An empty file goes as b"": for an empty file object requests adds "Transfer-Encoding:
             # chunked" beside our Content-Length, and the NAS waits for a body that never comes.
@@ -262,6 +270,38 @@ class SyncWorker:
         else:
             self._settle(view, path, key, result)
         return conflict
+
+    def _resume(self, row, temp: str, copy_path: str, superseded: bool) -> bool | None:
+        """Finish an upload an earlier attempt started. Returns whether it ended in a conflict, or
+        None when it has to be done (again) from the start.
+
+        Our temp name is ours alone: if it is gone after the PUT completed, our MOVE went through,
+        perhaps just before BaluPi was killed and before `phase` could say so. Taking that upload for
+        someone else's change would store a false conflict copy.
+        """
+        view, path, key, size = row["view"], row["path"], row["cache_key"], row["size"]
+        if self._stat(temp) is not None:
+            if not superseded:
+                return None  # the MOVE did not happen: upload again (over the temp file)
+            response = self.client.request("DELETE", temp, wake=False)  # not wanted any more
+            self._check(response, (200, 204, 404), f"DELETE {temp}")
+            return False
+        if row["phase"] == Phase.UPLOADING.value:
+            return None  # the PUT never completed: nothing of it is left
+        copy = self._stat(copy_path)
+        if copy is not None and copy.size_bytes == size:  # it went to the conflict name
+            if self.db.query_one("SELECT 1 FROM conflicts WHERE view = ? AND path = ? AND conflict_path = ?",
+                                 (view, path, copy_path)) is None:
+                self._record_conflict(view, path, copy_path, key, copy, self._stat(path), row["base_etag"])
+            return True
+        remote = self._stat(path)
+        if remote is None or remote.size_bytes != size:
+            return None  # changed on the NAS since: start over (the conflict check decides)
+        if superseded:
+            self._rebase(view, path, remote)  # the newer version is based on this upload
+        else:
+            self._settle(view, path, key, remote)
+        return False
 
     def _settle(self, view: str, path: str, key: str, remote: RemoteEntry) -> None:
         """The NAS holds `key`'s content at `path` now: the entry is clean and carries the NAS's ETag."""

@@ -323,16 +323,28 @@ class SyncWorker:
         now = time.time()
         with self.db.write() as d:
             # The Pi's version now lives (clean) under the conflict name ...
-            d.execute(
+            moved = d.execute(
                 "UPDATE entries SET path = ?, name = ?, dirty = 0, remote = 1, etag = ?, base_etag = NULL"
                 " WHERE view = ? AND path = ? AND cache_key = ?",
                 (conflict_path, name_of(conflict_path), uploaded.etag or None, view, path, key),
-            )
-            # ... and the NAS's version keeps the name (not cached: it is fetched when asked for).
+            ).rowcount
+            if not moved:  # a newer version replaced it on the Pi meanwhile: the copy gets its own entry
+                d.execute(
+                    "INSERT OR IGNORE INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag,"
+                    " content_type, cache_key, listed, remote) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, 1, 1)",
+                    (view, conflict_path, parent_of(conflict_path), name_of(conflict_path), uploaded.size_bytes,
+                     uploaded.mtime, now, uploaded.etag or None, uploaded.content_type, key),
+                )
+            # ... and the NAS's version keeps the name (not cached: it is fetched when asked for),
+            # unless a client wrote a newer version meanwhile: that one stays, dirty, and its own
+            # upload will meet the NAS's version the same way.
             if nas_version is not None:
                 d.execute(
-                    "INSERT OR REPLACE INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag,"
-                    " content_type, listed, remote) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, 1, 1)",
+                    "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag,"
+                    " content_type, listed, remote) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, 1, 1)"
+                    " ON CONFLICT (view, path) DO UPDATE SET is_dir = 0, size = excluded.size,"
+                    " mtime = excluded.mtime, etag = excluded.etag, content_type = excluded.content_type,"
+                    " cache_key = NULL, remote = 1 WHERE dirty = 0",
                     (view, path, parent_of(path), name_of(path), nas_version.size_bytes, nas_version.mtime, now,
                      nas_version.etag or None, nas_version.content_type),
                 )

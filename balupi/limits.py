@@ -8,6 +8,7 @@ handshakes off the accept loop.
   handshake) within `http_header_timeout_s`; a slow client ("slowloris") that trickles bytes, each
   within the socket timeout, has its connection shut down at the deadline. A thread checks the
   armed deadlines twice a second.
+- Header values holding CR, LF or NUL are refused (400).
 - `GuardedConnection` puts both around cheroot's connection (BaluPi's fast one for plain TCP). With
   TLS it also performs the handshake, which `balupi.tls.LazyHandshakeAdapter` leaves undone: cheroot
   would otherwise run it on its single accepting thread, where one silent client stalls every new
@@ -132,6 +133,9 @@ class Limits:
 
 
 class HeadDeadlineRequest(HTTPRequest):
+    """cheroot's request, its head read under the deadline; header values with CR, LF or NUL are 400
+    (RFC 9110 5.5; cheroot passes them on)."""
+
     def parse_request(self):
         watchdog = self.server.balupi_limits.watchdog
         handle = watchdog.arm(self.conn.socket)
@@ -139,6 +143,10 @@ class HeadDeadlineRequest(HTTPRequest):
             super().parse_request()
         finally:
             watchdog.disarm(handle)
+        if self.ready and any(b"\r" in v or b"\n" in v or b"\x00" in v for v in self.inheaders.values()):
+            self.ready = False
+            self.close_connection = True
+            self.simple_response("400 Bad Request", "A header value holds CR, LF or NUL.")
 
 
 class GuardedConnection(FastConnection):

@@ -53,6 +53,18 @@ def dav(stack: Stack, method: str, path: str, auth=None, **kwargs) -> requests.R
         return s.request(method, stack.url(path), auth=auth, timeout=30, **kwargs)
 
 
+def from_address(source: str, method: str, url: str, auth: tuple[str, str] | None = None,
+                 headers: dict | None = None, body: bytes | None = None):
+    """A request sent from another loopback address (127.0.0.2, ...): another client to BaluPi."""
+    import urllib3
+
+    headers = dict(headers or {})
+    if auth is not None:
+        headers.update(urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}"))
+    with urllib3.PoolManager(source_address=(source, 0), retries=False, timeout=30) as pool:
+        return pool.request(method, url, headers=headers, body=body)
+
+
 def raw_request(port: int, data: bytes, timeout_s: float = 30.0) -> bytes:
     """Send raw bytes to 127.0.0.1:port and read until the server closes the connection."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:

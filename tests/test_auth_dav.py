@@ -97,6 +97,16 @@ def test_a_wrong_password_is_refused_and_never_remembered(stack):
     assert stack.nas.request_count("POST", "/api/auth/login") == 2  # and asked again: no cached refusal
 
 
+def test_a_wrong_guess_while_the_nas_is_awake_leaves_the_offline_login_alone(stack, running_server):
+    assert stack.http.request("PROPFIND", stack.url("/"), headers={"Depth": "0"}).status_code == 207
+    assert_challenge(dav(stack, "PROPFIND", "/", auth=(NAS_USER, "a guess"), headers={"Depth": "0"}))
+
+    assert verifier_row(stack.app, NAS_USER) is not None
+    stack.suspend_nas()
+    stack = restart(stack, running_server)
+    assert stack.http.request("PROPFIND", stack.url("/"), headers={"Depth": "0"}).status_code == 207
+
+
 def test_an_unknown_user_and_a_wrong_password_get_the_same_answer(stack):
     known = dav(stack, "PROPFIND", "/", auth=(NAS_USER, "wrong"), headers={"Depth": "0"})
     unknown = dav(stack, "PROPFIND", "/", auth=("mallory", "wrong"), headers={"Depth": "0"})

@@ -78,6 +78,8 @@ class Request:
                     self._json = json.loads(raw)
                 except (ValueError, UnicodeDecodeError) as exc:
                     raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+                except RecursionError:  # [[[[... nested past the parser's stack
+                    raise ApiError(400, "request body is not valid JSON: nested too deeply") from None
         return self._json
 
     def json_object(self) -> dict:
@@ -135,6 +137,10 @@ class JsonApi:
 
     def routes(self) -> list[tuple[str, str]]:
         return [(m, pat) for _, pat, handlers in self._routes for m in handlers]
+
+    def endpoints(self) -> list[tuple[str, str, Handler]]:
+        """(method, pattern, handler) of every route: what the marks (`public`, `admin_only`) are on."""
+        return [(m, pat, h) for _, pat, handlers in self._routes for m, h in handlers.items()]
 
     def _dispatch(self, environ: dict) -> Response:
         path = environ.get("PATH_INFO", "") or "/"

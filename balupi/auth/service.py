@@ -233,7 +233,9 @@ class Authenticator:
 
     def _settle(self, username: str, password: str, key: bytes, verdict: NasVerdict, nas_role: str) -> Identity:
         if verdict is NasVerdict.REJECTED:
-            self.forget(username)
+            stored = self.verifiers.get(username)
+            if stored is not None and check_verifier(stored.verifier, password):
+                self.forget(username)  # the password the Pi knew is no longer good (a guess drops nothing)
             raise LoginRefused("the NAS rejected the password")
         identity = self.identity(username, nas_role, AuthMethod.NAS)
         if self.offline_window_s > 0:

@@ -3,9 +3,11 @@
 Per request, before anything else looks at it:
 
 1. The path (and a COPY/MOVE `Destination`) must be a plain path: valid UTF-8 (so no overlong
-   forms), no NUL or other control characters, no backslashes, no `.` or `..` segments, and no name
-   that Unicode compatibility normalization (NFKC) turns into one or into a slash. Anything else is
-   400. (The cache never maps request paths to files anyway: content files are named by random keys.)
+   forms), no NUL or other control characters, no backslashes, no `.` or `..` segments, no name
+   that Unicode compatibility normalization (NFKC) turns into one or into a slash, and no
+   percent-encoded dot, slash, backslash or NUL left after decoding (double encoding). A
+   `Destination` must name a path under /dav/ with http or https. Anything else is 400. (The cache
+   never maps request paths to files anyway: content files are named by random keys.)
 2. Who is asking: HTTP Basic credentials, judged by the `Authenticator` (balupi.auth.service).
    Missing or refused: 401 with the same `WWW-Authenticate: Basic realm="BaluPi"` and body WsgiDAV
    sends; throttled: 429 with `Retry-After`. With no NAS configured, requests are anonymous.
@@ -23,12 +25,14 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import unicodedata
 from typing import Callable, Iterable
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
+from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
 from wsgidav.http_authenticator import HTTPAuthenticator
 
 from balupi.auth.basic import parse_basic, split_authorization
@@ -42,6 +46,7 @@ XML_METHODS = frozenset({"PROPFIND", "PROPPATCH", "LOCK", "REPORT", "SEARCH"})
 STREAMED_BODY_METHODS = frozenset({"GET", "HEAD", "PUT"})
 MAX_XML_DEPTH = 64
 UNAUTHORIZED_BODY = HTTPAuthenticator.error_message_401.encode()
+_DOUBLE_ENCODED = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 
 
 def path_problem(path: str) -> str | None:
@@ -53,6 +58,8 @@ def path_problem(path: str) -> str | None:
     for segment in path.split("/"):
         if segment in (".", ".."):
             return "dot segment in the path"
+        if "%" in segment and _DOUBLE_ENCODED.search(segment):
+            return "a percent-encoded dot, slash, backslash or NUL in a name (double encoding)"
         if segment and not segment.isascii():
             folded = unicodedata.normalize("NFKC", segment)
             if folded in (".", "..") or "/" in folded or "\\" in folded:
@@ -69,12 +76,15 @@ def wsgi_path_problem(raw: str) -> str | None:
     return path_problem(path)
 
 
-def destination_problem(value: str) -> str | None:
+def destination_problem(value: str, mount: str) -> str | None:
+    """Why a COPY/MOVE Destination is refused (it must be a plain path under `mount`), or None."""
     try:
-        raw = unquote_to_bytes(urlsplit(value.strip()).path)
-        path = raw.decode("utf-8")
+        parts = urlsplit(value.strip())
+        path = unquote_to_bytes(parts.path).decode("utf-8")
     except (UnicodeDecodeError, ValueError):
-        return "the Destination is not valid UTF-8"
+        return "the Destination is not a valid UTF-8 URL"
+    if parts.scheme not in ("", "http", "https") or not path.startswith(mount.rstrip("/") + "/"):
+        return f"the Destination must be a path under {mount.rstrip('/')}/"
     problem = path_problem(path)
     return f"Destination: {problem}" if problem else None
 
@@ -117,7 +127,7 @@ class DavGuard:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         problem = wsgi_path_problem(environ.get("PATH_INFO", "/"))
         if problem is None and environ.get("HTTP_DESTINATION"):
-            problem = destination_problem(environ["HTTP_DESTINATION"])
+            problem = destination_problem(environ["HTTP_DESTINATION"], environ.get("SCRIPT_NAME", "") or "/")
         if problem is not None:
             self.refused += 1
             return _text(start_response, "400 Bad Request", problem)
@@ -127,6 +137,8 @@ class DavGuard:
             return identity
         set_wsgidav_identity(environ, identity)
         method = environ["REQUEST_METHOD"].upper()
+        if method == "PUT" and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            environ["wsgi.input"] = _ChunkedInput(environ["wsgi.input"])
         if method not in STREAMED_BODY_METHODS:
             refusal = self._take_body(environ, start_response, method)
             if refusal is not None:
@@ -198,6 +210,32 @@ class DavGuard:
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         return None
+
+
+class _ChunkedInput:
+    """A chunked request body whose framing errors are the client's (400), not the server's (500)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def _call(self, name: str, *args):
+        try:
+            return getattr(self._inner, name)(*args)
+        except ValueError as exc:  # cheroot: "Bad chunked transfer size", bad trailers
+            raise DAVError(HTTP_BAD_REQUEST, f"malformed chunked body: {exc}") from None
+
+    def read(self, *args):
+        return self._call("read", *args)
+
+    def readline(self, *args):
+        return self._call("readline", *args)
+
+    def readlines(self, *args):
+        return self._call("readlines", *args)
+
+    def __iter__(self):
+        while line := self.readline():
+            yield line
 
 
 class _InView:

@@ -191,3 +191,12 @@ def test_a_link_left_in_tmp_is_removed_at_start_not_its_target(tmp_path, outside
 
     assert list(tmp.iterdir()) == [] and (outside / "secret.txt").read_bytes() == SECRET
     store.close()
+
+
+def test_the_listing_and_its_assets_still_load_but_the_assets_are_read_only(cached):
+    stack, _ = cached
+    assert stack.http.get(stack.url("/docs/"), headers={"Accept": "text/html"}).status_code == 200
+    assert stack.http.get(stack.url("/:dir_browser/style.css")).status_code == 200
+    assert stack.http.put(stack.url("/:dir_browser/style.css"), data=b"x").status_code == 403
+    moved = stack.http.request("MOVE", stack.url("/docs/a.txt"), headers={"Destination": stack.url("/:dir_browser/a.txt")})
+    assert moved.status_code == 403

@@ -111,6 +111,11 @@ def build_corpus(auth: str) -> list[tuple[str, bytes]]:
         for method in ("GET", "PROPFIND", "DELETE"):
             request(f"{method} {target}", method, target, "Depth: 0\r\n" if method == "PROPFIND" else "")
         request(f"PUT {target}", "PUT", target, body=b"pwned")
+    for method in ("PUT", "DELETE", "MKCOL", "PROPPATCH", "LOCK"):  # WsgiDAV's own read-only asset share
+        request(f"{method} asset share", method, "/dav/:dir_browser/pwned.css" if method != "DELETE"
+                else "/dav/:dir_browser/template.html", body=b"pwned" if method == "PUT" else b"")
+    request("MOVE asset", "MOVE", "/dav/:dir_browser/template.html", "Destination: http://127.0.0.1/dav/t.html\r\n")
+    request("COPY into assets", "COPY", "/dav/docs/a.txt", "Destination: http://127.0.0.1/dav/:dir_browser/a.txt\r\n")
     for destination in DESTINATIONS:
         for method in ("MOVE", "COPY"):
             request(f"{method} -> {destination}", method, "/dav/docs/a.txt",

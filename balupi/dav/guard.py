@@ -43,6 +43,8 @@ from balupi.dav.auth_dc import REALM, set_wsgidav_identity
 log = logging.getLogger("balupi.dav.guard")
 
 XML_METHODS = frozenset({"PROPFIND", "PROPPATCH", "LOCK", "REPORT", "SEARCH"})
+ASSET_SHARE = "/:dir_browser"  # WsgiDAV's read-only share of the HTML listing's assets
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
 STREAMED_BODY_METHODS = frozenset({"GET", "HEAD", "PUT"})
 MAX_XML_DEPTH = 64
 UNAUTHORIZED_BODY = HTTPAuthenticator.error_message_401.encode()
@@ -131,6 +133,9 @@ class DavGuard:
         if problem is not None:
             self.refused += 1
             return _text(start_response, "400 Bad Request", problem)
+        if self._touches_assets(environ):
+            self.refused += 1
+            return _text(start_response, "403 Forbidden", "the listing's assets are read-only")
         identity = self._identify(environ, start_response)
         if not isinstance(identity, Identity):
             self.refused += 1
@@ -152,6 +157,21 @@ class DavGuard:
         if isinstance(result, (list, tuple)):
             return result
         return _InView(result, identity.view)  # WsgiDAV does its work while its answer is iterated
+
+    @staticmethod
+    def _touches_assets(environ: dict) -> bool:
+        """A write to WsgiDAV's asset share, or a COPY/MOVE into it (WsgiDAV would answer 403 or 502)."""
+        def under_assets(path: str) -> bool:
+            return path == ASSET_SHARE or path.startswith(ASSET_SHARE + "/")
+
+        if under_assets(environ.get("PATH_INFO", "")) and environ["REQUEST_METHOD"].upper() not in READ_METHODS:
+            return True
+        destination = environ.get("HTTP_DESTINATION")
+        if destination:
+            path = urlsplit(destination.strip()).path
+            mount = (environ.get("SCRIPT_NAME", "") or "").rstrip("/")
+            return under_assets(path[len(mount):]) if path.startswith(mount + "/") else False
+        return False
 
     def _identify(self, environ: dict, start_response: Callable) -> Identity | list[bytes]:
         address = environ.get("REMOTE_ADDR", "")

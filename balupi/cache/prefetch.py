@@ -54,6 +54,17 @@ class Prefetcher:
         if not self.monitor.configured or not self.monitor.is_awake():
             result.stopped = "the NAS is not awake"
             return result
+        self._fill(result, budget, view)
+        # Counted and logged however the run ended (a run that stops early has fetched files too).
+        self.fetched_files += result.files
+        self.fetched_bytes += result.bytes
+        if result.files:
+            log.info("prefetch: %d file(s), %.1f MB%s", result.files, result.bytes / 1e6,
+                     f" (stopped: {result.stopped})" if result.stopped else "")
+        return result
+
+    def _fill(self, result: PrefetchResult, budget: int, view: str) -> None:
+        """Fetch phase by phase into `result` until done or a reason to stop (`result.stopped`)."""
         cache = self.provider.cache
         for phase, entries, may_evict in (
             ("pinned", self._pinned(view), True),
@@ -63,26 +74,21 @@ class Prefetcher:
             for entry in entries:
                 if result.bytes + entry.size > budget:
                     result.stopped = "budget spent"
-                    return result
+                    return
                 if phase == "recent" and cache.used_bytes() + entry.size > cache.max_bytes * FREE_ROOM_FRACTION:
                     result.stopped = "cache full enough"
-                    return result
+                    return
                 if not may_evict and cache.used_bytes() + entry.size > cache.max_bytes:
                     continue
                 if not self._yield_to_clients():
                     result.stopped = "clients kept the NAS busy"
-                    return result
+                    return
                 if not self.monitor.is_awake():
                     result.stopped = "the NAS stopped being awake"
-                    return result
+                    return
                 if self._fetch(entry):
                     result.files += 1
                     result.bytes += entry.size
-        self.fetched_files += result.files
-        self.fetched_bytes += result.bytes
-        if result.files:
-            log.info("prefetch: %d file(s), %.1f MB", result.files, result.bytes / 1e6)
-        return result
 
     def _rows(self, sql: str, params: tuple) -> list[Entry]:
         return [Entry.from_row(r) for r in self.provider.index.db.query(sql, params)]

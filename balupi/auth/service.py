@@ -139,6 +139,9 @@ class Authenticator:
         self._login_locks: dict[bytes, threading.Lock] = {}
         self._confirmed: dict[str, bytes] = {}  # username -> memo key of the password its verifier holds
         client.on_credentials_rejected = self._nas_rejected_credentials
+        if monitor.configured and settings.auth_nas_method == "rest" and not client.rest_allowed():
+            log.error("BALUPI_AUTH_NAS_METHOD is rest, but BALUPI_NAS_URL names another host than the WebDAV URL:"
+                      " the NAS cannot be asked about logins (only stored verifiers work)")
 
     @property
     def open_mode(self) -> bool:

@@ -7,7 +7,9 @@ Per request, before anything else looks at it:
    that Unicode compatibility normalization (NFKC) turns into one or into a slash, and no
    percent-encoded dot, slash, backslash or NUL left after decoding (double encoding). A
    `Destination` must name a path under /dav/ with http or https. Anything else is 400. (The cache
-   never maps request paths to files anyway: content files are named by random keys.)
+   never maps request paths to files anyway: content files are named by random keys.) WsgiDAV's
+   share of the HTML listing's assets (`/:dir_browser`) is read-only: writes, and COPY/MOVE into
+   it, are 403.
 2. Who is asking: HTTP Basic credentials, judged by the `Authenticator` (balupi.auth.service).
    Missing or refused: 401 with the same `WWW-Authenticate: Basic realm="BaluPi"` and body WsgiDAV
    sends; throttled: 429 with `Retry-After`. With no NAS configured, requests are anonymous.

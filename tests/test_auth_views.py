@@ -141,3 +141,26 @@ def test_locks_of_the_same_path_belong_to_each_view(users):
     # bob's lock holds for bob
     assert dav(users, "PUT", "/notes.txt", auth=AUTH[BOB], data=b"no token").status_code == 423
     assert dav(users, "UNLOCK", "/notes.txt", auth=AUTH[BOB], headers={"Lock-Token": token}).status_code == 204
+
+
+def test_a_change_made_while_asleep_reaches_the_writers_own_root_on_the_nas_with_their_credentials(users):
+    tree(users, BOB), tree(users, CAROL)
+    users.suspend_nas()
+    proppatch = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:x-test:"><D:set><D:prop>'
+                 b"<Z:tag>bob's tag</Z:tag></D:prop></D:set></D:propertyupdate>")
+    assert dav(users, "PUT", "/from-bob.txt", auth=AUTH[BOB], data=b"bob wrote this asleep").status_code == 201
+    assert dav(users, "PROPPATCH", "/notes.txt", auth=AUTH[BOB], data=proppatch).status_code == 207
+    assert dav(users, "PUT", "/from-carol.txt", auth=AUTH[CAROL], data=b"carol's").status_code == 201
+
+    users.nas.wake_now()
+    users.app.nas.probe()
+    users.app.sync.run_once()
+
+    root = users.nas.root
+    assert (root / "home" / "bob" / "from-bob.txt").read_bytes() == b"bob wrote this asleep"
+    assert (root / "home" / "carol" / "from-carol.txt").read_bytes() == b"carol's"
+    assert not (root / "from-bob.txt").exists() and not (root / "from-carol.txt").exists()
+    writes = [r for r in users.nas.requests if r.method in ("PUT", "MOVE", "PROPPATCH")]
+    assert writes and all(r.user in (BOB, CAROL) for r in writes)
+    assert {r.user for r in writes if r.method == "PROPPATCH"} == {BOB}
+    assert users.app.db.query("SELECT op FROM journal WHERE state = 'pending'") == []

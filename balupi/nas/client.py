@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Callable, Iterator
@@ -35,6 +37,7 @@ from balupi.settings import Settings
 log = logging.getLogger("balupi.nas")
 
 READ_TIMEOUT_S = 60.0
+_current_view: ContextVar[str] = ContextVar("balupi_nas_view", default="")
 PROPFIND_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
     b"<D:resourcetype/><D:getcontentlength/><D:getlastmodified/><D:getetag/><D:getcontenttype/>"
@@ -93,6 +96,15 @@ class NasClient:
             for view in [v for v, c in self._view_credentials.items() if c[0] == username]:
                 del self._view_credentials[view]
 
+    @contextmanager
+    def for_view(self, view: str) -> Iterator[None]:
+        """Requests in this block that name no view are for `view` (the write-back, per journal row)."""
+        token = _current_view.set(view)
+        try:
+            yield
+        finally:
+            _current_view.reset(token)
+
     def credentials_for(self, view: str) -> tuple[str, tuple[bytes, bytes]] | None:
         """(username, auth) for requests of `view`; None: the session's service account."""
         if view == "" and self.settings.nas_username:
@@ -121,13 +133,15 @@ class NasClient:
         timeout_s: float | None = None,
         url: str | None = None,
         auth=None,
-        view: str = "",
+        view: str | None = None,
     ) -> requests.Response:
         """One request to the NAS WebDAV for `view`. Raises NasUnavailable when the NAS cannot be had.
 
         `auth` (explicit credentials) overrides the view's; a 401 is then the caller's business.
         """
         user = None
+        if view is None:
+            view = _current_view.get()
         if auth is None:
             found = self.credentials_for(view)
             if found is not None:
@@ -160,7 +174,7 @@ class NasClient:
 
     # -- WebDAV helpers ---------------------------------------------------------------------------
 
-    def propfind(self, path: str, depth: str = "1", *, wake: bool, view: str = "") -> list[RemoteEntry] | None:
+    def propfind(self, path: str, depth: str = "1", *, wake: bool, view: str | None = None) -> list[RemoteEntry] | None:
         """Members of a collection (and itself, first). None when the path does not exist."""
         url = self.url_for(path)
         if depth != "0" and not url.endswith("/"):

@@ -58,7 +58,7 @@ class Refresher:
             if not self.monitor.is_awake():
                 break
             try:
-                members = self.client.propfind(path, "1", wake=False)
+                members = self.client.propfind(path, "1", wake=False, view=view)
             except NasUnavailable as exc:
                 log.debug("refresh stopped at %s: %s", path, exc)
                 break

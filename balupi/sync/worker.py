@@ -30,6 +30,7 @@ from typing import Iterator
 from urllib.parse import quote
 
 from balupi.dav.index import Index, name_of, parent_of
+from balupi.dav.props import storage_url
 from balupi.dav.store import ContentStore
 from balupi.db import Database
 from balupi.errors import NasUnavailable
@@ -139,7 +140,8 @@ class SyncWorker:
             if row["next_at"] > time.time():
                 break  # the oldest change waits for its retry time; later ones wait behind it
             try:
-                conflict = self._apply(row)
+                with self.client.for_view(row["view"]):  # the NAS as that view's user sees it
+                    conflict = self._apply(row)
             except (SyncError, NasUnavailable, OSError) as exc:
                 self._failed(row, exc)
                 result.failed += 1
@@ -250,7 +252,7 @@ class SyncWorker:
         target = copy_path if conflict else path
         self._ensure_parent(target)
         self._set_phase(row["id"], Phase.UPLOADING)
-        with open(self.store.path_of(key), "rb") as body:
+        with self.store.open_read(key) as body:
             # An empty file goes as b"": for an empty file object requests adds "Transfer-Encoding:
             # chunked" beside our Content-Length, and the NAS waits for a body that never comes.
             response = self.client.request("PUT", temp, wake=False, data=body if size else b"",
@@ -420,7 +422,7 @@ class SyncWorker:
         if entry is None:
             return  # gone since; nothing to copy
         ref = quote(path) + ("/" if entry.is_dir and path != "/" else "")
-        props = self.db.query("SELECT name, value FROM dav_props WHERE url = ?", (ref,))
+        props = self.db.query("SELECT name, value FROM dav_props WHERE url = ?", (storage_url(view, ref),))
         if not props:
             return
         values = b"".join(_without_declaration(p["value"]) for p in props)

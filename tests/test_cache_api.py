@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 
 from balupi.sim.nas import PowerState
+from tests.authkit import BOB, BOB_PASSWORD, CAROL, CAROL_PASSWORD, dav, multi_user_stack
+from tests.authkit import api as api_as
 from tests.davkit import seed, wait_downloads_idle, wait_until
-from tests.stack import stack, stack_factory  # noqa: F401
+from tests.stack import NAS_PASSWORD, NAS_USER, stack, stack_factory  # noqa: F401
 
 STATS_FIELDS = {
     "total_files", "total_size_mb", "max_size_gb", "usage_percent", "dirty_files", "dirty_bytes",
@@ -94,6 +96,28 @@ def test_a_conflict_is_listed_with_both_names(stack_factory, tmp_path):
     stats = stack.http.get(api(stack, "/cache/stats")).json()
     assert stats["conflicts"] == {"count": 1, "unresolved": 1}
     assert stack.http.get(api(stack, "/cache/conflicts?unresolved=1")).json()["conflicts"] == body["conflicts"]
+
+
+def test_users_see_only_the_conflicts_of_their_own_files(stack_factory, tmp_path):
+    stack = multi_user_stack(stack_factory, tmp_path, {"/home/bob/plan.txt": b"original"})
+    bob = (BOB, BOB_PASSWORD)
+    assert dav(stack, "GET", "/plan.txt", auth=bob).content == b"original"  # bob's view: /home/bob
+    stack.suspend_nas()
+    assert dav(stack, "PUT", "/plan.txt", auth=bob, data=b"bob's edit").status_code == 204
+    (stack.nas.root / "home" / "bob" / "plan.txt").write_bytes(b"changed on the NAS")
+    wake(stack)
+    stack.app.sync.run_once()
+
+    for who, auth, expected in (("bob", bob, 1), ("carol", (CAROL, CAROL_PASSWORD), 0),
+                                ("the admin", (NAS_USER, NAS_PASSWORD), 1)):
+        response = api_as(stack, "GET", "/cache/conflicts", auth=auth)
+        assert response.status_code == 200, who
+        body = response.json()
+        assert body["count"] == len(body["conflicts"]) == expected, who
+        assert all(c["view"] == "bob" and c["path"] == "/plan.txt" for c in body["conflicts"]), who
+    for path in ("/cache/sync", "/cache/evict", "/cache/prefetch", "/cache/refresh"):  # admin only
+        assert api_as(stack, "POST", path, auth=bob).status_code == 403, path
+    assert api_as(stack, "GET", "/cache/stats", auth=bob).status_code == 200
 
 
 def test_post_sync_applies_pending_changes_while_the_nas_is_awake(stack):

@@ -54,16 +54,25 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
 
     @api.route("GET", "/cache/conflicts")
     def conflicts(request: "Request") -> dict:
+        """Admins see every view's conflicts; any other user those of their own view only."""
         limit = request.query_int("limit", CONFLICTS_LIMIT)
         if limit is None or limit < 1:
             raise ApiError(400, "query parameter 'limit' must be at least 1")
-        where = "WHERE resolved = 0" if request.query.get("unresolved") in ("1", "true") else ""
+        user = request.user
+        where, params = ["1"], []
+        if user is not None and not user.is_admin:
+            where.append("view = ?")
+            params.append(user.view)
+        counted = " AND ".join(where)
+        if request.query.get("unresolved") in ("1", "true"):
+            where.append("resolved = 0")
         rows = app.db.query(
             "SELECT id, at, view, path, conflict_path, nas_etag, base_etag, resolved FROM conflicts"
-            f" {where} ORDER BY id DESC LIMIT ?",
-            (limit,),
+            f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
         )
-        total = app.db.query_one("SELECT count(*), coalesce(sum(resolved = 0), 0) FROM conflicts")
+        total = app.db.query_one(f"SELECT count(*), coalesce(sum(resolved = 0), 0) FROM conflicts WHERE {counted}",
+                                 tuple(params))
         return {
             "count": total[0],
             "unresolved": int(total[1]),

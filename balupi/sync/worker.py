@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
 
-from balupi.dav.index import Index, name_of, parent_of
+from balupi.dav.index import Index, name_of, parent_of, subtree_bounds
 from balupi.dav.props import storage_url
 from balupi.dav.store import ContentStore
 from balupi.db import Database
@@ -389,6 +389,7 @@ class SyncWorker:
                 log.warning("sync: %s %s -> %s: the source is not on the NAS; nothing to do", op, src, dest)
             else:
                 self._rebase(view, dest, remote)  # done before a restart
+                self._settle_moved(view, dest, remote, row["id"])
             return
         self._check(response, (201, 204), f"{op.upper()} {src} -> {dest}")
         remote = self._stat(dest)
@@ -401,7 +402,30 @@ class SyncWorker:
                 )
         if remote is not None:
             self._rebase(view, dest, remote)
+            self._settle_moved(view, dest, remote, row["id"])
         self.events.emit(Event.SYNC_DONE, path=dest, action=op)
+
+    def _settle_moved(self, view: str, dest: str, remote: RemoteEntry, row_id: int) -> None:
+        """Content written on the Pi and moved before its upload reached the NAS under the old name,
+        and this move brought it to `dest`. Whatever no pending change still needs is clean now
+        (else it would stay dirty for ever: never evicted, never refreshed)."""
+        lo, hi = subtree_bounds(dest)
+        pending = (f"NOT EXISTS (SELECT 1 FROM journal j WHERE j.state = 'pending' AND j.id != {int(row_id)}"
+                   " AND j.view = entries.view"
+                   " AND (j.path = entries.path OR j.dest = entries.path OR j.cache_key = entries.cache_key))")
+        with self.db.write() as d:
+            if not remote.is_collection:
+                d.execute(
+                    f"UPDATE entries SET dirty = 0, remote = 1, etag = ?, base_etag = NULL"
+                    f" WHERE view = ? AND path = ? AND dirty = 1 AND {pending}",
+                    (remote.etag or None, view, dest),
+                )
+            else:  # the members' NAS ETags come with the next listing of their folders
+                d.execute(
+                    f"UPDATE entries SET dirty = 0, remote = 1, base_etag = NULL"
+                    f" WHERE view = ? AND (path = ? OR (path > ? AND path < ?)) AND dirty = 1 AND {pending}",
+                    (view, dest, lo, hi),
+                )
 
     def _rebase(self, view: str, path: str, remote: RemoteEntry) -> None:
         """The NAS's file at `path` is our own doing now (a synced move or copy): local changes of

@@ -119,8 +119,14 @@ class BaluPi:
         """The NAS woke (for whatever reason): use the awake time."""
         if to_state is NasState.AWAKE and self._started:
             self.scheduler.run_soon("sync", self.sync.tick)
-            self.scheduler.run_soon("refresh", self.refresher.tick)
-            self.scheduler.run_soon("prefetch", self.prefetcher.run)
+            self.scheduler.run_soon("awake-time", self._use_awake_time)
+
+    def _use_awake_time(self) -> None:
+        """After a wake: first learn the folders the index has never listed (so the prefetch sees
+        their files), then fetch ahead, so the next hours need the NAS as little as possible."""
+        if self.settings.refresh_walk_budget_s > 0:
+            self.refresher.walk(budget_s=self.settings.refresh_walk_budget_s)
+        self.prefetcher.run()
 
     def _root(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "/") not in ("", "/"):

@@ -230,13 +230,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("nas_idle_suspend_minutes", 0.0, "Ask the NAS to suspend after it has served nothing for BaluPi this long and nothing waits to be synced. 0: never.", _parse_float, _at_least(0)),
     # Write-back and the hot cache
     Setting("sync_interval_s", 15.0, "How often the write-back looks for pending changes.", _parse_float, _at_least(1)),
-    Setting("sync_max_delay_minutes", 240.0, "Wake the NAS to write back once the oldest pending change is this old. 0: never for age alone.", _parse_float, _at_least(0)),
+    Setting("sync_max_delay_minutes", 720.0, "Wake the NAS to write back once the oldest pending change is this old (changes are already safe on the Pi; meanwhile any wake syncs them). 0: never for age alone.", _parse_float, _at_least(0)),
     Setting("sync_max_pending_mb", 2048.0, "Wake the NAS to write back once this much data waits. 0: never for size alone.", _parse_float, _at_least(0)),
     Setting("sync_window", "", "Daily local time window in which pending changes wake the NAS, e.g. 01:00-05:00. Empty: none.", check=_time_window),
     Setting("cache_min_free_gb", 2.0, "Keep at least this much space free on the cache volume.", _parse_float, _at_least(0)),
     Setting("cache_pinned", (), "Paths (glob patterns, e.g. /Photos/2024/*) that always stay cached and are fetched whenever the NAS is awake.", _parse_list),
     Setting("cache_heat_half_life_hours", 72.0, "How fast past use stops counting for what stays cached (half-life of the access count).", _parse_float, _at_least(0.1)),
     Setting("prefetch_budget_mb", 2048.0, "Most data fetched ahead per NAS wake (pinned and hot files first).", _parse_float, _at_least(0)),
+    Setting("refresh_walk_budget_s", 300.0, "After each wake, spend up to this long listing the folders the index has never seen (then the prefetch sees their files). 0: learn folders only as clients open them.", _parse_float, _at_least(0)),
     Setting("refresh_min_age_minutes", 60.0, "A folder is re-listed from the NAS at most this often (every request keeps the NAS awake a while longer).", _parse_float, _at_least(1)),
     Setting("refresh_collections_per_minute", 120, "Collections re-listed per minute while the NAS is awake (keeps the index current without crowding clients out).", _parse_int, _at_least(1)),
     # Energy

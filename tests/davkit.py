@@ -5,9 +5,9 @@ Not fixtures: plain functions the test_dav_* and test_nas_wake files share.
 
 `stack_with` puts the files on the NAS before BaluPi starts (as in life: BaluPi's namespace refresh
 lists the NAS as soon as it is awake, so files added after that would only show at a later refresh)
-and switches prefetch off: these tests are about what clients cause (a miss must stay a miss, a
-walk decides what is cached), and a prefetch still running when a test suspends the NAS would race
-with it.
+and switches prefetch and the walk after a wake off: these tests are about what clients cause (a
+miss must stay a miss, an unlisted folder stays unlisted, a walk decides what is cached), and a
+prefetch still running when a test suspends the NAS would race with it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def seed(root: Path, files: dict[str, bytes]) -> None:
         target.write_bytes(content)
 
 
-CLIENT_DRIVEN = {"prefetch_budget_mb": 0}
+CLIENT_DRIVEN = {"prefetch_budget_mb": 0, "refresh_walk_budget_s": 0}
 
 
 def stack_with(stack_factory, tmp_path: Path, files: dict[str, bytes], **overrides):

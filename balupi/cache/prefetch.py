@@ -64,31 +64,38 @@ class Prefetcher:
         return result
 
     def _fill(self, result: PrefetchResult, budget: int, view: str) -> None:
-        """Fetch phase by phase into `result` until done or a reason to stop (`result.stopped`)."""
+        """Fetch phase by phase into `result` until done or a reason to stop (`result.stopped`).
+
+        Candidates come in batches, asked again after each batch, so one run goes on until the
+        budget, the room or the tree is used up (files fetched leave the "not cached" set; files
+        skipped or failed are remembered and not tried twice in a run)."""
         cache = self.provider.cache
-        for phase, entries, may_evict in (
-            ("pinned", self._pinned(view), True),
-            ("hot", self._hot(view), False),
-            ("recent", self._recent(view), False),
-        ):
-            for entry in entries:
-                if result.bytes + entry.size > budget:
-                    result.stopped = "budget spent"
-                    return
-                if phase == "recent" and cache.used_bytes() + entry.size > cache.max_bytes * FREE_ROOM_FRACTION:
-                    result.stopped = "cache full enough"
-                    return
-                if not may_evict and cache.used_bytes() + entry.size > cache.max_bytes:
-                    continue
-                if not self._yield_to_clients():
-                    result.stopped = "clients kept the NAS busy"
-                    return
-                if not self.monitor.is_awake():
-                    result.stopped = "the NAS stopped being awake"
-                    return
-                if self._fetch(entry):
-                    result.files += 1
-                    result.bytes += entry.size
+        tried: set[int] = set()
+        for phase, query, may_evict in (("pinned", self._pinned, True), ("hot", self._hot, False),
+                                        ("recent", self._recent, False)):
+            while True:
+                batch = [e for e in query(view, CANDIDATE_BATCH + len(tried)) if e.id not in tried]
+                if not batch:
+                    break
+                for entry in batch:
+                    tried.add(entry.id)
+                    if result.bytes + entry.size > budget:
+                        result.stopped = "budget spent"
+                        return
+                    if phase == "recent" and cache.used_bytes() + entry.size > cache.max_bytes * FREE_ROOM_FRACTION:
+                        result.stopped = "cache full enough"
+                        return
+                    if not may_evict and cache.used_bytes() + entry.size > cache.max_bytes:
+                        continue
+                    if not self._yield_to_clients():
+                        result.stopped = "clients kept the NAS busy"
+                        return
+                    if not self.monitor.is_awake():
+                        result.stopped = "the NAS stopped being awake"
+                        return
+                    if self._fetch(entry):
+                        result.files += 1
+                        result.bytes += entry.size
 
     def _rows(self, sql: str, params: tuple) -> list[Entry]:
         return [Entry.from_row(r) for r in self.provider.index.db.query(sql, params)]
@@ -96,17 +103,17 @@ class Prefetcher:
     def _uncached(self) -> str:
         return f"SELECT {COLUMNS} FROM entries WHERE view = ? AND is_dir = 0 AND cache_key IS NULL AND local_only = 0"
 
-    def _pinned(self, view: str) -> list[Entry]:
+    def _pinned(self, view: str, limit: int) -> list[Entry]:
         out: list[Entry] = []
         for pattern in self.pinned:
-            out += self._rows(self._uncached() + " AND path GLOB ? LIMIT ?", (view, pattern, CANDIDATE_BATCH))
+            out += self._rows(self._uncached() + " AND path GLOB ? LIMIT ?", (view, pattern, limit))
         return out
 
-    def _hot(self, view: str) -> list[Entry]:
-        return self._rows(self._uncached() + " AND heat > 0 ORDER BY heat_key DESC LIMIT ?", (view, CANDIDATE_BATCH))
+    def _hot(self, view: str, limit: int) -> list[Entry]:
+        return self._rows(self._uncached() + " AND heat > 0 ORDER BY heat_key DESC LIMIT ?", (view, limit))
 
-    def _recent(self, view: str) -> list[Entry]:
-        return self._rows(self._uncached() + " ORDER BY mtime DESC LIMIT ?", (view, CANDIDATE_BATCH))
+    def _recent(self, view: str, limit: int) -> list[Entry]:
+        return self._rows(self._uncached() + " ORDER BY mtime DESC LIMIT ?", (view, limit))
 
     def _yield_to_clients(self) -> bool:
         """Wait while a client's download runs (it needs the NAS more than we do)."""

@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import jwt
 
 from balupi.errors import ConfigError
 from balupi.log import register_secret
@@ -83,6 +82,14 @@ def _read_key_file(path: Path) -> str:
     return text
 
 
+def _jwt():
+    """pyjwt, imported on first use: it loads `cryptography` (about 9 MB of RSS) for algorithms
+    BaluPi never uses; a Pi whose API is never called with a token should not pay for it."""
+    import jwt
+
+    return jwt
+
+
 class TokenIssuer:
     def __init__(self, key: bytes, lifetime_s: float):
         self._key = key
@@ -96,9 +103,11 @@ class TokenIssuer:
         now = int(time.time() if now is None else now)
         expires = now + int(self.lifetime_s)
         claims = {"sub": username, "role": role, "iat": now, "exp": expires, "iss": ISSUER, "aud": AUDIENCE}
+        jwt = _jwt()
         return jwt.encode(claims, self._key, algorithm=ALGORITHM), float(expires)
 
     def verify(self, token: str) -> TokenClaims:
+        jwt = _jwt()
         try:
             claims = jwt.decode(
                 token, self._key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,

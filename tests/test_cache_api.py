@@ -8,7 +8,7 @@ import time
 from balupi.sim.nas import PowerState
 from tests.authkit import BOB, BOB_PASSWORD, CAROL, CAROL_PASSWORD, dav, multi_user_stack
 from tests.authkit import api as api_as
-from tests.davkit import seed, wait_downloads_idle, wait_until
+from tests.davkit import seed, stack_with, wait_downloads_idle, wait_until
 from tests.stack import NAS_PASSWORD, NAS_USER, stack, stack_factory  # noqa: F401
 
 STATS_FIELDS = {
@@ -19,10 +19,9 @@ STATS_FIELDS = {
 
 
 def seeded(stack_factory, tmp_path, files: dict[str, bytes], **overrides):
-    """The stack with `files` on the NAS from the start (BaluPi lists the NAS as soon as it sees it
-    awake; files put there later appear at its next refresh)."""
-    seed(tmp_path / "nas", files)
-    return stack_factory(**overrides)
+    """The stack with `files` on the NAS from the start, and the cache filled by clients only (no
+    prefetch, no first walk on the wake at start-up), so what the test reads is what is cached."""
+    return stack_with(stack_factory, tmp_path, files, **overrides)
 
 
 def api(stack, path: str) -> str:

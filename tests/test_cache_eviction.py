@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from balupi.events import Event
-from tests.davkit import seed, wait_downloads_idle
+from tests.davkit import CLIENT_DRIVEN, seed, wait_downloads_idle
 from tests.stack import stack_factory  # noqa: F401
 
 LIMIT_BYTES = 2_000_000
-TINY_CACHE = {"cache_max_size_gb": LIMIT_BYTES / 1e9, "cache_min_free_gb": 0, "prefetch_budget_mb": 0}
+TINY_CACHE = {"cache_max_size_gb": LIMIT_BYTES / 1e9, "cache_min_free_gb": 0, **CLIENT_DRIVEN}  # only reads fill it
 
 
 def sha(data: bytes) -> str:
@@ -136,8 +136,9 @@ def test_files_used_often_stay_while_files_used_once_go(stack_factory, tmp_path)
     cold = {f"/cold/c{i:02}.bin": os.urandom(100_000) for i in range(40)}
     room = LIMIT_BYTES // 100_000  # files that fit
     stack = tiny_stack(stack_factory, tmp_path, {**hot, **cold})
-    added = []
+    added, evicted = [], []
     stack.app.events.subscribe(Event.CACHE_FILE_ADDED, lambda path, **_: added.append(path))
+    stack.app.events.subscribe(Event.CACHE_FILE_EVICTED, lambda path, **_: evicted.append(path))
     for _ in range(4):
         for path in hot:
             assert stack.http.get(stack.url(path)).status_code == 200
@@ -150,7 +151,8 @@ def test_files_used_often_stay_while_files_used_once_go(stack_factory, tmp_path)
 
     assert sorted(added) == sorted([*hot, *cold])  # every miss was cached (room made for each)
     assert stack.app.provider.cache.evictions >= len(cold) + len(hot) - room
-    assert [path for path in hot if not cached(stack.app, path)] == []
+    heat = [tuple(r) for r in stack.app.db.query("SELECT path, heat, heat_key, hits FROM entries WHERE path LIKE '/hot/%'")]
+    assert [path for path in hot if not cached(stack.app, path)] == [], (heat, evicted, stack.app.provider.stats)
     cold_kept = [path for path in cold if cached(stack.app, path)]
     assert 0 < len(cold_kept) <= room - len(hot)
     assert cold_kept == list(cold)[-len(cold_kept):]  # among files used once, the oldest went first

@@ -9,6 +9,7 @@ import threading
 import time
 
 from balupi.sim.nas import PowerState
+from tests.davkit import stack_with
 from tests.stack import stack, stack_factory  # noqa: F401
 
 
@@ -155,10 +156,7 @@ def test_a_partial_temp_upload_left_by_a_crash_is_replaced_or_removed(stack):
 
 
 def test_a_version_written_during_a_conflicting_upload_stays_and_is_kept_too(stack_factory, tmp_path):
-    seed_nas = tmp_path / "nas"
-    seed_nas.mkdir()
-    (seed_nas / "n.txt").write_bytes(b"original")
-    stack = stack_factory()
+    stack = stack_with(stack_factory, tmp_path, {"/n.txt": b"original"})
     assert stack.http.get(stack.url("/n.txt")).content == b"original"
     stack.suspend_nas()
     assert stack.http.put(stack.url("/n.txt"), data=b"pi 1").status_code == 204

@@ -17,7 +17,7 @@ import threading
 import time
 
 from balupi.sim.nas import PowerState
-from tests.davkit import seed, wait_downloads_idle, wait_until
+from tests.davkit import seed, stack_with, wait_downloads_idle, wait_until
 from tests.helpers import REPO_ROOT, subprocess_env
 from tests.opskit import balupi, settings_env
 from tests.stack import stack, stack_factory  # noqa: F401
@@ -28,9 +28,9 @@ def sha(data: bytes) -> str:
 
 
 def seeded(stack_factory, tmp_path, files: dict[str, bytes], **overrides):
-    """The stack with `files` on the NAS from the start (BaluPi lists the NAS when it sees it awake)."""
-    seed(tmp_path / "nas", files)
-    return stack_factory(**overrides)
+    """The stack with `files` on the NAS from the start, and the cache filled by clients only (no
+    prefetch, no first walk on the wake at start-up), so what the test reads is what is cached."""
+    return stack_with(stack_factory, tmp_path, files, **overrides)
 
 
 def cached_path(stack, path: str) -> str:

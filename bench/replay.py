@@ -187,7 +187,9 @@ def wake_floor(trace: Trace, analysis: dict, raw: dict, scale: float) -> dict:
     times = analysis["wake_times"]
     if not times:
         return {}
-    max_delay_s = 240 * 60 / scale
+    from replay_systems import _default
+
+    max_delay_s = _default("sync_max_delay_minutes") * 60 / scale
     t_end = raw["span"][1]
     floor = 1 + writeback_wakes(changes, times[:1], max_delay_s, t_end)
     return {"max_delay_s": max_delay_s, "wakes_if_first_wake_filled_all": floor,

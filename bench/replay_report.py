@@ -6,6 +6,8 @@ import re
 import textwrap
 from pathlib import Path
 
+from replay_systems import _default
+
 HEADING = "## Workload replay (issue 5)"
 READ_TARGET = 0.95
 LIST_TARGET = 1.0
@@ -149,7 +151,7 @@ def explain(result: dict) -> list[str]:
                 ratio = f" ({floor['wakes_if_first_wake_filled_all'] / rcl['wakes']:.2f} of rclone's {rcl['wakes']})" if rcl and rcl["wakes"] else ""
                 lines.append(f"  Had the first wake cached and listed the whole tree, BaluPi would still wake the NAS "
                              f"{floor['wakes_if_first_wake_filled_all']} time(s){ratio}: that wake plus the write-back "
-                             f"policy's (a change waiting {floor['max_delay_s']:.0f} s, 240 real minutes, wakes the NAS) "
+                             f"policy's (a change waiting {floor['max_delay_s']:.0f} s in the run wakes the NAS) "
                              f"on this trace's writes and renames; with the live run's wakes the policy model gives "
                              f"{floor['writeback_wakes_modelled_with_live_wakes']} write-back wake(s).")
             facts = r.get("balupi")
@@ -234,8 +236,8 @@ def section(result: dict, json_name: str) -> str:
         "",
         "| timer | real | in the run |",
         "|---|---|---|",
-        f"| BaluPi `cache_heat_half_life_hours` | 72 h | {72 / scale * 3600:.0f} s |",
-        f"| BaluPi `sync_max_delay_minutes` (write-back wakes the NAS) | 240 min | {240 * 60 / scale:.0f} s |",
+        f"| BaluPi `cache_heat_half_life_hours` | {_default('cache_heat_half_life_hours'):g} h | {_default('cache_heat_half_life_hours') / scale * 3600:.0f} s |",
+        f"| BaluPi `sync_max_delay_minutes` (write-back wakes the NAS) | {_default('sync_max_delay_minutes'):g} min | {_default('sync_max_delay_minutes') * 60 / scale:.0f} s |",
         "| BaluPi `sync_interval_s`, `nas_probe_interval_s` | 15 s, 60 s | 1 s, 1 s (their minimum) |",
         "| BaluPi `nas_ready_poll_s`, `nas_wol_resend_s` | 1 s, 10 s | 0.1 s, 1 s |",
         f"| rclone `--dir-cache-time` | 5 min (default) | {300 / scale:g} s |",

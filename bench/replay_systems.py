@@ -209,6 +209,13 @@ def _scaled(real_s: float, scale: float, floor_s: float = 0.0) -> float:
     return max(floor_s, real_s / scale)
 
 
+def _default(name: str):
+    """A BaluPi setting's default, from its one definition (balupi.settings.SETTINGS)."""
+    from balupi.settings import SETTINGS_BY_NAME
+
+    return SETTINGS_BY_NAME[name].default
+
+
 def balupi_settings(scale: float, cache_bytes: int) -> tuple[dict[str, str], list[str]]:
     """BaluPi's settings for the run: its time-based defaults divided by `scale` (clamped at each
     setting's minimum), the cache size of the scenario, and loopback-only wake/discovery targets."""
@@ -218,8 +225,8 @@ def balupi_settings(scale: float, cache_bytes: int) -> tuple[dict[str, str], lis
     env = {
         "BALUPI_CACHE_MAX_SIZE_GB": f"{cache_bytes / 1e9:.6f}",
         "BALUPI_CACHE_MIN_FREE_GB": "0",
-        "BALUPI_CACHE_HEAT_HALF_LIFE_HOURS": f"{72.0 / scale:.4f}",
-        "BALUPI_SYNC_MAX_DELAY_MINUTES": f"{240.0 / scale:.4f}",
+        "BALUPI_CACHE_HEAT_HALF_LIFE_HOURS": f"{_default('cache_heat_half_life_hours') / scale:.4f}",
+        "BALUPI_SYNC_MAX_DELAY_MINUTES": f"{_default('sync_max_delay_minutes') / scale:.4f}",
         "BALUPI_SYNC_INTERVAL_S": f"{_scaled(15.0, scale, 1.0):g}",
         "BALUPI_NAS_PROBE_INTERVAL_S": f"{_scaled(60.0, scale, 1.0):g}",
         "BALUPI_NAS_READY_POLL_S": "0.1",

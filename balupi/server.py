@@ -28,6 +28,7 @@ log = logging.getLogger("balupi.server")
 
 SHUTDOWN_TIMEOUT_S = 5
 M_ARENA_MAX = -8  # glibc mallopt parameter
+MEMORY_TRIM_INTERVAL_S = 10.0
 
 
 class Server:
@@ -65,6 +66,7 @@ class Server:
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def start(self) -> None:
+        self.app.scheduler.every(MEMORY_TRIM_INTERVAL_S, "memory-trim", release_free_memory)
         try:
             self.httpd.prepare()  # binds; with port 0 the real port is in bind_addr afterwards
         except OSError as exc:  # port taken, or an address this machine does not have
@@ -112,6 +114,15 @@ def tune_malloc() -> None:
     except OSError:
         return  # not glibc
     libc.mallopt(M_ARENA_MAX, 2)
+
+
+def release_free_memory() -> None:
+    """Scheduled: hand memory freed after a burst (a large PROPFIND answer, many PUTs) back to the
+    system; glibc keeps it in its arenas otherwise, and the Pi has 1 GB for everything."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
 
 
 def serve_forever(app: BaluPi) -> None:

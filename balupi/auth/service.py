@@ -31,6 +31,7 @@ requests happen under the per-login lock only.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -115,7 +116,9 @@ class _Remembered:
     checked_at_s: float  # time.monotonic()
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(address: str) -> bool:
+    """(Asked on every anonymous request: a household has a handful of addresses, so remember.)"""
     try:
         return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
     except ValueError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -20,7 +21,9 @@ SUMMARY = re.compile(r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed,
 def run_litmus(url: str, user: str = NAS_USER, password: str = NAS_PASSWORD) -> tuple[int, int, str]:
     litmus = shutil.which("litmus")
     assert litmus, "litmus is not installed (apt-get install litmus); .ci/run installs it"
-    proc = subprocess.run([litmus, url, user, password], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory() as scratch:  # litmus writes debug.log and child.log where it runs
+        proc = subprocess.run([litmus, url, user, password], capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL, cwd=scratch)
     output = proc.stdout + proc.stderr
     passed = failed = 0
     for _suite, _run, ok, bad in SUMMARY.findall(output):

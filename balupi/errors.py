@@ -28,6 +28,11 @@ class NasUnavailable(BaluPiError):
         self.retry_after_s = retry_after_s
 
 
+class NoViewCredentials(NasUnavailable):
+    """A user's view needs that user's NAS credentials, which BaluPi holds only in memory after the
+    user logged in; nobody has since the start."""
+
+
 class NasNotConfigured(NasUnavailable):
     """No NAS WebDAV URL is configured, so there is nothing to fall through to."""
 

@@ -154,3 +154,26 @@ def test_a_file_written_then_renamed_before_its_upload_is_clean_once_both_reache
     (stack.nas.root / "final.txt").write_bytes(b"version two, written on the NAS")
     stack.app.refresher.tick(min_age_s=0)
     assert stack.http.get(stack.url("/final.txt")).content == b"version two, written on the NAS"
+
+
+def test_a_users_changes_waiting_for_their_login_do_not_hold_up_other_users(stack_factory, tmp_path, running_server):
+    from tests.authkit import BOB, BOB_PASSWORD, multi_user_stack, restart
+
+    stack = multi_user_stack(stack_factory, tmp_path)
+    bob = (BOB, BOB_PASSWORD)
+    assert stack.http.request("PROPFIND", stack.url("/"), headers={"Depth": "1"}, auth=bob).status_code == 207
+    stack.suspend_nas()  # bob logged in while the NAS was awake: his offline login works now
+    assert stack.http.put(stack.url("/bob-note.txt"), data=b"from bob", auth=bob).status_code == 201
+    stack = restart(stack, running_server)  # BaluPi forgets bob's NAS password (memory only)
+    assert stack.http.put(stack.url("/alice-note.txt"), data=b"from alice").status_code == 201
+
+    wake(stack)
+    stack.app.sync.run_once()
+
+    # alice's later change went through; bob's waits, in order, for his next login.
+    assert (stack.nas.root / "alice-note.txt").read_bytes() == b"from alice"
+    assert [tuple(r) for r in pending(stack)] == [("put", "/bob-note.txt")]
+    assert stack.http.request("PROPFIND", stack.url("/"), headers={"Depth": "1"}, auth=bob).status_code == 207
+    stack.app.sync.run_once()
+    assert pending(stack) == []
+    assert (stack.nas.home_of(BOB) / "bob-note.txt").read_bytes() == b"from bob"

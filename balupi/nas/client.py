@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 from defusedxml import ElementTree as ET
-from balupi.errors import NasUnavailable
+from balupi.errors import NasUnavailable, NoViewCredentials
 from balupi.nas.monitor import NasMonitor, NasState
 from balupi.nas.tls import configure_session
 from balupi.settings import Settings
@@ -114,7 +114,7 @@ class NasClient:
         if found is None:
             if view == "" and not self.settings.nas_username:
                 return None  # no service account and no admin logged in yet: anonymous
-            raise NasUnavailable(f"no NAS credentials for view {view!r} yet: its user has not logged in since BaluPi started")
+            raise NoViewCredentials(f"no NAS credentials for view {view!r} yet: its user has not logged in since BaluPi started")
         return found[0], (found[1], found[2])
 
     def url_for(self, path: str) -> str:

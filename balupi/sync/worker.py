@@ -33,7 +33,7 @@ from balupi.dav.index import Index, name_of, parent_of, subtree_bounds
 from balupi.dav.props import storage_url
 from balupi.dav.store import ContentStore
 from balupi.db import Database
-from balupi.errors import NasUnavailable
+from balupi.errors import NasUnavailable, NoViewCredentials
 from balupi.events import Event, Events
 from balupi.nas.client import NasClient, RemoteEntry
 from balupi.nas.monitor import NasMonitor
@@ -89,6 +89,7 @@ class SyncWorker:
         self.host = socket.gethostname().split(".")[0] or "balupi"
         self.last_error: str | None = None
         self._run_lock = threading.Lock()
+        self._told_waiting: set[str] = set()
 
     # -- what waits ------------------------------------------------------------------------------
 
@@ -130,10 +131,13 @@ class SyncWorker:
     def _run(self, budget_s: float) -> RunResult:
         result = RunResult()
         deadline = time.monotonic() + budget_s
+        waiting_views: list[str] = []  # views whose user's credentials are not in memory
         while time.monotonic() < deadline and self.monitor.is_awake():
+            skip = " AND view NOT IN (%s)" % ",".join("?" * len(waiting_views)) if waiting_views else ""
             row = self.db.query_one(
                 "SELECT id, at, view, op, path, dest, cache_key, size, base_etag, attempts, phase, next_at"
-                " FROM journal WHERE state = 'pending' ORDER BY id LIMIT 1"
+                f" FROM journal WHERE state = 'pending'{skip} ORDER BY id LIMIT 1",
+                tuple(waiting_views),
             )
             if row is None:
                 break
@@ -142,6 +146,14 @@ class SyncWorker:
             try:
                 with self.client.for_view(row["view"]):  # the NAS as that view's user sees it
                     conflict = self._apply(row)
+            except NoViewCredentials as exc:
+                # Not the NAS's doing: this view's changes wait (in order) for its user's next
+                # login; the other views' changes need not wait behind them.
+                if row["view"] not in self._told_waiting:
+                    log.info("sync: %s", exc)
+                    self._told_waiting.add(row["view"])
+                waiting_views.append(row["view"])
+                continue
             except (SyncError, NasUnavailable, OSError) as exc:
                 self._failed(row, exc)
                 result.failed += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -31,3 +32,8 @@ def subprocess_env(tmp_path: Path, **env: str) -> dict[str, str]:
     clean.update(env)
     return clean
 
+
+
+def sha(data: bytes) -> str:
+    """The SHA-256 of `data`, as hex (to compare file contents in assertions)."""
+    return hashlib.sha256(data).hexdigest()

@@ -48,6 +48,13 @@ class Stack:
         """`Authorization: Basic ...` of alice, for raw-socket requests."""
         return "Authorization: Basic " + base64.b64encode(f"{NAS_USER}:{NAS_PASSWORD}".encode()).decode()
 
+    def wake_nas(self) -> None:
+        """Boot the NAS and let BaluPi notice (which, like any wake, starts a sync run by itself)."""
+        self.nas.wake_now()
+        assert self.nas.wait_for_state(PowerState.AWAKE)
+        self.app.nas.probe()
+        assert self.app.nas.is_awake()
+
     def suspend_nas(self) -> None:
         """Put the NAS to sleep and let BaluPi learn it the way it would: a failed TCP probe.
 

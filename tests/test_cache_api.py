@@ -28,13 +28,6 @@ def api(stack, path: str) -> str:
     return stack.server.url + "/api" + path
 
 
-def wake(stack) -> None:
-    stack.nas.wake_now()
-    assert stack.nas.wait_for_state(PowerState.AWAKE)
-    stack.app.nas.probe()
-    assert stack.app.nas.is_awake()
-
-
 def job(stack, name: str) -> dict:
     return next(j for j in stack.http.get(api(stack, "/system/jobs")).json()["jobs"] if j["name"] == name)
 
@@ -79,7 +72,7 @@ def test_a_conflict_is_listed_with_both_names(stack_factory, tmp_path):
     stack.suspend_nas()
     assert stack.http.put(stack.url("/notes.txt"), data=b"edited on the Pi").status_code == 204
     (stack.nas.root / "notes.txt").write_bytes(b"edited on the NAS meanwhile")
-    wake(stack)
+    stack.wake_nas()
     stack.app.sync.run_once()
 
     body = stack.http.get(api(stack, "/cache/conflicts")).json()
@@ -104,7 +97,7 @@ def test_users_see_only_the_conflicts_of_their_own_files(stack_factory, tmp_path
     stack.suspend_nas()
     assert dav(stack, "PUT", "/plan.txt", auth=bob, data=b"bob's edit").status_code == 204
     (stack.nas.root / "home" / "bob" / "plan.txt").write_bytes(b"changed on the NAS")
-    wake(stack)
+    stack.wake_nas()
     stack.app.sync.run_once()
 
     for who, auth, expected in (("bob", bob, 1), ("carol", (CAROL, CAROL_PASSWORD), 0),
@@ -159,7 +152,7 @@ def test_post_evict_frees_clean_files_down_to_the_target(stack_factory, tmp_path
 
 def test_post_refresh_and_prefetch_use_an_awake_nas(stack):
     seed(stack.nas.root, {"/docs/a.txt": b"alpha", "/docs/sub/b.txt": b"beta" * 1000})
-    wake(stack)
+    stack.wake_nas()
     response = stack.http.post(api(stack, "/cache/refresh"))
     assert response.status_code == 202 and response.json()["job"] == "refresh"
     index = stack.app.provider.index

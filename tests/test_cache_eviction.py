@@ -4,7 +4,6 @@ files are never evicted, and files used often stay while files used once go."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import threading
@@ -13,14 +12,11 @@ from pathlib import Path
 
 from balupi.events import Event
 from tests.davkit import CLIENT_DRIVEN, seed, wait_downloads_idle
+from tests.helpers import sha
 from tests.stack import stack_factory  # noqa: F401
 
 LIMIT_BYTES = 2_000_000
 TINY_CACHE = {"cache_max_size_gb": LIMIT_BYTES / 1e9, "cache_min_free_gb": 0, **CLIENT_DRIVEN}  # only reads fill it
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def tiny_stack(stack_factory, tmp_path: Path, files: dict[str, bytes], **overrides):

@@ -3,25 +3,14 @@ stack: empty files, a NAS dropping uploads mid-body, and content replaced after 
 
 from __future__ import annotations
 
-import hashlib
 import random
 import threading
 import time
 
 from balupi.sim.nas import PowerState
 from tests.davkit import stack_with
+from tests.helpers import sha
 from tests.stack import stack, stack_factory  # noqa: F401
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def wake(stack) -> None:
-    stack.nas.wake_now()
-    assert stack.nas.wait_for_state(PowerState.AWAKE)
-    stack.app.nas.probe()
-    assert stack.app.nas.is_awake()
 
 
 def sync_until_done(stack, runs: int = 50) -> None:
@@ -40,7 +29,7 @@ def test_an_empty_file_reaches_the_nas(stack):
     stack.suspend_nas()
     assert stack.http.put(stack.url("/empty.txt"), data=b"").status_code == 201
     assert stack.http.put(stack.url("/after.txt"), data=b"after").status_code == 201
-    wake(stack)
+    stack.wake_nas()
     sync_until_done(stack, runs=3)
     assert (stack.nas.root / "empty.txt").read_bytes() == b""
     assert (stack.nas.root / "after.txt").read_bytes() == b"after"  # not stuck behind it
@@ -53,7 +42,7 @@ def test_uploads_the_nas_drops_mid_body_are_retried_until_all_arrive(stack):
     files = {f"/d{i}.bin": rng.randbytes(rng.choice([1, 5_000, 300_000, 1_500_000])) for i in range(12)}
     for path, body in files.items():
         assert stack.http.put(stack.url(path), data=body).status_code == 201
-    wake(stack)
+    stack.wake_nas()
     for after in (0, 1, 4_000, 250_000, 1_000_000):
         stack.nas.faults.drop_put(after_bytes=after, count=2)
         stack.app.sync.run_once()
@@ -76,7 +65,7 @@ def test_content_replaced_after_a_move_does_not_block_the_sync(stack):
     assert moved.status_code == 201
     assert stack.http.put(stack.url("/final.txt"), data=b"second").status_code == 204
     assert stack.http.put(stack.url("/other.txt"), data=b"other").status_code == 201
-    wake(stack)
+    stack.wake_nas()
     sync_until_done(stack, runs=3)
     assert (stack.nas.root / "final.txt").read_bytes() == b"second"
     assert not (stack.nas.root / "draft.txt").exists()
@@ -106,7 +95,7 @@ def test_an_upload_moved_just_before_a_crash_is_not_taken_for_a_conflict(stack):
     stack.http.request("PROPFIND", stack.url("/"), headers={"Depth": "1"})
     stack.suspend_nas()
     assert stack.http.put(stack.url("/a.txt"), data=b"mine").status_code == 201
-    wake(stack)
+    stack.wake_nas()
     stack.app.sync.run_once()  # whatever the wake's own run did, this one waits for it
     stack.app.db.raw().execute("UPDATE journal SET state = 'pending', phase = NULL WHERE path = '/a.txt'")
     crash_after_move(stack, "/a.txt", b"mine")
@@ -146,7 +135,7 @@ def test_a_partial_temp_upload_left_by_a_crash_is_replaced_or_removed(stack):
         # Killed mid-PUT: a torn temp file on the NAS, the row says 'uploading'.
         (stack.nas.root / f".balupi-upload-{row['cache_key'][:16]}.part").write_bytes(b"fir")
         stack.app.db.raw().execute("UPDATE journal SET phase = 'uploading' WHERE id = ?", (row["id"],))
-    wake(stack)
+    stack.wake_nas()
 
     sync_until_done(stack, runs=3)
 

@@ -14,7 +14,6 @@ Checked after every kill and every restart, and at the end after a full sync:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import signal
@@ -32,7 +31,7 @@ import requests
 
 from balupi.sim.nas import DEFAULT_MAC, SimNas
 from tests.davkit import parse_multistatus
-from tests.helpers import free_port, subprocess_env
+from tests.helpers import free_port, subprocess_env, sha
 from tests.opskit import balupi as run_balupi
 from tests.opskit import settings_env
 from tests.stack import NAS_PASSWORD, NAS_USER
@@ -43,10 +42,6 @@ WRITERS = 4
 FILES_PER_WRITER = 5
 START_TIMEOUT_S = 60.0  # bounds for hangs, never assertions about speed
 SYNC_TIMEOUT_S = 60.0
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass

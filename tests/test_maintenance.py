@@ -5,7 +5,6 @@ systemd timer that run them."""
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import pty
 import sqlite3
@@ -18,13 +17,9 @@ import time
 
 from balupi.sim.nas import PowerState
 from tests.davkit import seed, stack_with, wait_downloads_idle, wait_until
-from tests.helpers import REPO_ROOT, subprocess_env
+from tests.helpers import REPO_ROOT, subprocess_env, sha
 from tests.opskit import balupi, settings_env
 from tests.stack import stack, stack_factory  # noqa: F401
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def seeded(stack_factory, tmp_path, files: dict[str, bytes], **overrides):

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 
-from balupi.sim.nas import PowerState
+from tests.helpers import sha
 from tests.stack import stack, stack_factory  # noqa: F401
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def wake(stack) -> None:
-    """Boot the NAS and let BaluPi notice (which, like any wake, starts a sync run by itself)."""
-    stack.nas.wake_now()
-    assert stack.nas.wait_for_state(PowerState.AWAKE)
-    stack.app.nas.probe()
-    assert stack.app.nas.is_awake()
 
 
 def pending(stack) -> list:
@@ -42,7 +29,7 @@ def test_changes_made_while_the_nas_sleeps_reach_it_in_order_after_it_wakes(stac
     ]
     assert stack.nas.request_count() == 0
 
-    wake(stack)  # the wake itself starts a sync run; run_once waits for it and applies what is left
+    stack.wake_nas()  # the wake itself starts a sync run; run_once waits for it and applies what is left
     stack.app.sync.run_once()
 
     assert pending(stack) == []
@@ -76,7 +63,7 @@ def test_a_conflict_keeps_both_versions(stack):
     assert stack.http.put(stack.url("/notes.txt"), data=b"edited on the Pi").status_code == 204
     (stack.nas.root / "notes.txt").write_bytes(b"edited on the NAS directly, meanwhile")
 
-    wake(stack)
+    stack.wake_nas()
     stack.app.sync.run_once()
 
     assert pending(stack) == []
@@ -142,7 +129,7 @@ def test_a_file_written_then_renamed_before_its_upload_is_clean_once_both_reache
     moved = stack.http.request("MOVE", stack.url("/draft.txt"), headers={"Destination": stack.url("/final.txt")})
     assert moved.status_code == 201
 
-    wake(stack)
+    stack.wake_nas()
     stack.app.sync.run_once()
 
     assert pending(stack) == []
@@ -167,7 +154,7 @@ def test_a_users_changes_waiting_for_their_login_do_not_hold_up_other_users(stac
     stack = restart(stack, running_server)  # BaluPi forgets bob's NAS password (memory only)
     assert stack.http.put(stack.url("/alice-note.txt"), data=b"from alice").status_code == 201
 
-    wake(stack)
+    stack.wake_nas()
     stack.app.sync.run_once()
 
     # alice's later change went through; bob's waits, in order, for his next login.

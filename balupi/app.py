@@ -86,6 +86,10 @@ class BaluPi:
         tapo_api.register(self.api, self)
         cache_api.register(self.api, self)
         self.provider = build_provider(self)
+        if self.db.fresh:  # a new database (lost, or damaged and moved aside): take back what the cache holds
+            from balupi.cache.recovery import recover_from_store
+
+            self.recovery = recover_from_store(self.db, self.provider.store)
         self.dav = build_dav_app(self, self.provider)
         self.sync = SyncWorker(settings, self.db, self.provider.index, self.provider.store, self.nas_client,
                                self.nas, self.events)

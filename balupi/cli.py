@@ -174,14 +174,26 @@ def cmd_cache(args: argparse.Namespace) -> int:
         parts.close()
     for path in report.data_loss:
         print(f"balupi: DATA LOSS: {path}: the Pi held the only copy", file=sys.stderr)
+    for path in report.damaged_pending:
+        print(f"balupi: DAMAGED: {path}: a change only the Pi holds no longer matches its checksum; never uploaded"
+              + ("; kept in quarantine for a person (GET /api/cache/conflicts)" if args.repair else ""), file=sys.stderr)
     fix = "fixed" if args.repair else "to fix (--repair)"
     for kind, items in (("content missing", report.missing), ("wrong size", report.wrong_size),
-                        ("orphan content", report.orphans)):
+                        ("damaged content", report.damaged), ("orphan content", report.orphans),
+                        ("pending change not in the index", report.unindexed)):
         for item in items:
             print(f"{kind} ({fix}): {item}")
-    print(f"cache verify: {report.checked} cached file(s) checked, {report.files_seen} content file(s) seen;"
-          f" {len(report.missing)} missing, {len(report.wrong_size)} wrong size, {len(report.orphans)} orphan(s),"
-          f" {len(report.data_loss)} lost; {report.repaired} repaired"
+    for item in report.quarantined:
+        print(f"quarantined: {item}")
+    print(f"cache verify: {report.checked} cached file(s) checked ({report.checked_bytes / 1e6:.1f} MB of content),"
+          f" {report.files_seen} content file(s) seen;"
+          f" {len(report.missing)} missing, {len(report.wrong_size)} wrong size, {len(report.damaged)} damaged,"
+          f" {len(report.damaged_pending)} damaged pending, {len(report.orphans)} orphan(s),"
+          f" {len(report.unindexed)} pending not in the index, {len(report.data_loss)} lost; {report.repaired} repaired"
+          + (f"; {len(report.recovered)} pending change(s) taken back" if report.recovered else "")
+          + (f"; {report.adopted} cached file(s) taken back" if report.adopted else "")
+          + (f"; {report.refetched} fetched again from the NAS" if report.refetched else "")
+          + (f"; {report.sidecars_added} sidecar(s) added" if report.sidecars_added else "")
           + (f"; {report.recent_orphans} unreferenced file(s) too new to judge" if report.recent_orphans else ""))
     return 0 if report.clean else 1
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -56,6 +58,8 @@ class Database:
         self._all_lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
         self._closed = False
+        self.fresh = False  # set by open_database: new (missing, or a damaged one moved aside)
+        self.moved_aside: Path | None = None
 
     def _open(self) -> sqlite3.Connection:
         if self._closed:
@@ -161,7 +165,63 @@ class Database:
         self._local = threading.local()
 
 
+# SQLite's answers for a file that is damaged or not a database at all (not: locked, unreadable,
+# disk full, which moving the file aside would not cure).
+_DAMAGED_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def _is_damage(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, sqlite3.DatabaseError) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _DAMAGED_CODES:
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _check(db: Database) -> None:
+    """Open, migrate and quick-check `db`; raises DatabaseError."""
+    try:
+        db.migrate()
+        rows = db.query("PRAGMA quick_check")
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"database {db.path}: {exc}") from exc
+    problems = [r[0] for r in rows if r[0] != "ok"]
+    if problems:
+        exc = sqlite3.DatabaseError("; ".join(problems[:3]))
+        exc.sqlite_errorcode = 11  # type: ignore[attr-defined]
+        raise DatabaseError(f"database {db.path} failed its check: {'; '.join(problems[:3])}") from exc
+
+
+def move_aside(path: Path) -> Path:
+    """Move a damaged database (and its -wal and -shm files) to `<name>.damaged-<time>`."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            os.replace(src, f"{aside}{suffix}")
+    return aside
+
+
 def open_database(path: Path | str) -> Database:
+    """The database at `path`, migrated. A file SQLite calls damaged or not a database is moved
+    aside (one ERROR line) and a new database is started: `Database.fresh` then tells the caller to
+    rebuild what it can (the cache's sidecars hold every pending upload, see balupi.cache.recovery).
+    A missing file is created, and is fresh too."""
+    path = Path(path)
+    existed = path.exists()
     db = Database(path)
-    db.migrate()
+    try:
+        _check(db)
+    except DatabaseError as exc:
+        db.close()
+        if not (existed and _is_damage(exc)):
+            raise
+        aside = move_aside(path)
+        log.error("database %s is damaged (%s): moved aside to %s; starting a new one, rebuilt from the cache",
+                  path, exc.__cause__ or exc, aside)
+        db = Database(path)
+        _check(db)
+        db.moved_aside = aside
+    db.fresh = not existed or db.moved_aside is not None
     return db

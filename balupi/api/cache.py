@@ -49,6 +49,13 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
             "nas_wakes_caused": app.nas.wakes,
             "evictions": provider.cache.evictions,
             "evicted_bytes": provider.cache.evicted_bytes,
+            "integrity": {
+                "verified_files": provider.verified.checked_files,
+                "verified_bytes": provider.verified.checked_bytes,
+                "damaged_found": provider.verified.damaged_found,
+                "damaged_unresolved": app.db.query_one(
+                    "SELECT count(*) FROM conflicts WHERE kind = 'damaged' AND resolved = 0")[0],
+            },
         })
         return body
 
@@ -67,7 +74,7 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
         if request.query.get("unresolved") in ("1", "true"):
             where.append("resolved = 0")
         rows = app.db.query(
-            "SELECT id, at, view, path, conflict_path, nas_etag, base_etag, resolved FROM conflicts"
+            "SELECT id, at, view, path, conflict_path, nas_etag, base_etag, resolved, kind FROM conflicts"
             f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )

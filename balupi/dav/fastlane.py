@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import logging
 import os
 import secrets
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from wsgidav.dav_error import DAVError
 
+from balupi.cache.integrity import ContentDamaged, verified_range
 from balupi.dav import propfind
 from balupi.dav.fetch import UpstreamError, UpstreamMissing
 from balupi.dav.index import Entry
@@ -172,7 +174,7 @@ class FastLane:
     def _error(start_response: Callable, status: int, text: str, headers: list | None = None) -> list[bytes]:
         body = (text + "\n").encode()
         reasons = {304: "Not Modified", 404: "Not Found", 412: "Precondition Failed", 416: "Range Not Satisfiable",
-                   502: "Bad Gateway", 503: "Service Unavailable"}
+                   500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
         start_response(f"{status} {reasons.get(status, '')}", [("Content-Type", "text/plain; charset=utf-8"),
                                                                ("Content-Length", str(len(body)))] + (headers or []))
         return [body]
@@ -242,7 +244,28 @@ class FastLane:
             provider.index.note_access(entry.view, entry.path)
             provider.stats.hits += 1
 
+        meta = None
+        key = entry.cache_key or ""
+        if f is not None and key not in provider.verified:
+            # Not yet read whole by this process: every block is checked before it goes out.
+            try:
+                meta = provider.store.read_meta(key)
+                if meta is not None and meta.size != size:
+                    raise ContentDamaged(key, f"its sidecar says {meta.size} bytes, the index {size}")
+            except ContentDamaged as exc:
+                f.close()
+                provider.content_damaged(key, exc.detail)
+                return self._after_damage(environ, start_response, entry, ranges, headers)
+
         if ranges is None:
+            if meta is not None:
+                try:
+                    body = self._prime(self._checked(f, key, meta, 0, size, whole=True))
+                except ContentDamaged:
+                    return self._after_damage(environ, start_response, entry, ranges, headers)
+                provider.stats.hit_bytes += size
+                start_response("200 OK", headers + [("Content-Length", str(size))])
+                return self._held(key, body)
             provider.stats.hit_bytes += size
             start_response("200 OK", headers + [("Content-Length", str(size))])
             if size <= SMALL_FILE_BYTES:
@@ -254,17 +277,59 @@ class FastLane:
             return self._held(entry.cache_key, self._body(environ, f, 0, size))
         if len(ranges) == 1:
             start, end = ranges[0]
+            body = None
+            if meta is not None and not head:
+                try:
+                    body = self._prime(self._checked(f, key, meta, start, end - start + 1, whole=False))
+                except ContentDamaged:
+                    return self._after_damage(environ, start_response, entry, ranges, headers)
             headers += [("Content-Range", f"bytes {start}-{end}/{size}"), ("Content-Length", str(end - start + 1))]
             start_response("206 Partial Content", headers)
             if head:
                 return []
             provider.stats.hit_bytes += end - start + 1
-            return self._held(entry.cache_key, self._body(environ, f, start, end - start + 1))
+            return self._held(entry.cache_key, body if body is not None else self._body(environ, f, start, end - start + 1))
         if f is not None:
             f.close()
-        key = entry.cache_key or ""
+        if meta is not None:
+            return self._multipart(start_response, headers, ctype, size, ranges, head,
+                                   lambda s, n: self._checked(open(provider.store.open_content(key), "rb", buffering=0),
+                                                              key, meta, s, n, whole=False))
         return self._multipart(start_response, headers, ctype, size, ranges, head,
                                lambda s, n: _file_blocks(open(provider.store.open_content(key), "rb", buffering=0), s, n))
+
+    @staticmethod
+    def _prime(blocks: Iterator[bytes]) -> Iterator[bytes]:
+        """Take the first block now, so that damage at the start is found before the status goes out."""
+        try:
+            first = next(blocks)
+        except StopIteration:
+            return iter(())
+        return itertools.chain((first,), blocks)
+
+    def _checked(self, f, key: str, meta, start: int, length: int, whole: bool) -> Iterator[bytes]:
+        """`length` bytes of content `key` from `start`, each block checked against its checksum
+        before it is yielded; closes `f`. Damage found takes the content aside and raises
+        ContentDamaged: after the first block, that cuts the client's connection (a short body)."""
+        provider = self.provider
+        with f:
+            try:
+                yield from verified_range(f.fileno(), key, meta, start, length)
+            except ContentDamaged as exc:
+                provider.content_damaged(key, exc.detail)
+                raise
+        if whole:
+            provider.verified.add(key, meta.size)
+
+    def _after_damage(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
+        """The content of `entry` was found damaged before a byte went out (and taken aside): a
+        clean file is fetched again from the NAS; a change only the Pi had is an error."""
+        fresh = self.provider.index.get(entry.view, entry.path)
+        if (fresh is not None and not fresh.cache_key and not fresh.dirty and fresh.remote
+                and fresh.etag == entry.etag and self.provider.monitor.configured):
+            return self._serve_miss(environ, start_response, fresh, ranges, headers)
+        return self._error(start_response, 500, "the Pi's copy of this file is damaged; it was taken aside"
+                                                " for a person to resolve (see /api/cache/conflicts)")
 
     @staticmethod
     def _body(environ: dict, f, start: int, length: int) -> Iterator[bytes]:

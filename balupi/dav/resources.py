@@ -12,9 +12,10 @@ import time
 from typing import TYPE_CHECKING
 
 from wsgidav import util, xml_tools
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_INTERNAL_ERROR, HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
+from balupi.cache.integrity import BlockHasher, ContentDamaged
 from balupi.dav.index import Entry, join
 
 if TYPE_CHECKING:
@@ -32,9 +33,11 @@ class _Writer:
     def __init__(self, provider: "CacheProvider"):
         self.key, self.tmp, self._file = provider.store.open_temp()
         self.written = 0
+        self.hasher = BlockHasher()  # the checksums, computed on the bytes as they arrive
 
     def write(self, data: bytes) -> None:
         self._file.write(data)
+        self.hasher.update(data)
         self.written += len(data)
 
     def close(self) -> None:
@@ -103,6 +106,7 @@ class _ResourceMixin:
     def move_recursive(self, dest_path):
         dest_path = dest_path.rstrip("/") or "/"
         self.provider.index.move(self.entry.view, self.entry.path, dest_path)
+        self.provider.sidecars_follow(self.entry.view, dest_path)
         if self.provider.prop_manager:
             dest_res = self.provider.get_resource_inst(dest_path, self.environ)
             self.provider.prop_manager.move_properties(
@@ -141,6 +145,11 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
     def get_content(self):
         """Used by WsgiDAV's own GET (the fast lane answers most GETs itself)."""
         key = self.provider.ensure_cached(self.entry)
+        try:
+            self.provider.checked_key(key)
+        except ContentDamaged as exc:
+            raise DAVError(HTTP_INTERNAL_ERROR, f"the Pi's copy of this file is damaged ({exc.detail});"
+                                                " it was taken aside") from None
         return self.provider.store.open_read(key)
 
     def begin_write(self, *, content_type=None):
@@ -171,7 +180,8 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
             self.provider.store.discard_temp(writer.tmp)
             raise DAVError(HTTP_BAD_REQUEST, f"body ended after {writer.written} of {expected} bytes")
         self.entry = self.provider.commit_content(self.entry, writer.key, writer.tmp, writer.written,
-                                                  self._content_type, self.environ)
+                                                  self._content_type, self.environ,
+                                                  blocks=writer.hasher.blocks_hex())
 
     def copy_move_single(self, dest_path, *, is_move):
         self.provider.copy_entry(self.entry, dest_path.rstrip("/"))
@@ -212,7 +222,8 @@ class CacheCollection(_ResourceMixin, DAVCollection):
             return CacheFile(self.provider, placeholder, self.environ)
         key, tmp, f = self.provider.store.open_temp()
         f.close()
-        entry = self.provider.commit_content(placeholder, key, tmp, 0, None, self.environ, new=True)
+        entry = self.provider.commit_content(placeholder, key, tmp, 0, None, self.environ, new=True,
+                                             blocks=BlockHasher().blocks_hex())
         return self.provider.resource_for(entry, self.environ)
 
     def create_collection(self, name):

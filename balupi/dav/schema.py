@@ -128,3 +128,10 @@ def sync_and_heat(db):
         )
         """
     )
+
+
+@migrations(name="0005_damaged_content")
+def damaged_content(db):
+    # Content found damaged on the Pi's disk (balupi.cache.damage): a pending upload that is never
+    # uploaded, kept in quarantine/ and listed with the conflicts (kind 'damaged') for a person.
+    db.execute("ALTER TABLE conflicts ADD COLUMN kind TEXT NOT NULL DEFAULT 'conflict'")

@@ -162,6 +162,9 @@ class BaluPi:
             self.energy.start()
             self.energy.schedule(self.scheduler)
         self.scheduler.start()
+        problem = self.provider.cache.volume_problem()
+        if problem:
+            log.error("cache: %s (a larger volume, or a smaller BALUPI_CACHE_MIN_FREE_GB)", problem)
         nas = self.nas_summary()
         if not nas["configured"]:
             log.warning("no NAS configured (BALUPI_NAS_WEBDAV_URL is empty): serving only what the cache holds")

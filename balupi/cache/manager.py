@@ -5,6 +5,11 @@ coldest clean files (lowest `heat_key`, see `balupi.cache.heat`), and the size i
 content is committed or dropped (`release`). So concurrent downloads cannot together overshoot the
 limit; a periodic `sweep` only catches what changed under us (e.g. the limit was lowered).
 
+Writes (`reserve_write`) are refused with InsufficientStorage (507), before a byte is written or a
+file evicted, when they cannot fit: more than the free space plus everything evictable, keeping
+`WRITE_FLOOR_BYTES` free; or when the database's volume has less than `DB_FLOOR_BYTES` free. Each
+kind of refusal is logged once a minute at most, with its cause.
+
 Never evicted: dirty files (changes not yet on the NAS), content referenced by a pending journal
 entry, pinned paths (`cache_pinned` globs), and content that is open (`hold`/`unhold`).
 
@@ -17,17 +22,22 @@ import fnmatch
 import logging
 import shutil
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 from balupi.dav.store import ContentStore
 from balupi.db import Database
+from balupi.errors import InsufficientStorage
 from balupi.events import Event, Events
 from balupi.settings import Settings
 
 log = logging.getLogger("balupi.cache")
 
 EVICT_BATCH = 256
+WRITE_FLOOR_BYTES = 8 << 20  # kept free on the cache volume under writes (sidecars, renames, the log)
+DB_FLOOR_BYTES = 4 << 20  # kept free on the database's volume: below it, writes are refused (507)
+REFUSAL_LOG_INTERVAL_S = 60.0
 
 
 class CacheManager:
@@ -37,6 +47,9 @@ class CacheManager:
         self.min_free_bytes = int(settings.cache_min_free_gb * 1e9)
         self.pinned = tuple(settings.cache_pinned)
         self.volume = Path(settings.cache_dir)
+        self.db_volume = Path(settings.data_dir)
+        self._refusals_logged: dict[str, tuple[float, int]] = {}
+        self.refusals = 0
         self._lock = threading.Lock()
         self._reserved = 0
         self._open: Counter[str] = Counter()
@@ -92,6 +105,64 @@ class CacheManager:
             if shortfall > 0:
                 self._evict(shortfall)
             self._reserved += size
+
+    def volume_problem(self) -> str | None:
+        """Why nothing could ever be cached on this volume (it is smaller than the free-space floor)."""
+        total = shutil.disk_usage(self.volume).total
+        if total <= self.min_free_bytes:
+            return (f"the cache volume of {self.volume} holds {total / 1e9:.2f} GB, less than cache_min_free_gb"
+                    f" ({self.min_free_bytes / 1e9:g} GB): nothing can ever be cached")
+        return None
+
+    def check_db_volume(self) -> None:
+        """Raise InsufficientStorage when the database's volume is (nearly) full."""
+        free = shutil.disk_usage(self.db_volume).free
+        if free < DB_FLOOR_BYTES:
+            self.refuse("db", f"the database's volume ({self.db_volume}) is full: {free / 1e6:.1f} MB free")
+
+    def refuse(self, kind: str, cause: str) -> None:
+        """Log a refusal (once a minute per kind, with how many since) and raise InsufficientStorage."""
+        now = time.monotonic()
+        self.refusals += 1
+        last, count = self._refusals_logged.get(kind, (-REFUSAL_LOG_INTERVAL_S, 0))
+        if now - last >= REFUSAL_LOG_INTERVAL_S:
+            more = f" ({count} more refused since the last message)" if count else ""
+            log.warning("write refused (507 Insufficient Storage): %s%s", cause, more)
+            self._refusals_logged[kind] = (now, 0)
+        else:
+            self._refusals_logged[kind] = (last, count + 1)
+        raise InsufficientStorage(cause)
+
+    def reserve_write(self, size: int) -> None:
+        """Room for a write of `size` bytes (0: not known), or InsufficientStorage before anything is
+        evicted when it cannot fit even with every evictable file gone. Then as `reserve`."""
+        self.check_db_volume()
+        with self._lock:
+            room = self.free_bytes() - WRITE_FLOOR_BYTES
+            if size > room:
+                evictable = self._evictable_bytes()
+                if size > room + evictable:
+                    self.refuse("cache", f"an upload of {size / 1e6:.1f} MB cannot fit on the cache volume"
+                                         f" ({max(room, 0) / 1e6:.1f} MB free, {evictable / 1e6:.1f} MB evictable)")
+                self._evict(size - room)
+                room = self.free_bytes() - WRITE_FLOOR_BYTES
+                if size > room:
+                    self.refuse("cache", f"an upload of {size / 1e6:.1f} MB cannot fit on the cache volume"
+                                         f" ({max(room, 0) / 1e6:.1f} MB free after evicting what could be)")
+            elif room <= 0:
+                self.refuse("cache", f"the cache volume is full ({self.free_bytes() / 1e6:.1f} MB free)")
+            shortfall = self._shortfall(size)
+            if shortfall > 0:
+                self._evict(shortfall)
+            self._reserved += size
+
+    def _evictable_bytes(self) -> int:
+        """At most this much could be evicted now (pinned and open files are not subtracted)."""
+        row = self.db.query_one(
+            "SELECT coalesce(sum(size), 0) FROM entries e WHERE cache_key IS NOT NULL AND dirty = 0 AND NOT EXISTS"
+            " (SELECT 1 FROM journal j WHERE j.state = 'pending' AND j.cache_key = e.cache_key)"
+        )
+        return int(row[0])
 
     def release(self, size: int) -> None:
         """The reserved bytes were committed (they count in the index now) or dropped."""

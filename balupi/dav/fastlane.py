@@ -31,7 +31,8 @@ from balupi.cache.integrity import ContentDamaged, verified_range
 from balupi.dav import propfind
 from balupi.dav.fetch import UpstreamError, UpstreamMissing
 from balupi.dav.index import Entry
-from balupi.errors import NasUnavailable
+from balupi.dav.provider import WRITE_METHODS
+from balupi.errors import InsufficientStorage, NasUnavailable
 from balupi.httpio import FileSpan
 
 if TYPE_CHECKING:
@@ -146,6 +147,10 @@ class FastLane:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
         if method not in ("GET", "HEAD", "PROPFIND"):
+            if method in WRITE_METHODS:
+                refusal = self._refuse_write(environ, start_response)
+                if refusal is not None:
+                    return refusal
             return self.next_app(environ, start_response)
         path = dav_path(environ.get("PATH_INFO", "/"))
         if path is None:
@@ -170,11 +175,24 @@ class FastLane:
                 return self._error(start_response, 503, str(exc.context_info), exc.add_headers)
             raise
 
+    def _refuse_write(self, environ: dict, start_response: Callable) -> list[bytes] | None:
+        """A write that must not start: an invalid Content-Length (400; cheroot would wait for -1
+        bytes for ever), or a database volume too full to record it (507, before anything is written)."""
+        length = (environ.get("CONTENT_LENGTH") or "").strip()
+        if length and not length.isdigit():
+            return self._error(start_response, 400, "invalid Content-Length", [("Connection", "close")])
+        try:
+            self.provider.cache.check_db_volume()
+        except InsufficientStorage as exc:
+            return self._error(start_response, 507, str(exc), [("Connection", "close")] if length not in ("", "0") else None)
+        return None
+
     @staticmethod
     def _error(start_response: Callable, status: int, text: str, headers: list | None = None) -> list[bytes]:
         body = (text + "\n").encode()
         reasons = {304: "Not Modified", 404: "Not Found", 412: "Precondition Failed", 416: "Range Not Satisfiable",
-                   500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+                   400: "Bad Request", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+                   507: "Insufficient Storage"}
         start_response(f"{status} {reasons.get(status, '')}", [("Content-Type", "text/plain; charset=utf-8"),
                                                                ("Content-Length", str(len(body)))] + (headers or []))
         return [body]

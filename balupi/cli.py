@@ -158,6 +158,20 @@ def cmd_backup_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore_db(args: argparse.Namespace) -> int:
+    from balupi.maintenance import restore_db
+
+    result = restore_db(_load(args), args.path)
+    for path in result["recovered_paths"]:
+        print(f"taken back from the cache: {path}")
+    print(f"restore-db: {result['restored']} put back"
+          + (f" (the database it replaced was moved to {result['moved_aside']})" if result["moved_aside"] else "")
+          + f"; {result['settled']} change(s) synced since the backup, {result['recovered']} pending change(s) and"
+          f" {result['adopted']} cached file(s) taken back from the cache, {result['uncached']} entr(y/ies) uncached,"
+          f" {result['quarantined']} unknown file(s) quarantined")
+    return 0
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     import json
 
@@ -246,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backup-db", help="copy the database while the server runs (online backup)")
     p.add_argument("path", type=Path, help="the copy's file name, or a directory (a dated name is chosen)")
     p.set_defaults(func=cmd_backup_db)
+    p = sub.add_parser("restore-db", help="put a backup of the database back (with the server stopped) and take back"
+                                          " from the cache what was written since")
+    p.add_argument("path", type=Path, help="the backup (a file written by backup-db)")
+    p.set_defaults(func=cmd_restore_db)
     p = sub.add_parser("cache", help="the file cache: stats, or verify (check every cached file against the index)")
     p.add_argument("action", choices=["stats", "verify"])
     p.add_argument("--repair", action="store_true", help="verify: drop what is wrong, remove orphan content")

@@ -192,10 +192,10 @@ def _check(db: Database) -> None:
         raise DatabaseError(f"database {db.path} failed its check: {'; '.join(problems[:3])}") from exc
 
 
-def move_aside(path: Path) -> Path:
-    """Move a damaged database (and its -wal and -shm files) to `<name>.damaged-<time>`."""
+def move_aside(path: Path, why: str = "damaged") -> Path:
+    """Move a database (and its -wal and -shm files) to `<name>.<why>-<time>`."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    aside = path.with_name(f"{path.name}.{why}-{stamp}")
     for suffix in ("", "-wal", "-shm"):
         src = Path(f"{path}{suffix}")
         if src.exists():
@@ -203,11 +203,12 @@ def move_aside(path: Path) -> Path:
     return aside
 
 
-def open_database(path: Path | str) -> Database:
+def open_database(path: Path | str, recover: bool = True) -> Database:
     """The database at `path`, migrated. A file SQLite calls damaged or not a database is moved
     aside (one ERROR line) and a new database is started: `Database.fresh` then tells the caller to
     rebuild what it can (the cache's sidecars hold every pending upload, see balupi.cache.recovery).
-    A missing file is created, and is fresh too."""
+    A missing file is created, and is fresh too. `recover=False` (commands that run beside the
+    server): a damaged database is a DatabaseError saying what to do, and stays where it is."""
     path = Path(path)
     existed = path.exists()
     db = Database(path)
@@ -217,6 +218,10 @@ def open_database(path: Path | str) -> Database:
         db.close()
         if not (existed and _is_damage(exc)):
             raise
+        if not recover:
+            raise DatabaseError(f"database {path} is damaged ({exc.__cause__ or exc}); `balupi serve` moves it aside"
+                                " and rebuilds it from the cache at start-up, or put a backup back with"
+                                " `balupi restore-db BACKUP` (server stopped)") from None
         aside = move_aside(path)
         log.error("database %s is damaged (%s): moved aside to %s; starting a new one, rebuilt from the cache",
                   path, exc.__cause__ or exc, aside)

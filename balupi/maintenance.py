@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import stat
 import sys
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 from balupi.dav.store import META_SUFFIX, QUARANTINE
 from balupi.db import Database, open_database
+from balupi.errors import DatabaseError
 from balupi.errors import NasUnavailable
 from balupi.events import Event, Events
 from balupi.settings import Settings
@@ -78,7 +80,9 @@ class Parts:
         from balupi.nas.monitor import NasMonitor
 
         self.settings = settings
-        self.db: Database = open_database(settings.data_dir / DB_FILENAME)
+        # A damaged database is for `balupi serve` to move aside and rebuild (or `restore-db`): a
+        # command running beside the server must not pull the file from under it.
+        self.db: Database = open_database(settings.data_dir / DB_FILENAME, recover=False)
         self.events = Events()
         self.monitor: NasMonitor = NasMonitor(settings, self.db, self.events)
         self.client: NasClient = NasClient(settings, self.monitor)
@@ -309,6 +313,43 @@ def backup_db(db: Database, target: Path) -> dict:
         tmp.unlink(missing_ok=True)
         raise
     return {"path": str(target), "bytes": target.stat().st_size, "rows": rows}
+
+
+def restore_db(settings: Settings, backup: Path) -> dict:
+    """Put a backup of the database back (the server must be stopped), then bring it up to date
+    with the SSD (`balupi.cache.recovery.reconcile_restored`): changes written after the backup
+    come back from the cache's sidecars. The database it replaces is moved aside, never deleted."""
+    from balupi.cache.recovery import reconcile_restored
+    from balupi.dav.store import ContentStore
+    from balupi.db import move_aside
+
+    backup = Path(backup)
+    try:
+        copy = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+        try:
+            check = copy.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            copy.close()
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"{backup} is not a usable backup: {exc}") from None
+    if check != "ok":
+        raise DatabaseError(f"{backup} failed its integrity check: {check}")
+    target = Path(settings.data_dir) / DB_FILENAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    aside = move_aside(target, "replaced") if target.exists() else None
+    tmp = target.with_name(f".{target.name}.restore")
+    shutil.copyfile(backup, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    db = open_database(target)
+    store = ContentStore(settings.cache_dir)
+    try:
+        result = reconcile_restored(db, store)
+    finally:
+        store.close()
+        db.close()
+    return {"restored": str(backup), "moved_aside": str(aside) if aside else None, **result}
 
 
 # -- cache verify ---------------------------------------------------------------------------------

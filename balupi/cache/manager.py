@@ -138,14 +138,14 @@ class CacheManager:
         evicted when it cannot fit even with every evictable file gone. Then as `reserve`."""
         self.check_db_volume()
         with self._lock:
-            room = self.free_bytes() - WRITE_FLOOR_BYTES
+            room = self.free_bytes() - WRITE_FLOOR_BYTES - self._reserved  # others still arriving count
             if size > room:
                 evictable = self._evictable_bytes()
                 if size > room + evictable:
                     self.refuse("cache", f"an upload of {size / 1e6:.1f} MB cannot fit on the cache volume"
                                          f" ({max(room, 0) / 1e6:.1f} MB free, {evictable / 1e6:.1f} MB evictable)")
                 self._evict(size - room)
-                room = self.free_bytes() - WRITE_FLOOR_BYTES
+                room = self.free_bytes() - WRITE_FLOOR_BYTES - self._reserved
                 if size > room:
                     self.refuse("cache", f"an upload of {size / 1e6:.1f} MB cannot fit on the cache volume"
                                          f" ({max(room, 0) / 1e6:.1f} MB free after evicting what could be)")

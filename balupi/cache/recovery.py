@@ -180,3 +180,41 @@ def recover_from_store(db: "Database", store: "ContentStore") -> RecoveryReport:
     for label in report.recovered:
         log.info("recovered pending upload: %s", label)
     return report
+
+
+def reconcile_restored(db: "Database", store: "ContentStore") -> dict:
+    """After a backup of the database was put back: what changed on the SSD since the backup.
+
+    - a pending upload whose sidecar says clean went to the NAS after the backup: done;
+    - a pending upload or dirty entry whose content is gone was synced and evicted after the
+      backup (content of a change is never removed before its upload): done, the entry uncached;
+    - clean entries whose content is gone become uncached (fetched again when asked for);
+    then every content file the backup does not know is taken back (`recover_from_store`).
+    """
+    settled = uncached = 0
+    with db.write() as d:
+        rows = d.execute("SELECT id, view, path, cache_key FROM journal WHERE state = 'pending' AND op = 'put'"
+                         " AND cache_key IS NOT NULL").fetchall()
+        for row_id, view, path, key in rows:
+            meta = None
+            if store.exists(key):
+                try:
+                    meta = store.read_meta(key)
+                except ContentDamaged:
+                    continue  # the sync finds it damaged and takes it aside
+                if meta is None or meta.state != State.CLEAN:
+                    continue
+            d.execute("UPDATE journal SET state = 'done', done_at = ?, last_error = ? WHERE id = ?",
+                      (time.time(), "synced after the backup that was restored", row_id))
+            d.execute("UPDATE entries SET dirty = 0, remote = 1, base_etag = NULL, etag = coalesce(?, etag),"
+                      " cache_key = CASE WHEN ? THEN cache_key ELSE NULL END WHERE view = ? AND path = ? AND cache_key = ?",
+                      (meta.etag if meta else None, int(meta is not None), view, path, key))
+            settled += 1
+        for entry_id, key in d.execute("SELECT id, cache_key FROM entries WHERE cache_key IS NOT NULL").fetchall():
+            if not store.exists(key):
+                d.execute("UPDATE entries SET cache_key = NULL, dirty = 0 WHERE id = ? AND NOT EXISTS"
+                          " (SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ?)", (entry_id, key))
+                uncached += 1
+    report = recover_from_store(db, store)
+    return {"settled": settled, "uncached": uncached, "recovered": len(report.recovered), "adopted": report.adopted,
+            "quarantined": len(report.quarantined), "recovered_paths": report.recovered}

@@ -43,12 +43,21 @@ def is_no_space(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == 13  # SQLITE_FULL
 
 
-def insufficient_storage(provider: "CacheProvider", kind: str, cause: str) -> DAVError:
-    """A 507 for WsgiDAV, the refusal logged (once a minute per kind) by the cache manager."""
-    try:
-        provider.cache.refuse(kind, cause)
-    except InsufficientStorage:
-        pass
+def insufficient_storage(provider: "CacheProvider", kind: str, cause: str, environ: dict | None = None,
+                         logged: bool = False) -> DAVError:
+    """A 507 for WsgiDAV, the refusal logged (once a minute per kind) by the cache manager.
+
+    With `environ` (refused before the body was read): the connection is closed after the answer,
+    and WsgiDAV is told not to read the body first (it would wait for all of a huge Content-Length,
+    and it decodes a chunked body a second time)."""
+    if not logged:
+        try:
+            provider.cache.refuse(kind, cause)
+        except InsufficientStorage:
+            pass
+    if environ is not None:
+        environ["wsgidav.all_input_read"] = 1
+        return DAVError(HTTP_INSUFFICIENT_STORAGE, cause, add_headers=[("Connection", "close")])
     return DAVError(HTTP_INSUFFICIENT_STORAGE, cause)
 
 
@@ -66,7 +75,7 @@ class _Writer:
             self._file.write(data)
         except OSError as exc:
             if is_no_space(exc):  # a body of unknown length ran out of room
-                raise insufficient_storage(self.provider, "cache", f"the cache volume filled up during an upload"
+                raise insufficient_storage(self.provider, "cache-during", f"the cache volume filled up during an upload"
                                                                    f" after {self.written / 1e6:.1f} MB") from None
             raise
         self.hasher.update(data)
@@ -195,7 +204,7 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
             # anything is written or evicted.
             self.provider.cache.reserve_write(expected or 0)
         except InsufficientStorage as exc:
-            raise DAVError(HTTP_INSUFFICIENT_STORAGE, str(exc)) from None
+            raise insufficient_storage(self.provider, "cache", str(exc), self.environ, logged=True) from None
         self._reserved = expected or 0
         self._content_type = content_type
         try:
@@ -203,7 +212,7 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
         except OSError as exc:
             self.provider.cache.release(self._reserved)
             if is_no_space(exc):
-                raise insufficient_storage(self.provider, "cache", "the cache volume is full") from None
+                raise insufficient_storage(self.provider, "cache", "the cache volume is full", self.environ) from None
             raise
         return self._writer
 

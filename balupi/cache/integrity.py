@@ -20,6 +20,7 @@ recorded beside the sync conflicts (kind `damaged`) for a person to resolve.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ BLOCK_BYTES = 1 << 20
 DIGEST_BYTES = 16
 
 
-class State:
+class State(str, enum.Enum):
     """What a content file is to the NAS (the sidecar's `state`)."""
 
     PENDING = "pending"  # written on the Pi, not yet on the NAS: the only copy

@@ -14,6 +14,7 @@ the only copy of anything:
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import time
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("balupi.cache.recovery")
 
 
-class Outcome:
+class Outcome(enum.Enum):
     RECOVERED = "recovered"  # a pending or local change, back in the index (and the journal)
     ADOPTED = "adopted"  # a clean copy, back in the index
     REDUNDANT = "redundant"  # a clean copy the index does not want: removed

@@ -374,6 +374,11 @@ def _database_loss(kind: str, long: bool) -> dict:
         r.suspend()
         assert r.http.request("MKCOL", r.url("/docs/new")).status_code == 201
         acked = sum(r.http.put(r.url(p), data=b).status_code == 201 for p, b in uploads.items())
+        # One of them renamed before the loss: it must come back under its new name.
+        old = next(iter(uploads))
+        moved = r.http.request("MOVE", r.url(old), headers={"Destination": r.url("/docs/new/renamed.bin")})
+        if moved.status_code == 201:
+            uploads["/docs/new/renamed.bin"] = uploads.pop(old)
         r.stop()
         db_path = Path(r.settings.data_dir) / "balupi.db"
         if kind == "deleted":
@@ -405,7 +410,7 @@ def _database_loss(kind: str, long: bool) -> dict:
         clean_served_asleep = sum(fetch(r, p) == (200, b) for p, b in clean.items())
         conflicts = r.app.db.query_one("SELECT count(*) FROM conflicts")[0]
         return report(f"database_{kind}", {
-            "acknowledged": acked, "start_s": round(start_s, 2), "start_error": start_error,
+            "acknowledged": acked, "renamed": moved.status_code, "start_s": round(start_s, 2), "start_error": start_error,
             "moved_aside": int(any(Path(r.settings.data_dir).glob("balupi.db.damaged-*"))),
             "journaled_again": journaled, "content_files_before": len(keys_before),
             "content_files_after_repair": len(keys_after), "deleted_by_repair": len(keys_before - keys_after),

@@ -11,7 +11,7 @@ from tests.test_cli import Served, run_balupi
 
 
 def _assert_nothing_lost(f: dict) -> None:
-    assert f["start_error"] == ""
+    assert f["start_error"] == "" and f["renamed"] == 201
     assert f["journaled_again"] == f["acknowledged"]
     assert f["deleted_by_repair"] == 0 and f["content_files_after_repair"] == f["content_files_before"]
     assert f["repair_exit"] == 0

@@ -183,7 +183,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         if args.action == "stats":
             print(json.dumps(stats.figures(parts.db, parts.settings.cache_max_size_gb), indent=2))
             return 0
-        report = verify_cache(parts, repair=args.repair)
+        budget = None if args.content_gb is None else int(args.content_gb * 1e9)
+        report = verify_cache(parts, repair=args.repair, content_budget_bytes=budget)
     finally:
         parts.close()
     for path in report.data_loss:
@@ -199,7 +200,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
             print(f"{kind} ({fix}): {item}")
     for item in report.quarantined:
         print(f"quarantined: {item}")
-    print(f"cache verify: {report.checked} cached file(s) checked ({report.checked_bytes / 1e6:.1f} MB of content),"
+    print(f"cache verify: {report.checked} cached file(s) checked, the content of {report.checked_files}"
+          f" ({report.checked_bytes / 1e6:.1f} MB){'' if report.content_complete else ', the rest next time'},"
           f" {report.files_seen} content file(s) seen;"
           f" {len(report.missing)} missing, {len(report.wrong_size)} wrong size, {len(report.damaged)} damaged,"
           f" {len(report.damaged_pending)} damaged pending, {len(report.orphans)} orphan(s),"
@@ -267,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="the file cache: stats, or verify (check every cached file against the index)")
     p.add_argument("action", choices=["stats", "verify"])
     p.add_argument("--repair", action="store_true", help="verify: drop what is wrong, remove orphan content")
+    p.add_argument("--content-gb", type=_gb_arg, default=None,
+                   help="verify: read and check the content of at most this many GB (the next run goes on from there);"
+                        " default: all")
     p.set_defaults(func=cmd_cache)
     p = sub.add_parser("config", help="show the settings in force, or print the example files")
     p.add_argument("action", nargs="?", choices=["show", "example-toml", "example-env"], default="show")

@@ -358,7 +358,9 @@ def restore_db(settings: Settings, backup: Path) -> dict:
 @dataclass
 class VerifyReport:
     checked: int = 0
+    checked_files: int = 0  # files whose content was read and checked against its checksums
     checked_bytes: int = 0  # content read and checked against its block checksums
+    content_complete: bool = True  # False: a content budget stopped the checks (the rest next run)
     files_seen: int = 0
     missing: list[str] = field(default_factory=list)  # clean entries whose content is gone
     wrong_size: list[str] = field(default_factory=list)  # clean entries whose content has another size
@@ -396,18 +398,36 @@ def _content_size(store: "ContentStore", key: str) -> int | None:
     return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
-def _cached_entries(db: Database) -> Iterator:
-    last_id = 0
+def _cached_entries(db: Database, after_id: int = 0, up_to_id: int | None = None) -> Iterator:
+    last_id = after_id
     while True:
         rows = db.query(
             "SELECT id, view, path, size, cache_key, dirty, local_only FROM entries"
-            " WHERE cache_key IS NOT NULL AND is_dir = 0 AND id > ? ORDER BY id LIMIT ?",
-            (last_id, VERIFY_BATCH),
+            " WHERE cache_key IS NOT NULL AND is_dir = 0 AND id > ? AND id <= ? ORDER BY id LIMIT ?",
+            (last_id, up_to_id if up_to_id is not None else 2 ** 62, VERIFY_BATCH),
         )
         if not rows:
             return
         yield from rows
         last_id = rows[-1]["id"]
+
+
+VERIFY_CURSOR_KEY = "cache_verify_content_cursor"  # in `kv`: the entry id a budgeted run stopped after
+
+
+def _rolling(db: Database) -> Iterator:
+    """Every cached entry once, starting after where the last budgeted content check stopped."""
+    row = db.query_one("SELECT value FROM kv WHERE key = ?", (VERIFY_CURSOR_KEY,))
+    cursor = int(row[0]) if row and str(row[0]).isdigit() else 0
+    yield from _cached_entries(db, after_id=cursor)
+    if cursor:
+        yield from _cached_entries(db, after_id=0, up_to_id=cursor)
+
+
+def _set_cursor(db: Database, entry_id: int) -> None:
+    with db.write() as d:
+        d.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                  (VERIFY_CURSOR_KEY, str(entry_id)))
 
 
 def _check_content(store: "ContentStore", key: str) -> tuple[str | None, "Meta | None"]:
@@ -430,7 +450,8 @@ def _check_content(store: "ContentStore", key: str) -> tuple[str | None, "Meta |
     return None, meta
 
 
-def verify_cache(parts: Parts, repair: bool = False, now: float | None = None) -> VerifyReport:
+def verify_cache(parts: Parts, repair: bool = False, now: float | None = None,
+                 content_budget_bytes: int | None = None) -> VerifyReport:
     """Check every cached file's content against its block checksums and the index, then look for
     content nothing refers to.
 
@@ -444,6 +465,10 @@ def verify_cache(parts: Parts, repair: bool = False, now: float | None = None) -
       `ORPHAN_GRACE_S`, or any age when the database is new): with `repair`, taken back into the
       index by its sidecar (`balupi.cache.recovery`; a pending upload is never deleted), and what
       has no readable sidecar is moved to `quarantine/`.
+
+    `content_budget_bytes`: read and check the content of at most this much (every file is still
+    checked for existence and size); the next run goes on where this one stopped, so a nightly run
+    with a budget checks the whole cache over several nights.
     """
     from balupi.cache.damage import handle_damaged
     from balupi.cache.integrity import State
@@ -454,14 +479,26 @@ def verify_cache(parts: Parts, repair: bool = False, now: float | None = None) -
     refetch: list[tuple[str, str]] = []
     total = db.query_one("SELECT count(*) FROM entries WHERE cache_key IS NOT NULL AND is_dir = 0")[0]
     with progress(total, "verify entries", unit="file") as bar:
-        for row in _cached_entries(db):
+        budget = content_budget_bytes
+        stopped_after: int | None = None
+        last_checked_id = 0
+        for row in _rolling(db) if budget is not None else _cached_entries(db):
             report.checked += 1
             bar.update(1)
             key = row["cache_key"]
             size = _content_size(store, key)
-            problem, meta = (None, None) if size is None else _check_content(store, key)
-            if size is not None and problem is None and meta is not None:
-                report.checked_bytes += size
+            # Within the budget while some is left (so one file larger than the budget is still checked).
+            within = budget is None or (stopped_after is None and (budget > 0 or not report.checked_files))
+            if budget is not None and within:
+                budget -= size or 0
+            elif budget is not None and stopped_after is None:
+                stopped_after = last_checked_id
+            if within:
+                last_checked_id = row["id"]
+                report.checked_files += 1
+            problem, meta = (None, None) if size is None or not within else _check_content(store, key)
+            if size is not None and (meta is not None or problem is not None):
+                report.checked_bytes += size  # read and checked (found intact or not)
             if size == row["size"] and problem is None:
                 if repair and (meta is None or meta.path != row["path"] or meta.view != row["view"]):
                     _true_sidecar(store, key, row, meta, report)
@@ -497,6 +534,9 @@ def verify_cache(parts: Parts, repair: bool = False, now: float | None = None) -
                     report.quarantined.append(damage.quarantined)
                 report.repaired += 1
                 refetch.append((row["view"], fresh["path"]))
+    if content_budget_bytes is not None:
+        _set_cursor(db, stopped_after or 0)  # 0: everything was checked; start from the beginning
+        report.content_complete = stopped_after is None
     _find_orphans(parts, report, repair, now)
     if repair and refetch:
         _refetch(parts, refetch, report)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("balupi.cache.recovery")
 
+RECOVERY_BATCH = 256
+
 
 class Outcome(enum.Enum):
     RECOVERED = "recovered"  # a pending or local change, back in the index (and the journal)
@@ -157,24 +159,29 @@ def _referenced(db: "Database", key: str) -> bool:
 
 
 def recover_from_store(db: "Database", store: "ContentStore") -> RecoveryReport:
-    """After the database was lost or damaged: take back every content file of the store."""
+    """After the database was lost or damaged: take back every content file of the store (before
+    the server serves, or with it stopped: a batch holds the write lock)."""
     report = RecoveryReport()
+    keys = []
     for sub in sorted(os.scandir(store.data_dir), key=lambda e: e.name):
         if not sub.is_dir(follow_symlinks=False):
             continue
-        for item in os.scandir(sub.path):
-            name = item.name
-            if not KEY_PATTERN.fullmatch(name) or name[:2] != sub.name or _referenced(db, name):
-                continue
-            outcome, label = take_back(db, store, name)
-            if outcome == Outcome.RECOVERED:
-                report.recovered.append(label)
-            elif outcome == Outcome.ADOPTED:
-                report.adopted += 1
-            elif outcome == Outcome.REDUNDANT:
-                report.redundant += 1
-            else:
-                report.quarantined.append(label)
+        keys += [item.name for item in os.scandir(sub.path)
+                 if KEY_PATTERN.fullmatch(item.name) and item.name[:2] == sub.name]
+    for start in range(0, len(keys), RECOVERY_BATCH):
+        with db.write():  # one transaction (one fsync) per batch: take_back's own writes join it
+            for name in keys[start:start + RECOVERY_BATCH]:
+                if _referenced(db, name):
+                    continue
+                outcome, label = take_back(db, store, name)
+                if outcome == Outcome.RECOVERED:
+                    report.recovered.append(label)
+                elif outcome == Outcome.ADOPTED:
+                    report.adopted += 1
+                elif outcome == Outcome.REDUNDANT:
+                    report.redundant += 1
+                else:
+                    report.quarantined.append(label)
     if report.recovered or report.adopted or report.quarantined:
         log.warning("recovered from the cache: %d pending change(s) journaled again, %d cached file(s) back in the index,"
                     " %d unknown file(s) moved to quarantine", len(report.recovered), report.adopted, len(report.quarantined))

@@ -363,7 +363,7 @@ def _corrupt(db_path: Path, rng: random.Random) -> None:
 
 def _database_loss(kind: str, long: bool) -> dict:
     rng = random.Random(3)
-    n = 200 if long else 8
+    n = 2000 if long else 8  # long: 3,000 content files, about the 2,665 of the finding
     clean = {f"/docs/c{i}.txt": body_of(rng, 20_000 + i) for i in range(n // 2)}
     uploads = {f"/docs/new/u{i}.bin": body_of(rng, 50_000 + 1000 * i) for i in range(n)}
     with rig(files=clean) as r:

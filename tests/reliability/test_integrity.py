@@ -29,3 +29,20 @@ def test_cache_verify_finds_flipped_bits_by_content_and_repairs_what_the_nas_has
     assert f["quarantined"] == f["flipped"]
     assert f["clean_served_after_repair"] == f["clean"]
     assert f["damaged_pending_on_nas"] == 0
+
+
+def test_cache_verify_with_a_content_budget_checks_the_cache_over_several_runs():
+    import random
+
+    rng = random.Random(1)
+    files = {f"/b/{i}.bin": rng.randbytes(1_000_000) for i in range(5)}
+    with integrity.rig(files=files) as r:
+        for path, body in files.items():
+            assert r.http.get(r.url(path)).content == body
+        r.wait_downloads()
+        integrity.flip(r.content_file("/b/4.bin"), 10)  # found only in the run whose turn it is
+        runs = [r.balupi("cache", "verify", "--content-gb", "0.002") for _ in range(3)]  # 2 MB each
+    outputs = [run.stdout for run in runs]
+    assert all("the content of 2 (2.0 MB), the rest next time" in out for out in outputs), outputs
+    assert sorted(run.returncode for run in runs) == [0, 0, 1], outputs
+    assert sum("damaged content (to fix (--repair)): /b/4.bin" in out for out in outputs) == 1

@@ -12,6 +12,7 @@ Full-disk scenarios mount small tmpfs volumes and need root; without it they ret
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -77,6 +78,9 @@ class Rig:
             "nas_password": PASSWORD, "nas_mac_address": DEFAULT_MAC, "nas_wake_timeout_s": 5,
             "nas_boot_time_s": 1, "nas_ready_poll_s": 0.05, "nas_wol_resend_s": 1, "nas_probe_interval_s": 3600,
             "sync_interval_s": 3600, "cache_min_free_gb": 0,
+            # No prefetch after a wake: the scenarios decide what is cached (a prefetch may fetch
+            # a file again right after a client's miss cached it, replacing the damaged copy).
+            "prefetch_budget_mb": 0,
             **overrides,
         }
         self.settings = load_settings(env={}, cwd=root, overrides={k: str(v) if isinstance(v, Path) else v
@@ -190,7 +194,9 @@ class Rig:
     def balupi(self, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
         """`python -m balupi ARGS` with this rig's settings (a maintenance command, as cron runs it)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("BALUPI_")}
-        env.update(PYTHONPATH=str(REPO_ROOT), BALUPI_DATA_DIR=str(self.settings.data_dir),
+        guard = REPO_ROOT / "tests" / "guard_site"  # the tests' loopback guard, when there
+        env.update(PYTHONPATH=os.pathsep.join([str(guard), str(REPO_ROOT)] if guard.is_dir() else [str(REPO_ROOT)]),
+                   BALUPI_DATA_DIR=str(self.settings.data_dir),
                    BALUPI_CACHE_DIR=str(self.settings.cache_dir), BALUPI_NAS_WEBDAV_URL=self.settings.nas_webdav_url,
                    BALUPI_NAS_URL=self.settings.nas_url, BALUPI_NAS_USERNAME=USER, BALUPI_NAS_PASSWORD=PASSWORD,
                    BALUPI_NAS_MAC_ADDRESS=self.settings.nas_mac_address, BALUPI_WOL_ADDRESS="127.0.0.1",
@@ -222,12 +228,19 @@ def tmpfs(path: Path, size_bytes: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
 
 
+@functools.lru_cache(maxsize=1)
 def can_mount() -> str | None:
-    """Why tmpfs volumes cannot be mounted here, or None."""
+    """Why tmpfs volumes cannot be mounted here (not root, no mount, a container without the right
+    to mount), or None: a 1 MB tmpfs is mounted and unmounted once to find out."""
     if os.geteuid() != 0:
         return "needs root to mount tmpfs volumes"
     if shutil.which("mount") is None:
         return "no mount command"
+    with tempfile.TemporaryDirectory(prefix="balupi-mount-") as tmp:
+        tried = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", tmp], capture_output=True, text=True)
+        if tried.returncode != 0:
+            return f"cannot mount a tmpfs here: {tried.stderr.strip()[:200]}"
+        subprocess.run(["umount", tmp], capture_output=True)
     return None
 
 

@@ -471,7 +471,6 @@ def verify_cache(parts: Parts, repair: bool = False, now: float | None = None,
     with a budget checks the whole cache over several nights.
     """
     from balupi.cache.damage import handle_damaged
-    from balupi.cache.integrity import State
 
     db, store = parts.db, parts.store
     report = VerifyReport()

@@ -275,6 +275,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_max_requests_per_client", 24, "Requests one client address may have in progress at once (more get 503 at once), so one client cannot take every server thread; keep it below server_threads. 0: no cap.", _parse_int, _at_least(0)),
     Setting("http_header_timeout_s", 20.0, "A client must send its whole request line and headers within this time (against slow clients holding threads).", _parse_float, _at_least(1)),
     Setting("http_timeout_s", 60.0, "A connection that sends or accepts nothing for this long is closed.", _parse_float, _at_least(1)),
+    Setting("http_allowed_hosts", (), "Host names (besides IP addresses, localhost and the Pi's own host name) that clients may use to reach BaluPi, e.g. balupi.fritz.box; other names get 421 (against DNS rebinding). \"*\": any name.", _parse_list),
     Setting("http_max_header_kib", 64, "Largest request line plus headers, in KiB (larger: 413/414).", _parse_int, _at_least(8)),
     Setting("dav_max_xml_body_kib", 1024, "Largest XML request body (PROPFIND, PROPPATCH, LOCK), in KiB (larger: 413).", _parse_int, _at_least(16)),
 )

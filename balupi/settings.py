@@ -217,6 +217,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("nas_webdav_url", "", "The NAS's WebDAV root, e.g. https://192.168.178.53:8080/. Empty: no NAS is configured, and BaluPi serves only what it holds.", check=_http_url),
     Setting("nas_username", "", "User BaluPi uses for its own requests to the NAS (namespace refresh, sync)."),
     Setting("nas_password", "", "Password of nas_username.", secret=True),
+    Setting("nas_reserved_name_chars", "", "Characters the NAS cannot store in a file name (none on a Linux NAS; e.g. \\:*?\"<>| when an SMB or Windows volume lies behind it). Creating such a name, or one longer than 255 bytes, is refused with 400."),
     Setting("nas_mac_address", "", "MAC address of the NAS, for Wake-on-LAN (aa:bb:cc:dd:ee:ff). Empty: BaluPi cannot wake the NAS.", check=_mac),
     Setting("wol_address", "255.255.255.255", "Where magic packets are sent (a broadcast address on the NAS's LAN).", check=_ip_address),
     Setting("wol_port", 9, "UDP port for magic packets.", _parse_int, _port),

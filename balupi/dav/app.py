@@ -86,4 +86,5 @@ def build_dav_app(app: "BaluPi", provider: CacheProvider) -> DavGuard:
     }
     dav = WsgiDAVApp(config)
     logging.getLogger("wsgidav").setLevel(logging.WARNING)
-    return DavGuard(app.auth, FastLane(provider, dav), settings.dav_max_xml_body_kib * 1024)
+    return DavGuard(app.auth, FastLane(provider, dav), settings.dav_max_xml_body_kib * 1024,
+                    settings.nas_reserved_name_chars)

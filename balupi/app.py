@@ -112,7 +112,6 @@ class BaluPi:
             "configured": self.nas.configured,
             "state": state.value,
             "online": state is NasState.AWAKE,
-            "url": self.settings.nas_webdav_url or None,
             "message": messages.get(state, ""),
         }
 

@@ -125,6 +125,9 @@ def _mac(value: str) -> None:
 def _http_url(value: str) -> None:
     if value:
         parts = urlsplit(value)
+        if "@" in parts.netloc:  # never echo it: the part before '@' is a secret
+            raise ValueError("must not carry a user name or password (user:password@host); "
+                             "set nas_username and nas_password instead")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
 
@@ -431,10 +434,18 @@ def load_settings(
     return Settings(**values, sources=sources)
 
 
+PRIVATE_DIR_MODE = 0o700
+
+
 def _prepare_dir(path: Path) -> str | None:
-    """Create the directory and prove it is writable. Returns the problem, or None."""
+    """Create the directory (0700: it holds the database, keys and users' files, whatever the
+    umask; an existing one of ours is tightened to that) and prove it is writable. Returns the
+    problem, or None."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        info = path.stat()
+        if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) != PRIVATE_DIR_MODE:
+            path.chmod(PRIVATE_DIR_MODE)
         probe = path / f".balupi-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()

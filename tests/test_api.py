@@ -47,7 +47,6 @@ def test_health_reports_service_version_and_an_unconfigured_nas(server, http):
         "configured": False,
         "state": "unconfigured",
         "online": False,
-        "url": None,
         "message": "no NAS configured: serving only what the cache holds",
     }
 

@@ -2,7 +2,8 @@
 requests a foreign web page could forge (CSRF), and what a browser may do with an answer.
 
 - `WebGuard` wraps the whole WSGI tree. A `Host` that is neither an IP address, `localhost`, the
-  Pi's own name (`<hostname>`, `<hostname>.local`) nor listed in `http_allowed_hosts` is refused
+  Pi's own name (`<hostname>`, `<hostname>.local`, `<hostname>.<DNS search domain>`) nor listed in
+  `http_allowed_hosts` is refused
   with 421 (DNS rebinding needs a name the attacker controls; an IP literal cannot be rebound).
   Answers outside /dav/ carry `SECURITY_HEADERS` (nosniff, no framing, `CSP`); answers under /dav/
   carry `DAV_SECURITY_HEADERS` (nosniff, `CSP: sandbox`), and a file whose type a browser could
@@ -61,16 +62,36 @@ def media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].split(",", 1)[0].strip().lower()
 
 
+RESOLV_CONF = "/etc/resolv.conf"
+
+
+def search_domains(path: str = RESOLV_CONF) -> list[str]:
+    """The local DNS search domains (a home router's `fritz.box`, `home.arpa`, `lan`, ...)."""
+    domains: list[str] = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                words = line.split()
+                if words and words[0] in ("search", "domain"):
+                    domains += [w.lower().rstrip(".") for w in words[1:] if w.strip(".")]
+    except OSError:
+        pass
+    return domains
+
+
 @functools.lru_cache(maxsize=1)
 def own_names() -> frozenset[str]:
-    """The names this machine answers to without a setting: localhost and its host name."""
+    """The names this machine answers to without a setting: localhost, its host name, the name
+    with `.local` (mDNS) and with each DNS search domain. No DNS query is made."""
     names = {"localhost"}
     try:
         host = socket.gethostname().strip().lower().rstrip(".")
     except OSError:
         host = ""
     if host:
-        names |= {host, host.split(".", 1)[0], host.split(".", 1)[0] + ".local"}
+        short = host.split(".", 1)[0]
+        names |= {host, short, short + ".local"}
+        names |= {f"{short}.{domain}" for domain in search_domains()}
     return frozenset(names)
 
 

@@ -7,6 +7,8 @@ the NAS, a ranged pass-through, WsgiDAV's own path).
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from balupi.websec import CSP
@@ -112,7 +114,9 @@ def test_a_host_name_that_is_not_the_pis_is_refused_everywhere(users, settings_f
         assert response.status_code == 421, (response.url, response.status_code)
     assert dav(users, "GET", "/rebound.txt", auth=BOB_AUTH).status_code == 404
     port = users.server.port
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "127.0.0.1"):
+    own = socket.gethostname().split(".")[0]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "127.0.0.1", f"{own}:{port}",
+                 f"{own}.local:{port}"):
         assert api(users, "GET", "/health", headers={"Host": host}).status_code == 200, host
 
     # Open mode (no NAS: anonymous requests) is where rebinding hurt most; a listed name is welcome.

@@ -166,6 +166,7 @@ def test_files_from_the_share_never_run_on_balupis_origin(users, asleep):
         assert_not_runnable(dav(users, "GET", f"/{name}", auth=BOB_AUTH, headers={"Range": "bytes=0-3"}), b"")
     if not asleep:  # the admin opening bob's file in the shared view (a miss from the NAS) gets the same
         assert_not_runnable(dav(users, "GET", "/home/bob/seeded.html", auth=ALICE), EVIL_HTML)
+        wait_downloads_idle(users.app)
     # Inert types keep their type, inline, still with nosniff and the sandbox.
     plain = dav(users, "GET", "/plain.txt", auth=BOB_AUTH)
     assert plain.headers["Content-Type"].startswith("text/plain") and "Content-Disposition" not in plain.headers

@@ -107,6 +107,10 @@ def test_locks_per_resource_and_per_view_are_capped(users, monkeypatch):
         assert response.status_code == 200
         tokens.append(response.headers["Lock-Token"])
     assert lock(users, BOB_AUTH, "/a.txt").status_code == 507
+    # bob's locks send bob's listings through WsgiDAV (for lockdiscovery), not carol's: hers stay on
+    # the fast lane (its own multistatus prefix), streamed and cheap.
+    assert b"<D:multistatus" in dav(users, "PROPFIND", "/", auth=CAROL_AUTH, headers={"Depth": "1"}).content
+    assert b"<D:multistatus" not in dav(users, "PROPFIND", "/", auth=BOB_AUTH, headers={"Depth": "1"}).content
     assert lock(users, CAROL_AUTH, "/c.txt").status_code == 200  # carol's file, carol's view
     # Releasing one makes room again; the lookup by token finds it among the others.
     assert dav(users, "UNLOCK", "/a.txt", auth=BOB_AUTH, headers={"Lock-Token": tokens[5]}).status_code == 204

@@ -340,7 +340,7 @@ class FastLane:
         if depth == "1" and entry.is_dir:
             provider.ensure_listed(entry)
             entries += provider.index.children(view, entry.path)
-        if propfind.locks_in_play(provider.index.db):
+        if propfind.locks_in_play(provider.index.db, view):
             return self.next_app(environ, start_response)
         dead_of = propfind.dead_props_reader(provider.index.db, entry)
         chunks = propfind.multistatus_chunks(provider.mount_path + provider.share_path, entries, request, dead_of)

@@ -66,9 +66,11 @@ def parse_request(body: bytes) -> PropfindRequest | None:
     return None
 
 
-def locks_in_play(db: Database) -> bool:
-    """Whether any lock exists (then WsgiDAV builds the answer, with its lockdiscovery)."""
-    return db.query_one("SELECT 1 FROM dav_locks LIMIT 1") is not None
+def locks_in_play(db: Database, view: str) -> bool:
+    """Whether any lock exists in `view` (then WsgiDAV builds the answer, with its lockdiscovery).
+    Another view's locks are invisible to this one, so they do not send its listings the slow way."""
+    lo = storage_url(view, "/")
+    return db.query_one("SELECT 1 FROM dav_locks WHERE root >= ? AND root < ? LIMIT 1", (lo, lo[:-1] + "0")) is not None
 
 
 def ref_url(entry: Entry) -> str:

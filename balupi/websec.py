@@ -161,9 +161,16 @@ def cross_site_problem(environ: dict) -> tuple[int, str] | None:
     return None
 
 
-def _with(headers: list[tuple[str, str]], extra: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    present = {name.lower() for name, _ in headers}
-    return headers + [(name, value) for name, value in extra if name.lower() not in present]
+_SECURITY_NAMES = frozenset(name.lower() for name, _ in SECURITY_HEADERS + DAV_SECURITY_HEADERS)
+
+
+def _with(headers: list[tuple[str, str]], extra: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """`headers` plus those of `extra` it does not set itself (a page may bring its own CSP)."""
+    for name, _ in headers:
+        if name.lower() in _SECURITY_NAMES:
+            present = {n.lower() for n, _ in headers}
+            return headers + [(n, v) for n, v in extra if n.lower() not in present]
+    return headers + list(extra)
 
 
 def dav_file_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

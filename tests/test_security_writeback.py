@@ -105,3 +105,23 @@ def test_a_failing_change_holds_back_only_later_changes_of_the_same_paths(users)
     users.app.sync.run_once()
     assert (users.nas.root / "home/bob/moved.txt").read_bytes() == b"a"
     assert not users.app.sync.has_pending()
+
+
+def test_a_change_journaled_before_its_name_was_known_to_be_unstorable_is_quarantined(users, running_server):
+    """A change accepted before the rule (here: before '#' was configured as reserved) reaches the
+    write-back: it is quarantined at once, not retried for ever, and nothing waits behind it."""
+    import dataclasses
+
+    assert dav(users, "PUT", "/a%23b.txt", auth=BOB_AUTH, data=b"kept on the Pi").status_code == 201  # /a#b.txt
+    assert dav(users, "PUT", "/fine.txt", auth=BOB_AUTH, data=b"fine").status_code == 201
+    settings = dataclasses.replace(users.app.settings, nas_reserved_name_chars=":#")
+    users.server.stop()
+    stack = type(users)(users.nas, running_server(settings), users.http)
+    assert dav(stack, "GET", "/a%23b.txt", auth=BOB_AUTH).content == b"kept on the Pi"  # and logs bob in
+    stack.app.sync.run_once()  # (the start-up's own sync run may have done it already)
+    assert not stack.app.sync.has_pending()
+    assert (stack.nas.root / "home/bob/fine.txt").read_bytes() == b"fine"
+    assert not (stack.nas.root / "home/bob/a#b.txt").exists()
+    quarantined = stack.app.sync.quarantined()
+    assert [(q["op"], q["path"]) for q in quarantined] == [("put", "/a#b.txt")]
+    assert "cannot store a name with '#'" in quarantined[0]["last_error"]

@@ -19,6 +19,7 @@ import importlib
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from contextlib import contextmanager
@@ -165,6 +166,29 @@ class Database:
         self._local = threading.local()
 
 
+PRIVATE_FILE_MODE = 0o600
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def make_private(path: Path | str) -> None:
+    """The database file exists with mode 0600, and so do its WAL and shared-memory files (SQLite
+    creates those with the database file's mode), whatever the umask; existing ones are tightened."""
+    path = Path(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_FILE_MODE:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        try:
+            if not side.is_symlink() and stat.S_IMODE(side.stat().st_mode) != PRIVATE_FILE_MODE:
+                side.chmod(PRIVATE_FILE_MODE)
+        except FileNotFoundError:
+            pass
+
+
 # SQLite's answers for a file that is damaged or not a database at all (not: locked, unreadable,
 # disk full, which moving the file aside would not cure).
 _DAMAGED_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
@@ -196,7 +220,7 @@ def move_aside(path: Path, why: str = "damaged") -> Path:
     """Move a database (and its -wal and -shm files) to `<name>.<why>-<time>`."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     aside = path.with_name(f"{path.name}.{why}-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", *SIDE_FILES):
         src = Path(f"{path}{suffix}")
         if src.exists():
             os.replace(src, f"{aside}{suffix}")
@@ -210,7 +234,11 @@ def open_database(path: Path | str, recover: bool = True) -> Database:
     A missing file is created, and is fresh too. `recover=False` (commands that run beside the
     server): a damaged database is a DatabaseError saying what to do, and stays where it is."""
     path = Path(path)
-    existed = path.exists()
+    existed = path.exists() and path.stat().st_size > 0
+    try:
+        make_private(path)
+    except OSError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}") from exc
     db = Database(path)
     try:
         _check(db)
@@ -223,6 +251,7 @@ def open_database(path: Path | str, recover: bool = True) -> Database:
                                 " and rebuilds it from the cache at start-up, or put a backup back with"
                                 " `balupi restore-db BACKUP` (server stopped)") from None
         aside = move_aside(path)
+        make_private(path)
         log.error("database %s is damaged (%s): moved aside to %s; starting a new one, rebuilt from the cache",
                   path, exc.__cause__ or exc, aside)
         db = Database(path)

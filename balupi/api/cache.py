@@ -54,8 +54,11 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
                 "verified_bytes": provider.verified.checked_bytes,
                 "damaged_found": provider.verified.damaged_found,
                 "damaged_unresolved": app.db.query_one(
-                    "SELECT count(*) FROM conflicts WHERE kind = 'damaged' AND resolved = 0")[0],
+                    "SELECT count(*) FROM conflicts WHERE kind = 'damaged' AND resolved = 0 AND (? OR view = ?)",
+                    (int(request.user.is_admin), request.user.view))[0],
             },
+            # Admins see every view's set-aside changes; any other user those of their own view.
+            "quarantined": app.sync.quarantined(None if request.user.is_admin else request.user.view),
         })
         return body
 

@@ -440,6 +440,10 @@ class FastLane:
     def _serve_miss(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
         provider = self.provider
         provider.stats.misses += 1
+        if provider.downloads.active(entry.view, entry.path) is not None:
+            # Joining a download (perhaps one finishing its publication: checksums, fsyncs): a read
+            # like any other for the heat; the download's own publication counts only its starter.
+            provider.index.note_access(entry.view, entry.path)
         try:
             download = None if ranges is not None else provider.start_download(entry)
             if download is None:

@@ -246,3 +246,39 @@ class VerifyingReader:
         out = self._buf[:n].tobytes()
         self._buf = self._buf[n:]
         return out
+
+
+_HASH_POOL: "ThreadPoolExecutor | None" = None
+_HASH_POOL_LOCK = threading.Lock()
+HASH_THREADS = 2
+
+
+def _hash_pool() -> "ThreadPoolExecutor":
+    global _HASH_POOL
+    with _HASH_POOL_LOCK:
+        if _HASH_POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _HASH_POOL = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="balupi-hash")
+        return _HASH_POOL
+
+
+class PipelinedHasher:
+    """A BlockHasher fed on a pool thread, one piece behind the caller: hashlib releases the GIL,
+    so an upload's checksums are computed on another core while its next piece is received and
+    written (a PUT's request thread no longer waits for them, except for the last piece)."""
+
+    def __init__(self) -> None:
+        self._hasher = BlockHasher()
+        self._pending = None
+
+    def update(self, data: bytes) -> None:
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = _hash_pool().submit(self._hasher.update, bytes(data))
+
+    def blocks_hex(self) -> str:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+        return self._hasher.blocks_hex()

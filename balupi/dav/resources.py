@@ -18,7 +18,7 @@ from wsgidav.dav_error import (ERROR_DESCRIPTIONS, HTTP_BAD_REQUEST, HTTP_FORBID
                                HTTP_INTERNAL_ERROR, HTTP_NOT_FOUND, DAVError)
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
-from balupi.cache.integrity import BlockHasher, ContentDamaged
+from balupi.cache.integrity import BlockHasher, ContentDamaged, PipelinedHasher
 from balupi.dav.index import Entry, join
 from balupi.errors import InsufficientStorage
 
@@ -68,7 +68,7 @@ class _Writer:
         self.provider = provider
         self.key, self.tmp, self._file = provider.store.open_temp()
         self.written = 0
-        self.hasher = BlockHasher()  # the checksums, computed on the bytes as they arrive
+        self.hasher = PipelinedHasher()  # the checksums, computed on the bytes as they arrive
 
     def write(self, data: bytes) -> None:
         try:

@@ -46,3 +46,57 @@ def test_cache_verify_with_a_content_budget_checks_the_cache_over_several_runs()
     assert all("the content of 2 (2.0 MB), the rest next time" in out for out in outputs), outputs
     assert sorted(run.returncode for run in runs) == [0, 0, 1], outputs
     assert sum("damaged content (to fix (--repair)): /b/4.bin" in out for out in outputs) == 1
+
+
+def test_block_checksums_do_not_depend_on_how_the_bytes_arrive(tmp_path):
+    import os
+    import random
+
+    from balupi.cache.integrity import BlockHasher, PipelinedHasher, hash_fd
+
+    rng = random.Random(7)
+    data = rng.randbytes(3 * (1 << 20) + 12345)
+    whole = BlockHasher()
+    whole.update(data)
+    pieces, piped = BlockHasher(), PipelinedHasher()
+    offset = 0
+    while offset < len(data):
+        step = rng.choice([1, 100, 8192, 65536, 1 << 20, (1 << 20) + 1])
+        pieces.update(data[offset:offset + step])
+        piped.update(data[offset:offset + step])
+        offset += step
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        on_disk = hash_fd(fd, len(data))
+    finally:
+        os.close(fd)
+    assert whole.blocks_hex() == pieces.blocks_hex() == piped.blocks_hex() == on_disk
+    assert len(on_disk) == 4 * 32  # four blocks, 16 bytes each, in hex
+    empty = BlockHasher()
+    assert len(empty.blocks_hex()) == 32  # an empty file has the checksum of no bytes
+
+
+def test_ranges_of_content_not_yet_verified_check_only_the_blocks_they_touch():
+    import random
+
+    rng = random.Random(3)
+    body = rng.randbytes(3 * (1 << 20) + 999)
+    with integrity.rig(files={"/r": None}) as r:
+        r.http.request("PROPFIND", r.url("/r/"), headers={"Depth": "1"})
+        r.suspend()
+        assert r.http.put(r.url("/r/f.bin"), data=body).status_code == 201
+        r.restart()  # nothing verified by this process
+        span = r.http.get(r.url("/r/f.bin"), headers={"Range": "bytes=1048570-1048590"})
+        assert span.status_code == 206 and span.content == body[1048570:1048591]
+        multi = r.http.get(r.url("/r/f.bin"), headers={"Range": "bytes=0-9,3145728-3145737"})
+        assert multi.status_code == 206 and body[:10] in multi.content and body[3145728:3145738] in multi.content
+        integrity.flip(r.content_file("/r/f.bin"), 2 * (1 << 20) + 5)  # in the third block
+        first = r.http.get(r.url("/r/f.bin"), headers={"Range": "bytes=0-99"})
+        assert first.status_code == 206 and first.content == body[:100]  # the damage is elsewhere
+        third = r.http.get(r.url("/r/f.bin"), headers={"Range": f"bytes={2 * (1 << 20)}-{2 * (1 << 20) + 99}"})
+        assert third.status_code == 500 and "damaged" in third.text  # a change only the Pi had
+        rows = r.app.db.query("SELECT path, kind FROM conflicts")
+        assert [tuple(row) for row in rows] == [("/r/f.bin", "damaged")]
+        assert r.app.db.query_one("SELECT count(*) FROM journal WHERE state = 'pending'")[0] == 0

@@ -7,7 +7,8 @@ limit; a periodic `sweep` only catches what changed under us (e.g. the limit was
 
 Writes (`reserve_write`) are refused with InsufficientStorage (507), before a byte is written or a
 file evicted, when they cannot fit: more than the free space plus everything evictable, keeping
-`WRITE_FLOOR_BYTES` free; or when the database's volume has less than `DB_FLOOR_BYTES` free. Each
+`WRITE_FLOOR_BYTES` free; or when the database's volume has less than `DB_FLOOR_BYTES` free (each
+at most a tenth of the volume). Each
 kind of refusal is logged once a minute at most, with its cause.
 
 Never evicted: dirty files (changes not yet on the NAS), content referenced by a pending journal
@@ -35,8 +36,15 @@ from balupi.settings import Settings
 log = logging.getLogger("balupi.cache")
 
 EVICT_BATCH = 256
-WRITE_FLOOR_BYTES = 8 << 20  # kept free on the cache volume under writes (sidecars, renames, the log)
-DB_FLOOR_BYTES = 4 << 20  # kept free on the database's volume: below it, writes are refused (507)
+# Kept free under writes on the cache volume (sidecars, renames, the log, a database beside it) and
+# on the database's volume (below it, writes are refused with 507): this much, or a tenth of a
+# smaller volume.
+WRITE_FLOOR_BYTES = 64 << 20
+DB_FLOOR_BYTES = 16 << 20
+
+
+def floor_bytes(volume: Path, most_bytes: int) -> int:
+    return min(most_bytes, shutil.disk_usage(volume).total // 10)
 REFUSAL_LOG_INTERVAL_S = 60.0
 
 
@@ -117,7 +125,7 @@ class CacheManager:
     def check_db_volume(self) -> None:
         """Raise InsufficientStorage when the database's volume is (nearly) full."""
         free = shutil.disk_usage(self.db_volume).free
-        if free < DB_FLOOR_BYTES:
+        if free < floor_bytes(self.db_volume, DB_FLOOR_BYTES):
             self.refuse("db", f"the database's volume ({self.db_volume}) is full: {free / 1e6:.1f} MB free")
 
     def refuse(self, kind: str, cause: str) -> None:
@@ -137,15 +145,16 @@ class CacheManager:
         """Room for a write of `size` bytes (0: not known), or InsufficientStorage before anything is
         evicted when it cannot fit even with every evictable file gone. Then as `reserve`."""
         self.check_db_volume()
+        write_floor = floor_bytes(self.volume, WRITE_FLOOR_BYTES)
         with self._lock:
-            room = self.free_bytes() - WRITE_FLOOR_BYTES - self._reserved  # others still arriving count
+            room = self.free_bytes() - write_floor - self._reserved  # others still arriving count
             if size > room:
                 evictable = self._evictable_bytes()
                 if size > room + evictable:
                     self.refuse("cache", f"an upload of {size / 1e6:.1f} MB cannot fit on the cache volume"
                                          f" ({max(room, 0) / 1e6:.1f} MB free, {evictable / 1e6:.1f} MB evictable)")
                 self._evict(size - room)
-                room = self.free_bytes() - WRITE_FLOOR_BYTES - self._reserved
+                room = self.free_bytes() - write_floor - self._reserved
                 if size > room:
                     self.refuse("cache", f"an upload of {size / 1e6:.1f} MB cannot fit on the cache volume"
                                          f" ({max(room, 0) / 1e6:.1f} MB free after evicting what could be)")

@@ -142,7 +142,7 @@ def sync(parts: Parts, wake: bool = False, budget_s: float = 3600.0) -> SyncOutc
             return outcome
         try:
             parts.monitor.ensure_awake(timeout_s=max(parts.settings.nas_wake_timeout_s, SYNC_WAKE_TIMEOUT_S),
-                                       reason="balupi sync --wake")
+                                       reason="balupi sync --wake", kind="manual")
         except NasUnavailable as exc:
             outcome.failed, outcome.note = True, f"the NAS did not wake: {exc}"
             return outcome

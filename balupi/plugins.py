@@ -23,7 +23,9 @@ import collections
 import itertools
 import importlib.metadata
 import importlib.util
+import json
 import logging
+import os
 import queue
 import sys
 import threading
@@ -43,6 +45,8 @@ from balupi.hookspecs import ClientOp, WakeKind
 log = logging.getLogger("balupi.plugins")
 
 ENTRY_POINT_GROUP = "balupi.plugins"
+STATUS_FILENAME = "plugins-status.json"  # in data_dir: the server's counts, for `balupi plugins`
+STATUS_INTERVAL_S = 60.0
 ENV_PREFIX = "BALUPI_PLUGINS_"
 OBSERVE_QUEUE_SIZE = 1000
 SHUTDOWN_GRACE_S = 2.0
@@ -192,7 +196,8 @@ class PluginHost:
             log.error("plugin %s (%s): cannot register: %s", info.name, info.source, exc)
             return
         info.obj = obj
-        log.info("plugin %s (%s) loaded", info.name, info.source)
+        log.log(logging.DEBUG if info.source == "built-in" else logging.INFO, "plugin %s (%s) loaded", info.name,
+                info.source)
 
     # -- calling hooks on the caller's thread --------------------------------------------------------
 
@@ -286,6 +291,7 @@ class PluginHost:
         for plugin, jobs in self._call_each("balupi_scheduled_jobs", {"app": app}):
             for job in jobs or ():
                 app.scheduler.every(job.interval_s, f"plugin {plugin}: {job.name}", job.fn)
+        app.scheduler.every(STATUS_INTERVAL_S, "plugins-status", self.write_status, run_now=True)
         self.observe("balupi_startup", app=app)
 
     def stop(self, app: Any, grace_s: float = SHUTDOWN_GRACE_S) -> None:
@@ -302,6 +308,7 @@ class PluginHost:
             except queue.Full:
                 continue
         worker.join(max(0.0, deadline - time.monotonic()))
+        self.write_status()
 
     # -- what the API and the CLI show ---------------------------------------------------------------
 
@@ -322,6 +329,16 @@ class PluginHost:
             })
         return {"plugins": plugins, "errors": list(self.general_errors),
                 "dropped_events": sum(self.dropped.values()), "queued_events": self._queue.qsize()}
+
+    def write_status(self) -> None:
+        """Keep the listing (with the running counts) in data_dir for `balupi plugins`."""
+        path = Path(self.settings.data_dir) / STATUS_FILENAME
+        try:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps({"at": time.time(), "pid": os.getpid(), **self.listing()}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("plugins: could not write %s: %s", path, exc)
 
     # -- API routes ---------------------------------------------------------------------------------
 
@@ -414,6 +431,43 @@ def _entry_points() -> list:
     except Exception:  # a broken installed distribution must not stop start-up
         log.exception("plugins: could not read installed entry points")
         return []
+
+
+def print_listing(settings: Any, as_json: bool = False) -> int:
+    """`balupi plugins`: load the plugins as the server would (so import and setting errors show
+    before a start), with the running server's counts from its status file when there is one."""
+    host = PluginHost(settings, Events())
+    listing = host.listing()
+    status_path = Path(settings.data_dir) / STATUS_FILENAME
+    running: dict = {}
+    if status_path.is_file():
+        try:
+            running = json.loads(status_path.read_text())
+        except (OSError, ValueError):
+            running = {}
+    counts = {p["name"]: p for p in running.get("plugins", ())}
+    for entry in listing["plugins"]:
+        seen = counts.get(entry["name"], {})
+        entry["dropped_events"] = seen.get("dropped_events", 0)
+        entry["exceptions"] = seen.get("exceptions", 0)
+    listing["counts_at"] = running.get("at")
+    if as_json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    print(f"{'NAME':<24} {'VERSION':<10} {'ENABLED':<8} {'SOURCE':<12} {'DROPPED':>7}  HOOKS")
+    for p in listing["plugins"]:
+        hooks = ", ".join(h[len("balupi_"):] for h in p["hooks"]) or "-"
+        print(f"{p['name']:<24} {p['version'] or '-':<10} {'yes' if p['enabled'] else 'no':<8} {p['source']:<12} "
+              f"{p['dropped_events']:>7}  {hooks}")
+        for problem in p["errors"]:
+            print(f"  error: {problem}")
+    for problem in listing["errors"]:
+        print(f"error: {problem}")
+    if listing["counts_at"] is None:
+        print("(dropped-event counts: no running server has written them yet)")
+    else:
+        print(f"(dropped-event counts as of {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(listing['counts_at']))})")
+    return 1 if listing["errors"] or any(p["errors"] for p in listing["plugins"]) else 0
 
 
 def _wrapped(handler: Callable) -> Callable:

@@ -217,7 +217,7 @@ def test_a_slow_and_a_raising_observer_change_neither_the_result_nor_the_latency
     assert ("miss_served", "alice", "/big.bin", 100_000) in seen
 
 
-def test_a_full_observer_queue_drops_and_counts_and_never_blocks(stack_factory, tmp_path, monkeypatch):
+def test_a_full_observer_queue_drops_and_counts_and_never_blocks(stack_factory, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(plugins_module, "OBSERVE_QUEUE_SIZE", 2)
     stack = plugin_stack(stack_factory, tmp_path, {"observer": OBSERVER})
     started = time.monotonic()
@@ -227,6 +227,12 @@ def test_a_full_observer_queue_drops_and_counts_and_never_blocks(stack_factory, 
     listing = stack.app.plugins.listing()
     observer = next(p for p in listing["plugins"] if p["name"] == "observer")
     assert observer["dropped_events"] >= 4 and listing["dropped_events"] >= 4
+    # `balupi plugins` shows the running server's count (from its status file).
+    stack.app.plugins.write_status()
+    capsys.readouterr()
+    plugins_module.print_listing(stack.app.settings)
+    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("observer "))
+    assert int(row[4]) >= 4
 
 
 ROUTES = '''

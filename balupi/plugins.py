@@ -41,6 +41,13 @@ import pluggy
 from balupi import hookspecs
 from balupi.events import Event, Events
 from balupi.hookspecs import ClientOp, WakeKind
+from balupi.settings import Setting  # noqa: F401  (for plugins: `from balupi.plugins import Setting, parse_int`)
+from balupi.settings import _parse_bool as parse_bool  # noqa: F401
+from balupi.settings import _parse_float as parse_float  # noqa: F401
+from balupi.settings import _parse_int as parse_int  # noqa: F401
+from balupi.settings import _parse_list as parse_list  # noqa: F401
+from balupi.settings import _parse_path as parse_path  # noqa: F401
+from balupi.settings import _parse_str as parse_str  # noqa: F401
 
 log = logging.getLogger("balupi.plugins")
 

@@ -24,12 +24,12 @@ from tests.stack import stack_factory  # noqa: F401
 COUNTER = '''
 """Counts uploads; refuses uploads of files larger than `max_kib`."""
 from balupi.hookspecs import hookimpl
-from balupi.settings import Setting, _parse_int, _parse_list
+from balupi.plugins import Setting, parse_int, parse_list
 
 __version__ = "2.1"
 SETTINGS = (
-    Setting("max_kib", 1024, "Largest upload in KiB.", _parse_int),
-    Setting("folders", (), "Folders it watches.", _parse_list),
+    Setting("max_kib", 1024, "Largest upload in KiB.", parse_int),
+    Setting("folders", (), "Folders it watches.", parse_list),
 )
 config = {}
 

@@ -16,6 +16,7 @@ from balupi.sim.nas import PowerState
 from tests.davkit import index_row, journal, wait_downloads_idle
 from tests.pluginkit import plugin, plugin_stack, wait_for
 from tests.stack import stack_factory  # noqa: F401
+from tests.test_energy_e2e import rig_factory  # noqa: F401
 
 GUARD = '''
 from balupi.hookspecs import hookimpl
@@ -282,3 +283,109 @@ def test_startup_and_shutdown_reach_the_observers(stack_factory, tmp_path):
     assert seen[0][0] == "startup"
     stack.server.stop()
     assert seen[-1] == "shutdown"
+
+
+RECORDER = '''
+from balupi.hookspecs import ScheduledJob, hookimpl
+
+seen = []
+ticks = []
+
+def _record(name, **payload):
+    seen.append((name, payload))
+
+@hookimpl
+def balupi_nas_state_changed(from_state, to_state, cause, at):
+    _record("nas_state_changed", to_state=to_state.value, cause=cause)
+
+@hookimpl
+def balupi_nas_wake_requested(reason, at):
+    _record("nas_wake_requested", reason=reason)
+
+@hookimpl
+def balupi_cache_file_added(path, size_bytes):
+    _record("cache_file_added", path=path, size_bytes=size_bytes)
+
+@hookimpl
+def balupi_cache_file_evicted(path, size_bytes, reason):
+    _record("cache_file_evicted", path=path, reason=reason)
+
+@hookimpl
+def balupi_sync_done(path, action):
+    _record("sync_done", path=path, action=action)
+
+@hookimpl
+def balupi_sync_conflict(path, conflict_path, at):
+    _record("sync_conflict", path=path)
+
+@hookimpl
+def balupi_plug_sample(device_id, power_w, at):
+    _record("plug_sample", power_w=power_w)
+
+@hookimpl
+def balupi_plug_health_changed(device_id, error_kind, at):
+    _record("plug_health_changed", error_kind=getattr(error_kind, "value", error_kind))
+
+@hookimpl
+def balupi_nas_power_reading(power_w, power_state, at):
+    _record("nas_power_reading", power_state=power_state.value)
+
+@hookimpl
+def balupi_nas_power_state_changed(from_state, to_state, power_w, at):
+    _record("nas_power_state_changed", to_state=to_state.value)
+
+@hookimpl
+def balupi_scheduled_jobs(app):
+    return [ScheduledJob("tick", 0.05, lambda: ticks.append(1))]
+'''
+
+
+def names(seen: list) -> list[str]:
+    return [name for name, _ in seen]
+
+
+def test_observers_hear_the_nas_the_cache_and_the_write_back(stack_factory, tmp_path):
+    files = {f"/f{i}.bin": os.urandom(300_000) for i in range(5)}
+    stack = plugin_stack(stack_factory, tmp_path, {"recorder": RECORDER}, files={**files, "/n.txt": b"original"},
+                         cache_max_size_gb=1_000_000 / 1e9, cache_min_free_gb=0)
+    module = plugin(stack.app, "recorder")
+    assert wait_for(lambda: len(module.ticks) >= 2)  # its scheduled job runs
+    assert stack.http.get(stack.url("/n.txt")).content == b"original"
+    for path in files:
+        assert stack.http.get(stack.url(path)).content == files[path]
+        wait_downloads_idle(stack.app)
+    stack.suspend_nas()
+    assert stack.http.put(stack.url("/n.txt"), data=b"pi").status_code == 204
+    assert stack.http.put(stack.url("/new.txt"), data=b"new").status_code == 201
+    (tmp_path / "nas" / "n.txt").write_bytes(b"nas")
+    evicted = next(p["path"] for n, p in module.seen if n == "cache_file_evicted" and p["path"] != "/n.txt")
+    assert stack.http.get(stack.url(evicted)).content == files[evicted]  # a miss: wakes the NAS
+    stack.app.sync.run_once()
+    seen = module.seen
+    assert wait_for(lambda: "sync_conflict" in names(seen) and "sync_done" in names(seen), 15)
+    assert ("cache_file_added", {"path": "/f0.bin", "size_bytes": 300_000}) in seen
+    assert any(n == "cache_file_evicted" and p["reason"] == "room" for n, p in seen)
+    assert any(n == "nas_state_changed" and p["to_state"] == "asleep" for n, p in seen)
+    assert any(n == "nas_wake_requested" and evicted in p["reason"] for n, p in seen)
+    assert ("sync_done", {"path": "/new.txt", "action": "put"}) in seen
+    assert ("sync_conflict", {"path": "/n.txt"}) in seen
+
+
+def test_observers_hear_the_plugs(rig_factory, tmp_path):
+    from balupi.energy.model import PlugRole
+    from tests.helpers import free_port
+    from tests.pluginkit import write_plugins
+
+    rig = rig_factory(plugins_dir=str(write_plugins(tmp_path / "plugins", {"recorder": RECORDER})),
+                      nas_webdav_url=f"http://127.0.0.1:{free_port()}/")
+    rig.app.plugins.start(rig.app)  # the observer thread (the rig does not start the whole app)
+    sim, _ = rig.add(power_w=4.0, role=PlugRole.NAS, name="nas")
+    rig.poll(2)
+    sim.down = True
+    rig.poll(1)
+    seen = plugin(rig.app, "recorder").seen
+    assert wait_for(lambda: "plug_health_changed" in names(seen))
+    assert ("plug_sample", {"power_w": 4.0}) in seen
+    assert ("nas_power_reading", {"power_state": "standby"}) in seen
+    assert ("nas_power_state_changed", {"to_state": "standby"}) in seen
+    assert ("plug_health_changed", {"error_kind": "offline"}) in seen

@@ -13,6 +13,9 @@ bounded queue (`queue_size`; full: the message is dropped, counted, logged) and 
 that retries a failing URL with a doubling delay (`retries` times, from `retry_delay_s`).
 
 Needs Apprise, an optional dependency: `pip install 'balupi[plugins]'` (or `pip install apprise`).
+Apprise is imported in a short-lived child process (once at start-up to check the URLs, once per
+message to send it), never in BaluPi itself: importing it costs about 20 MB, which a Pi keeps for
+files, and messages are rare.
 
     [plugins.notify]
     urls = ["ntfy://ntfy.sh/my-balupi", "json://homeassistant.local:8123/api/webhook/balupi"]
@@ -25,11 +28,13 @@ Needs Apprise, an optional dependency: `pip install 'balupi[plugins]'` (or `pip 
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import shutil
+import subprocess
+import sys
 import threading
-import time
 
 from balupi.hookspecs import ScheduledJob, hookimpl
 from balupi.plugins import Setting, parse_float, parse_int, parse_list
@@ -61,28 +66,58 @@ config: dict = {}
 sent: list[tuple[str, str]] = []  # (title, body) delivered to every URL, newest last (the last 100)
 dropped = 0
 _queue: queue.Queue | None = None
-_senders: list = []
+_senders: list[str] = []  # the checked URLs
 _stop = threading.Event()
 _thread: threading.Thread | None = None
 _disk_low = False
 _app = None
 
 
+CHECK_SCRIPT = """
+import json, sys
+try:
+    import apprise
+except ImportError:
+    sys.exit(3)
+print(json.dumps([url for url in json.load(sys.stdin) if not apprise.Apprise().add(url)]))
+"""
+SEND_SCRIPT = """
+import json, sys
+import apprise
+message = json.load(sys.stdin)
+sender = apprise.Apprise()
+sender.add(message["url"])
+sys.exit(0 if sender.notify(title=message["title"], body=message["body"]) else 1)
+"""
+CHILD_TIMEOUT_S = 120.0
+
+
+def _child(script: str, data) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script], input=json.dumps(data), capture_output=True, text=True,
+                          timeout=CHILD_TIMEOUT_S)
+
+
 def configure(values: dict) -> None:
     global _queue, _senders
     if values["urls"]:
-        try:
-            import apprise
-        except ImportError:
-            raise ValueError("needs Apprise: pip install 'balupi[plugins]'") from None
-        _senders = []
-        for url in values["urls"]:
-            sender = apprise.Apprise()
-            if not sender.add(url):
-                raise ValueError(f"not an Apprise URL Apprise understands: {url!r}")
-            _senders.append((url, sender))
+        checked = _child(CHECK_SCRIPT, list(values["urls"]))
+        if checked.returncode == 3:
+            raise ValueError("needs Apprise: pip install 'balupi[plugins]'")
+        if checked.returncode != 0:
+            raise ValueError(f"checking the URLs failed: {checked.stderr.strip()[-200:]}")
+        bad = json.loads(checked.stdout)
+        if bad:
+            raise ValueError(f"not an Apprise URL Apprise understands: {', '.join(map(repr, bad))}")
+        _senders = list(values["urls"])
     _queue = queue.Queue(maxsize=max(1, values["queue_size"]))
     config.update(values)
+
+
+def _send_one(url: str, title: str, body: str) -> bool:
+    try:
+        return _child(SEND_SCRIPT, {"url": url, "title": title, "body": body}).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def send(title: str, body: str) -> None:
@@ -101,7 +136,7 @@ def _deliver(title: str, body: str) -> None:
     pending = list(_senders)
     delay = config["retry_delay_s"]
     for attempt in range(config["retries"] + 1):
-        pending = [(url, s) for url, s in pending if not s.notify(title=title, body=body)]
+        pending = [url for url in pending if not _send_one(url, title, body)]
         if not pending or _stop.is_set():
             break
         if attempt < config["retries"]:

@@ -89,7 +89,8 @@ def test_notify_sends_a_sync_conflict_through_apprise_and_retries(stack_factory,
     assert post["title"] == "BaluPi: sync conflict"
     assert "/notes.txt" in post["message"] and "(conflict " in post["message"]
     assert receiver.attempts == 2  # the first answer was 500: sent again
-    assert plugin(stack.app, "notify").sent[0][0] == "BaluPi: sync conflict"
+    sent = plugin(stack.app, "notify").sent  # noted once the sender's child process has finished
+    assert wait_for(lambda: sent) and sent[0][0] == "BaluPi: sync conflict"
 
 
 def test_notify_tells_when_the_nas_did_not_wake(stack_factory, tmp_path, receiver):

@@ -28,6 +28,7 @@ from balupi.sync.refresh import TICK_S as REFRESH_TICK_S
 from balupi.sync.refresh import Refresher
 from balupi.sync.worker import SyncWorker
 from balupi.system import SystemSampler
+from balupi.websec import WebGuard
 
 log = logging.getLogger("balupi")
 
@@ -98,7 +99,7 @@ class BaluPi:
         self.sync.wake_reason = self.plugins.sync_wake_reason
         self.refresher = Refresher(settings, self.provider.index, self.provider.store, self.nas_client, self.nas)
         self.prefetcher = Prefetcher(settings, self.provider, self.nas)
-        self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api}, self._root)
+        self.wsgi = WebGuard(Dispatcher({"/dav": self.dav, "/api": self.api}, self._root), settings.http_allowed_hosts)
         self._started = False
 
     @property
@@ -117,7 +118,6 @@ class BaluPi:
             "configured": self.nas.configured,
             "state": state.value,
             "online": state is NasState.AWAKE,
-            "url": self.settings.nas_webdav_url or None,
             "message": messages.get(state, ""),
         }
 

@@ -82,6 +82,12 @@ class Parts:
         self.index: Index = Index(self.db, half_life_s=settings.cache_heat_half_life_hours * 3600)
         self.cache: CacheManager = CacheManager(settings, self.db, self.store, self.events)
         self._provider: CacheProvider | None = None
+        # The plugins' vetoes and eviction order apply to these commands too (observers are not run).
+        from balupi.plugins import PluginHost
+
+        self.plugins = PluginHost(settings, self.events)
+        self.monitor.wake_veto = self.plugins.veto_wake
+        self.cache.eviction_order, self.cache.evict_veto = self.plugins.eviction_order, self.plugins.veto_evict
 
     def provider(self) -> "CacheProvider":
         if self._provider is None:

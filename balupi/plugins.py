@@ -6,7 +6,7 @@ the built-in defaults (`balupi.default_plugins`), the `plugins_dir` directory (o
 entry point's name). A plugin is enabled unless `[plugins.<name>] enabled = false`.
 
 Settings: a plugin may declare `SETTINGS` (a tuple of `balupi.settings.Setting`) and a
-`configure(config: dict)` function. Values come from `[plugins.<name>]` in the TOML file and from
+`configure(config: dict)` function (or `configure(config, settings)`, to see BaluPi's settings too). Values come from `[plugins.<name>]` in the TOML file and from
 `BALUPI_PLUGINS_<NAME>_<KEY>` (the environment wins), are checked like every other setting (one line
 per bad value), and go to `configure`. A plugin that fails to import or to configure (a bad value,
 `configure` raising) is logged at start-up, listed with its errors (GET /api/plugins, `balupi
@@ -23,6 +23,7 @@ import collections
 import itertools
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -188,7 +189,8 @@ class PluginHost:
             config.setdefault(name, setting.default)
         if not errors and hasattr(obj, "configure"):
             try:
-                obj.configure(config)
+                wants_settings = len(inspect.signature(obj.configure).parameters) >= 2
+                obj.configure(config, self.settings) if wants_settings else obj.configure(config)
             except Exception as exc:
                 errors.append(f"configure failed: {type(exc).__name__}: {exc}")
         if errors:

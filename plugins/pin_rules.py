@@ -3,7 +3,7 @@
 A file is pinned when its path matches one of `globs` (`*` matches across folders too, so
 "/Photos/2026/**" and "/Photos/2026/*" both take the whole tree), or when one of `users` uploaded
 it within the last `days` days (uploads are remembered in <data_dir>/plugins/pin_rules.json, so a
-restart keeps them). Pinned files are refused to eviction (`balupi_before_evict`); when the NAS
+restart and `balupi evict` know them). Pinned files are refused to eviction (`balupi_before_evict`); when the NAS
 wakes, pinned files that are not cached are fetched (never waking it for that), in every view.
 
     [plugins.pin_rules]
@@ -41,12 +41,21 @@ _lock = threading.Lock()
 _app = None
 
 
-def configure(values: dict) -> None:
+_data_dir: Path | None = None
+
+
+def configure(values: dict, settings) -> None:
+    global _data_dir
     config.update(values)
+    _data_dir = Path(settings.data_dir)
+    path = _state_file()
+    if path.is_file():  # here, not at start-up: `balupi evict` (no observers run) keeps them too
+        with _lock:
+            uploads.update(json.loads(path.read_text()))
 
 
 def _state_file() -> Path | None:
-    return Path(_app.settings.data_dir) / "plugins" / "pin_rules.json" if _app is not None else None
+    return _data_dir / "plugins" / "pin_rules.json" if _data_dir is not None else None
 
 
 def _save() -> None:
@@ -70,10 +79,6 @@ def is_pinned(path: str, now: float | None = None) -> bool:
 def balupi_startup(app) -> None:
     global _app
     _app = app
-    path = _state_file()
-    if path is not None and path.is_file():
-        with _lock:
-            uploads.update(json.loads(path.read_text()))
 
 
 @hookimpl

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from balupi import maintenance
 from balupi.sim.nas import PowerState
 from tests.davkit import index_row, wait_downloads_idle
 from tests.pluginkit import REPO_PLUGINS, plugin, plugin_stack, wait_for
@@ -172,8 +173,17 @@ def test_pin_rules_keep_globbed_paths_and_a_chosen_users_uploads_and_fetch_them_
     stack.wake_nas()
     assert wait_for(lambda: cached(stack, "/Photos/2026/trip/b.jpg"), 20)
     assert stack.app.settings.prefetch_budget_mb == 0  # BaluPi's own prefetch is off: the plugin did it
-    # The uploads it pins survive a restart (kept in the data directory).
+    # The uploads it pins are kept in the data directory: `balupi evict` beside the server (its own
+    # process, which runs no observers) keeps them and the globbed paths, and evicts the rest.
     assert "/mine.bin" in json.loads((stack.app.settings.data_dir / "plugins" / "pin_rules.json").read_text())
+    parts = maintenance.Parts(stack.app.settings)
+    try:
+        files, _ = maintenance.evict(parts, to_gb=0)
+    finally:
+        parts.close()
+    assert files >= 1
+    assert cached(stack, "/Photos/2026/a.jpg") and cached(stack, "/Photos/2026/trip/b.jpg") and cached(stack, "/mine.bin")
+    assert not any(cached(stack, path) for path in others)
 
 
 # -- ssh_suspend ------------------------------------------------------------------------------------

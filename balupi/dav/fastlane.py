@@ -31,6 +31,7 @@ from balupi.dav import propfind
 from balupi.dav.fetch import UpstreamError, UpstreamMissing
 from balupi.dav.index import Entry
 from balupi.errors import NasUnavailable
+from balupi.events import Event
 from balupi.httpio import FileSpan
 
 if TYPE_CHECKING:
@@ -377,6 +378,7 @@ class FastLane:
         headers.append(("Last-Modified", http_date(download.mtime or entry.mtime)))
         start_response("200 OK", headers + [("Content-Length", str(size))])
         provider.stats.miss_bytes += size
+        provider.events.emit(Event.MISS_SERVED, user=environ.get("wsgidav.auth.user_name") or "", path=entry.path, size_bytes=size)
         return download.stream()
 
     def _pass_through(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:

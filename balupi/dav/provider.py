@@ -186,6 +186,8 @@ class CacheProvider(DAVProvider):
         assert fresh is not None
         if not new:
             self.events.emit(Event.CACHE_FILE_ADDED, path=entry.path, size_bytes=size)
+            self.events.emit(Event.UPLOAD_FINISHED, user=environ.get("wsgidav.auth.user_name") or "", path=entry.path,
+                             size_bytes=size)
         return fresh
 
     def note_props_changed(self, entry: Entry) -> None:

@@ -108,6 +108,7 @@ class SyncWorker:
         self.settings = settings
         self.db, self.index, self.store, self.client, self.monitor, self.events = db, index, store, client, monitor, events
         self.policy = WakePolicy(settings)
+        self.wake_reason = self.policy.wake_reason  # the app sets the plugins' balupi_sync_wake_reason
         self.host = socket.gethostname().split(".")[0] or "balupi"
         self.last_error: str | None = None
         self._run_lock = threading.Lock()
@@ -131,11 +132,12 @@ class SyncWorker:
         if not self.monitor.configured or not self.has_pending():
             return None
         if not self.monitor.is_awake():
-            reason = self.policy.wake_reason(self.pending(), time.time())
+            reason = self.wake_reason(self.pending(), time.time())
             if reason is None:
                 return None
             try:
-                self.monitor.ensure_awake(timeout_s=max(self.settings.nas_wake_timeout_s, 120), reason=f"sync: {reason}")
+                self.monitor.ensure_awake(timeout_s=max(self.settings.nas_wake_timeout_s, 120), reason=f"sync: {reason}",
+                                         kind="sync")
             except NasUnavailable as exc:
                 log.info("sync: the NAS did not wake (%s); will try again", exc)
                 return None

@@ -474,6 +474,14 @@ class SyncWorker:
                 + values + b"</D:prop></D:set></D:propertyupdate>")
         response = self.client.request("PROPPATCH", path, wake=False, data=body,
                                        headers={"Content-Type": "application/xml; charset=utf-8"})
+        if response.status_code == 404 and self.db.query_one(
+                "SELECT 1 FROM journal WHERE state = 'pending' AND op = 'put' AND view = ? AND path = ? AND id > ?"
+                " LIMIT 1", (view, path, row["id"])) is not None:
+            # The file reaches the NAS only with a later version (an earlier one was superseded
+            # before its upload): copy the properties after that upload.
+            with self.db.write() as d:
+                self.index._journal(d, view, "proppatch", path)
+            return
         self._check(response, (200, 207), f"PROPPATCH {path}")
 
 

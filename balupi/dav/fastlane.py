@@ -146,7 +146,7 @@ class FastLane:
         if method not in ("GET", "HEAD", "PROPFIND"):
             return self.next_app(environ, start_response)
         path = dav_path(environ.get("PATH_INFO", "/"))
-        if path is None:
+        if path is None or "HTTP_IF" in environ:  # WebDAV's If header (tokens, tags): WsgiDAV judges it
             return self.next_app(environ, start_response)
         try:
             if method == "PROPFIND":

@@ -147,6 +147,7 @@ class CacheProvider(DAVProvider):
         try:
             for _ in download.stream():
                 pass
+            download.wait_done(60.0)  # the last byte arrives before the entry is published
         except UpstreamMissing:
             raise DAVError(HTTP_NOT_FOUND) from None
         except (UpstreamError, NasUnavailable) as exc:

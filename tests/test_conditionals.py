@@ -139,3 +139,16 @@ def test_conditionals_answer_the_same_at_every_moment_of_a_files_life(stack_fact
         if not entry.is_dir:
             shown = stack.http.get(stack.url(entry.path)).content
             assert (stack.nas.root / entry.name).read_bytes() == shown, entry.path
+
+
+@pytest.mark.parametrize("method", ["PUT", "LOCK"])
+@pytest.mark.parametrize("if_match", ['"l-0123"', "*"])
+def test_if_match_on_a_file_that_is_gone_is_refused(stack_factory, method, if_match):
+    """A client updating the version it saw (davfs2's delayed PUT) must not bring back a file
+    another client deleted meanwhile: If-Match is false when there is no current version."""
+    stack = stack_factory(prefetch_budget_mb=0, refresh_walk_budget_s=0)
+    listing(stack, "/")
+    body = LOCK_BODY if method == "LOCK" else b"resurrected"
+    assert stack.http.request(method, stack.url("/gone.txt"), data=body, headers={"If-Match": if_match}).status_code == 412
+    assert stack.app.provider.index.get("", "/gone.txt") is None
+    assert stack.http.request(method, stack.url("/gone.txt"), data=body).status_code == 201  # without: created

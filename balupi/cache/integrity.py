@@ -114,7 +114,8 @@ class Meta:
     at: float = field(default_factory=time.time)  # when the content was written or downloaded
     mtime: float | None = None
     etag: str | None = None  # the NAS's ETag of this content (clean), or None
-    base_etag: str | None = None  # the NAS version a pending change was based on
+    base_etag: str | None = None  # the NAS's ETag of the version a pending change was based on
+    client_etag: str | None = None  # the ETag clients saw, when not the NAS's (content written on the Pi)
     content_type: str | None = None
 
     def to_bytes(self) -> bytes:

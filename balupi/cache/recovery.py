@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from balupi.cache.integrity import ContentDamaged, Meta, State
+from balupi.dav import versions
 from balupi.dav.index import guess_type, name_of, parent_of
 from balupi.dav.store import KEY_PATTERN
 
@@ -79,12 +80,16 @@ def _ensure_parents(d, view: str, path: str, now: float) -> None:
 
 def _insert_file(d, meta: Meta, path: str, key: str, pending: bool, local: bool, now: float) -> None:
     _ensure_parents(d, meta.view, path, now)
+    clean = not (pending or local)
+    # The ETag clients see (balupi.dav.versions): the Pi's own for content written here, else the NAS's.
+    etag = (meta.client_etag or versions.nas_version_etag(meta.etag)) if clean else versions.local_version_etag(key)
     d.execute(
-        "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, content_type, cache_key,"
-        " dirty, local_only, listed, remote, base_etag, last_access) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
-        (meta.view, path, parent_of(path), name_of(path), meta.size, meta.mtime or meta.at, now,
-         meta.etag if not (pending or local) else f"l-{key}", meta.content_type or guess_type(path), key,
-         int(pending), int(local), int(not (pending or local)), meta.base_etag if pending else None, now),
+        "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, nas_etag, content_type,"
+        " cache_key, dirty, local_only, listed, remote, base_etag, last_access)"
+        " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+        (meta.view, path, parent_of(path), name_of(path), meta.size, meta.mtime or meta.at, now, etag,
+         meta.etag if clean else None, meta.content_type or guess_type(path), key, int(pending), int(local),
+         int(clean), meta.base_etag if pending else None, now),
     )
 
 
@@ -106,7 +111,8 @@ def take_back(db: "Database", store: "ContentStore", key: str) -> tuple[str, str
     label = f"{meta.view}:{meta.path}" if meta.view else meta.path
     drop: str | None = None
     with db.write() as d:
-        row = d.execute("SELECT id, is_dir, cache_key, dirty, etag, remote FROM entries WHERE view = ? AND path = ?",
+        row = d.execute("SELECT id, is_dir, cache_key, dirty, etag, nas_etag, remote, size FROM entries"
+                        " WHERE view = ? AND path = ?",
                         (meta.view, meta.path)).fetchone()
         if meta.state in (State.PENDING, State.LOCAL):
             pending, local = meta.state == State.PENDING, meta.state == State.LOCAL
@@ -119,8 +125,8 @@ def take_back(db: "Database", store: "ContentStore", key: str) -> tuple[str, str
                 d.execute(
                     "UPDATE entries SET cache_key = ?, size = ?, mtime = ?, etag = ?, dirty = ?, local_only = ?,"
                     " base_etag = ? WHERE id = ?",
-                    (key, meta.size, meta.mtime or meta.at, f"l-{key}", int(pending), int(local),
-                     (meta.base_etag or (row["etag"] if row["remote"] else None)) if pending else None, row["id"]),
+                    (key, meta.size, meta.mtime or meta.at, versions.local_version_etag(key), int(pending), int(local),
+                     (meta.base_etag or (row["nas_etag"] if row["remote"] else None)) if pending else None, row["id"]),
                 )
             else:  # a folder, or another change of the same file: keep both
                 path = recovered_name(meta.path, meta.at)
@@ -131,14 +137,15 @@ def take_back(db: "Database", store: "ContentStore", key: str) -> tuple[str, str
             if pending:
                 base = meta.base_etag if path == meta.path else None
                 if row is not None and not row["is_dir"] and not row["dirty"] and path == meta.path:
-                    base = meta.base_etag or (row["etag"] if row["remote"] else None)
+                    base = meta.base_etag or (row["nas_etag"] if row["remote"] else None)
                 _journal_put(d, meta, path, key, base)
             outcome = Outcome.RECOVERED
         else:
             if row is None:
                 _insert_file(d, meta, meta.path, key, False, False, now)
                 outcome = Outcome.ADOPTED
-            elif not row["is_dir"] and not row["dirty"] and row["cache_key"] is None and (row["etag"] or "") == (meta.etag or ""):
+            elif (not row["is_dir"] and not row["dirty"] and row["cache_key"] is None
+                  and versions.same_nas_version(row["nas_etag"], row["size"], meta.etag, meta.size)):
                 d.execute("UPDATE entries SET cache_key = ?, size = ? WHERE id = ?", (key, meta.size, row["id"]))
                 outcome = Outcome.ADOPTED
             else:
@@ -214,7 +221,7 @@ def reconcile_restored(db: "Database", store: "ContentStore") -> dict:
                     continue
             d.execute("UPDATE journal SET state = 'done', done_at = ?, last_error = ? WHERE id = ?",
                       (time.time(), "synced after the backup that was restored", row_id))
-            d.execute("UPDATE entries SET dirty = 0, remote = 1, base_etag = NULL, etag = coalesce(?, etag),"
+            d.execute("UPDATE entries SET dirty = 0, remote = 1, base_etag = NULL, nas_etag = coalesce(?, nas_etag),"
                       " cache_key = CASE WHEN ? THEN cache_key ELSE NULL END WHERE view = ? AND path = ? AND cache_key = ?",
                       (meta.etag if meta else None, int(meta is not None), view, path, key))
             settled += 1

@@ -27,6 +27,7 @@ from balupi.cache.manager import CacheManager
 from balupi.auth.service import IDENTITY_KEY
 from balupi.dav.fetch import Downloads, UpstreamError, UpstreamMissing
 from balupi.dav.index import Entry, Index, name_of, parent_of
+from balupi.dav import versions
 from balupi.dav.resources import CacheCollection, CacheFile
 from balupi.dav.store import ContentStore
 from balupi.errors import NasUnavailable
@@ -176,6 +177,7 @@ class CacheProvider(DAVProvider):
         try:
             for _ in download.stream():
                 pass
+            download.wait_done(60.0)  # the last byte arrives before the entry is published
         except UpstreamMissing:
             raise DAVError(HTTP_NOT_FOUND) from None
         except (UpstreamError, NasUnavailable) as exc:
@@ -214,13 +216,15 @@ class CacheProvider(DAVProvider):
         meta = None
         if blocks is not None:
             old = self.index.get(entry.view, entry.path)
-            base = None if old is None else (old.base_etag if old.dirty else (old.etag if old.remote else None))
+            base = None if old is None else Index._nas_base(old)
             local_only = local_only or bool(old is not None and old.local_only)
             meta = Meta(view=entry.view, path=entry.path, state=State.LOCAL if local_only else State.PENDING,
-                        size=size, blocks=blocks, mtime=mtime, base_etag=base, content_type=content_type)
+                        size=size, blocks=blocks, mtime=mtime, base_etag=base, content_type=content_type,
+                        client_etag=versions.local_version_etag(key))
         self.store.publish(key, tmp, meta)
         try:
-            replaced = self.index.put_file(entry.view, entry.path, key, size, mtime, content_type, local_only, f"l-{key}")
+            replaced = self.index.put_file(entry.view, entry.path, key, size, mtime, content_type, local_only,
+                                           versions.local_version_etag(key))
         except BaseException:
             self.store.remove(key)
             raise
@@ -230,6 +234,8 @@ class CacheProvider(DAVProvider):
         assert fresh is not None
         if not new:
             self.events.emit(Event.CACHE_FILE_ADDED, path=entry.path, size_bytes=size)
+            self.events.emit(Event.UPLOAD_FINISHED, user=environ.get("wsgidav.auth.user_name") or "", path=entry.path,
+                             size_bytes=size)
         return fresh
 
     def sidecars_follow(self, view: str, path: str) -> None:

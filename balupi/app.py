@@ -104,7 +104,7 @@ class BaluPi:
         state = self.nas.state
         messages = {
             NasState.UNCONFIGURED: "no NAS configured: serving only what the cache holds",
-            NasState.UNREACHABLE: "the NAS is unreachable: serving only what the cache holds",
+            NasState.UNREACHABLE: f"the NAS is {self.nas.state_words()}: serving only what the cache holds",
             NasState.ASLEEP: "the NAS is asleep: cached files are served, others wake it",
         }
         return {
@@ -113,6 +113,8 @@ class BaluPi:
             "online": state is NasState.AWAKE,
             "url": self.settings.nas_webdav_url or None,
             "message": messages.get(state, ""),
+            "state_words": self.nas.state_words(),  # "unreachable: certificate not trusted (fingerprint ...)"
+            "problem": self.nas.problem,
         }
 
     def _on_nas_state(self, to_state: NasState, **_: object) -> None:

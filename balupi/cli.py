@@ -26,8 +26,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from balupi.app import BaluPi
     from balupi.server import serve_forever, tune_malloc
 
+    from balupi.server import listen_problem
+
     tune_malloc()  # before any thread starts
     settings = _load(args)
+    problem = listen_problem(settings.host, settings.port) if settings.port else None
+    if problem:  # before the database is opened or migrated
+        raise ConfigError(f"BALUPI_HOST/BALUPI_PORT: {problem}")
     serve_forever(BaluPi(settings))
     return 0
 

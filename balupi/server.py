@@ -11,9 +11,11 @@ the head's size, the socket timeout. HTTPS (`balupi.tls`) when `tls_cert` and `t
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import re
 import signal
+import socket
 import threading
 
 from cheroot import wsgi
@@ -73,6 +75,8 @@ class Server:
             self.app.db.close()
             reason = re.search(r"\[Errno \d+\] ([^)]+)", str(exc))
             host, port = self.app.settings.host, self.app.settings.port
+            if exc.errno == errno.EADDRINUSE or "Address already in use" in str(exc):
+                raise ConfigError(f"BALUPI_HOST/BALUPI_PORT: {listen_problem(host, port) or f'port {port} is already in use'}") from None
             raise ConfigError(
                 f"BALUPI_HOST/BALUPI_PORT: cannot listen on {host}:{port}: {reason.group(1) if reason else exc}"
             ) from None
@@ -102,6 +106,27 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why BaluPi could not listen on host:port, in words ("port 8000 is already in use"), or None.
+    Asked before the database is opened, so a second BaluPi changes nothing (cheroot sets
+    SO_REUSEADDR too, so a port in TIME_WAIT is not in use)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"port {port} is already in use on {host} (another BaluPi, or another program: "
+                        f"`ss -ltnp 'sport = :{port}'` shows which); stop it or set BALUPI_PORT to another port")
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"{host} is not an address of this machine"
+            if exc.errno == errno.EACCES:
+                return f"port {port} needs root (ports below 1024); use a port from 1024 up"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def tune_malloc() -> None:

@@ -137,7 +137,8 @@ def test_serve_on_a_taken_port_exits_with_one_line(tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("balupi:")]
     assert error_lines == [
-        f"balupi: configuration error: BALUPI_HOST/BALUPI_PORT: cannot listen on 127.0.0.1:{port}: Address already in use"
+        f"balupi: configuration error: BALUPI_HOST/BALUPI_PORT: port {port} is already in use on 127.0.0.1 (another "
+        f"BaluPi, or another program: `ss -ltnp 'sport = :{port}'` shows which); stop it or set BALUPI_PORT to another port"
     ]
 
 

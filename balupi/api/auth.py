@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from balupi.api import ApiError, Request, public
 from balupi.auth.basic import parse_basic, split_authorization
-from balupi.auth.service import Authenticator, Identity, LoginRefused, LoginThrottled
+from balupi.auth.service import Authenticator, Identity, LoginRefused, LoginThrottled, LoginUnverifiable
 
 if TYPE_CHECKING:
     from balupi.api import JsonApi
@@ -26,6 +26,11 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="BaluPi", Basic realm="BaluPi"'}
 def _throttled(exc: LoginThrottled) -> ApiError:
     retry = max(1, round(exc.retry_after_s))
     return ApiError(429, str(exc), {"Retry-After": str(retry)}, retry_after_s=retry)
+
+
+def _unverifiable(exc: LoginUnverifiable) -> ApiError:
+    retry = max(1, round(exc.retry_after_s))
+    return ApiError(503, str(exc), {"Retry-After": str(retry)}, retry_after_s=retry)
 
 
 def identify(auth: Authenticator, request: Request) -> Identity:
@@ -46,6 +51,8 @@ def identify(auth: Authenticator, request: Request) -> Identity:
                 return auth.login(credentials.username, credentials.password, address)
             except LoginThrottled as exc:
                 raise _throttled(exc) from None
+            except LoginUnverifiable as exc:
+                raise _unverifiable(exc) from None
             except LoginRefused:
                 pass
         raise ApiError(401, "invalid user name or password", CHALLENGE)
@@ -77,6 +84,8 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
             identity = auth.login(username, password, request.environ.get("REMOTE_ADDR", ""))
         except LoginThrottled as exc:
             raise _throttled(exc) from None
+        except LoginUnverifiable as exc:
+            raise _unverifiable(exc) from None
         except LoginRefused:
             raise ApiError(401, "invalid user name or password", CHALLENGE) from None
         token, expires_at = auth.issue_token(identity)

@@ -11,8 +11,11 @@ A login (`login(username, password, address)`) is decided, in this order:
    verifier is stored (or the stored one confirmed). Rejected: the stored verifier is dropped. A
    NAS that does not answer falls through to 4.
 4. Otherwise the stored verifier decides, if the NAS accepted that password within
-   `auth_offline_days`. An unknown user is checked against a dummy verifier (the same time), then
-   refused, or, with `auth_wake_nas_for_unknown`, the NAS is woken to decide.
+   `auth_offline_days`. An unknown user is checked against a dummy verifier (the same time), then,
+   with `auth_wake_nas_for_unknown` (the default: a person is waiting), the NAS is woken to decide;
+   a wake that outlasts the request's wait answers `LoginUnverifiable` ("checking your password with
+   the NAS, which is waking up": 503 with Retry-After), as does a NAS unreachable for a named reason
+   (its certificate is not trusted). Without the setting: refused.
 
 Every refusal is the same `LoginRefused`, whatever the reason, so answers never tell whether a user
 exists. A failed check is never remembered; only the throttle counts it.
@@ -104,6 +107,15 @@ class LoginRefused(Exception):
     """Wrong name or password, unknown user, or no way to check: one answer for all."""
 
 
+class LoginUnverifiable(Exception):
+    """The password could not be checked now (the NAS is waking up, or unreachable for a named
+    reason) and nothing stored decides it: 503 with Retry-After, never 401."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class LoginThrottled(Exception):
     def __init__(self, retry_after_s: float):
         super().__init__(f"too many failed logins; try again in {retry_after_s:.0f} s")
@@ -193,6 +205,9 @@ class Authenticator:
                 return remembered
             try:
                 identity = self._check(username, password, key)
+            except LoginUnverifiable as exc:
+                log.warning("login of %r from %s not checked: %s", username[:64], address, exc)
+                raise
             except LoginRefused:
                 self.throttle.failed(address, username)
                 log.warning("login refused for user %r from %s", username[:64], address)
@@ -231,10 +246,21 @@ class Authenticator:
         matches = check_verifier(stored.verifier if stored else dummy_verifier(), password)
         if stored is not None and matches and time.time() - stored.verified_at <= self.offline_window_s:
             return self.identity(username, stored.nas_role, AuthMethod.OFFLINE)
+        if self.monitor.tls_problem:
+            raise LoginUnverifiable(f"cannot check your password with the NAS: it is unreachable: {self.monitor.problem}",
+                                    retry_after_s=3600)
         if self.settings.auth_wake_nas_for_unknown:
+            # A person is waiting: wake the NAS to ask it (the throttle bounds how often a stranger can).
             verdict, nas_role = self._ask_nas(username, password, wake=True)
             if verdict is not NasVerdict.NO_ANSWER:
                 return self._settle(username, password, key, verdict, nas_role)
+            state = self.monitor.state
+            if state is NasState.WAKING:
+                raise LoginUnverifiable("checking your password with the NAS, which is waking up",
+                                        retry_after_s=max(5, int(self.settings.nas_boot_time_s)))
+            if state is NasState.UNREACHABLE:
+                raise LoginUnverifiable(f"cannot check your password with the NAS: it is {self.monitor.state_words()}",
+                                        retry_after_s=max(30, int(self.settings.nas_boot_time_s)))
         raise LoginRefused("cannot be verified")
 
     def _settle(self, username: str, password: str, key: bytes, verdict: NasVerdict, nas_role: str) -> Identity:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from wsgidav.dc.base_dc import BaseDomainController
 
-from balupi.auth.service import IDENTITY_KEY, Authenticator, Identity, LoginRefused, LoginThrottled
+from balupi.auth.service import IDENTITY_KEY, Authenticator, Identity, LoginRefused, LoginThrottled, LoginUnverifiable
 
 REALM = "BaluPi"
 AUTHENTICATOR_CONFIG_KEY = "balupi_authenticator"  # where build_dav_app puts the Authenticator
@@ -52,7 +52,7 @@ class NasDomainController(BaseDomainController):
     def basic_auth_user(self, realm, user_name, password, environ):
         try:
             identity = self.authenticator.login(user_name, password, environ.get("REMOTE_ADDR", ""))
-        except (LoginRefused, LoginThrottled):
+        except (LoginRefused, LoginThrottled, LoginUnverifiable):
             return False
         set_wsgidav_identity(environ, identity)
         return True

@@ -38,7 +38,7 @@ from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
 from wsgidav.http_authenticator import HTTPAuthenticator
 
 from balupi.auth.basic import parse_basic, split_authorization
-from balupi.auth.service import Authenticator, Identity, LoginRefused, LoginThrottled
+from balupi.auth.service import Authenticator, Identity, LoginRefused, LoginThrottled, LoginUnverifiable
 from balupi.dav import locks
 from balupi.dav.auth_dc import REALM, set_wsgidav_identity
 
@@ -189,6 +189,9 @@ class DavGuard:
         except LoginThrottled as exc:
             retry = str(max(1, round(exc.retry_after_s)))
             return _text(start_response, "429 Too Many Requests", str(exc), [("Retry-After", retry)])
+        except LoginUnverifiable as exc:
+            retry = str(max(1, round(exc.retry_after_s)))
+            return _text(start_response, "503 Service Unavailable", str(exc), [("Retry-After", retry)])
         except LoginRefused:
             return self._challenge(start_response)
 

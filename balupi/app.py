@@ -115,6 +115,7 @@ class BaluPi:
             "message": messages.get(state, ""),
             "state_words": self.nas.state_words(),  # "unreachable: certificate not trusted (fingerprint ...)"
             "problem": self.nas.problem,
+            **({} if self.nas.configured else {"access": self.auth.open_access()}),
         }
 
     def _on_nas_state(self, to_state: NasState, **_: object) -> None:
@@ -162,7 +163,8 @@ class BaluPi:
         self.scheduler.start()
         nas = self.nas_summary()
         if not nas["configured"]:
-            log.warning("no NAS configured (BALUPI_NAS_WEBDAV_URL is empty): serving only what the cache holds")
+            log.warning("no NAS configured (BALUPI_NAS_WEBDAV_URL is empty): serving only what the cache holds, to %s",
+                        self.auth.open_access())
         log.info("BaluPi %s started: data in %s, cache in %s", __version__, self.settings.data_dir, self.settings.cache_dir)
 
     def stop(self, timeout_s: float = 10.0) -> None:

@@ -259,6 +259,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("nas_power_min_dwell_s", 60.0, "A new NAS power state counts only after the readings stayed in it this long.", _parse_float, _at_least(0)),
     # Security
     Setting("secret_key", "", "Key that signs API tokens. Empty: generated once into <data_dir>/secret.key (mode 0600).", secret=True),
+    Setting("local_admin_password", "", "With no NAS configured: the password of the local user 'admin', who may use the share and the API from other machines (balupi setup sets it). Empty: only the Pi itself (127.0.0.1) may, unless anonymous_lan_access.", secret=True),
+    Setting("anonymous_lan_access", False, "With no NAS configured: let anyone who can reach the Pi use the share without a password (never the admin endpoints). Off: only the Pi itself, or the local admin password.", _parse_bool),
     Setting("auth_offline_days", 30.0, "A login the NAS accepted keeps working this many days while the NAS sleeps (checked against a salted scrypt verifier, never a stored password). 0: no offline logins.", _parse_float, _at_least(0)),
     Setting("auth_admins", (), "User names that are BaluPi admins (API endpoints that change things or control hardware) besides the users the NAS itself reports as admins.", _parse_list),
     Setting("auth_nas_method", "auto", "How a password is checked with the NAS: webdav (a request to the user's WebDAV root), rest (BaluHost's POST /api/auth/login, which also tells the user's role), or auto (rest when BALUPI_NAS_URL names the WebDAV host, else webdav).", check=_one_of("auto", "webdav", "rest")),

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from balupi.api import ApiError, Request, public
 from balupi.auth.basic import parse_basic, split_authorization
-from balupi.auth.service import Authenticator, Identity, LoginRefused, LoginThrottled, LoginUnverifiable
+from balupi.auth.service import (Authenticator, Identity, LoginRefused, LoginThrottled, LoginUnverifiable,
+                                 OpenModeRefused)
 
 if TYPE_CHECKING:
     from balupi.api import JsonApi
@@ -36,9 +37,16 @@ def _unverifiable(exc: LoginUnverifiable) -> ApiError:
 def identify(auth: Authenticator, request: Request) -> Identity:
     """Who sent `request` (raises ApiError 401/429 when nobody acceptable)."""
     address = request.environ.get("REMOTE_ADDR", "")
-    if auth.open_mode:
-        return auth.anonymous(address)
     scheme, value = split_authorization(request.header("Authorization"))
+    if auth.open_mode:
+        try:
+            return auth.open_identity(address, parse_basic(value) if scheme == "basic" else None)
+        except LoginThrottled as exc:
+            raise _throttled(exc) from None
+        except LoginRefused:
+            raise ApiError(401, "invalid user name or password", CHALLENGE) from None
+        except OpenModeRefused as exc:
+            raise (ApiError(401, str(exc), CHALLENGE) if exc.challenge else ApiError(403, str(exc))) from None
     if scheme == "bearer":
         try:
             return auth.token_identity(value)

@@ -24,8 +24,10 @@ Whose files a user sees (`Identity.view`): NAS admins and the service account (`
 the view "" (the NAS root, requested with the service account); every other user has a view named
 after them, requested with their own credentials (`NasClient.set_credentials`).
 
-With no NAS configured there is no authority to ask: requests are anonymous (`anonymous()`), and
-admin only from the Pi itself (loopback); see the decision log in docs/architecture.md.
+With no NAS configured there is no authority to ask (`open_identity()`): the Pi itself (loopback)
+is an anonymous admin; another address needs the local admin password (`local_admin_password`,
+user `admin`), or is anonymous without admin rights only when `anonymous_lan_access` says so, and
+is refused otherwise (decision 86).
 
 Lock order: `Authenticator._lock` before a per-login lock (`_login_locks`); the database and NAS
 requests happen under the per-login lock only.
@@ -80,6 +82,7 @@ class AuthMethod(enum.Enum):
     REMEMBERED = "remembered"  # checked within auth_recheck_s
     TOKEN = "token"  # an API token
     ANONYMOUS = "anonymous"  # no NAS configured
+    LOCAL = "local"  # no NAS configured: the local admin password
 
 
 class NasVerdict(enum.Enum):
@@ -114,6 +117,18 @@ class LoginUnverifiable(Exception):
     def __init__(self, message: str, retry_after_s: float):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class OpenModeRefused(Exception):
+    """No NAS is configured and this address may not use BaluPi anonymously. `challenge`: a local
+    admin password is set, so a login prompt (401) makes sense; otherwise 403."""
+
+    def __init__(self, message: str, challenge: bool):
+        super().__init__(message)
+        self.challenge = challenge
+
+
+LOCAL_ADMIN_USER = "admin"
 
 
 class LoginThrottled(Exception):
@@ -175,9 +190,43 @@ class Authenticator:
         return Identity(username, role, self.view_of(username, nas_role), method)
 
     def anonymous(self, address: str) -> Identity:
-        """Open mode only: everyone may use the share; admin only from the Pi itself."""
+        """Open mode only, no credentials: see `open_identity`."""
+        return self.open_identity(address, None)
+
+    def open_access(self) -> str:
+        """Who may use BaluPi with no NAS configured, in words (for the log and /api/health)."""
+        if self.settings.anonymous_lan_access:
+            return "anyone on the network (anonymous_lan_access); admin only from the Pi itself or with the local admin password"
+        if self.settings.local_admin_password:
+            return "the Pi itself, and others with user admin and the local admin password"
+        return "the Pi itself only (127.0.0.1); set local_admin_password (balupi setup) or a NAS to let others in"
+
+    def open_identity(self, address: str, credentials) -> Identity:
+        """Open mode only (no NAS to ask): the Pi itself is an anonymous admin; others log in with
+        the local admin password, or are anonymous users when `anonymous_lan_access` is on.
+        Raises OpenModeRefused, LoginRefused or LoginThrottled."""
         assert self.open_mode
-        return Identity("", Role.ADMIN if is_loopback(address) else Role.USER, SHARED_VIEW, AuthMethod.ANONYMOUS)
+        if is_loopback(address):
+            return Identity("", Role.ADMIN, SHARED_VIEW, AuthMethod.ANONYMOUS)
+        secret = self.settings.local_admin_password
+        if credentials is not None and secret:
+            wait = self.throttle.retry_after_s(address, credentials.username)
+            if wait > 0:
+                raise LoginThrottled(wait)
+            if credentials.username == LOCAL_ADMIN_USER and hmac.compare_digest(
+                    password_bytes(credentials.password), password_bytes(secret)):
+                self.throttle.succeeded(address, credentials.username)
+                return Identity(LOCAL_ADMIN_USER, Role.ADMIN, SHARED_VIEW, AuthMethod.LOCAL)
+            self.throttle.failed(address, credentials.username)
+            log.warning("local admin login refused for user %r from %s", credentials.username[:64], address)
+            raise LoginRefused("wrong local admin password")
+        if self.settings.anonymous_lan_access:
+            return Identity("", Role.USER, SHARED_VIEW, AuthMethod.ANONYMOUS)
+        if secret:
+            raise OpenModeRefused("no NAS is configured: log in as admin with the local admin password", challenge=True)
+        raise OpenModeRefused("no NAS is configured, so BaluPi serves only the Pi itself (127.0.0.1); set "
+                              "BALUPI_LOCAL_ADMIN_PASSWORD (balupi setup) or a NAS, or BALUPI_ANONYMOUS_LAN_ACCESS=true",
+                              challenge=False)
 
     # -- logins ---------------------------------------------------------------------------------
 

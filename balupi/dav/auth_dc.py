@@ -44,8 +44,11 @@ class NasDomainController(BaseDomainController):
         if identity is not None:
             set_wsgidav_identity(environ, identity)
             return False
-        if self.authenticator.open_mode:
-            set_wsgidav_identity(environ, self.authenticator.anonymous(environ.get("REMOTE_ADDR", "")))
+        if self.authenticator.open_mode:  # (the guard in front has decided already; this is a fallback)
+            try:
+                set_wsgidav_identity(environ, self.authenticator.anonymous(environ.get("REMOTE_ADDR", "")))
+            except Exception:
+                return True
             return False
         return True
 

@@ -60,6 +60,19 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from balupi.doctor import failed, render, run_checks
+
+    checks = run_checks()
+    if args.json:
+        print(json.dumps({"ok": not failed(checks), "checks": [c.as_dict() for c in checks]}, indent=2))
+    else:
+        print(render(checks))
+    return 1 if failed(checks) else 0
+
+
 def _port_arg(text: str) -> int:
     try:
         port = int(text)
@@ -243,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["stats", "verify"])
     p.add_argument("--repair", action="store_true", help="verify: drop what is wrong, remove orphan content")
     p.set_defaults(func=cmd_cache)
+    p = sub.add_parser("doctor", help="check everything BaluPi depends on: one verdict line each, with the fix (exit 1 if something is wrong)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("config", help="show the settings in force, or print the example files")
     p.add_argument("action", nargs="?", choices=["show", "example-toml", "example-env"], default="show")
     p.set_defaults(func=cmd_config)

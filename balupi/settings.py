@@ -334,6 +334,16 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def suggest(name: str) -> str:
+    """", did you mean 'nas_mac_address'?" for an unknown setting name close to a known one, else ""."""
+    import difflib
+
+    name = name.lower().removeprefix(ENV_PREFIX.lower())
+    names = list(SETTINGS_BY_NAME)
+    close = [n for n in names if n.startswith(name + "_")] or difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f", did you mean {close[0]!r}?" if close else ""
+
+
 def find_config_file(env: Mapping[str, str], cwd: Path) -> Path | None:
     explicit = env.get(ENV_PREFIX + "CONFIG")
     if explicit:
@@ -371,7 +381,7 @@ def load_settings(
             raise ConfigError(f"{path}: cannot read: {exc}") from None
         for name, value in _flatten(table).items():
             if name not in SETTINGS_BY_NAME:
-                errors.append(f"{path}: unknown setting {name!r}")
+                errors.append(f"{path}: unknown setting {name!r}{suggest(name)}")
             else:
                 raw[name] = (value, str(path))
         _warn_if_secret_file_readable(path, table)
@@ -380,12 +390,12 @@ def load_settings(
     for key, value in env.items():
         if key.startswith(ENV_PREFIX):
             if key not in known_env:
-                errors.append(f"{key}: unknown setting")
+                errors.append(f"{key}: unknown setting{suggest(key)}")
             elif key != ENV_PREFIX + "CONFIG":
                 raw[key[len(ENV_PREFIX) :].lower()] = (value, "environment")
     for name, value in (overrides or {}).items():
         if name not in SETTINGS_BY_NAME:
-            errors.append(f"{name}: unknown setting")
+            errors.append(f"{name}: unknown setting{suggest(name)}")
         else:
             raw[name] = (value, "override")
 

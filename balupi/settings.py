@@ -334,14 +334,16 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def suggest(name: str) -> str:
+def suggest(name: str, env: bool = False) -> str:
     """", did you mean 'nas_mac_address'?" for an unknown setting name close to a known one, else ""."""
     import difflib
 
     name = name.lower().removeprefix(ENV_PREFIX.lower())
     names = list(SETTINGS_BY_NAME)
     close = [n for n in names if n.startswith(name + "_")] or difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-    return f", did you mean {close[0]!r}?" if close else ""
+    if not close:
+        return ""
+    return f", did you mean {ENV_PREFIX + close[0].upper()}?" if env else f", did you mean {close[0]!r}?"
 
 
 def find_config_file(env: Mapping[str, str], cwd: Path) -> Path | None:
@@ -390,7 +392,7 @@ def load_settings(
     for key, value in env.items():
         if key.startswith(ENV_PREFIX):
             if key not in known_env:
-                errors.append(f"{key}: unknown setting{suggest(key)}")
+                errors.append(f"{key}: unknown setting{suggest(key, env=True)}")
             elif key != ENV_PREFIX + "CONFIG":
                 raw[key[len(ENV_PREFIX) :].lower()] = (value, "environment")
     for name, value in (overrides or {}).items():

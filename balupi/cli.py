@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     from balupi.commands import add_parsers
 
     add_parsers(sub, common)
+    from balupi.firstrun import add_parser as add_setup_parser
+
+    add_setup_parser(sub)
     p = sub.add_parser("doctor", help="check everything BaluPi depends on: one verdict line each, with the fix (exit 1 if something is wrong)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_doctor)

@@ -24,6 +24,7 @@ from balupi.app import BaluPi
 from balupi.errors import ConfigError
 from balupi.httpio import SendfileGateway
 from balupi.limits import GuardedConnection, Limits
+from balupi.sdnotify import Notifier, Watchdog
 from balupi.tls import server_adapter
 
 log = logging.getLogger("balupi.server")
@@ -31,6 +32,7 @@ log = logging.getLogger("balupi.server")
 SHUTDOWN_TIMEOUT_S = 5
 M_ARENA_MAX = -8  # glibc mallopt parameter
 MEMORY_TRIM_INTERVAL_S = 10.0
+HEARTBEAT_MAX_S = 5.0  # the scheduler's heartbeat job runs this often (or at each watchdog interval if shorter)
 
 
 class Server:
@@ -56,6 +58,35 @@ class Server:
         self.httpd.gateway = SendfileGateway
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self.notifier = Notifier()
+        self.heartbeat_s = min(HEARTBEAT_MAX_S, self.notifier.watchdog_interval_s or HEARTBEAT_MAX_S)
+        self._heartbeat_at: float | None = None
+        self.watchdog = Watchdog(self.notifier, self.healthy)
+
+    def _heartbeat(self) -> None:
+        """Scheduled: proves to the watchdog that the scheduler runs its jobs."""
+        import time
+
+        self._heartbeat_at = time.monotonic()
+
+    def healthy(self) -> bool:
+        """For systemd's watchdog: the HTTP server's thread runs and accepts a connection, and the
+        scheduler ran its heartbeat recently. (Busy workers waiting for a NAS are healthy.)"""
+        import socket
+        import time
+
+        if self._stopped.is_set() or self._thread is None or not self._thread.is_alive() or not self.httpd.ready:
+            return False
+        beat = self._heartbeat_at
+        if beat is None or time.monotonic() - beat > 3 * self.heartbeat_s + 1:
+            return False
+        host = self.httpd.bind_addr[0]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+        try:
+            with socket.create_connection((host, self.port), timeout=2):
+                return True
+        except OSError:
+            return False
 
     @property
     def port(self) -> int:
@@ -69,6 +100,7 @@ class Server:
 
     def start(self) -> None:
         self.app.scheduler.every(MEMORY_TRIM_INTERVAL_S, "memory-trim", release_free_memory)
+        self.app.scheduler.every(self.heartbeat_s, "heartbeat", self._heartbeat, run_now=True)
         try:
             self.httpd.prepare()  # binds; with port 0 the real port is in bind_addr afterwards
         except OSError as exc:  # port taken, or an address this machine does not have
@@ -87,12 +119,16 @@ class Server:
         host = self.httpd.bind_addr[0]
         where = f"port {self.port} on every interface" if host in ("0.0.0.0", "::", "") else f"{host}:{self.port}"
         log.info("listening on %s (WebDAV at /dav/, API at /api/)", where)
+        self.notifier.ready(f"listening on {where}")
+        self.watchdog.start()
 
     def stop(self) -> None:
         if self._stopped.is_set():
             return
         self._stopped.set()
         log.info("shutting down")
+        self.notifier.stopping()
+        self.watchdog.stop()
         self.app.nas.stop()  # requests waiting for the NAS to wake get 503 now, not at their deadline
         self.httpd.stop()
         self.limits.watchdog.stop()

@@ -62,6 +62,7 @@ class Server:
         self.heartbeat_s = min(HEARTBEAT_MAX_S, self.notifier.watchdog_interval_s or HEARTBEAT_MAX_S)
         self._heartbeat_at: float | None = None
         self.watchdog = Watchdog(self.notifier, self.healthy)
+        self.announcer = None  # balupi.announce.Announcer, when dnssd_enabled
 
     def _heartbeat(self) -> None:
         """Scheduled: proves to the watchdog that the scheduler runs its jobs."""
@@ -119,6 +120,11 @@ class Server:
         host = self.httpd.bind_addr[0]
         where = f"port {self.port} on every interface" if host in ("0.0.0.0", "::", "") else f"{host}:{self.port}"
         log.info("listening on %s (WebDAV at /dav/, API at /api/)", where)
+        if self.app.settings.dnssd_enabled:
+            from balupi.announce import Announcer
+
+            self.announcer = Announcer(self.app.settings.dnssd_name, host, self.port, self.tls)
+            self.announcer.start()
         self.notifier.ready(f"listening on {where}")
         self.watchdog.start()
 
@@ -129,6 +135,8 @@ class Server:
         log.info("shutting down")
         self.notifier.stopping()
         self.watchdog.stop()
+        if self.announcer is not None:
+            self.announcer.stop()
         self.app.nas.stop()  # requests waiting for the NAS to wake get 503 now, not at their deadline
         self.httpd.stop()
         self.limits.watchdog.stop()

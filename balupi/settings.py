@@ -203,6 +203,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", 8000, "TCP port for WebDAV (/dav/) and the API (/api/).", _parse_int, _port),
     Setting("server_threads", 32, "Worker threads of the HTTP server. A request that waits for a waking NAS holds one, so keep it well above the number of clients.", _parse_int, _at_least(4)),
     Setting("dav_block_size_kib", 1024, "Block size for streaming file bodies, in KiB (WsgiDAV's 8 KiB default is far too small).", _parse_int, _at_least(8)),
+    Setting("dnssd_enabled", True, "Announce the share (_webdav._tcp, path /dav/) and the dashboard (_http._tcp) by DNS-SD/mDNS, so file managers find BaluPi without an address.", _parse_bool),
+    Setting("dnssd_name", "BaluPi", "The name BaluPi announces itself with by DNS-SD (a number is added if it is taken)."),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.", check=_log_level),
     Setting("data_dir", None, "Where the database and generated keys live. Default: $XDG_DATA_HOME/balupi or ~/.local/share/balupi.", _parse_path),
     Setting("cache_dir", None, "Where cached file content lives (the SSD). Default: <data_dir>/cache.", _parse_path),

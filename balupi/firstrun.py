@@ -33,6 +33,9 @@ from urllib.parse import urlsplit
 from balupi.errors import BaluPiError
 
 DEFAULT_CONFIG = Path("/etc/balupi/balupi.toml")
+SERVICE_USER = "balupi"  # scripts/install.sh's; the files setup writes as root are handed to it
+SERVICE_DATA_DIR = Path("/var/lib/balupi")
+SERVICE_CACHE_DIR = Path("/srv/balupi/cache")
 NEIGHBOUR_TABLE = Path("/proc/net/arp")
 SUSPEND_WAIT_S = 90.0
 BOOT_WAIT_S = 300.0
@@ -431,6 +434,23 @@ def toml_text(settings: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hand_over(paths: list[Path]) -> str | None:
+    """Run as root with the service's user present: give it `paths` (it must read the config and
+    write the database). Returns the user's name, or None when nothing was done."""
+    import pwd
+
+    if os.geteuid() != 0:
+        return None
+    try:
+        user = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None
+    for path in paths:
+        if path.exists():
+            os.chown(path, user.pw_uid, user.pw_gid)
+    return SERVICE_USER
+
+
 def write_config(path: Path, settings: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -444,6 +464,11 @@ def write_config(path: Path, settings: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace, ask: Asker | None = None) -> Result:
+    service_install = Path(args.config) == DEFAULT_CONFIG and SERVICE_DATA_DIR.is_dir()
+    if args.data_dir is None and service_install:  # the unit's folders (etc/balupi.service)
+        args.data_dir = str(SERVICE_DATA_DIR)
+        if args.cache_dir is None and not sys.stdin.isatty() and SERVICE_CACHE_DIR.is_dir():
+            args.cache_dir = str(SERVICE_CACHE_DIR)
     interactive = not args.non_interactive and sys.stdin.isatty()
     ask = ask or Asker(interactive)
     result = Result()
@@ -456,6 +481,11 @@ def run(args: argparse.Namespace, ask: Asker | None = None) -> Result:
         if admin:
             result.settings["local_admin_password"] = admin
     setup_cache(args, ask, result)
+    chosen = result.settings.get("cache_dir")
+    if service_install and chosen and Path(chosen) != SERVICE_CACHE_DIR:
+        result.notes.append(f"The service sets BALUPI_CACHE_DIR={SERVICE_CACHE_DIR} (etc/balupi.service), which wins over "
+                            f"the file: mount the SSD there, or run `systemctl edit balupi` and add "
+                            f"Environment=BALUPI_CACHE_DIR={chosen} and ReadWritePaths={chosen}.")
     if args.data_dir:
         result.settings["data_dir"] = args.data_dir
     if args.port:
@@ -465,7 +495,9 @@ def run(args: argparse.Namespace, ask: Asker | None = None) -> Result:
     setup_plug(args, ask, result)
     config = Path(args.config)
     write_config(config, result.settings)
-    ask.say(f"\nWrote {config} (mode 0600: it holds passwords).")
+    data = Path(args.data_dir) if args.data_dir else None
+    owner = hand_over([config] + ([data, *data.glob("balupi.db*"), data / "secret.key"] if data and result.plug else []))
+    ask.say(f"\nWrote {config} (mode 0600: it holds passwords" + (f"; owned by {owner}, who runs the service)." if owner else ")."))
     port = result.settings.get("port", 8000)
     host = result.settings.get("host", "0.0.0.0")
     if host not in ("0.0.0.0", "::"):

@@ -257,24 +257,31 @@ class NasMonitor:
         self.last_power_reading_at = time.monotonic()
         self.last_power_w = power_w
         name = self.last_power_state = getattr(power_state, "value", power_state)
+        reading = f"plug reads {power_w:.1f} W ({name})"
+        recent_success_s = 2 * self.settings.energy_sample_interval_seconds
+        # A reading is weighed with the NAS's port (one TCP connect, made before taking the lock):
+        # - "off"/"standby" right after a request succeeded may lag by the energy monitor's dwell
+        #   time: the port decides (open: the reading lags; closed: asleep);
+        # - "idle"/"active" while asleep is drawing power, not answering (a booting NAS draws as
+        #   much): open -> awake; closed -> waking, watched until it answers, so a request failing
+        #   during the boot does not flip the state back to asleep.
+        reach = None
+        if name in ("off", "standby") and self.state is NasState.AWAKE and time.monotonic() - self.last_used < recent_success_s:
+            reach = self._probe(self.host, self.port, self.settings.nas_connect_timeout_s)
+        elif name in ("idle", "active") and self.state in (NasState.ASLEEP, NasState.UNKNOWN) and self._waker is None:
+            reach = self._probe(self.host, self.port, self.settings.nas_connect_timeout_s)
         with self._cond:
             if name in ("off", "standby"):
-                # A reading lags by the energy monitor's dwell time: a request that succeeded since
-                # is the better evidence.
-                recent_success_s = 2 * self.settings.energy_sample_interval_seconds
-                if time.monotonic() - self.last_used < recent_success_s and self.state is NasState.AWAKE:
+                if reach and self.state is NasState.AWAKE:
                     return
                 if self.state in (NasState.AWAKE, NasState.UNKNOWN, NasState.SUSPENDING, NasState.UNREACHABLE):
-                    self._set_state(NasState.ASLEEP, f"plug reads {power_w:.1f} W ({name})")
-            elif name in ("idle", "active"):
+                    self._set_state(NasState.ASLEEP, reading + (", port closed" if reach is not None else ""))
+            elif name in ("idle", "active") and reach is not None:
                 if self.state in (NasState.ASLEEP, NasState.UNKNOWN) and self._waker is None:
-                    # Drawing power is not answering: a NAS that boots draws as much. Weighed with
-                    # its port: open -> awake; closed -> waking, watched until it answers (so a
-                    # request failing during the boot does not flip the state back to asleep).
-                    if self._probe(self.host, self.port, self.settings.nas_connect_timeout_s):
-                        self._set_state(NasState.AWAKE, f"plug reads {power_w:.1f} W ({name}), port answers")
+                    if reach:
+                        self._set_state(NasState.AWAKE, f"{reading}, port answers")
                     else:
-                        self._start_waker(f"plug reads {power_w:.1f} W ({name}): booting", packets=False)
+                        self._start_waker(f"{reading}: booting", packets=False)
 
     def probe(self) -> None:
         """Scheduled: a TCP connect to the WebDAV port, unless a plug reading already tells."""

@@ -279,7 +279,9 @@ def check_clock(con: sqlite3.Connection | None, now: float | None = None) -> Che
         return Check("clock", Verdict.FAIL,
                      f"the clock is {(newest - now) / 60:.0f} min behind the newest time BaluPi stored",
                      "let the Pi set its clock from the network (timedatectl set-ntp true), then restart BaluPi")
-    return Check("clock", Verdict.OK, time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(now)))
+    from balupi.commands import iso_local
+
+    return Check("clock", Verdict.OK, f"{iso_local(now)}, not behind what BaluPi stored")
 
 
 def check_service(settings: Settings) -> Check:

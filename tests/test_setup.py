@@ -14,6 +14,7 @@ import pty
 import re
 import select
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -181,3 +182,27 @@ def test_setup_without_a_nas_asks_for_a_local_admin_password(tmp_path):
     assert result.returncode == 0, result.stderr
     assert tomllib.loads(config.read_text())["local_admin_password"] == "household"
     assert re.search(r"Share +http://[\d.]+:8000/dav/", result.stdout)
+
+
+def test_setup_discovers_the_plugs_and_keeps_the_one_chosen_for_the_nas(tmp_path):
+    try:
+        plug = SimulatedPlug(username=TAPO_USER, password=TAPO_PASSWORD, discovery_port=20002, nickname="Found").start()
+    except OSError:
+        pytest.skip("UDP port 20002 on 127.0.0.1 is taken")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "balupi", "setup", "--non-interactive", "--config", str(tmp_path / "balupi.toml"),
+             "--nas-url", "", "--data-dir", str(tmp_path / "data"), "--discover-plugs", "--tapo-user", TAPO_USER,
+             "--tapo-password", TAPO_PASSWORD, "--tapo-discovery-target", "127.0.0.1"],
+            cwd=tmp_path, env=subprocess_env(tmp_path), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=120)
+    finally:
+        plug.stop()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"1\. Found  127\.0\.0\.1", result.stdout)  # the list to choose from
+    assert f"at 127.0.0.1:{plug.port} now measures the NAS" in result.stdout
+    con = sqlite3.connect(tmp_path / "data" / "balupi.db")
+    try:
+        assert con.execute("SELECT role, host, port FROM energy_plugs").fetchall() == [("nas", "127.0.0.1", plug.port)]
+    finally:
+        con.close()

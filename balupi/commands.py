@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import sys
 import time
 from typing import Any, Iterable, Sequence
 
@@ -170,7 +169,3 @@ def _with_parts(fn):
             parts.close()
 
     return run
-
-
-def print_err(text: str) -> None:
-    print(text, file=sys.stderr)

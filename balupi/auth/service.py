@@ -13,7 +13,8 @@ A login (`login(username, password, address)`) is decided, in this order:
    NAS that does not answer falls through to 4.
 4. Otherwise the stored verifier decides, if the NAS accepted that password within
    `auth_offline_days`. An unknown user is checked against a dummy verifier (the same time), then,
-   with `auth_wake_nas_for_unknown` (the default: a person is waiting), the NAS is woken to decide;
+   with `auth_wake_nas_for_unknown` (the default: a person is waiting), a name without a usable
+   verifier (never seen, or older than the offline window) wakes the NAS to decide;
    a wake that outlasts the request's wait answers `LoginUnverifiable` ("checking your password with
    the NAS, which is waking up": 503 with Retry-After), as does a NAS unreachable for a named reason
    (its certificate is not trusted). Without the setting: refused.
@@ -315,11 +316,15 @@ class Authenticator:
         if self.monitor.tls_problem:
             raise LoginUnverifiable(f"cannot check your password with the NAS: it is unreachable: {self.monitor.problem}",
                                     retry_after_s=3600)
-        if self.settings.auth_wake_nas_for_unknown:
-            # A person is waiting: wake the NAS to ask it (the throttle bounds how often a stranger can).
+        usable = stored is not None and time.time() - stored.verified_at <= self.offline_window_s
+        if self.settings.auth_wake_nas_for_unknown and not usable:
+            # Nothing on the Pi can check this name's password and a person is waiting: wake the
+            # NAS to ask it (the throttle bounds how often a stranger can). A name with a usable
+            # verifier was checked just now (a mismatch is refused, as before: guesses at a
+            # member's password never wake the NAS).
             verdict, nas_role = self._ask_nas(username, password, wake=True)
             if verdict is not NasVerdict.NO_ANSWER:
-                return self._settle(username, password, key, verdict, nas_role)
+                return self._settle(username, password, key, verdict, nas_role, checked=matches and stored is not None)
             state = self.monitor.state
             if state is NasState.WAKING:
                 raise LoginUnverifiable("checking your password with the NAS, which is waking up",
@@ -329,12 +334,16 @@ class Authenticator:
                                         retry_after_s=max(30, int(self.settings.nas_boot_time_s)))
         raise LoginRefused("cannot be verified")
 
-    def _settle(self, username: str, password: str, key: bytes, verdict: NasVerdict, nas_role: str) -> Identity:
+    def _settle(self, username: str, password: str, key: bytes, verdict: NasVerdict, nas_role: str,
+                checked: bool | None = None) -> Identity:
+        """`checked`: whether the stored verifier matched, when this request checked it already."""
         if verdict is NasVerdict.REJECTED:
             stored = self.verifiers.get(username)
             # The scrypt runs for unknown names too (a dummy verifier): a refusal takes as long
-            # whether or not the name has logged in through BaluPi before.
-            if check_verifier(stored.verifier if stored else dummy_verifier(), password) and stored is not None:
+            # whether or not the name has logged in through BaluPi before (once per request).
+            if checked is None:
+                checked = check_verifier(stored.verifier if stored else dummy_verifier(), password)
+            if checked and stored is not None:
                 self.forget(username)  # the password the Pi knew is no longer good (a guess drops nothing)
             raise LoginRefused("the NAS rejected the password")
         identity = self.identity(username, nas_role, AuthMethod.NAS)

@@ -55,6 +55,7 @@ CHUNK_BYTES = 1 << 20
 SMALL_FILE_BYTES = 4096
 CLIENT_PACKAGES = {"curl": "curl", "wrk": "wrk"}
 UPLOAD_TIMEOUT_S = 600.0
+NOT_GIL_BOUND = ("put",)  # profiled without --gil: their system calls (recv, write, fsync) release the GIL
 PROPFIND_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?>\n'
     b'<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/>'
@@ -311,6 +312,8 @@ def measure(server: RunningServer, plan: Plan, scratch: Path, rss_stages: dict[s
     result["put_mb_s"] = statistics.median(speeds) / MB
     result["put_mb_s_runs"] = [round(x / MB, 1) for x in speeds]
     result["put_cpu_s_per_gb"] = (user_after - user_before + system_after - system_before) / put_gb
+    result["put_cpu_user_s_per_gb"] = round((user_after - user_before) / put_gb, 3)
+    result["put_cpu_system_s_per_gb"] = round((system_after - system_before) / put_gb, 3)
 
     result["rss_mb"] = rss_stages["after_put"] = server.rss_bytes() / MB
     result["rss_mb_stages"] = {stage: round(mb, 1) for stage, mb in rss_stages.items()}
@@ -351,7 +354,7 @@ def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, sta
     for name, load in loads.items():
         raw = out_dir / f"pyspy-{stamp}-{server.kind.key}-{name}.txt"
         before = server.psutil.cpu_times()
-        load_s = pyspy_top.record(pid, raw, load)
+        load_s = pyspy_top.record(pid, raw, load, gil=name not in NOT_GIL_BOUND)
         after = server.psutil.cpu_times()
         top = pyspy_top.top_frames(raw)
         found[name] = {
@@ -533,7 +536,7 @@ def profile_text(servers: dict[str, dict], limit: int = 12) -> str:
     lines = []
     for key, res in servers.items():
         for load, prof in (res.get("profile") or {}).items():
-            lines.append(f"\npy-spy --gil, {KINDS_BY_KEY[key].label}, during {load}: {prof['samples']} samples in "
+            lines.append(f"\npy-spy {'' if load in NOT_GIL_BOUND else '--gil'}, {KINDS_BY_KEY[key].label}, during {load}: {prof['samples']} samples in "
                          f"{prof['load_s']} s, GIL held ~{prof['gil_held_pct']}% of the time; server CPU "
                          f"{prof['server_user_s']} s user + {prof['server_system_s']} s system ({prof['raw']})")
             lines.append("  self%  frame")

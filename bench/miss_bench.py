@@ -133,7 +133,7 @@ def bench_server(key: str, args, work: Path) -> dict:
             if args.profile and key == "balupi" and args.runs > args.measured:
                 raw = args.results / f"pyspy-{args.stamp}-miss-balupi.txt"
                 load_s = pyspy_top.record(server.process.pid, raw, lambda: misses(args.measured,
-                                                                                 args.runs - args.measured))
+                                                                                 args.runs - args.measured), gil=False)
                 result["profile"] = {"raw": str(raw), "load_s": round(load_s, 2), **pyspy_top.top_frames(raw)}
             if cgroup is not None:
                 result["cgroup_stats"] = cgroup.stats()
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, res in report["servers"].items():
         prof = res.get("profile")
         if prof:
-            print(f"\npy-spy --gil, {key}, during misses: {prof['samples']} samples in {prof['load_s']} s ({prof['raw']})")
+            print(f"\npy-spy (running threads), {key}, during misses: {prof['samples']} samples in {prof['load_s']} s ({prof['raw']})")
             print("  self%  frame")
             print("\n".join(f"  {pct:5.1f}  {frame}" for frame, pct in prof["self"][:12]))
             print("  total%  frame")

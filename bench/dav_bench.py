@@ -55,7 +55,11 @@ CHUNK_BYTES = 1 << 20
 SMALL_FILE_BYTES = 4096
 CLIENT_PACKAGES = {"curl": "curl", "wrk": "wrk"}
 UPLOAD_TIMEOUT_S = 600.0
-NOT_GIL_BOUND = ("put",)  # profiled without --gil: their system calls (recv, write, fsync) release the GIL
+# Profiled without --gil (every running thread sampled, system calls that released the GIL too):
+# the PUTs always (recv, write and fsync are their cost); everything with --profile-cpu. With
+# --gil, py-spy takes the thread that last held the GIL, which under the Pi-class quota (the
+# process stopped 9 ms in 10) over-weights spots where threads wait on a lock.
+NOT_GIL_BOUND = ("put",)
 PROPFIND_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?>\n'
     b'<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/>'
@@ -321,7 +325,7 @@ def measure(server: RunningServer, plan: Plan, scratch: Path, rss_stages: dict[s
     return result
 
 
-def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, stamp: str) -> dict:
+def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, stamp: str, cpu_view: bool = False) -> dict:
     """py-spy over a PROPFIND loop and a wrk run on a Python server, after its measurements."""
     pid = server.python_pid()
     if pid is None or not pyspy_top.available():
@@ -354,11 +358,12 @@ def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, sta
     for name, load in loads.items():
         raw = out_dir / f"pyspy-{stamp}-{server.kind.key}-{name}.txt"
         before = server.psutil.cpu_times()
-        load_s = pyspy_top.record(pid, raw, load, gil=name not in NOT_GIL_BOUND)
+        load_s = pyspy_top.record(pid, raw, load, gil=not cpu_view and name not in NOT_GIL_BOUND)
         after = server.psutil.cpu_times()
         top = pyspy_top.top_frames(raw)
         found[name] = {
             "raw": str(raw), "load_s": round(load_s, 2),
+            "gil": not cpu_view and name not in NOT_GIL_BOUND,
             "gil_held_pct": round(100.0 * top["samples"] / (load_s * pyspy_top.SAMPLE_RATE_HZ), 1),
             "server_user_s": round(after.user - before.user, 2), "server_system_s": round(after.system - before.system, 2),
             **top,
@@ -399,7 +404,7 @@ def bench_server(kind: ServerKind, plan: Plan, data: Path, work: Path, profile_t
             result.update({"status": "ok", **measure(server, plan, work, rss_stages)})
             if profile_to:
                 try:
-                    result["profile"] = profile(server, plan, work, *profile_to)
+                    result["profile"] = profile(server, plan, work, *profile_to[:2], cpu_view=profile_to[2])
                 except (BenchError, RuntimeError, OSError) as exc:
                     result["profile_error"] = f"{type(exc).__name__}: {exc}"
             if cgroup is not None:
@@ -536,8 +541,10 @@ def profile_text(servers: dict[str, dict], limit: int = 12) -> str:
     lines = []
     for key, res in servers.items():
         for load, prof in (res.get("profile") or {}).items():
-            lines.append(f"\npy-spy {'' if load in NOT_GIL_BOUND else '--gil'}, {KINDS_BY_KEY[key].label}, during {load}: {prof['samples']} samples in "
-                         f"{prof['load_s']} s, GIL held ~{prof['gil_held_pct']}% of the time; server CPU "
+            how = "--gil" if prof.get("gil") else "running threads"
+            held = f"GIL held ~{prof['gil_held_pct']}% of the time" if prof.get("gil") else f"{prof['gil_held_pct']}% of ticks"
+            lines.append(f"\npy-spy ({how}), {KINDS_BY_KEY[key].label}, during {load}: {prof['samples']} samples in "
+                         f"{prof['load_s']} s, {held}; server CPU "
                          f"{prof['server_user_s']} s user + {prof['server_system_s']} s system ({prof['raw']})")
             lines.append("  self%  frame")
             lines.extend(f"  {pct:5.1f}  {frame}" for frame, pct in prof["self"][:limit])
@@ -585,6 +592,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="with --pi-class: the CPU quota's period (default %(default)s; the quota is a tenth of it)")
     parser.add_argument("--profile", action="store_true",
                         help="after measuring, record the Python servers with py-spy during PROPFINDs and wrk")
+    parser.add_argument("--profile-cpu", action="store_true",
+                        help="as --profile, but sampling every running thread instead of the GIL holder")
     parser.add_argument("--balupi-env", action="append", default=[], metavar="BALUPI_NAME=VALUE",
                         help="an extra setting for BaluPi's environment, e.g. BALUPI_SERVER_THREADS=8 (repeatable)")
     parser.add_argument("--tmpdir", default=None, help="where the temporary data goes (needs ~3x the big file)")
@@ -622,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dav_bench: {sys.executable} cannot import balupi; run with the project's venv python",
                   file=sys.stderr)
             return 2
-    if args.profile and not pyspy_top.available():
+    if (args.profile or args.profile_cpu) and not pyspy_top.available():
         print("dav_bench: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
         return 2
     cgroup_note = ""
@@ -653,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
             make_data(work / "data", plan)
             for kind in args.kinds:
                 print(f"dav_bench: {kind.label} ...", file=sys.stderr, flush=True)
-                profile_to = (args.results, stamp) if args.profile else None
+                profile_to = (args.results, stamp, args.profile_cpu) if args.profile or args.profile_cpu else None
                 extra_env = args.balupi_env if kind.key == "balupi" else {}
                 res = bench_server(kind, plan, work / "data", work, profile_to, extra_env,
                                    args.cfs_period_ms * 1000 if args.pi_class else None)
@@ -672,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.results / f"dav-{stamp}{'-pi' if args.pi_class else ''}{'-quick' if args.quick else ''}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report, plan))
-    if args.profile:
+    if args.profile or args.profile_cpu:
         print(profile_text(report["servers"]))
     print(f"\n(all samples: {out})", file=sys.stderr)
     return 0 if all(r["status"] == "ok" for r in report["servers"].values()) else 1

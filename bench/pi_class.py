@@ -77,30 +77,45 @@ class PiClassCgroup:
         self.quota_us = max(1000, round(period_us * CPU_SHARE))
         self.version = version(root)
         leaf = f"balupi-bench-{os.getpid()}-{name}"
+        self._made: list[Path] = []
         if self.version == 2:
-            parent = root / _own_path(None).lstrip("/")
-            self.dirs = [parent / leaf]
-            self._parent_v2 = parent
+            # Below our own cgroup first; a v2 cgroup with processes of its own cannot enable
+            # controllers for children ("no internal processes"), so then below the root.
+            reasons = []
+            for parent in dict.fromkeys([root / _own_path(None).lstrip("/"), root]):
+                self.dirs = [parent / leaf]
+                try:
+                    self._make()
+                    self._enable_v2(parent)
+                    break
+                except CgroupUnavailable as exc:
+                    self.remove()
+                    reasons.append(str(exc))
+            else:
+                raise CgroupUnavailable("; ".join(reasons))
         else:
             self.dirs = [root / c / _own_path(c).lstrip("/") / leaf for c in ("cpu", "memory")]
-        self._made: list[Path] = []
-        try:
-            for d in self.dirs:
-                d.mkdir()
-                self._made.append(d)
-        except OSError as exc:
-            self.remove()
-            raise CgroupUnavailable(f"cannot make the cgroup {d}: {exc.strerror or exc}") from None
-        if self.version == 2:
-            controllers = (self._parent_v2 / "cgroup.subtree_control").read_text().split()
-            missing = [c for c in ("cpu", "memory") if c not in controllers]
-            if missing:
-                try:
-                    _write(self._parent_v2 / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
-                except CgroupUnavailable:
-                    self.remove()
-                    raise
+            self._make()
         self.procs_files = [str(d / "cgroup.procs") for d in self.dirs]
+
+    def _make(self) -> None:
+        for d in self.dirs:
+            try:
+                d.mkdir()
+            except OSError as exc:
+                self.remove()
+                raise CgroupUnavailable(f"cannot make the cgroup {d}: {exc.strerror or exc}") from None
+            self._made.append(d)
+
+    @staticmethod
+    def _enable_v2(parent: Path) -> None:
+        try:
+            controllers = (parent / "cgroup.subtree_control").read_text().split()
+        except OSError as exc:
+            raise CgroupUnavailable(f"cannot read {parent / 'cgroup.subtree_control'}: {exc}") from None
+        missing = [c for c in ("cpu", "memory") if c not in controllers]
+        if missing:
+            _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
 
     def preexec(self) -> None:
         """Runs in the child between fork and exec: the child joins the cgroup (no Python allocs to speak of)."""

@@ -16,8 +16,8 @@ Both cgroup versions are handled:
 The period is 10 ms, not the 100 ms the issue wrote (`period_us` takes either): the quota is a
 burst, so a request needing less CPU than one period's quota runs at full speed. With 100 ms, any
 request under 10 ms of CPU (a PROPFIND of 200 entries, a time to first byte) is not slowed at all;
-with 10 ms only those under 1 ms are (the kernel's smallest quota is 1 ms). Throughput figures
-are the same with either (decision 0130).
+with 10 ms only those under 1 ms are (the kernel's smallest quota is 1 ms). Ratios between
+servers come out the same with either (decision 0130).
 
 The cgroup is made below the one this process is in (so a limit set on that one still applies)
 and removed at the end. When it cannot be made or written (not root, a read-only /sys/fs/cgroup, a

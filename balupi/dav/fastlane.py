@@ -371,7 +371,7 @@ class FastLane:
         headers.append(("Last-Modified", http_date(download.mtime or entry.mtime)))
         start_response("200 OK", headers + [("Content-Length", str(size))])
         provider.stats.miss_bytes += size
-        return download.stream()
+        return download.stream(spans=bool(environ.get("balupi.sendfile")))
 
     def _pass_through(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
         """A ranged (or too large to cache) miss: ask the NAS for exactly that; cache the file behind it."""

@@ -27,6 +27,7 @@ from balupi.sync.refresh import TICK_S as REFRESH_TICK_S
 from balupi.sync.refresh import Refresher
 from balupi.sync.worker import SyncWorker
 from balupi.system import SystemSampler
+from balupi.websec import WebGuard
 
 log = logging.getLogger("balupi")
 
@@ -92,7 +93,7 @@ class BaluPi:
         self.nas.has_pending_work = self.sync.has_pending
         self.refresher = Refresher(settings, self.provider.index, self.provider.store, self.nas_client, self.nas)
         self.prefetcher = Prefetcher(settings, self.provider, self.nas)
-        self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api}, self._root)
+        self.wsgi = WebGuard(Dispatcher({"/dav": self.dav, "/api": self.api}, self._root), settings.http_allowed_hosts)
         self._started = False
 
     @property
@@ -111,7 +112,6 @@ class BaluPi:
             "configured": self.nas.configured,
             "state": state.value,
             "online": state is NasState.AWAKE,
-            "url": self.settings.nas_webdav_url or None,
             "message": messages.get(state, ""),
         }
 

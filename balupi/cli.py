@@ -55,6 +55,12 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from balupi.plugins import print_listing
+
+    return print_listing(_load(args), as_json=args.json)
+
+
 def _port_arg(text: str) -> int:
     try:
         port = int(text)
@@ -241,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="show the settings in force, or print the example files")
     p.add_argument("action", nargs="?", choices=["show", "example-toml", "example-env"], default="show")
     p.set_defaults(func=cmd_config)
+    p = sub.add_parser("plugins", help="list the plugins: version, hooks, enabled, errors, dropped events")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plugins)
     return parser
 
 

@@ -1,7 +1,7 @@
 """Where BaluPi says that something happened: one named event per happening, emitted in one place.
 
-Subsystems `emit` and `subscribe`; the plugin hooks (pluggy) will be one more subscriber of every
-event, so each event name here is also the name of a future hook. A subscriber that raises is
+Subsystems `emit` and `subscribe`; the plugin host (balupi.plugins) is one more subscriber of every
+event: each event's name is also the name of an observe hook (`balupi_<name>`, balupi.hookspecs). A subscriber that raises is
 logged and never breaks the emitter.
 """
 
@@ -27,6 +27,8 @@ class Event(enum.Enum):
     CACHE_FILE_EVICTED = "cache_file_evicted"  # path, size_bytes, reason
     SYNC_CONFLICT = "sync_conflict"  # path, conflict_path, at
     SYNC_DONE = "sync_done"  # path, action
+    UPLOAD_FINISHED = "upload_finished"  # user, path, size_bytes (a client's PUT is stored on the Pi)
+    MISS_SERVED = "miss_served"  # user, path, size_bytes (a client got a file that came from the NAS)
 
 
 Subscriber = Callable[..., None]

@@ -282,6 +282,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_allowed_hosts", (), "Host names (besides IP addresses, localhost and the Pi's own host name) that clients may use to reach BaluPi, e.g. balupi.fritz.box; other names get 421 (against DNS rebinding). \"*\": any name.", _parse_list),
     Setting("http_max_header_kib", 64, "Largest request line plus headers, in KiB (larger: 413/414).", _parse_int, _at_least(8)),
     Setting("dav_max_xml_body_kib", 1024, "Largest XML request body (PROPFIND, PROPPATCH, LOCK), in KiB (larger: 413).", _parse_int, _at_least(16)),
+    Setting("plugins_dir", None, "Directory of plugin modules (*.py, see docs/plugins.md). Empty: plugins/ in the working directory. Each plugin's own settings go under [plugins.<name>] (BALUPI_PLUGINS_<NAME>_<KEY>).", _parse_path),
 )
 # fmt: on
 
@@ -291,6 +292,9 @@ SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 def _settings_class() -> type:
     fields = [(s.name, Any, dataclasses.field(default=s.default)) for s in SETTINGS]
     fields.append(("sources", dict, dataclasses.field(default_factory=dict, repr=False, compare=False)))
+    # Plugins' own settings, unchecked here (balupi.plugins checks them against each plugin's SETTINGS):
+    # {"toml": {name: {key: value}}, "env": {BALUPI_PLUGINS_...: value}}
+    fields.append(("plugins", dict, dataclasses.field(default_factory=dict, repr=False, compare=False)))
 
     def __repr__(self) -> str:  # secrets never appear in a repr, and so never in a log line
         shown = []
@@ -362,6 +366,7 @@ def load_settings(
     cwd = Path.cwd() if cwd is None else cwd
     errors: list[str] = []
     raw: dict[str, tuple[Any, str]] = {}  # name -> (raw value, where it came from)
+    plugins: dict[str, dict] = {"toml": {}, "env": {}}
 
     path = find_config_file(env, cwd)
     if path is not None:
@@ -372,6 +377,9 @@ def load_settings(
             raise ConfigError(f"BALUPI_CONFIG: file not found: {path}") from None
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read: {exc}") from None
+        plugin_tables = table.get("plugins") if isinstance(table.get("plugins"), dict) else {}
+        plugins["toml"] = {k: v for k, v in plugin_tables.items() if isinstance(v, dict)}
+        table = {**table, "plugins": {k: v for k, v in plugin_tables.items() if not isinstance(v, dict)}}
         for name, value in _flatten(table).items():
             if name not in SETTINGS_BY_NAME:
                 errors.append(f"{path}: unknown setting {name!r}")
@@ -382,12 +390,16 @@ def load_settings(
     known_env = {s.env_name for s in SETTINGS} | {ENV_PREFIX + "CONFIG"}
     for key, value in env.items():
         if key.startswith(ENV_PREFIX):
-            if key not in known_env:
+            if key not in known_env and key.startswith(ENV_PREFIX + "PLUGINS_"):
+                plugins["env"][key] = value
+            elif key not in known_env:
                 errors.append(f"{key}: unknown setting")
             elif key != ENV_PREFIX + "CONFIG":
                 raw[key[len(ENV_PREFIX) :].lower()] = (value, "environment")
     for name, value in (overrides or {}).items():
-        if name not in SETTINGS_BY_NAME:
+        if name == "plugins":  # tests: {name: {key: value}}
+            plugins["toml"] = {**plugins["toml"], **value}
+        elif name not in SETTINGS_BY_NAME:
             errors.append(f"{name}: unknown setting")
         else:
             raw[name] = (value, "override")
@@ -414,6 +426,7 @@ def load_settings(
     if not errors:
         values["data_dir"] = values["data_dir"] or default_data_dir()
         values["cache_dir"] = values["cache_dir"] or values["data_dir"] / "cache"
+        values["plugins_dir"] = values["plugins_dir"] or cwd / "plugins"
         if prepare_dirs:
             for name in ("data_dir", "cache_dir"):
                 problem = _prepare_dir(values[name])
@@ -431,7 +444,7 @@ def load_settings(
         warn_if_readable_by_others(values["tls_key"], "TLS private key")
     if errors:
         raise ConfigError("; ".join(errors))
-    return Settings(**values, sources=sources)
+    return Settings(**values, sources=sources, plugins=plugins)
 
 
 PRIVATE_DIR_MODE = 0o700

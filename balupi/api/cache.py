@@ -93,7 +93,7 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
         def run() -> None:
             if wake and not app.nas.is_awake():
                 try:
-                    app.nas.ensure_awake(timeout_s=SYNC_WAKE_TIMEOUT_S, reason="POST /api/cache/sync")
+                    app.nas.ensure_awake(timeout_s=SYNC_WAKE_TIMEOUT_S, reason="POST /api/cache/sync", kind="manual")
                 except NasUnavailable:
                     return
                 app.sync.run_once()

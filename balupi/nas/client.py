@@ -149,7 +149,7 @@ class NasClient:
         if not self.base_url:
             self.monitor.ensure_awake()  # raises NasNotConfigured
         if wake:
-            self.monitor.ensure_awake(reason=f"{method} {path}")
+            self.monitor.ensure_awake(reason=f"{method} {path}", user=user, path=path)
         elif self.monitor.state is not NasState.AWAKE:
             raise NasUnavailable(f"the NAS is {self.monitor.state.value}; not waking it for {method} {path}")
         target = url or self.url_for(path)

@@ -39,6 +39,7 @@ RECENT_TRANSITIONS = 50
 POWER_READING_FRESH_S_FACTOR = 3  # a plug reading counts as current for 3 sample intervals
 WAKER_GIVE_UP_FACTOR = 4  # the waker keeps trying for 4 x the expected boot time
 SHUTDOWN_RETRY_AFTER_S = 30  # told to a client whose wait was cut short by shutdown
+WAKE_VETO_RETRY_AFTER_S = 300  # told to a client whose wake a plugin refused
 
 
 class NasState(enum.Enum):
@@ -112,6 +113,7 @@ class NasMonitor:
         self._wake_started: float | None = None
         self.suspend_action: SuspendAction | None = None
         self.has_pending_work: Callable[[], bool] = lambda: False
+        self.wake_veto: Callable[..., str | None] | None = None  # plugins' balupi_before_wake (balupi.plugins)
         self._stopped = threading.Event()
         events.subscribe(Event.NAS_POWER_READING, self.on_power_reading)
 
@@ -208,8 +210,10 @@ class NasMonitor:
 
     # -- waking ----------------------------------------------------------------------------------
 
-    def ensure_awake(self, timeout_s: float | None = None, reason: str = "needed") -> None:
-        """Return when the NAS answers; wake it if needed. Raises NasUnavailable at the deadline."""
+    def ensure_awake(self, timeout_s: float | None = None, reason: str = "needed", kind: str = "client",
+                     user: str | None = None, path: str | None = None) -> None:
+        """Return when the NAS answers; wake it if needed. Raises NasUnavailable at the deadline, or
+        when a plugin refuses the wake (`kind`, `user`, `path`: who needs it, for that plugin)."""
         if not self.configured:
             raise NasNotConfigured("no NAS is configured (BALUPI_NAS_WEBDAV_URL is empty)", retry_after_s=3600)
         if self.state is NasState.AWAKE:
@@ -223,6 +227,7 @@ class NasMonitor:
             if self._probe(self.host, self.port, self.settings.nas_connect_timeout_s):
                 self.note_success()
                 return
+        self._check_wake_veto(reason, kind, user, path)
         with self._cond:
             if self.state is NasState.AWAKE:
                 return
@@ -249,6 +254,8 @@ class NasMonitor:
         """Start waking the NAS without waiting (POST /api/nas/wol). Returns what was done."""
         if self.mac is None:
             raise WakeNotPossible("no MAC address is configured (BALUPI_NAS_MAC_ADDRESS)")
+        if self.state is not NasState.AWAKE:
+            self._check_wake_veto(reason, "manual", None, None)
         self.last_packet_error = None
         sent_before = self.wakes_sent  # before the waker starts: its first packet may go out at once
         with self._cond:
@@ -266,6 +273,14 @@ class NasMonitor:
             "wake_started": started,
             "expected_boot_s": self.settings.nas_boot_time_s,
         }
+
+    def _check_wake_veto(self, reason: str, kind: str, user: str | None, path: str | None) -> None:
+        """Ask the plugins before a wake starts (not while one runs). Raises NasUnavailable on a refusal."""
+        if self.wake_veto is None or self._waker is not None:
+            return
+        refusal = self.wake_veto(reason, kind, user, path)
+        if refusal is not None:
+            raise NasUnavailable(f"waking the NAS was refused by plugin {refusal}", retry_after_s=WAKE_VETO_RETRY_AFTER_S)
 
     def _wait_first_packet(self, sent_before: int, timeout_s: float = 2.0) -> None:
         """Let the waker thread send (or fail to send) its first packet, so the answer is true."""

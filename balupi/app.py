@@ -111,7 +111,7 @@ class BaluPi:
         state = self.nas.state
         messages = {
             NasState.UNCONFIGURED: "no NAS configured: serving only what the cache holds",
-            NasState.UNREACHABLE: "the NAS is unreachable: serving only what the cache holds",
+            NasState.UNREACHABLE: f"the NAS is {self.nas.state_words()}: serving only what the cache holds",
             NasState.ASLEEP: "the NAS is asleep: cached files are served, others wake it",
         }
         return {
@@ -119,6 +119,9 @@ class BaluPi:
             "state": state.value,
             "online": state is NasState.AWAKE,
             "message": messages.get(state, ""),
+            "state_words": self.nas.state_words(),  # "unreachable: certificate not trusted (fingerprint ...)"
+            "problem": self.nas.problem,
+            **({} if self.nas.configured else {"access": self.auth.open_access()}),
         }
 
     def _on_nas_state(self, to_state: NasState, **_: object) -> None:
@@ -167,7 +170,8 @@ class BaluPi:
         self.scheduler.start()
         nas = self.nas_summary()
         if not nas["configured"]:
-            log.warning("no NAS configured (BALUPI_NAS_WEBDAV_URL is empty): serving only what the cache holds")
+            log.warning("no NAS configured (BALUPI_NAS_WEBDAV_URL is empty): serving only what the cache holds, to %s",
+                        self.auth.open_access())
         log.info("BaluPi %s started: data in %s, cache in %s", __version__, self.settings.data_dir, self.settings.cache_dir)
 
     def stop(self, timeout_s: float = 10.0) -> None:

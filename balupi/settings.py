@@ -206,6 +206,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", 8000, "TCP port for WebDAV (/dav/) and the API (/api/).", _parse_int, _port),
     Setting("server_threads", 32, "Worker threads of the HTTP server. A request that waits for a waking NAS holds one, so keep it well above the number of clients.", _parse_int, _at_least(4)),
     Setting("dav_block_size_kib", 1024, "Block size for streaming file bodies, in KiB (WsgiDAV's 8 KiB default is far too small).", _parse_int, _at_least(8)),
+    Setting("dnssd_enabled", True, "Announce the share (_webdav._tcp, path /dav/) and the dashboard (_http._tcp) by DNS-SD/mDNS, so file managers find BaluPi without an address.", _parse_bool),
+    Setting("dnssd_name", "BaluPi", "The name BaluPi announces itself with by DNS-SD (a number is added if it is taken)."),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.", check=_log_level),
     Setting("data_dir", None, "Where the database and generated keys live. Default: $XDG_DATA_HOME/balupi or ~/.local/share/balupi.", _parse_path),
     Setting("cache_dir", None, "Where cached file content lives (the SSD). Default: <data_dir>/cache.", _parse_path),
@@ -263,10 +265,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("nas_power_min_dwell_s", 60.0, "A new NAS power state counts only after the readings stayed in it this long.", _parse_float, _at_least(0)),
     # Security
     Setting("secret_key", "", "Key that signs API tokens. Empty: generated once into <data_dir>/secret.key (mode 0600).", secret=True),
+    Setting("local_admin_password", "", "With no NAS configured: the password of the local user 'admin', who may use the share and the API from other machines (balupi setup sets it). Empty: only the Pi itself (127.0.0.1) may, unless anonymous_lan_access.", secret=True),
+    Setting("anonymous_lan_access", False, "With no NAS configured: let anyone who can reach the Pi use the share without a password (never the admin endpoints). Off: only the Pi itself, or the local admin password.", _parse_bool),
     Setting("auth_offline_days", 30.0, "A login the NAS accepted keeps working this many days while the NAS sleeps (checked against a salted scrypt verifier, never a stored password). 0: no offline logins.", _parse_float, _at_least(0)),
     Setting("auth_admins", (), "User names that are BaluPi admins (API endpoints that change things or control hardware) besides the users the NAS itself reports as admins.", _parse_list),
     Setting("auth_nas_method", "auto", "How a password is checked with the NAS: webdav (a request to the user's WebDAV root), rest (BaluHost's POST /api/auth/login, which also tells the user's role), or auto (rest when BALUPI_NAS_URL names the WebDAV host, else webdav).", check=_one_of("auto", "webdav", "rest")),
-    Setting("auth_wake_nas_for_unknown", False, "A login the Pi cannot check offline (unknown user, or a password unlike the stored verifier) wakes the NAS to ask it. Off: refused while the NAS sleeps.", _parse_bool),
+    Setting("auth_wake_nas_for_unknown", True, "A login the Pi cannot check offline (a user it has no verifier for, or one older than auth_offline_days) wakes the NAS to ask it (a person is waiting; failed logins are throttled; a wrong password of a user the Pi knows never wakes it); a wake that outlasts the request answers 503 with Retry-After. Off: refused while the NAS sleeps.", _parse_bool),
     Setting("auth_recheck_s", 300.0, "How long a checked login is trusted in memory before it is checked again (with the NAS when awake).", _parse_float, _at_least(1)),
     Setting("auth_token_lifetime_minutes", 720.0, "Lifetime of API tokens from POST /api/auth/login.", _parse_float, _at_least(1)),
     Setting("auth_throttle_free_attempts", 3, "Failed logins per client address and per user name before delays start.", _parse_int, _at_least(1)),
@@ -341,6 +345,18 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def suggest(name: str, env: bool = False) -> str:
+    """", did you mean 'nas_mac_address'?" for an unknown setting name close to a known one, else ""."""
+    import difflib
+
+    name = name.lower().removeprefix(ENV_PREFIX.lower())
+    names = list(SETTINGS_BY_NAME)
+    close = [n for n in names if n.startswith(name + "_")] or difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f", did you mean {ENV_PREFIX + close[0].upper()}?" if env else f", did you mean {close[0]!r}?"
+
+
 def find_config_file(env: Mapping[str, str], cwd: Path) -> Path | None:
     explicit = env.get(ENV_PREFIX + "CONFIG")
     if explicit:
@@ -382,7 +398,7 @@ def load_settings(
         table = {**table, "plugins": {k: v for k, v in plugin_tables.items() if not isinstance(v, dict)}}
         for name, value in _flatten(table).items():
             if name not in SETTINGS_BY_NAME:
-                errors.append(f"{path}: unknown setting {name!r}")
+                errors.append(f"{path}: unknown setting {name!r}{suggest(name)}")
             else:
                 raw[name] = (value, str(path))
         _warn_if_secret_file_readable(path, table)
@@ -393,14 +409,14 @@ def load_settings(
             if key not in known_env and key.startswith(ENV_PREFIX + "PLUGINS_"):
                 plugins["env"][key] = value
             elif key not in known_env:
-                errors.append(f"{key}: unknown setting")
+                errors.append(f"{key}: unknown setting{suggest(key, env=True)}")
             elif key != ENV_PREFIX + "CONFIG":
                 raw[key[len(ENV_PREFIX) :].lower()] = (value, "environment")
     for name, value in (overrides or {}).items():
         if name == "plugins":  # tests: {name: {key: value}}
             plugins["toml"] = {**plugins["toml"], **value}
         elif name not in SETTINGS_BY_NAME:
-            errors.append(f"{name}: unknown setting")
+            errors.append(f"{name}: unknown setting{suggest(name)}")
         else:
             raw[name] = (value, "override")
 

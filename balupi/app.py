@@ -20,6 +20,7 @@ from balupi.db import Database, open_database
 from balupi.events import Event, Events
 from balupi.nas.client import NasClient
 from balupi.nas.monitor import NasMonitor, NasState
+from balupi.nas.wakes import current_request
 from balupi.scheduler import Scheduler
 from balupi.settings import Settings
 from balupi.cache.prefetch import Prefetcher
@@ -46,6 +47,7 @@ class Dispatcher:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
+        current_request.set(environ)  # who a NAS wake is for (balupi.nas.wakes); the next request replaces it
         for prefix, app in self.mounts:
             if path == prefix or path.startswith(prefix + "/"):
                 environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
@@ -143,6 +145,7 @@ class BaluPi:
         if self._started:
             return
         self._started = True
+        self.nas.wake_log.close_stale()
         self.scheduler.every(SYSTEM_SAMPLE_INTERVAL_S, "system-sample", self.system.sample)
         self.scheduler.every(ACCESS_FLUSH_INTERVAL_S, "cache-access-flush", self.provider.index.flush_access)
         self.scheduler.every(CACHE_SWEEP_INTERVAL_S, "cache-sweep", self.provider.cache.sweep)

@@ -39,6 +39,7 @@ SCHEMA_MODULES = (
     "balupi.dav.schema",
     "balupi.energy.schema",
     "balupi.auth.schema",
+    "balupi.nas.wakes",
 )
 
 

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from balupi.db import Database, open_database
 from balupi.errors import NasUnavailable
 from balupi.events import Event, Events
+from balupi.nas.wakes import WakeCause, WakeKind
 from balupi.settings import Settings
 
 if TYPE_CHECKING:
@@ -142,7 +143,8 @@ def sync(parts: Parts, wake: bool = False, budget_s: float = 3600.0) -> SyncOutc
             return outcome
         try:
             parts.monitor.ensure_awake(timeout_s=max(parts.settings.nas_wake_timeout_s, SYNC_WAKE_TIMEOUT_S),
-                                       reason="balupi sync --wake")
+                                       reason=WakeCause(WakeKind.SYNC, detail="balupi sync --wake",
+                                                        pending_changes=pending))
         except NasUnavailable as exc:
             outcome.failed, outcome.note = True, f"the NAS did not wake: {exc}"
             return outcome

@@ -59,6 +59,7 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
         if getattr(handler, "public", False):
             return
         request.user = identify(auth, request)
+        request.environ["balupi.user"] = request.user.username  # who a NAS wake is for (balupi.nas.wakes)
         if getattr(handler, "admin_only", False) and not request.user.is_admin:
             raise ApiError(403, "this endpoint needs the admin role")
 

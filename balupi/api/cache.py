@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from balupi.api import ApiError, admin_only
 from balupi.cache import stats as cache_stats
 from balupi.errors import NasUnavailable
+from balupi.nas.wakes import WakeCause, WakeKind
 
 if TYPE_CHECKING:
     from balupi.api import JsonApi, Request
@@ -91,7 +92,7 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
         def run() -> None:
             if wake and not app.nas.is_awake():
                 try:
-                    app.nas.ensure_awake(timeout_s=SYNC_WAKE_TIMEOUT_S, reason="POST /api/cache/sync")
+                    app.nas.ensure_awake(timeout_s=SYNC_WAKE_TIMEOUT_S, reason=cause)
                 except NasUnavailable:
                     return
                 app.sync.run_once()
@@ -99,6 +100,8 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
                 app.sync.tick()
 
         pending = app.sync.pending()
+        cause = WakeCause(WakeKind.SYNC, detail="sync now (POST /api/cache/sync)", pending_changes=pending["count"],
+                          user=getattr(request.user, "username", None))
         return 202, {**start_job("sync", run), "pending_changes": pending["count"], "wake": wake}
 
     @api.route("POST", "/cache/evict")

@@ -31,6 +31,7 @@ from balupi.db import Database
 from balupi.errors import NasNotConfigured, NasUnavailable, WakeNotPossible
 from balupi.events import Event, Events
 from balupi.nas import wol
+from balupi.nas.wakes import WakeCause, WakeLog, as_cause
 from balupi.settings import Settings
 
 log = logging.getLogger("balupi.nas")
@@ -114,6 +115,7 @@ class NasMonitor:
         self.has_pending_work: Callable[[], bool] = lambda: False
         self._stopped = threading.Event()
         events.subscribe(Event.NAS_POWER_READING, self.on_power_reading)
+        self.wake_log = WakeLog(db, events)  # what woke it: every wake and every time it was found awake
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -208,8 +210,9 @@ class NasMonitor:
 
     # -- waking ----------------------------------------------------------------------------------
 
-    def ensure_awake(self, timeout_s: float | None = None, reason: str = "needed") -> None:
-        """Return when the NAS answers; wake it if needed. Raises NasUnavailable at the deadline."""
+    def ensure_awake(self, timeout_s: float | None = None, reason: "str | WakeCause" = "needed") -> None:
+        """Return when the NAS answers; wake it if needed. Raises NasUnavailable at the deadline.
+        `reason` says who needs it (`balupi.nas.wakes`): a WakeCause, or text for the request being answered."""
         if not self.configured:
             raise NasNotConfigured("no NAS is configured (BALUPI_NAS_WEBDAV_URL is empty)", retry_after_s=3600)
         if self.state is NasState.AWAKE:
@@ -245,7 +248,7 @@ class NasMonitor:
             retry_after_s = max(5, int(self.settings.nas_boot_time_s - elapsed + 0.999))
             raise NasUnavailable(f"the NAS did not wake within {timeout_s:g} s ({self.state.value})", retry_after_s)
 
-    def wake(self, reason: str = "requested") -> dict:
+    def wake(self, reason: "str | WakeCause" = "requested") -> dict:
         """Start waking the NAS without waiting (POST /api/nas/wol). Returns what was done."""
         if self.mac is None:
             raise WakeNotPossible("no MAC address is configured (BALUPI_NAS_MAC_ADDRESS)")
@@ -256,7 +259,7 @@ class NasMonitor:
             started = self._start_waker(reason) if previous is not NasState.AWAKE else False
         if previous is NasState.AWAKE:
             # Awake as far as we know; a packet is harmless and covers a stale belief.
-            self._send_packet(reason)
+            self._send_packet(as_cause(reason).describe())
         elif started:
             self._wait_first_packet(sent_before)
         return {
@@ -273,14 +276,16 @@ class NasMonitor:
         while self.wakes_sent == sent_before and self.last_packet_error is None and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def _start_waker(self, reason: str) -> bool:
+    def _start_waker(self, reason: "str | WakeCause") -> bool:
         """Caller holds self._cond. Starts the one waker thread unless one runs. True if started."""
         if self._waker is not None:
             return False
         self.wakes += 1
         self._wake_started = time.monotonic()
+        cause = as_cause(reason)  # here, on the caller's thread: the request being answered is known
+        reason = cause.describe()
         self._set_state(NasState.WAKING, f"wake: {reason}")
-        self.events.emit(Event.NAS_WAKE_REQUESTED, reason=reason, at=time.time())
+        self.events.emit(Event.NAS_WAKE_REQUESTED, reason=reason, cause=cause, at=time.time())
         self._waker = threading.Thread(target=self._wake_loop, args=(reason,), name="balupi-nas-waker", daemon=True)
         self._waker.start()
         return True

@@ -37,6 +37,7 @@ from balupi.errors import NasUnavailable, NoViewCredentials
 from balupi.events import Event, Events
 from balupi.nas.client import NasClient, RemoteEntry
 from balupi.nas.monitor import NasMonitor
+from balupi.nas.wakes import WakeCause, WakeKind
 from balupi.settings import Settings
 from balupi.sync.policy import WakePolicy
 
@@ -113,7 +114,8 @@ class SyncWorker:
             if reason is None:
                 return None
             try:
-                self.monitor.ensure_awake(timeout_s=max(self.settings.nas_wake_timeout_s, 120), reason=f"sync: {reason}")
+                cause = WakeCause(WakeKind.SYNC, detail=reason, pending_changes=self.pending()["count"])
+                self.monitor.ensure_awake(timeout_s=max(self.settings.nas_wake_timeout_s, 120), reason=cause)
             except NasUnavailable as exc:
                 log.info("sync: the NAS did not wake (%s); will try again", exc)
                 return None

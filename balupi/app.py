@@ -18,6 +18,7 @@ from balupi.api import JsonApi, Response, json_error_app, respond
 from balupi.auth.service import Authenticator
 from balupi.db import Database, open_database
 from balupi.events import Event, Events
+from balupi.metrics import Metrics
 from balupi.nas.client import NasClient
 from balupi.nas.monitor import NasMonitor, NasState
 from balupi.nas.wakes import current_request
@@ -94,7 +95,8 @@ class BaluPi:
         self.nas.has_pending_work = self.sync.has_pending
         self.refresher = Refresher(settings, self.provider.index, self.provider.store, self.nas_client, self.nas)
         self.prefetcher = Prefetcher(settings, self.provider, self.nas)
-        self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api}, self._root)
+        self.metrics = Metrics(self)
+        self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api, "/metrics": self.metrics.wsgi}, self._root)
         self._started = False
 
     @property

@@ -40,6 +40,7 @@ SCHEMA_MODULES = (
     "balupi.energy.schema",
     "balupi.auth.schema",
     "balupi.nas.wakes",
+    "balupi.cache.pins",
 )
 
 

@@ -277,6 +277,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_timeout_s", 60.0, "A connection that sends or accepts nothing for this long is closed.", _parse_float, _at_least(1)),
     Setting("http_max_header_kib", 64, "Largest request line plus headers, in KiB (larger: 413/414).", _parse_int, _at_least(8)),
     Setting("dav_max_xml_body_kib", 1024, "Largest XML request body (PROPFIND, PROPPATCH, LOCK), in KiB (larger: 413).", _parse_int, _at_least(16)),
+    Setting("metrics_token", "", "Bearer token a Prometheus server sends to read /metrics from another machine (loopback and admin tokens need none). Empty: no scrape token.", secret=True),
 )
 # fmt: on
 

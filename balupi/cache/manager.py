@@ -20,6 +20,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from balupi.cache import pins
 from balupi.dav.store import ContentStore
 from balupi.db import Database
 from balupi.events import Event, Events
@@ -35,7 +36,8 @@ class CacheManager:
         self.db, self.store, self.events = db, store, events
         self.max_bytes = int(settings.cache_max_size_gb * 1e9)
         self.min_free_bytes = int(settings.cache_min_free_gb * 1e9)
-        self.pinned = tuple(settings.cache_pinned)
+        self._configured_pins = tuple(settings.cache_pinned)
+        self.pinned = self._configured_pins + pins.stored(db)  # the setting's globs, then those added at run time
         self.volume = Path(settings.cache_dir)
         self._lock = threading.Lock()
         self._reserved = 0
@@ -44,6 +46,10 @@ class CacheManager:
         self.evicted_bytes = 0
 
     # -- questions -------------------------------------------------------------------------------
+
+    def reload_pins(self) -> None:
+        """After a pin was added or removed (balupi.cache.pins)."""
+        self.pinned = self._configured_pins + pins.stored(self.db)
 
     def is_pinned(self, path: str) -> bool:
         return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.pinned)

@@ -45,7 +45,6 @@ class Prefetcher:
     def __init__(self, settings: Settings, provider: "CacheProvider", monitor: NasMonitor):
         self.provider, self.monitor = provider, monitor
         self.budget_bytes = int(settings.prefetch_budget_mb * 1e6)
-        self.pinned = tuple(settings.cache_pinned)
         self.fetched_files = 0
         self.fetched_bytes = 0
 
@@ -104,6 +103,10 @@ class Prefetcher:
 
     def _uncached(self) -> str:
         return f"SELECT {COLUMNS} FROM entries WHERE view = ? AND is_dir = 0 AND cache_key IS NULL AND local_only = 0"
+
+    @property
+    def pinned(self) -> tuple[str, ...]:
+        return self.provider.cache.pinned  # the setting's and those added at run time
 
     def _pinned(self, view: str, limit: int) -> list[Entry]:
         out: list[Entry] = []

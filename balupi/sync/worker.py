@@ -89,6 +89,7 @@ class SyncWorker:
         self.policy = WakePolicy(settings)
         self.host = socket.gethostname().split(".")[0] or "balupi"
         self.last_error: str | None = None
+        self.errors = 0  # failed attempts to apply a change, since start (balupi_sync_errors_total)
         self._run_lock = threading.Lock()
         self._told_waiting: set[str] = set()
 
@@ -178,6 +179,7 @@ class SyncWorker:
         attempts = row["attempts"] + 1
         delay_s = min(RETRY_MAX_S, 2.0 ** attempts)
         self.last_error = f"{row['op']} {row['path']}: {exc}"
+        self.errors += 1
         with self.db.write() as d:
             d.execute(
                 "UPDATE journal SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",

@@ -2,7 +2,9 @@
 
     /dav/...  -> WsgiDAV (mount_path "/dav", so hrefs, MOVE and COPY destinations are right)
     /api/...  -> the JSON sub-app (balupi.api)
-    /         -> a JSON pointer to both
+    /metrics  -> Prometheus metrics (balupi.metrics)
+    /ui/...   -> the dashboard's script, style sheet and icon (balupi.web)
+    /         -> the dashboard page; a JSON pointer to /dav/ and /api/ for Accept: application/json
 
 `BaluPi.start()` starts the background work (the scheduler thread and its jobs); `stop()` ends it
 safely and closes the database. The HTTP server itself lives in `balupi.server`.
@@ -28,6 +30,7 @@ from balupi.cache.prefetch import Prefetcher
 from balupi.sync.refresh import TICK_S as REFRESH_TICK_S
 from balupi.sync.refresh import Refresher
 from balupi.sync.worker import SyncWorker
+from balupi.web import StaticFiles, wants_json
 from balupi.system import SystemSampler
 
 log = logging.getLogger("balupi")
@@ -96,7 +99,9 @@ class BaluPi:
         self.refresher = Refresher(settings, self.provider.index, self.provider.store, self.nas_client, self.nas)
         self.prefetcher = Prefetcher(settings, self.provider, self.nas)
         self.metrics = Metrics(self)
-        self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api, "/metrics": self.metrics.wsgi}, self._root)
+        self.web = StaticFiles()
+        self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api, "/metrics": self.metrics.wsgi,
+                                "/ui": self.web.assets}, self._root)
         self._started = False
 
     @property
@@ -140,7 +145,9 @@ class BaluPi:
             start_response("200 OK", [("DAV", "1, 2"), ("MS-Author-Via", "DAV"), ("Allow", "OPTIONS, GET, HEAD"),
                                       ("Content-Length", "0")])
             return []
-        body = {"service": "balupi", "version": __version__, "webdav": "/dav/", "api": "/api/"}
+        if environ["REQUEST_METHOD"] in ("GET", "HEAD") and not wants_json(environ):
+            return self.web.page(environ, start_response)  # the dashboard
+        body = {"service": "balupi", "version": __version__, "webdav": "/dav/", "api": "/api/", "dashboard": "/"}
         return respond(start_response, Response.json(body), head=environ["REQUEST_METHOD"] == "HEAD")
 
     def start(self) -> None:

@@ -21,15 +21,17 @@ class PlugStack:
     plug_id: int
 
 
-def stack_with_plug(stack_factory, tmp_path: Path, files: dict[str, bytes], power_w=3600.0,
+def stack_with_plug(stack_factory, tmp_path: Path, files: dict[str, bytes], power_w: float | None = 3600.0,
                     **overrides) -> PlugStack:
-    """`power_w` a number (constant) or a callable (what the plug reads now, e.g. the NAS's state)."""
-    plug = SimulatedPlug(username=TAPO_USER, password=TAPO_PASSWORD, nickname="NAS",
-                         power_w=power_w if not callable(power_w) else 0.0).start()
+    """`power_w`: what the plug reads, constant; None: what the simulated NAS draws in its state
+    (asleep, booting, idle, busy: `balupi.demo.nas_power_w`), as a plug in front of it would read."""
+    from balupi.demo import nas_power_w
+
+    plug = SimulatedPlug(username=TAPO_USER, password=TAPO_PASSWORD, nickname="NAS", power_w=power_w or 0.0).start()
     stack = stack_with(stack_factory, tmp_path, files, tapo_username=TAPO_USER, tapo_password=TAPO_PASSWORD,
                        energy_sample_interval_seconds=5, energy_poll_timeout_s=3, **overrides)
-    if callable(power_w):
-        plug.follow(power_w, tick_s=1.0)
+    if power_w is None:
+        plug.follow(lambda: nas_power_w(stack.nas), tick_s=1.0)
     added = stack.app.energy.add_plug("127.0.0.1", plug.port, "NAS", PlugRole.NAS)
     stack.app.energy.poll_all(wait=True)
     return PlugStack(stack, plug, added.id)

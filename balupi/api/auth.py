@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from balupi.app import BaluPi
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="BaluPi", Basic realm="BaluPi"'}
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="BaluPi", error="invalid_token"'}
 
 
 def _throttled(exc: LoginThrottled) -> ApiError:
@@ -37,8 +38,8 @@ def identify(auth: Authenticator, request: Request) -> Identity:
     if scheme == "bearer":
         try:
             return auth.token_identity(value)
-        except LoginRefused:
-            raise ApiError(401, "invalid or expired token", CHALLENGE) from None
+        except LoginRefused:  # no Basic offered here: a browser page must not get the browser's login box
+            raise ApiError(401, "invalid or expired token", BEARER_CHALLENGE) from None
     if scheme == "basic":
         credentials = parse_basic(value)
         if credentials is not None:

@@ -186,6 +186,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from balupi.status import main
+
+    return main(_load(args), args.json)
+
+
 def _gb_arg(text: str) -> float:
     try:
         value = float(text)
@@ -238,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["stats", "verify"])
     p.add_argument("--repair", action="store_true", help="verify: drop what is wrong, remove orphan content")
     p.set_defaults(func=cmd_cache)
+    p = sub.add_parser("status", help="the NAS, its last wakes and why, power, today's cost, cache, pending sync, problems")
+    p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    p.set_defaults(func=cmd_status)
     p = sub.add_parser("config", help="show the settings in force, or print the example files")
     p.add_argument("action", nargs="?", choices=["show", "example-toml", "example-env"], default="show")
     p.set_defaults(func=cmd_config)

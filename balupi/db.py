@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
@@ -142,11 +142,12 @@ class Database:
         db = self.conn()
         return [f"{m.name}/{a.name}" for m in migration_sets() for a in m.applied(db)]
 
-    def backup(self, target: Path | str) -> None:
-        """An online, consistent copy of the database (safe while the server runs)."""
+    def backup(self, target: Path | str, progress: Callable[[int, int, int], object] | None = None) -> None:
+        """An online, consistent copy of the database (safe while the server runs). `progress`
+        (status, remaining, total pages) is called after each step of 1024 pages."""
         dest = sqlite3.connect(str(target))
         try:
-            self.raw().backup(dest)
+            self.raw().backup(dest, pages=1024 if progress else -1, progress=progress)
         finally:
             dest.close()
 

@@ -289,7 +289,13 @@ def backup_db(db: Database, target: Path) -> dict:
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        db.backup(tmp)
+        with progress(None, "backup", unit="page") as bar:
+            def step(_status: int, remaining: int, total: int) -> None:
+                bar.total = total
+                bar.n = total - remaining
+                bar.refresh()
+
+            db.backup(tmp, progress=step)
         copy = sqlite3.connect(str(tmp))
         try:
             copy.execute("PRAGMA journal_mode = DELETE")

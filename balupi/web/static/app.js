@@ -37,6 +37,9 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// Charts are drawn at the width they are shown (so their text stays readable on a phone).
+function chartWidth(box) { return Math.max(280, Math.round(box.clientWidth || 720)); }
+
 function fill(el, ...children) { el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined)); }
 function text(id, value) { const el = $(id); if (el.textContent !== value) el.textContent = value; }
 
@@ -201,24 +204,29 @@ async function timeline() {
   const tl = await api("GET", "/nas/timeline");
   const box = $("timeline");
   if (!tl.configured) { fill(box, h("p", {class: "muted"}, "No NAS configured: no timeline.")); return; }
-  const W = 720, H = 120, top = 8, band = 26, plotTop = top + band + 8, plotH = H - plotTop - 18;
+  const W = chartWidth(box), H = 120, top = 8, band = 26, plotTop = top + band + 8, plotH = H - plotTop - 18;
   const x = (t) => ((t - tl.from) / (tl.to - tl.from)) * W;
   const svg = h("svg:svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "The NAS's states today"});
-  for (let hr = 0; hr <= 24; hr += 3) {
+  for (let hr = 0; hr <= 24; hr += W < 500 ? 6 : 3) {
     const gx = (hr / 24) * W;
     svg.append(h("svg:line", {x1: gx, x2: gx, y1: top, y2: H - 16, class: "grid"}));
     svg.append(h("svg:text", {x: Math.min(gx + 2, W - 18), y: H - 4}, `${String(hr).padStart(2, "0")}h`));
   }
   for (const iv of tl.intervals) {
-    const r = h("svg:rect", {x: x(iv.start), y: top, width: Math.max(0.5, x(iv.end) - x(iv.start)), height: band,
+    const r = h("svg:rect", {x: x(iv.start), y: top, width: Math.max(2, x(iv.end) - x(iv.start)), height: band,
       class: `st-${iv.state}`});
     r.append(h("svg:title", {}, `${STATE_NAMES[iv.state] || iv.state} ${fmt.time(iv.start)}–${fmt.time(iv.end)}: ${iv.cause || ""}`));
     svg.append(r);
   }
   if (tl.power.length) {
     const maxW = Math.max(10, ...tl.power.map((p) => p.max_power_w));
-    const pts = tl.power.map((p) => `${x(p.at + tl.power_bucket_s / 2).toFixed(1)},${(plotTop + plotH - (p.avg_power_w / maxW) * plotH).toFixed(1)}`);
-    svg.append(h("svg:polyline", {points: pts.join(" "), class: "pline"}));
+    const bw = Math.max(1.5, x(tl.from + tl.power_bucket_s) - x(tl.from));
+    for (const p of tl.power) {
+      const bh = Math.max(1, (p.avg_power_w / maxW) * plotH);
+      const r = h("svg:rect", {x: x(p.at), y: plotTop + plotH - bh, width: bw, height: bh, class: "pbar"});
+      r.append(h("svg:title", {}, `${fmt.time(p.at)}: ${fmt.watts(p.avg_power_w)} on average, ${fmt.watts(p.max_power_w)} at most`));
+      svg.append(r);
+    }
     svg.append(h("svg:text", {x: 2, y: plotTop + 9}, `${maxW.toFixed(0)} W`));
   } else {
     svg.append(h("svg:text", {x: 4, y: plotTop + 14}, "no plug reads the NAS's power"));
@@ -322,7 +330,7 @@ async function energyChart() {
   const pts = costs.points;
   const box = $("energy-chart");
   if (!pts.length) { fill(box, h("p", {class: "muted"}, "No energy measured in this period yet.")); return; }
-  const W = 720, H = 150, bottom = 18, maxWh = Math.max(1, ...pts.map((p) => p.energy_wh));
+  const W = chartWidth(box), H = 150, bottom = 18, maxWh = Math.max(1, ...pts.map((p) => p.energy_wh));
   const bw = W / pts.length;
   const svg = h("svg:svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Energy per bucket"});
   pts.forEach((p, i) => {
@@ -331,7 +339,7 @@ async function energyChart() {
     const label = period === "day" ? p.timestamp.slice(11, 16) : p.timestamp.slice(5, 10);
     r.append(h("svg:title", {}, `${label}: ${(p.energy_wh / 1000).toFixed(3)} kWh, ${fmt.money(p.cost_cents, costs.currency)}`));
     svg.append(r);
-    if (pts.length <= 12 || i % Math.ceil(pts.length / 8) === 0) svg.append(h("svg:text", {x: i * bw + 2, y: H - 4}, label));
+    if (i % Math.ceil(pts.length / (W < 500 ? 4 : 8)) === 0) svg.append(h("svg:text", {x: i * bw + 2, y: H - 4}, label));
   });
   svg.append(h("svg:text", {x: 2, y: 10}, `${(maxWh / 1000).toFixed(3)} kWh`));
   fill(box, svg);
@@ -400,7 +408,7 @@ async function pi() {
     fig("Memory", `${fmt.pct(s.memory_percent)} of ${s.memory_total_mb.toFixed(0)} MB`),
     fig("Disk (cache)", `${fmt.pct(s.disk_percent)} of ${s.disk_total_gb.toFixed(0)} GB`),
     fig("BaluPi's memory", `${s.process_rss_mb.toFixed(1)} MB`),
-    fig("Up", fmt.duration(s.uptime_seconds)));
+    fig("Pi up for", fmt.duration(s.uptime_seconds)));
 }
 
 function renderJobs(jobs) {

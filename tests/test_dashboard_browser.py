@@ -34,6 +34,8 @@ ARTIFACTS = os.environ.get("BALUPI_TEST_ARTIFACTS")  # also copy the screenshots
 
 def browser_or_skip(tmp_path: Path):
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing and os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the browser test, but {', '.join(missing)} is missing (scripts/test-deps.sh installs it)")
     if missing:
         pytest.skip(f"no browser installed ({', '.join(missing)} missing): apt-get install chromium chromium-driver")
     try:

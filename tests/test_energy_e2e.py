@@ -255,7 +255,7 @@ def test_midnight_reset_daily_totals_match_the_plugs_counters(rig_factory: Calla
     rig = rig_factory(start=local(2024, 5, 10, 23, 30))
     sim, plug = rig.add(power_w=137.0)
     rig.poll(121)  # 23:30 -> 00:30, every 30 s
-    meter = sim._meter.daily_wh
+    meter = sim.meter.daily_wh
     daily = rig.daily_wh(plug.id)
     assert abs(daily["2024-05-10"] - (meter[date(2024, 5, 10)] - rig.first_today_wh(plug.id))) <= 1
     assert abs(daily["2024-05-11"] - rig.energy.plug(plug.id).last.today_wh) <= 1
@@ -268,7 +268,7 @@ def test_month_reset_uses_the_plugs_hourly_history(rig_factory: Callable) -> Non
     sim, plug = rig.add(power_w=200.0)
     rig.poll(41)  # across midnight and the month counter's reset
     daily = rig.daily_wh(plug.id)
-    assert abs(daily["2024-05-31"] - (sim._meter.daily_wh[date(2024, 5, 31)] - rig.first_today_wh(plug.id))) <= 1
+    assert abs(daily["2024-05-31"] - (sim.meter.daily_wh[date(2024, 5, 31)] - rig.first_today_wh(plug.id))) <= 1
     assert abs(daily["2024-06-01"] - rig.energy.plug(plug.id).last.today_wh) <= 1
     kinds = {r[0] for r in rig.db.query("SELECT DISTINCT kind FROM energy_ledger WHERE plug_id = ?", (plug.id,))}
     assert LedgerKind.ESTIMATED.value not in kinds  # the history made the split exact

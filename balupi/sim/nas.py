@@ -36,6 +36,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +134,7 @@ class SimNas:
         """The directory `user` sees as the WebDAV root."""
         return self.root if self.users[user][1] == "admin" else self.root / "home" / user
 
-    def _dav_app_for(self, user: str | None) -> WsgiDAVApp:
+    def dav_app_for(self, user: str | None) -> WsgiDAVApp:
         return self._dav_apps.get(user) or next(iter(self._dav_apps.values()))
 
     def user_id(self, name: str) -> int:
@@ -274,6 +275,12 @@ class SimNas:
             self._set_state(target)
             return previous
 
+    def suspend_after_response(self, mode: SleepMode) -> Callable[[], None]:
+        """For a suspend asked for inside a request: the state changes now, and the returned
+        callable closes the listener from another thread once the response is sent."""
+        self._enter_state(mode.target_state)
+        return self._sync_listener_soon
+
     def suspend(self, mode: SleepMode | str | None = None) -> None:
         """Go to sleep now: S3 suspend (port refuses) or soft sleep, by `mode` or `sleep_mode`."""
         mode = SleepMode(mode) if mode else self.sleep_mode
@@ -385,9 +392,9 @@ class SimNas:
             self.counters.add_packet(MagicPacketRecord(time.time(), format_mac(mac), matched,
                                                        state, acted, tuple(sender[:2])))
 
-    # --- request bookkeeping (called by NasApp) ----------------------------------------------
+    # --- request bookkeeping: the public interface the HTTP side (nas_http) uses -------------
 
-    def _arrive(self, method: str, path: str, user: str | None) -> _Arrival:
+    def arrive(self, method: str, path: str, user: str | None) -> _Arrival:
         with self._lock:
             state = self._state
             record = RequestRecord(method, path, time.time(), state, user)
@@ -402,14 +409,14 @@ class SimNas:
             accepted = state not in (PowerState.SUSPENDED, PowerState.OFF)
             return _Arrival(record, self._listener.halt, accepted, wait_s, state is PowerState.SOFT_SLEEP)
 
-    def _spun_up(self, arrival: _Arrival) -> None:
+    def spun_up(self, arrival: _Arrival) -> None:
         if arrival.woke:
             with self._lock:
                 if self._state is PowerState.SOFT_SLEEP:
                     self.counters.count_wake()
                     self._set_state(PowerState.AWAKE)
 
-    def _finish(self, record: RequestRecord, body) -> None:
+    def finish_request(self, record: RequestRecord, body) -> None:
         with self._lock:
             if record.duration_s is not None:
                 return

@@ -239,19 +239,19 @@ class NasApp:
         method = environ["REQUEST_METHOD"].upper()
         path = wsgi_path(environ)
         user, role = self.identify(environ)
-        arrival = sim._arrive(method, path, user)
+        arrival = sim.arrive(method, path, user)
         record, halt = arrival.record, arrival.halt
         req = environ.get(CHEROOT_REQ_KEY)
         try:
             if not arrival.accepted:
                 record.fault = "halted"
-                sim._finish(record, None)
+                sim.finish_request(record, None)
                 abort_connection(req)
                 raise SimulatedDrop("NAS is not awake")
             if arrival.spinup_wait_s > 0 and halt.wait(arrival.spinup_wait_s):
                 record.fault = "halted"
                 raise SimulatedDrop("NAS went to sleep during spin-up")
-            sim._spun_up(arrival)
+            sim.spun_up(arrival)
             faults = sim.faults
             if faults.latency_s > 0 and halt.wait(faults.latency_s):
                 record.fault = "halted"
@@ -272,7 +272,7 @@ class NasApp:
                 if drop_after is not None and _body_longer_than(environ, drop_after):
                     record.fault = "drop_put"
                     read_then_drop(environ["wsgi.input"], drop_after, req,
-                                   before_abort=lambda: sim._finish(record, None))
+                                   before_abort=lambda: sim.finish_request(record, None))
             drop_get_after = faults.take_drop_get(method, path)
 
             def recording_start_response(status, headers, exc_info=None):
@@ -282,14 +282,14 @@ class NasApp:
             inner = self.route(environ, recording_start_response, method, path, user, role)
             return self._wrap(inner, record, halt, req, drop_get_after, faults)
         except BaseException:  # SimulatedDrop included: cheroot closes the connection quietly
-            sim._finish(record, None)
+            sim.finish_request(record, None)
             raise
 
     def _wrap(self, inner, record, halt, req, drop_after, faults):
         def on_done(body: ResponseBody) -> None:
             if body.dropped and record.fault is None:
                 record.fault = "drop_get" if drop_after is not None else "halted"
-            self.sim._finish(record, body)
+            self.sim.finish_request(record, body)
 
         return ResponseBody(inner, rate_bytes_per_s=faults.bandwidth_bytes_per_s,
                             drop_after_bytes=drop_after, halt=halt, cheroot_req=req,
@@ -305,7 +305,7 @@ class NasApp:
                 if redirect is not None:
                     return redirect
             # /:dir_browser/ holds the (anonymous, read-only) assets of WsgiDAV's HTML listing
-            return self.sim._dav_app_for(user)(environ, start_response)
+            return self.sim.dav_app_for(user)(environ, start_response)
         return json_response(start_response, 404, {"detail": "Not Found"})
 
     def _collection_slash_redirect(self, start_response, path, user):
@@ -379,10 +379,10 @@ class NasApp:
     def _sleep_suspend(self, environ, start_response, user, role):
         data = parse_json_or_form(environ)
         mode = SleepMode(data.get("mode") or self.sim.sleep_mode)
-        self.sim._enter_state(mode.target_state)  # state now; listener closes after the response
+        close_listener = self.sim.suspend_after_response(mode)
         body = json_response(start_response, 200, {"status": "suspending", "mode": mode.value,
                                                    "state": mode.target_state.value})
-        return _AfterClose(body, self.sim._sync_listener_soon)
+        return _AfterClose(body, close_listener)
 
     def _sleep_wake(self, environ, start_response, user, role):
         # Any request wakes a soft-sleeping NAS, so by now it is awake.

@@ -56,7 +56,7 @@ class Database:
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self._all_lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []  # each with the thread it is for
         self._closed = False
 
     def _open(self) -> sqlite3.Connection:
@@ -76,7 +76,14 @@ class Database:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
         with self._all_lock:
-            self._all.append(conn)
+            # A thread per scheduler run opens a connection each time: close those of threads that
+            # have ended (nobody else uses a thread's connection), or each would stay open for good
+            # (about 1.6 MB of RSS a minute on an idle server).
+            ended = [c for t, c in self._all if not t.is_alive()]
+            self._all = [(t, c) for t, c in self._all if t.is_alive()]
+            self._all.append((threading.current_thread(), conn))
+        for old in ended:
+            old.close()
         return conn
 
     def raw(self) -> sqlite3.Connection:
@@ -155,7 +162,7 @@ class Database:
         """Close every thread's connection (at shutdown, after the worker threads have stopped)."""
         self._closed = True
         with self._all_lock:
-            conns, self._all = self._all, []
+            conns, self._all = [c for _, c in self._all], []
         for conn in conns:
             try:
                 conn.close()

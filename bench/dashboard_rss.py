@@ -83,6 +83,7 @@ def page_weight(url: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration-s", type=float, default=600.0)
+    parser.add_argument("--no-browser", action="store_true", help="the same without the page open (the baseline)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="balupi-dash-bench-"))
@@ -113,12 +114,13 @@ def main() -> int:
         admin.get(url + "/dav/Documents/Einkaufsliste.txt", headers={"User-Agent": "bench-client/1.0"}, timeout=60)
         weight = page_weight(url)
 
-        driver = browser(tmp / "chromium")
-        driver.get(url + "/")
-        form = driver.find_element("id", "login-form")
-        form.find_element("name", "username").send_keys(DEMO_USER)
-        form.find_element("name", "password").send_keys(DEMO_PASSWORD)
-        form.find_element("css selector", "button[type=submit]").click()
+        if not args.no_browser:
+            driver = browser(tmp / "chromium")
+            driver.get(url + "/")
+            form = driver.find_element("id", "login-form")
+            form.find_element("name", "username").send_keys(DEMO_USER)
+            form.find_element("name", "password").send_keys(DEMO_PASSWORD)
+            form.find_element("css selector", "button[type=submit]").click()
 
         proc = psutil.Process(server.pid)
         started = time.monotonic()
@@ -127,7 +129,7 @@ def main() -> int:
             samples.append((round(time.monotonic() - started, 1), proc.memory_info().rss / 1e6))
             time.sleep(SAMPLE_EVERY_S)
         samples.append((round(time.monotonic() - started, 1), proc.memory_info().rss / 1e6))
-        refreshes = int(driver.execute_script("return document.body.dataset.loaded || 0"))
+        refreshes = int(driver.execute_script("return document.body.dataset.loaded || 0")) if driver else 0
         after_warm_up = [rss for t, rss in samples if t >= min(WARM_UP_S, args.duration_s / 2)]
         last_minute = [rss for t, rss in samples if t >= samples[-1][0] - 60]
         baseline = statistics.median(after_warm_up[:6])

@@ -84,6 +84,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration-s", type=float, default=600.0)
     parser.add_argument("--no-browser", action="store_true", help="the same without the page open (the baseline)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="BALUPI_X=VALUE",
+                        help="a setting for the server, e.g. BALUPI_SERVER_THREADS=4")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="balupi-dash-bench-"))
@@ -97,6 +99,7 @@ def main() -> int:
     write_settings_file(settings_path, demo_settings(tmp, port, nas, 2.0, "WARNING"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALUPI_")}
     env["BALUPI_CONFIG"] = str(settings_path)
+    env.update(item.split("=", 1) for item in args.server_env)
     log = open(tmp / "serve.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "balupi", "serve"], cwd=tmp, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"

@@ -99,6 +99,10 @@ def test_paths_and_people_are_shown_to_admins_only(stack_factory, tmp_path):
     request_wake = next(w for w in user["wakes"] if w["cause"]["kind"] == "request")
     assert request_wake["cause"]["path"] is None and request_wake["cause"]["user"] is None
     assert "beach" not in str(user)
+    timeline = api(stack, "GET", "/nas/timeline", auth=(BOB, BOB_PASSWORD)).json()
+    assert "waking" in [i["state"] for i in timeline["intervals"]]
+    assert "beach" not in str(timeline) and NAS_USER not in str(timeline)
+    assert "beach" in str(api(stack, "GET", "/nas/timeline", auth=ALICE).json())
 
 
 def test_wakes_window_and_bad_times(stack_factory, tmp_path):

@@ -108,6 +108,10 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
         now = time.time()
         intervals = _intervals(app, start, min(end, now))
         admin = is_admin(request)
+        if not admin:  # a wake's transition names who and what: admins only, as in /nas/wakes
+            for interval in intervals:
+                if (interval["cause"] or "").startswith("wake:"):
+                    interval["cause"] = "wake"
         plug = next((p for p in app.energy.plugs() if p.role.value == "nas"), None)
         power = _power(app, plug.id, start, min(end, now)) if plug is not None else []
         return {

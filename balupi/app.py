@@ -32,6 +32,7 @@ from balupi.sync.refresh import Refresher
 from balupi.sync.worker import SyncWorker
 from balupi.web import StaticFiles, wants_json
 from balupi.system import SystemSampler
+from balupi.websec import WebGuard
 
 log = logging.getLogger("balupi")
 
@@ -100,8 +101,8 @@ class BaluPi:
         self.prefetcher = Prefetcher(settings, self.provider, self.nas)
         self.metrics = Metrics(self)
         self.web = StaticFiles()
-        self.wsgi = Dispatcher({"/dav": self.dav, "/api": self.api, "/metrics": self.metrics.wsgi,
-                                "/ui": self.web.assets}, self._root)
+        self.wsgi = WebGuard(Dispatcher({"/dav": self.dav, "/api": self.api, "/metrics": self.metrics.wsgi,
+                                         "/ui": self.web.assets}, self._root), settings.http_allowed_hosts)
         self._started = False
 
     @property
@@ -120,7 +121,6 @@ class BaluPi:
             "configured": self.nas.configured,
             "state": state.value,
             "online": state is NasState.AWAKE,
-            "url": self.settings.nas_webdav_url or None,
             "message": messages.get(state, ""),
         }
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sqlite3
+import stat
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -171,7 +173,31 @@ class Database:
         self._local = threading.local()
 
 
+PRIVATE_FILE_MODE = 0o600
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def make_private(path: Path | str) -> None:
+    """The database file exists with mode 0600, and so do its WAL and shared-memory files (SQLite
+    creates those with the database file's mode), whatever the umask; existing ones are tightened."""
+    path = Path(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_FILE_MODE:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        try:
+            if not side.is_symlink() and stat.S_IMODE(side.stat().st_mode) != PRIVATE_FILE_MODE:
+                side.chmod(PRIVATE_FILE_MODE)
+        except FileNotFoundError:
+            pass
+
+
 def open_database(path: Path | str) -> Database:
+    make_private(path)
     db = Database(path)
     db.migrate()
     return db

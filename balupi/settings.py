@@ -125,6 +125,9 @@ def _mac(value: str) -> None:
 def _http_url(value: str) -> None:
     if value:
         parts = urlsplit(value)
+        if "@" in parts.netloc:  # never echo it: the part before '@' is a secret
+            raise ValueError("must not carry a user name or password (user:password@host); "
+                             "set nas_username and nas_password instead")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
 
@@ -217,6 +220,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("nas_webdav_url", "", "The NAS's WebDAV root, e.g. https://192.168.178.53:8080/. Empty: no NAS is configured, and BaluPi serves only what it holds.", check=_http_url),
     Setting("nas_username", "", "User BaluPi uses for its own requests to the NAS (namespace refresh, sync)."),
     Setting("nas_password", "", "Password of nas_username.", secret=True),
+    Setting("nas_reserved_name_chars", "", "Characters the NAS cannot store in a file name (none on a Linux NAS; e.g. \\:*?\"<>| when an SMB or Windows volume lies behind it). Creating such a name, or one longer than 255 bytes, is refused with 400."),
     Setting("nas_mac_address", "", "MAC address of the NAS, for Wake-on-LAN (aa:bb:cc:dd:ee:ff). Empty: BaluPi cannot wake the NAS.", check=_mac),
     Setting("wol_address", "255.255.255.255", "Where magic packets are sent (a broadcast address on the NAS's LAN).", check=_ip_address),
     Setting("wol_port", 9, "UDP port for magic packets.", _parse_int, _port),
@@ -275,6 +279,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_max_requests_per_client", 24, "Requests one client address may have in progress at once (more get 503 at once), so one client cannot take every server thread; keep it below server_threads. 0: no cap.", _parse_int, _at_least(0)),
     Setting("http_header_timeout_s", 20.0, "A client must send its whole request line and headers within this time (against slow clients holding threads).", _parse_float, _at_least(1)),
     Setting("http_timeout_s", 60.0, "A connection that sends or accepts nothing for this long is closed.", _parse_float, _at_least(1)),
+    Setting("http_allowed_hosts", (), "Host names (besides IP addresses, localhost and the Pi's own host name) that clients may use to reach BaluPi, e.g. balupi.fritz.box; other names get 421 (against DNS rebinding). \"*\": any name.", _parse_list),
     Setting("http_max_header_kib", 64, "Largest request line plus headers, in KiB (larger: 413/414).", _parse_int, _at_least(8)),
     Setting("dav_max_xml_body_kib", 1024, "Largest XML request body (PROPFIND, PROPPATCH, LOCK), in KiB (larger: 413).", _parse_int, _at_least(16)),
     Setting("metrics_token", "", "Bearer token a Prometheus server sends to read /metrics from another machine (loopback and admin tokens need none). Empty: no scrape token.", secret=True),
@@ -430,10 +435,18 @@ def load_settings(
     return Settings(**values, sources=sources)
 
 
+PRIVATE_DIR_MODE = 0o700
+
+
 def _prepare_dir(path: Path) -> str | None:
-    """Create the directory and prove it is writable. Returns the problem, or None."""
+    """Create the directory (0700: it holds the database, keys and users' files, whatever the
+    umask; an existing one of ours is tightened to that) and prove it is writable. Returns the
+    problem, or None."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        info = path.stat()
+        if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) != PRIVATE_DIR_MODE:
+            path.chmod(PRIVATE_DIR_MODE)
         probe = path / f".balupi-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()

@@ -18,14 +18,14 @@ WAIT_S = 20.0  # only a bound for a hang
 
 def test_a_request_line_over_the_limit_is_414(running_server, settings_factory):
     server = running_server(settings_factory(http_max_header_kib=8))
-    reply = raw_request(server.port, b"GET /api/health?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = raw_request(server.port, b"GET /api/health?" + b"a" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert status_of(reply) == 414
 
 
 def test_headers_over_the_limit_are_413(running_server, settings_factory):
     server = running_server(settings_factory(http_max_header_kib=8))
     headers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"b" * 100) for i in range(100))
-    reply = raw_request(server.port, b"GET /api/health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    reply = raw_request(server.port, b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n")
     assert status_of(reply) == 413
 
 
@@ -33,7 +33,7 @@ def test_a_client_that_trickles_its_headers_is_cut_off_at_the_deadline(running_s
     server = running_server(settings_factory(http_header_timeout_s=1))
     closed = False
     with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S) as sock:
-        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         deadline = time.monotonic() + WAIT_S
         n = 0
         while time.monotonic() < deadline:
@@ -54,7 +54,7 @@ def test_a_client_that_trickles_its_headers_is_cut_off_at_the_deadline(running_s
 
 def test_a_client_that_sends_its_headers_in_time_is_served(running_server, settings_factory):
     server = running_server(settings_factory(http_header_timeout_s=5))
-    reply = raw_request(server.port, b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reply = raw_request(server.port, b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status_of(reply) == 200 and server.limits.watchdog.cut == 0
 
 
@@ -66,7 +66,7 @@ def capped(running_server, settings_factory):
 def hold_put(port: int, n: int) -> socket.socket:
     """A PUT whose body never finishes: a request in progress, holding a worker thread."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
-    sock.sendall(f"PUT /dav/held-{n}.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode() + b"x" * 10)
+    sock.sendall(f"PUT /dav/held-{n}.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n".encode() + b"x" * 10)
     return sock
 
 

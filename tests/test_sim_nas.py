@@ -115,11 +115,12 @@ def test_webdav_non_ascii_and_spaces(sim, client):
 
 
 @pytest.mark.parametrize("user, password", [ADMIN, ALICE])
-def test_litmus_passes_for_admin_and_home_user(sim, user, password):
+def test_litmus_passes_for_admin_and_home_user(sim, user, password, tmp_path):
     litmus = shutil.which("litmus")
     assert litmus, "litmus is not installed (apt-get install litmus); .ci/run installs it"
+    # litmus leaves debug.log and child.log where it runs: a scratch directory, not the checkout
     proc = subprocess.run([litmus, sim.dav_url, user, password], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
+                          timeout=120, stdin=subprocess.DEVNULL, cwd=tmp_path)
     summaries = re.findall(r"<- summary for `\w+': of (\d+) tests run: (\d+) passed, (\d+) failed",
                            proc.stdout)
     assert sum(int(ok) for _run, ok, _bad in summaries) == 104, proc.stdout

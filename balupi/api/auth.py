@@ -6,6 +6,10 @@ the NAS user's name and password (checked like a WebDAV login, throttled alike).
 `admin_only` (changing things, controlling hardware) need the admin role: the NAS's own role, or a
 name listed in `auth_admins`. With no NAS configured, requests are anonymous and admin only from
 the Pi itself (loopback).
+
+Before all that, a request that changes things must not be one another web site could make a browser
+send (`balupi.websec.cross_site_problem`: JSON bodies only, no foreign `Origin`/`Sec-Fetch-Site`),
+and a browser may not use Basic credentials for it (browsers resend those by themselves): 415/403.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING
 from balupi.api import ApiError, Request, public
 from balupi.auth.basic import parse_basic, split_authorization
 from balupi.auth.service import Authenticator, Identity, LoginRefused, LoginThrottled
+from balupi.websec import SAFE_METHODS, cross_site_problem, from_browser
 
 if TYPE_CHECKING:
     from balupi.api import JsonApi
@@ -57,8 +62,15 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
     auth = app.auth
 
     def authenticate(request: Request, handler) -> None:
+        problem = cross_site_problem(request.environ)
+        if problem is not None:
+            raise ApiError(*problem)
         if getattr(handler, "public", False):
             return
+        scheme, _ = split_authorization(request.header("Authorization"))
+        if scheme == "basic" and request.method not in SAFE_METHODS and from_browser(request.environ):
+            # A browser resends Basic credentials by itself (ambient authority): a page must use a token.
+            raise ApiError(403, "a browser must use a Bearer token (POST /api/auth/login) to change things")
         request.user = identify(auth, request)
         request.environ["balupi.user"] = request.user.username  # who a NAS wake is for (balupi.nas.wakes)
         if getattr(handler, "admin_only", False) and not request.user.is_admin:

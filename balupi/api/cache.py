@@ -51,6 +51,8 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
             "nas_wakes_caused": app.nas.wakes,
             "evictions": provider.cache.evictions,
             "evicted_bytes": provider.cache.evicted_bytes,
+            # Admins see every view's set-aside changes; any other user those of their own view.
+            "quarantined": app.sync.quarantined(None if request.user.is_admin else request.user.view),
         })
         return body
 

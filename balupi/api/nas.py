@@ -6,6 +6,9 @@ import time
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
+RETRY_SUFFIX = " (retry)"
+PATH_HIDDEN = " (a path, shown to admins)"
+
 from balupi.api import ApiError, admin_only
 from balupi.errors import WakeNotPossible
 from balupi.nas.wakes import WakeCause, WakeKind
@@ -48,12 +51,24 @@ def is_admin(request: "Request") -> bool:
     return request.user is not None and request.user.is_admin
 
 
+def without_path(cause: str) -> str:
+    """A transition's cause without the path it names ("wake: GET /bob/x.txt" -> "wake: GET (a path...)")."""
+    at = cause.find(" /")
+    if at < 0:
+        return cause
+    return cause[:at] + PATH_HIDDEN + (RETRY_SUFFIX if cause.endswith(RETRY_SUFFIX) else "")
+
+
 def register(api: "JsonApi", app: "BaluPi") -> None:
     @api.route("GET", "/nas/status")
     def nas_status(request: "Request") -> dict:
         if app.nas.version is None and app.nas.is_awake():
             app.nas_client.fetch_version()  # once, and only while it is awake anyway
-        return app.nas.status()
+        status = app.nas.status()
+        if not request.user.is_admin:  # the NAS's address and other users' file names are admin business
+            status.pop("url", None)
+            status["transitions"] = [{**t, "cause": without_path(t["cause"])} for t in status["transitions"]]
+        return status
 
     @api.route("POST", "/nas/wol")
     @admin_only

@@ -4,8 +4,9 @@ A login (`login(username, password, address)`) is decided, in this order:
 
 1. A login checked less than `auth_recheck_s` ago with the same name and password is accepted from
    memory (an HMAC of name and password under a per-process key: no scrypt, no NAS request).
-2. A name or address still in its throttle delay is refused with the time to wait (`LoginThrottled`),
-   before anything is checked.
+2. An address still in its throttle delay is refused with the time to wait (`LoginThrottled`),
+   before anything is checked; so is a name in its delay, unless the password matches the name's
+   stored verifier (others guessing a member's name from elsewhere must not lock the member out).
 3. With the NAS awake, the NAS decides (`auth_nas_method`: an authenticated PROPFIND of the WebDAV
    root, or BaluHost's `POST /api/auth/login`, which also tells the role). Accepted: a fresh scrypt
    verifier is stored (or the stored one confirmed). Rejected: the stored verifier is dropped. A
@@ -15,7 +16,14 @@ A login (`login(username, password, address)`) is decided, in this order:
    refused, or, with `auth_wake_nas_for_unknown`, the NAS is woken to decide.
 
 Every refusal is the same `LoginRefused`, whatever the reason, so answers never tell whether a user
-exists. A failed check is never remembered; only the throttle counts it.
+exists; and costs the same work (a refusal by the NAS is followed by a scrypt against the stored
+verifier, or a dummy one for a name the Pi does not know). A failed check is never remembered;
+only the throttle counts it.
+
+API tokens carry a digest of the verifier they were issued under: a new password (a new verifier)
+or a dropped one (the NAS rejected the password) refuses every older token. A token's role and
+view are those of the stored record at each use (updated at every NAS check of the password), not
+the role the token was issued with.
 
 Whose files a user sees (`Identity.view`): NAS admins and the service account (`nas_username`) share
 the view "" (the NAS root, requested with the service account); every other user has a view named
@@ -46,7 +54,8 @@ from typing import TYPE_CHECKING
 from balupi.auth.basic import MAX_PASSWORD_CHARS, valid_username
 from balupi.auth.throttle import Throttle
 from balupi.auth.tokens import InvalidToken, TokenIssuer, load_signing_key
-from balupi.auth.verifiers import VerifierStore, check_verifier, dummy_verifier, make_verifier, password_bytes
+from balupi.auth.verifiers import (VerifierStore, check_verifier, dummy_verifier, make_verifier, password_bytes,
+                                   verifier_binding)
 from balupi.db import Database
 from balupi.errors import NasUnavailable
 from balupi.log import register_secret
@@ -184,9 +193,12 @@ class Authenticator:
         if remembered is not None:
             self.client.set_credentials(remembered.view, username, password)
             return remembered
-        wait = self.throttle.retry_after_s(address, username)
-        if wait > 0:
-            raise LoginThrottled(wait)
+        address_wait, name_wait = self.throttle.waits(address, username)
+        if address_wait > 0:
+            raise LoginThrottled(address_wait)
+        if name_wait > 0 and not self._matches_stored(username, password):
+            self.throttle.failed(address, username)
+            raise LoginThrottled(name_wait)
         with self._login_lock(key):
             remembered = self._recall(key)  # a parallel request with the same login may have checked it
             if remembered is not None:
@@ -205,6 +217,11 @@ class Authenticator:
                 self._remembered.clear()
             self._remembered[key] = _Remembered(identity, time.monotonic())
         return identity
+
+    def _matches_stored(self, username: str, password: str) -> bool:
+        """Whether `password` matches `username`'s stored verifier (one scrypt, dummy when none)."""
+        stored = self.verifiers.get(username)
+        return check_verifier(stored.verifier if stored else dummy_verifier(), password) and stored is not None
 
     def _recall(self, key: bytes) -> Identity | None:
         with self._lock:
@@ -240,7 +257,9 @@ class Authenticator:
     def _settle(self, username: str, password: str, key: bytes, verdict: NasVerdict, nas_role: str) -> Identity:
         if verdict is NasVerdict.REJECTED:
             stored = self.verifiers.get(username)
-            if stored is not None and check_verifier(stored.verifier, password):
+            # The scrypt runs for unknown names too (a dummy verifier): a refusal takes as long
+            # whether or not the name has logged in through BaluPi before.
+            if check_verifier(stored.verifier if stored else dummy_verifier(), password) and stored is not None:
                 self.forget(username)  # the password the Pi knew is no longer good (a guess drops nothing)
             raise LoginRefused("the NAS rejected the password")
         identity = self.identity(username, nas_role, AuthMethod.NAS)
@@ -298,7 +317,9 @@ class Authenticator:
     # -- tokens ---------------------------------------------------------------------------------
 
     def issue_token(self, identity: Identity) -> tuple[str, float]:
-        return self.tokens.issue(identity.username, identity.role.value)
+        stored = self.verifiers.get(identity.username)
+        binding = verifier_binding(stored.verifier) if stored is not None else None
+        return self.tokens.issue(identity.username, identity.role.value, binding=binding)
 
     def token_identity(self, token: str) -> Identity:
         """The identity of an API token; LoginRefused when it is not valid (any reason)."""
@@ -312,7 +333,11 @@ class Authenticator:
             if self.offline_window_s > 0:
                 raise LoginRefused("the token's user has no accepted login any more")
             return Identity(claims.username, Role(claims.role), self.view_of(claims.username, "user"), AuthMethod.TOKEN)
-        return Identity(claims.username, Role(claims.role), stored.view, AuthMethod.TOKEN)
+        if claims.binding is None or not hmac.compare_digest(claims.binding, verifier_binding(stored.verifier)):
+            log.info("API token of %r refused: issued under a password the NAS has since replaced", claims.username)
+            raise LoginRefused("the token was issued under another password")
+        role = Role.ADMIN if stored.nas_role == "admin" or claims.username in self.admins else Role.USER
+        return Identity(claims.username, role, stored.view, AuthMethod.TOKEN)
 
     # -- forgetting -----------------------------------------------------------------------------
 

@@ -47,14 +47,17 @@ class Throttle:
 
     def retry_after_s(self, address: str, username: str) -> float:
         """Seconds until an attempt from `address` for `username` will be looked at (0: now)."""
+        return max(self.waits(address, username))
+
+    def waits(self, address: str, username: str) -> tuple[float, float]:
+        """(the wait of `address`, the wait of `username`), each 0 when none."""
         now = self.clock()
-        wait = 0.0
+        found = []
         with self._lock:
             for key in self._keys(address, username):
                 failures = self._failures.get(key)
-                if failures is not None:
-                    wait = max(wait, failures.last_s + self.delay_after(failures.count) - now)
-        return max(0.0, wait)
+                found.append(0.0 if failures is None else max(0.0, failures.last_s + self.delay_after(failures.count) - now))
+        return found[0], found[1]
 
     def failed(self, address: str, username: str) -> None:
         now = self.clock()

@@ -1,6 +1,8 @@
 """The API's tokens: JWTs signed with HS256, and the key that signs them.
 
-A token carries `sub` (the user), `role`, `iat`, `exp`, and BaluPi's issuer and audience; a token
+A token carries `sub` (the user), `role`, `iat`, `exp`, BaluPi's issuer and audience, and `vb`, a
+digest of the stored verifier it was issued under (`Authenticator` refuses it once that verifier
+is replaced or dropped, and takes the role from the stored record, not from `role`); a token
 is accepted only with exactly that algorithm (so `alg: none` and RS/HS confusion are refused), a
 valid signature, the right issuer and audience, and an `exp` in the future.
 
@@ -43,6 +45,7 @@ class TokenClaims:
     role: str
     issued_at: float
     expires_at: float
+    binding: str | None = None  # `vb`: which stored verifier the token was issued under
 
 
 def load_signing_key(settings: Settings) -> bytes:
@@ -98,11 +101,13 @@ class TokenIssuer:
     def __repr__(self) -> str:
         return f"TokenIssuer(lifetime_s={self.lifetime_s})"
 
-    def issue(self, username: str, role: str, now: float | None = None) -> tuple[str, float]:
-        """A signed token for `username` and when it expires."""
+    def issue(self, username: str, role: str, now: float | None = None, binding: str | None = None) -> tuple[str, float]:
+        """A signed token for `username` and when it expires (`binding`: see `TokenClaims`)."""
         now = int(time.time() if now is None else now)
         expires = now + int(self.lifetime_s)
         claims = {"sub": username, "role": role, "iat": now, "exp": expires, "iss": ISSUER, "aud": AUDIENCE}
+        if binding is not None:
+            claims["vb"] = binding
         jwt = _jwt()
         return jwt.encode(claims, self._key, algorithm=ALGORITHM), float(expires)
 
@@ -118,4 +123,6 @@ class TokenIssuer:
         username, role = claims.get("sub"), claims.get("role")
         if not isinstance(username, str) or not username or role not in ("user", "admin"):
             raise InvalidToken("sub or role missing or malformed")
-        return TokenClaims(username, role, float(claims["iat"]), float(claims["exp"]))
+        binding = claims.get("vb")
+        return TokenClaims(username, role, float(claims["iat"]), float(claims["exp"]),
+                           binding if isinstance(binding, str) else None)

@@ -55,6 +55,11 @@ def check_verifier(verifier: str, password: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
+def verifier_binding(verifier: str) -> str:
+    """A short digest of a verifier, for tokens: changes whenever the verifier (its salt) does."""
+    return hashlib.sha256(verifier.encode("ascii", "replace")).hexdigest()[:24]
+
+
 _dummy: str | None = None
 
 

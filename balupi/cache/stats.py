@@ -18,11 +18,12 @@ def percent(part: float, whole: float) -> float | None:
 
 
 def figures(db: Database, max_size_gb: float) -> dict:
-    """Cached files and bytes, dirty files, pending changes and conflicts."""
+    """Cached files and bytes, dirty files, pending and quarantined changes, and conflicts."""
     cached = db.query_one("SELECT count(*), coalesce(sum(size), 0) FROM entries WHERE cache_key IS NOT NULL AND is_dir = 0")
     dirty = db.query_one("SELECT count(*), coalesce(sum(size), 0) FROM entries WHERE dirty = 1 AND is_dir = 0")
     pending = db.query_one("SELECT count(*), min(at) FROM journal WHERE state = 'pending'")
     conflicts = db.query_one("SELECT count(*), coalesce(sum(resolved = 0), 0) FROM conflicts")
+    quarantined = db.query_one("SELECT count(*) FROM journal WHERE state = 'quarantined'")
     used_bytes = int(cached[1])
     return {
         "total_files": cached[0],
@@ -34,4 +35,5 @@ def figures(db: Database, max_size_gb: float) -> dict:
         "pending_changes": pending[0],
         "oldest_pending_change": pending[1],
         "conflicts": {"count": conflicts[0], "unresolved": int(conflicts[1])},
+        "quarantined_changes": quarantined[0],  # refused by the NAS for good; the Pi keeps the files
     }

@@ -21,12 +21,33 @@ from balupi.dav.locks import SqliteLockStorage
 from balupi.dav.props import SqlitePropertyManager
 from balupi.dav.provider import CacheProvider
 from balupi.dav.store import ContentStore
+from balupi.websec import LISTING_KEY
 
 if TYPE_CHECKING:
     from balupi.app import BaluPi
 
 DAV_MOUNT_PATH = "/dav"
 log = logging.getLogger("balupi.dav")
+
+
+class ListingBrowser(WsgiDavDirBrowser):
+    """WsgiDAV's HTML listing of a folder, marked in the environ while it answers, so that
+    `balupi.websec.WebGuard` does not turn BaluPi's own listing into a download (files are)."""
+
+    def __init__(self, wsgidav_app, next_app, config):
+        super().__init__(wsgidav_app, _unmarked(next_app), config)
+
+    def __call__(self, environ, start_response):
+        environ[LISTING_KEY] = True
+        return super().__call__(environ, start_response)
+
+
+def _unmarked(next_app):
+    def app(environ, start_response):
+        environ.pop(LISTING_KEY, None)  # the listing passed the request on: not a listing
+        return next_app(environ, start_response)
+
+    return app
 
 
 def build_provider(app: "BaluPi") -> CacheProvider:
@@ -51,7 +72,7 @@ def build_dav_app(app: "BaluPi", provider: CacheProvider) -> DavGuard:
         "block_size": settings.dav_block_size_kib * 1024,
         "property_manager": SqlitePropertyManager(app.db),
         "lock_storage": SqliteLockStorage(app.db),
-        "middleware_stack": [Cors, ErrorPrinter, HTTPAuthenticator, WsgiDavDirBrowser, RequestResolver],
+        "middleware_stack": [Cors, ErrorPrinter, HTTPAuthenticator, ListingBrowser, RequestResolver],
         "http_authenticator": {"domain_controller": NasDomainController, "accept_basic": True, "accept_digest": False,
                                "default_to_digest": False},
         AUTHENTICATOR_CONFIG_KEY: app.auth,
@@ -65,4 +86,5 @@ def build_dav_app(app: "BaluPi", provider: CacheProvider) -> DavGuard:
     }
     dav = WsgiDAVApp(config)
     logging.getLogger("wsgidav").setLevel(logging.WARNING)
-    return DavGuard(app.auth, FastLane(provider, dav), settings.dav_max_xml_body_kib * 1024)
+    return DavGuard(app.auth, FastLane(provider, dav), settings.dav_max_xml_body_kib * 1024,
+                    settings.nas_reserved_name_chars)

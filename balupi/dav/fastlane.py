@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import logging
 import os
 import secrets
@@ -339,13 +340,18 @@ class FastLane:
         if depth == "1" and entry.is_dir:
             provider.ensure_listed(entry)
             entries += provider.index.children(view, entry.path)
-        if propfind.locks_in_play(provider.index.db):
+        if propfind.locks_in_play(provider.index.db, view):
             return self.next_app(environ, start_response)
-        dead = propfind.dead_props(provider.index.db, entry)
-        xml = propfind.multistatus(provider.mount_path + provider.share_path, entries, request, dead)
-        start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
-                                            ("Content-Length", str(len(xml)))])
-        return [xml]
+        dead_of = propfind.dead_props_reader(provider.index.db, entry)
+        chunks = propfind.multistatus_chunks(provider.mount_path + provider.share_path, entries, request, dead_of)
+        first = next(chunks)
+        second = next(chunks, None)
+        headers = [("Content-Type", "application/xml; charset=utf-8")]
+        if second is None:  # small: one piece, with its length
+            start_response("207 Multi-Status", headers + [("Content-Length", str(len(first)))])
+            return [first]
+        start_response("207 Multi-Status", headers)  # large: streamed (chunked), never whole in memory
+        return itertools.chain((first, second), chunks)
 
     # -- misses ----------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ Per request, before anything else looks at it:
    `Destination` must name a path under /dav/ with http or https. Anything else is 400. (The cache
    never maps request paths to files anyway: content files are named by random keys.) WsgiDAV's
    share of the HTML listing's assets (`/:dir_browser`) is read-only: writes, and COPY/MOVE into
-   it, are 403.
+   it, are 403. A name a PUT, MKCOL, LOCK, MOVE or COPY would create that the NAS cannot store
+   (`balupi.dav.names`: over 255 bytes, a reserved character) is 400 too.
 2. Who is asking: HTTP Basic credentials, judged by the `Authenticator` (balupi.auth.service).
    Missing or refused: 401 with the same `WWW-Authenticate: Basic realm="BaluPi"` and body WsgiDAV
    sends; throttled: 429 with `Retry-After`. With no NAS configured, requests are anonymous.
@@ -41,6 +42,7 @@ from balupi.auth.basic import parse_basic, split_authorization
 from balupi.auth.service import Authenticator, Identity, LoginRefused, LoginThrottled
 from balupi.dav import locks
 from balupi.dav.auth_dc import REALM, set_wsgidav_identity
+from balupi.dav.names import CREATING_METHODS, nas_name_problem
 
 log = logging.getLogger("balupi.dav.guard")
 
@@ -122,8 +124,10 @@ def _text(start_response: Callable, status: str, text: str, headers: list | None
 class DavGuard:
     """WSGI middleware in front of the fast lane (see the module docstring)."""
 
-    def __init__(self, authenticator: Authenticator, next_app: Callable, max_xml_body_bytes: int):
+    def __init__(self, authenticator: Authenticator, next_app: Callable, max_xml_body_bytes: int,
+                 reserved_name_chars: str = ""):
         self.authenticator = authenticator
+        self.reserved_name_chars = reserved_name_chars
         self.next_app = next_app
         self.max_body_bytes = max_xml_body_bytes
         self.refused = 0  # requests answered 400/401/413/429 here
@@ -132,6 +136,8 @@ class DavGuard:
         problem = wsgi_path_problem(environ.get("PATH_INFO", "/"))
         if problem is None and environ.get("HTTP_DESTINATION"):
             problem = destination_problem(environ["HTTP_DESTINATION"], environ.get("SCRIPT_NAME", "") or "/")
+        if problem is None:
+            problem = self._name_problem(environ)
         if problem is not None:
             self.refused += 1
             return _text(start_response, "400 Bad Request", problem)
@@ -159,6 +165,18 @@ class DavGuard:
         if isinstance(result, (list, tuple)):
             return result
         return _InView(result, identity.view)  # WsgiDAV does its work while its answer is iterated
+
+    def _name_problem(self, environ: dict) -> str | None:
+        """A name this request would create that the NAS cannot store (balupi.dav.names)."""
+        method = environ["REQUEST_METHOD"].upper()
+        if method in CREATING_METHODS:
+            path = environ.get("PATH_INFO", "/").encode("iso-8859-1").decode("utf-8")  # checked above
+            return nas_name_problem(path, self.reserved_name_chars)
+        if method in ("MOVE", "COPY") and environ.get("HTTP_DESTINATION"):
+            path = unquote_to_bytes(urlsplit(environ["HTTP_DESTINATION"].strip()).path).decode("utf-8")
+            problem = nas_name_problem(path, self.reserved_name_chars)
+            return f"Destination: {problem}" if problem else None
+        return None
 
     @staticmethod
     def _touches_assets(environ: dict) -> bool:

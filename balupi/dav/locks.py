@@ -7,6 +7,10 @@ Locks belong to a view (a user's tree), like dead properties: the stored root of
 "" is `@<view>:<root>` (`balupi.dav.props.storage_url`). WsgiDAV's storage interface carries no
 request, so the view comes from `current_view`, which `DavGuard` sets for each request; a lock of
 another view is invisible (not listed, not found by its token).
+
+Limits: at most `MAX_LOCKS_PER_RESOURCE` locks on one resource (shared locks pile up otherwise, and
+WsgiDAV checks each new one against all the others) and `MAX_LOCKS_PER_VIEW` in one view; one more
+is 507 (Insufficient Storage). Both counts are index range lookups on `dav_locks.root`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 
+from wsgidav.dav_error import HTTP_INSUFFICIENT_STORAGE, DAVError
 from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
 
 from balupi.dav.index import subtree_bounds
@@ -24,6 +29,8 @@ current_view: ContextVar[str] = ContextVar("balupi_dav_view", default="")
 
 LOCK_TIMEOUT_DEFAULT_S = 604800  # one week
 LOCK_TIMEOUT_MAX_S = 4 * 604800
+MAX_LOCKS_PER_RESOURCE = 32
+MAX_LOCKS_PER_VIEW = 4096
 _COLUMNS = "token, root, depth, scope, type, owner, principal, timeout, expire"
 
 
@@ -87,13 +94,27 @@ class SqliteLockStorage:
         lock["expire"] = time.time() + timeout
         validate_lock(lock)
         lock["token"] = generate_lock_token()
+        stored_root = storage_url(current_view.get(), lock["root"])
+        self._check_room(stored_root)
         with self.db.write() as d:
             d.execute(
                 f"INSERT INTO dav_locks ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (lock["token"], storage_url(current_view.get(), lock["root"]), lock["depth"], lock["scope"], lock["type"], lock["owner"],
+                (lock["token"], stored_root, lock["depth"], lock["scope"], lock["type"], lock["owner"],
                  lock["principal"], lock["timeout"], lock["expire"]),
             )
         return lock
+
+    def _check_room(self, stored_root: str) -> None:
+        now = time.time()
+        live = "(expire < 0 OR expire >= ?)"
+        on_root = self.db.query_one(f"SELECT count(*) FROM dav_locks WHERE root = ? AND {live}", (stored_root, now))[0]
+        if on_root >= MAX_LOCKS_PER_RESOURCE:
+            raise DAVError(HTTP_INSUFFICIENT_STORAGE, f"at most {MAX_LOCKS_PER_RESOURCE} locks on one resource")
+        prefix = storage_url(current_view.get(), "/")
+        in_view = self.db.query_one(f"SELECT count(*) FROM dav_locks WHERE root >= ? AND root < ? AND {live}",
+                                    (prefix, prefix[:-1] + "0", now))[0]
+        if in_view >= MAX_LOCKS_PER_VIEW:
+            raise DAVError(HTTP_INSUFFICIENT_STORAGE, f"at most {MAX_LOCKS_PER_VIEW} locks in one view")
 
     def refresh(self, token: str, *, timeout: float) -> dict:
         if self.get(token) is None:

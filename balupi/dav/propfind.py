@@ -6,12 +6,17 @@ the Pi. Here the same live properties (RFC 4918, plus lock support) are written 
 `Entry` rows, plus the dead properties stored for them (one range query for the whole listing).
 The values are identical to WsgiDAV's, except that `getetag` carries its quotes, as RFC 4918 says
 it must (the resources return it quoted to WsgiDAV too).
+
+The answer is streamed (`multistatus_chunks`, pieces of about `CHUNK_BYTES`): the listing's rows
+are in memory, but dead property values are read per member as its response is written, so a
+large folder with large properties never sits in memory whole.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable, Iterator
 from email.utils import formatdate
 from functools import lru_cache
 from urllib.parse import quote
@@ -24,6 +29,7 @@ from balupi.dav.props import storage_url
 from balupi.db import Database
 
 MAX_BODY_BYTES = 64 * 1024
+CHUNK_BYTES = 64 * 1024
 HREF_SAFE = "/!*'(),$-_|."
 
 DAV = "{DAV:}"
@@ -60,9 +66,11 @@ def parse_request(body: bytes) -> PropfindRequest | None:
     return None
 
 
-def locks_in_play(db: Database) -> bool:
-    """Whether any lock exists (then WsgiDAV builds the answer, with its lockdiscovery)."""
-    return db.query_one("SELECT 1 FROM dav_locks LIMIT 1") is not None
+def locks_in_play(db: Database, view: str) -> bool:
+    """Whether any lock exists in `view` (then WsgiDAV builds the answer, with its lockdiscovery).
+    Another view's locks are invisible to this one, so they do not send its listings the slow way."""
+    lo = storage_url(view, "/")
+    return db.query_one("SELECT 1 FROM dav_locks WHERE root >= ? AND root < ? LIMIT 1", (lo, lo[:-1] + "0")) is not None
 
 
 def ref_url(entry: Entry) -> str:
@@ -72,18 +80,28 @@ def ref_url(entry: Entry) -> str:
     return quote(entry.path) + ("/" if entry.is_dir else "")
 
 
-def dead_props(db: Database, entry: Entry) -> dict[str, list[tuple[str, bytes]]]:
-    """Dead properties of `entry` and everything below it: storage URL -> [(name, XML of the element)]."""
+def dead_urls(db: Database, entry: Entry) -> set[str]:
+    """Storage URLs of `entry` and everything below it that have dead properties (one range query)."""
     ref = storage_url(entry.view, quote(entry.path.rstrip("/")))
     lo, hi = ref + "/", ref + "0"
     rows = db.query(
-        "SELECT url, name, value FROM dav_props WHERE url = ? OR url = ? OR (url > ? AND url < ?)",
+        "SELECT DISTINCT url FROM dav_props WHERE url = ? OR url = ? OR (url > ? AND url < ?)",
         (ref if entry.path.rstrip("/") else storage_url(entry.view, "/"), lo, lo, hi),
     )
-    found: dict[str, list[tuple[str, bytes]]] = {}
-    for url, name, value in rows:
-        found.setdefault(url, []).append((name, _element_xml(value)))
-    return found
+    return {r[0] for r in rows}
+
+
+def dead_props_reader(db: Database, entry: Entry) -> Callable[[Entry], dict[str, bytes]]:
+    """A function giving a member's dead properties ({name: XML of the element}), read when asked."""
+    urls = dead_urls(db, entry)
+
+    def read(member: Entry) -> dict[str, bytes]:
+        url = storage_url(member.view, ref_url(member))
+        if url not in urls:
+            return {}
+        return {name: _element_xml(value) for name, value in db.query("SELECT name, value FROM dav_props WHERE url = ?", (url,))}
+
+    return read
 
 
 def _element_xml(value) -> bytes:
@@ -126,39 +144,50 @@ def _element(name: str, value: str) -> str:
     return value if value.startswith("<D:") else f"<D:{name}>{value}</D:{name}>"
 
 
-def multistatus(mount: str, entries: list[Entry], request: PropfindRequest,
-                dead: dict[str, list[tuple[str, bytes]]] | None = None) -> bytes:
+def multistatus_chunks(mount: str, entries: list[Entry], request: PropfindRequest,
+                       dead_of: Callable[[Entry], dict[str, bytes]] = lambda e: {}) -> Iterator[bytes]:
+    """The answer in pieces of about CHUNK_BYTES (the last one smaller)."""
     out = ['<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">']
-    append = out.append
-    dead = dead or {}
+    size = 0
     for entry in entries:
-        path = entry.path if entry.path != "/" else ""
-        href = quote(mount + path + ("/" if entry.is_dir else ""), safe=HREF_SAFE)
-        getters = _getters(entry)
-        own_dead = dict(dead.get(storage_url(entry.view, ref_url(entry)), ())) if dead else {}
-        append(f"<D:response><D:href>{href}</D:href>")
-        if request.allprop:
-            props = "".join(_element(n, getters[n]()) for n in LIVE if n in getters)
-            props += b"".join(own_dead.values()).decode("utf-8")
-            append(f"<D:propstat><D:prop>{props}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>")
-        else:
-            found, missing = [], []
-            for clark in request.names:
-                local = clark[len(DAV):] if clark.startswith(DAV) else None
-                if local is not None and local in getters:
-                    found.append(_element(local, getters[local]()))
-                elif clark in own_dead:
-                    found.append(own_dead[clark].decode("utf-8"))
-                else:
-                    missing.append(_empty(clark))
-            if found:
-                append(f"<D:propstat><D:prop>{''.join(found)}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>")
-            if missing:
-                append(f"<D:propstat><D:prop>{''.join(missing)}</D:prop>"
-                       "<D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>")
-        append("</D:response>")
-    append("</D:multistatus>")
-    return "".join(out).encode("utf-8")
+        piece = _response(mount, entry, request, dead_of(entry))
+        out.append(piece)
+        size += len(piece)
+        if size >= CHUNK_BYTES:
+            yield "".join(out).encode("utf-8")
+            out, size = [], 0
+    out.append("</D:multistatus>")
+    yield "".join(out).encode("utf-8")
+
+
+def _response(mount: str, entry: Entry, request: PropfindRequest, own_dead: dict[str, bytes]) -> str:
+    out = []
+    append = out.append
+    path = entry.path if entry.path != "/" else ""
+    href = quote(mount + path + ("/" if entry.is_dir else ""), safe=HREF_SAFE)
+    getters = _getters(entry)
+    append(f"<D:response><D:href>{href}</D:href>")
+    if request.allprop:
+        props = "".join(_element(n, getters[n]()) for n in LIVE if n in getters)
+        props += b"".join(own_dead.values()).decode("utf-8")
+        append(f"<D:propstat><D:prop>{props}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>")
+    else:
+        found, missing = [], []
+        for clark in request.names:
+            local = clark[len(DAV):] if clark.startswith(DAV) else None
+            if local is not None and local in getters:
+                found.append(_element(local, getters[local]()))
+            elif clark in own_dead:
+                found.append(own_dead[clark].decode("utf-8"))
+            else:
+                missing.append(_empty(clark))
+        if found:
+            append(f"<D:propstat><D:prop>{''.join(found)}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>")
+        if missing:
+            append(f"<D:propstat><D:prop>{''.join(missing)}</D:prop>"
+                   "<D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>")
+    append("</D:response>")
+    return "".join(out)
 
 
 def _empty(clark: str) -> str:

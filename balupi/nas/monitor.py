@@ -283,7 +283,7 @@ class NasMonitor:
         self.wakes += 1
         self._wake_started = time.monotonic()
         cause = as_cause(reason)  # here, on the caller's thread: the request being answered is known
-        reason = cause.describe()
+        reason = cause.for_transition()
         self._set_state(NasState.WAKING, f"wake: {reason}")
         self.events.emit(Event.NAS_WAKE_REQUESTED, reason=reason, cause=cause, at=time.time())
         self._waker = threading.Thread(target=self._wake_loop, args=(reason,), name="balupi-nas-waker", daemon=True)

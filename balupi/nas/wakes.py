@@ -103,6 +103,15 @@ class WakeCause:
         return f"{self.kind.value}" + (f": {self.detail}" if self.detail else "")
 
 
+    def for_transition(self) -> str:
+        """The text in the NAS's transition to waking (and the log line): for a request its method
+        and path first, so `/api/nas/status` can cut at the path for non-admins and keep "GET"."""
+        if self.kind is WakeKind.REQUEST:
+            who = self.user or "anonymous"
+            return f"{self.detail} for {who}" + (f" ({self.client})" if self.client else "")
+        return self.describe()
+
+
 def cause_for_request(detail: str, path: str | None = None) -> WakeCause:
     """The cause for a wake a request needs: `path` is what it needs from the NAS (a share path);
     user, User-Agent and address come from the request this thread is answering (if any)."""

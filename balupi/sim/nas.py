@@ -146,6 +146,17 @@ class SimNas:
         self._dav_apps[user] = build_dav_app(self.home_of(user), DAV_PREFIX, user, password, role)
         self.users[user] = (password, role)
 
+    def set_role(self, user: str, role: str) -> None:
+        """Make `user` an admin or a plain user, as the NAS's admin would (the root changes with it)."""
+        password = self.users[user][0]
+        self.users[user] = (password, role)
+        self._dav_apps[user] = build_dav_app(self.home_of(user), DAV_PREFIX, user, password, role)
+
+    def delete_user(self, user: str) -> None:
+        """Remove `user`: neither WebDAV nor REST accepts their password any more."""
+        del self.users[user]
+        del self._dav_apps[user]
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> "SimNas":

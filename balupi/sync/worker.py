@@ -3,8 +3,11 @@
 Each pending change (`journal` row) is applied only while the NAS is awake; when it sleeps, the
 `WakePolicy` decides whether the backlog is worth waking it for. Rules:
 
-- Order: rows are applied by id; a row that fails stops the run (a later change may depend on it)
-  and is retried with a doubling delay (capped at 5 minutes).
+- Order: rows are applied by id, per path: a row that fails holds back the later rows that touch
+  the same paths (its path, a move's destination, anything above or below them), not the others,
+  and is retried with a doubling delay (capped at 5 minutes). A change the NAS refuses for good (a
+  4xx that retrying cannot change, or a name it cannot store) is quarantined (state
+  'quarantined', shown in /api/cache/stats): the Pi's file stays, dirty, and nothing waits for it.
 - Uploads never leave a torn file on the NAS: the content goes to a temporary name in the target's
   folder, then one MOVE puts it in place; the result is verified by size. `phase` records how far an
   upload got, so a restart after the MOVE does not mistake our own upload for someone else's change.
@@ -30,6 +33,7 @@ from typing import Iterator
 from urllib.parse import quote
 
 from balupi.dav.index import Index, name_of, parent_of, subtree_bounds
+from balupi.dav.names import nas_name_problem
 from balupi.dav.props import storage_url
 from balupi.dav.store import ContentStore
 from balupi.db import Database
@@ -55,8 +59,25 @@ class Phase(enum.Enum):
     MOVED = "moved"  # content is at its final name on the NAS
 
 
+# 4xx answers that a retry can change (credentials, a missing parent, a lock, a rate limit...);
+# any other 4xx is the NAS refusing this change for good.
+TRANSIENT_4XX = frozenset({401, 404, 408, 409, 412, 423, 424, 425, 429})
+
+
 class SyncError(Exception):
-    """The NAS refused or failed a step; the change is retried later."""
+    """The NAS refused or failed a step; the change is retried later, unless `permanent`."""
+
+    def __init__(self, message: str, status: int | None = None, permanent: bool | None = None):
+        super().__init__(message)
+        self.status = status
+        self.permanent = permanent if permanent is not None else (
+            status is not None and 400 <= status < 500 and status not in TRANSIENT_4XX)
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether two paths are the same or one lies below the other."""
+    a, b = a.rstrip("/") + "/", b.rstrip("/") + "/"
+    return a.startswith(b) or b.startswith(a)
 
 
 @dataclass
@@ -64,6 +85,7 @@ class RunResult:
     applied: int = 0
     conflicts: int = 0
     failed: int = 0
+    quarantined: int = 0
     remaining: int = 0
 
 
@@ -134,33 +156,50 @@ class SyncWorker:
     def _run(self, budget_s: float) -> RunResult:
         result = RunResult()
         deadline = time.monotonic() + budget_s
-        waiting_views: list[str] = []  # views whose user's credentials are not in memory
+        held: dict[str, list[str]] = {}  # view -> paths whose earlier changes wait: later ones on them wait too
+        waiting_views: set[str] = set()  # views whose user's credentials are not in memory
+        last_id = 0
         while time.monotonic() < deadline and self.monitor.is_awake():
-            skip = " AND view NOT IN (%s)" % ",".join("?" * len(waiting_views)) if waiting_views else ""
             row = self.db.query_one(
                 "SELECT id, at, view, op, path, dest, cache_key, size, base_etag, attempts, phase, next_at"
-                f" FROM journal WHERE state = 'pending'{skip} ORDER BY id LIMIT 1",
-                tuple(waiting_views),
+                " FROM journal WHERE state = 'pending' AND id > ? ORDER BY id LIMIT 1",
+                (last_id,),
             )
             if row is None:
                 break
-            if row["next_at"] > time.time():
-                break  # the oldest change waits for its retry time; later ones wait behind it
+            last_id = row["id"]
+            view, paths = row["view"], [row["path"]] + ([row["dest"]] if row["dest"] else [])
+            if view in waiting_views or row["next_at"] > time.time() or \
+                    any(_overlaps(p, h) for p in paths for h in held.get(view, ())):
+                held.setdefault(view, []).extend(paths)  # waits for its retry time, or behind an earlier one
+                continue
             try:
-                with self.client.for_view(row["view"]):  # the NAS as that view's user sees it
+                with self.client.for_view(view):  # the NAS as that view's user sees it
                     conflict = self._apply(row)
             except NoViewCredentials as exc:
                 # Not the NAS's doing: this view's changes wait (in order) for its user's next
                 # login; the other views' changes need not wait behind them.
-                if row["view"] not in self._told_waiting:
+                if view not in self._told_waiting:
                     log.info("sync: %s", exc)
-                    self._told_waiting.add(row["view"])
-                waiting_views.append(row["view"])
+                    self._told_waiting.add(view)
+                waiting_views.add(view)
                 continue
-            except (SyncError, NasUnavailable, OSError) as exc:
+            except SyncError as exc:
+                if exc.permanent:
+                    self._quarantine(row, exc)
+                    result.quarantined += 1
+                    continue
                 self._failed(row, exc)
                 result.failed += 1
-                break
+                held.setdefault(view, []).extend(paths)
+                continue
+            except (NasUnavailable, OSError) as exc:
+                self._failed(row, exc)
+                result.failed += 1
+                if isinstance(exc, NasUnavailable):
+                    break  # the NAS went away: the rest waits for the next run
+                held.setdefault(view, []).extend(paths)
+                continue
             self._done(row["id"])
             if row["op"] == "put":
                 self._drop_unneeded(row["cache_key"])
@@ -170,6 +209,23 @@ class SyncWorker:
         if result.applied:
             log.info("sync: applied %d change(s), %d conflict(s), %d waiting", result.applied, result.conflicts, result.remaining)
         return result
+
+    def _quarantine(self, row, exc: SyncError) -> None:
+        """The NAS will never take this change: set it aside (the Pi's copy stays, dirty)."""
+        self.last_error = f"{row['op']} {row['path']}: {exc}"
+        with self.db.write() as d:
+            d.execute("UPDATE journal SET state = 'quarantined', attempts = attempts + 1, done_at = ?, last_error = ?"
+                      " WHERE id = ?", (time.time(), str(exc)[:500], row["id"]))
+        log.warning("sync: %s %s quarantined: the NAS refuses it for good (%s); the Pi keeps its copy",
+                    row["op"], row["path"], exc)
+
+    def quarantined(self, view: str | None = None, limit: int = 100) -> list[dict]:
+        """Changes set aside (newest first); only `view`'s when given."""
+        where, args = ("AND view = ?", (view,)) if view is not None else ("", ())
+        rows = self.db.query(
+            "SELECT id, at, view, op, path, dest, last_error FROM journal WHERE state = 'quarantined'"
+            f" {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+        return [dict(r) for r in rows]
 
     def _done(self, row_id: int) -> None:
         with self.db.write() as d:
@@ -210,6 +266,10 @@ class SyncWorker:
     def _apply(self, row) -> bool:
         """Apply one change. Returns True if it ended in a conflict."""
         op = row["op"]
+        for path in (row["path"], row["dest"]):
+            problem = nas_name_problem(path, self.settings.nas_reserved_name_chars) if path else None
+            if problem is not None:  # journaled before BaluPi knew to refuse such names
+                raise SyncError(f"{path}: {problem}", permanent=True)
         if op == "put":
             return self._put(row)
         if op == "mkcol":
@@ -231,7 +291,7 @@ class SyncWorker:
 
     def _check(self, response, ok: tuple[int, ...], what: str) -> None:
         if response.status_code not in ok:
-            raise SyncError(f"{what}: the NAS answered {response.status_code}")
+            raise SyncError(f"{what}: the NAS answered {response.status_code}", response.status_code)
 
     def _mkcol(self, path: str) -> None:
         response = self.client.request("MKCOL", path, wake=False)
@@ -401,6 +461,13 @@ class SyncWorker:
         )
         if response.status_code == 404:
             remote = self._stat(dest)
+            entry = self.index.get(view, dest) if remote is None else None
+            if entry is not None and not entry.is_dir and entry.dirty and entry.cache_key:
+                # The source never reached the NAS (its upload was quarantined, e.g. a name the NAS
+                # refused, and the user renamed it since): upload what the Pi holds under the new name.
+                self._put({**dict(row), "op": "put", "path": dest, "dest": None, "cache_key": entry.cache_key,
+                           "size": entry.size, "base_etag": None, "phase": None})
+                return
             if remote is None:
                 log.warning("sync: %s %s -> %s: the source is not on the NAS; nothing to do", op, src, dest)
             else:

@@ -102,7 +102,6 @@ class WakeCause:
             return "found awake" + (f" ({self.detail})" if self.detail else "")
         return f"{self.kind.value}" + (f": {self.detail}" if self.detail else "")
 
-
     def for_transition(self) -> str:
         """The text in the NAS's transition to waking (and the log line): for a request its method
         and path first, so `/api/nas/status` can cut at the path for non-admins and keep "GET"."""

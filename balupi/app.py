@@ -24,6 +24,7 @@ from balupi.metrics import Metrics
 from balupi.nas.client import NasClient
 from balupi.nas.monitor import NasMonitor, NasState
 from balupi.nas.wakes import current_request
+from balupi.plugins import PluginHost
 from balupi.scheduler import Scheduler
 from balupi.settings import Settings
 from balupi.cache.prefetch import Prefetcher
@@ -68,6 +69,7 @@ class BaluPi:
         from balupi.api import auth as auth_api
         from balupi.api import cache as cache_api
         from balupi.api import nas as nas_api
+        from balupi.api import plugins as plugins_api
         from balupi.api import energy as energy_api
         from balupi.api import system as system_api
         from balupi.api import tapo as tapo_api
@@ -77,14 +79,16 @@ class BaluPi:
         self.settings = settings
         self.db: Database = open_database(settings.data_dir / DB_FILENAME)
         self.events = Events()
+        self.plugins = PluginHost(settings, self.events)
         self.scheduler = Scheduler()
         self.system = SystemSampler(settings.cache_dir)
         self.nas = NasMonitor(settings, self.db, self.events)
         self.nas_client = NasClient(settings, self.nas)
-        if self.nas_client.rest_allowed():
-            self.nas.suspend_action = self.nas_client.suspend_via_baluhost
+        self.nas.wake_veto = self.plugins.veto_wake
+        self.nas.suspend_action = self.plugins.first("balupi_nas_suspend_action", app=self)
         self.auth = Authenticator(settings, self.db, self.nas_client, self.nas)
         self.energy = EnergyService(settings, self.db, self.events)
+        self.energy.plug_driver = self.plugins.plug_driver
         self.api = JsonApi()
         auth_api.register(self.api, self)  # first: its hook authenticates before any other runs
         system_api.register(self.api, self)
@@ -92,11 +96,13 @@ class BaluPi:
         energy_api.register(self.api, self)
         tapo_api.register(self.api, self)
         cache_api.register(self.api, self)
+        plugins_api.register(self.api, self)
         self.provider = build_provider(self)
         self.dav = build_dav_app(self, self.provider)
         self.sync = SyncWorker(settings, self.db, self.provider.index, self.provider.store, self.nas_client,
                                self.nas, self.events)
         self.nas.has_pending_work = self.sync.has_pending
+        self.sync.wake_reason = self.plugins.sync_wake_reason
         self.refresher = Refresher(settings, self.provider.index, self.provider.store, self.nas_client, self.nas)
         self.prefetcher = Prefetcher(settings, self.provider, self.nas)
         self.metrics = Metrics(self)
@@ -114,7 +120,7 @@ class BaluPi:
         state = self.nas.state
         messages = {
             NasState.UNCONFIGURED: "no NAS configured: serving only what the cache holds",
-            NasState.UNREACHABLE: "the NAS is unreachable: serving only what the cache holds",
+            NasState.UNREACHABLE: f"the NAS is {self.nas.state_words()}: serving only what the cache holds",
             NasState.ASLEEP: "the NAS is asleep: cached files are served, others wake it",
         }
         return {
@@ -122,6 +128,9 @@ class BaluPi:
             "state": state.value,
             "online": state is NasState.AWAKE,
             "message": messages.get(state, ""),
+            "state_words": self.nas.state_words(),  # "unreachable: certificate not trusted (fingerprint ...)"
+            "problem": self.nas.problem,
+            **({} if self.nas.configured else {"access": self.auth.open_access()}),
         }
 
     def _on_nas_state(self, to_state: NasState, **_: object) -> None:
@@ -169,15 +178,18 @@ class BaluPi:
         if self.settings.energy_enabled:
             self.energy.start()
             self.energy.schedule(self.scheduler)
+        self.plugins.start(self)
         self.scheduler.start()
         nas = self.nas_summary()
         if not nas["configured"]:
-            log.warning("no NAS configured (BALUPI_NAS_WEBDAV_URL is empty): serving only what the cache holds")
+            log.warning("no NAS configured (BALUPI_NAS_WEBDAV_URL is empty): serving only what the cache holds, to %s",
+                        self.auth.open_access())
         log.info("BaluPi %s started: data in %s, cache in %s", __version__, self.settings.data_dir, self.settings.cache_dir)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish or abandon background work safely, then close the database."""
         self.nas.stop()
+        self.plugins.stop(self)
         self.scheduler.stop(timeout_s)
         self.energy.stop()
         self.provider.index.flush_access()

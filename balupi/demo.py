@@ -118,6 +118,7 @@ def demo_settings(tmp: Path, port: int, nas, boot_delay_s: float, log_level: str
         # no file would be left to show a wake with.
         "prefetch_budget_mb": 0.0,
         "tapo_discovery_target": HOST,
+        "dnssd_enabled": False,  # nothing to announce: the demo is for this machine only
         "tapo_username": TAPO_USER,
         "tapo_password": TAPO_PASSWORD,
         "energy_sample_interval_seconds": ENERGY_SAMPLE_INTERVAL_S,

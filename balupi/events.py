@@ -1,7 +1,7 @@
 """Where BaluPi says that something happened: one named event per happening, emitted in one place.
 
-Subsystems `emit` and `subscribe`; the plugin hooks (pluggy) will be one more subscriber of every
-event, so each event name here is also the name of a future hook. A subscriber that raises is
+Subsystems `emit` and `subscribe`; the plugin host (balupi.plugins) is one more subscriber of every
+event: each event's name is also the name of an observe hook (`balupi_<name>`, balupi.hookspecs). A subscriber that raises is
 logged and never breaks the emitter.
 """
 
@@ -28,6 +28,8 @@ class Event(enum.Enum):
     SYNC_CONFLICT = "sync_conflict"  # path, conflict_path, at
     SYNC_DONE = "sync_done"  # path, action
     PREFETCH_DONE = "prefetch_done"  # files, bytes, stopped (one prefetch run)
+    UPLOAD_FINISHED = "upload_finished"  # user, path, size_bytes (a client's PUT is stored on the Pi)
+    MISS_SERVED = "miss_served"  # user, path, size_bytes (a client got a file that came from the NAS)
 
 
 Subscriber = Callable[..., None]

@@ -88,16 +88,25 @@ class SocketReader:
                 chunks.append(data)
             out = b"".join(chunks)
         else:
-            available = len(self._buf) - self._pos
-            if available == 0 and size >= RECV_BYTES:
-                out = self._sock.recv(size)  # large body reads go straight to the socket
-            else:
-                if available == 0 and size > 0:
-                    self._fill()
-                    available = len(self._buf) - self._pos
-                n = min(size, available)
-                out = self._buf[self._pos:self._pos + n]
-                self._pos += n
+            # All `size` bytes unless the peer closes first, as cheroot's own reader (a buffered
+            # reader) answers: its chunked-body reader takes one read(n) as a whole chunk.
+            parts, got = [], 0
+            while got < size:
+                want = size - got
+                available = len(self._buf) - self._pos
+                if available == 0 and want >= RECV_BYTES:
+                    data = self._sock.recv(want)  # large body reads go straight to the socket
+                    if not data:
+                        break
+                else:
+                    if available == 0 and not self._fill():
+                        break
+                    n = min(want, len(self._buf) - self._pos)
+                    data = self._buf[self._pos:self._pos + n]
+                    self._pos += n
+                parts.append(data)
+                got += len(data)
+            out = parts[0] if len(parts) == 1 else b"".join(parts)
         self.bytes_read += len(out)
         return out
 

@@ -83,6 +83,12 @@ class Parts:
         self.index: Index = Index(self.db, half_life_s=settings.cache_heat_half_life_hours * 3600)
         self.cache: CacheManager = CacheManager(settings, self.db, self.store, self.events)
         self._provider: CacheProvider | None = None
+        # The plugins' vetoes and eviction order apply to these commands too (observers are not run).
+        from balupi.plugins import PluginHost
+
+        self.plugins = PluginHost(settings, self.events)
+        self.monitor.wake_veto = self.plugins.veto_wake
+        self.cache.eviction_order, self.cache.evict_veto = self.plugins.eviction_order, self.plugins.veto_evict
 
     def provider(self) -> "CacheProvider":
         if self._provider is None:
@@ -143,7 +149,7 @@ def sync(parts: Parts, wake: bool = False, budget_s: float = 3600.0) -> SyncOutc
             return outcome
         try:
             parts.monitor.ensure_awake(timeout_s=max(parts.settings.nas_wake_timeout_s, SYNC_WAKE_TIMEOUT_S),
-                                       reason=WakeCause(WakeKind.SYNC, detail="balupi sync --wake",
+                                       reason=WakeCause(WakeKind.MANUAL, detail="balupi sync --wake",
                                                         pending_changes=pending))
         except NasUnavailable as exc:
             outcome.failed, outcome.note = True, f"the NAS did not wake: {exc}"

@@ -11,9 +11,11 @@ the head's size, the socket timeout. HTTPS (`balupi.tls`) when `tls_cert` and `t
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import re
 import signal
+import socket
 import threading
 
 from cheroot import wsgi
@@ -22,6 +24,7 @@ from balupi.app import BaluPi
 from balupi.errors import ConfigError
 from balupi.httpio import SendfileGateway
 from balupi.limits import GuardedConnection, Limits
+from balupi.sdnotify import Notifier, Watchdog
 from balupi.tls import server_adapter
 
 log = logging.getLogger("balupi.server")
@@ -29,6 +32,7 @@ log = logging.getLogger("balupi.server")
 SHUTDOWN_TIMEOUT_S = 5
 M_ARENA_MAX = -8  # glibc mallopt parameter
 MEMORY_TRIM_INTERVAL_S = 10.0
+HEARTBEAT_MAX_S = 5.0  # the scheduler's heartbeat job runs this often (or at each watchdog interval if shorter)
 
 
 class Server:
@@ -55,6 +59,36 @@ class Server:
         self.httpd.balupi_metrics = app.metrics  # the gateway times each request for /metrics
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self.notifier = Notifier()
+        self.heartbeat_s = min(HEARTBEAT_MAX_S, self.notifier.watchdog_interval_s or HEARTBEAT_MAX_S)
+        self._heartbeat_at: float | None = None
+        self.watchdog = Watchdog(self.notifier, self.healthy)
+        self.announcer = None  # balupi.announce.Announcer, when dnssd_enabled
+
+    def _heartbeat(self) -> None:
+        """Scheduled: proves to the watchdog that the scheduler runs its jobs."""
+        import time
+
+        self._heartbeat_at = time.monotonic()
+
+    def healthy(self) -> bool:
+        """For systemd's watchdog: the HTTP server's thread runs and accepts a connection, and the
+        scheduler ran its heartbeat recently. (Busy workers waiting for a NAS are healthy.)"""
+        import socket
+        import time
+
+        if self._stopped.is_set() or self._thread is None or not self._thread.is_alive() or not self.httpd.ready:
+            return False
+        beat = self._heartbeat_at
+        if beat is None or time.monotonic() - beat > 3 * self.heartbeat_s + 1:
+            return False
+        host = self.httpd.bind_addr[0]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+        try:
+            with socket.create_connection((host, self.port), timeout=2):
+                return True
+        except OSError:
+            return False
 
     @property
     def port(self) -> int:
@@ -68,12 +102,15 @@ class Server:
 
     def start(self) -> None:
         self.app.scheduler.every(MEMORY_TRIM_INTERVAL_S, "memory-trim", release_free_memory)
+        self.app.scheduler.every(self.heartbeat_s, "heartbeat", self._heartbeat, run_now=True)
         try:
             self.httpd.prepare()  # binds; with port 0 the real port is in bind_addr afterwards
         except OSError as exc:  # port taken, or an address this machine does not have
             self.app.db.close()
             reason = re.search(r"\[Errno \d+\] ([^)]+)", str(exc))
             host, port = self.app.settings.host, self.app.settings.port
+            if exc.errno == errno.EADDRINUSE or "Address already in use" in str(exc):
+                raise ConfigError(f"BALUPI_HOST/BALUPI_PORT: {listen_problem(host, port) or f'port {port} is already in use'}") from None
             raise ConfigError(
                 f"BALUPI_HOST/BALUPI_PORT: cannot listen on {host}:{port}: {reason.group(1) if reason else exc}"
             ) from None
@@ -84,12 +121,23 @@ class Server:
         host = self.httpd.bind_addr[0]
         where = f"port {self.port} on every interface" if host in ("0.0.0.0", "::", "") else f"{host}:{self.port}"
         log.info("listening on %s (WebDAV at /dav/, API at /api/)", where)
+        if self.app.settings.dnssd_enabled:
+            from balupi.announce import Announcer
+
+            self.announcer = Announcer(self.app.settings.dnssd_name, host, self.port, self.tls)
+            self.announcer.start()
+        self.notifier.ready(f"listening on {where}")
+        self.watchdog.start()
 
     def stop(self) -> None:
         if self._stopped.is_set():
             return
         self._stopped.set()
         log.info("shutting down")
+        self.notifier.stopping()
+        self.watchdog.stop()
+        if self.announcer is not None:
+            self.announcer.stop()
         self.app.nas.stop()  # requests waiting for the NAS to wake get 503 now, not at their deadline
         self.httpd.stop()
         self.limits.watchdog.stop()
@@ -103,6 +151,27 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why BaluPi could not listen on host:port, in words ("port 8000 is already in use"), or None.
+    Asked before the database is opened, so a second BaluPi changes nothing (cheroot sets
+    SO_REUSEADDR too, so a port in TIME_WAIT is not in use)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"port {port} is already in use on {host} (another BaluPi, or another program: "
+                        f"`ss -ltnp 'sport = :{port}'` shows which); stop it or set BALUPI_PORT to another port")
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"{host} is not an address of this machine"
+            if exc.errno == errno.EACCES:
+                return f"port {port} needs root (ports below 1024); use a port from 1024 up"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def tune_malloc() -> None:

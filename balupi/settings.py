@@ -206,6 +206,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", 8000, "TCP port for WebDAV (/dav/) and the API (/api/).", _parse_int, _port),
     Setting("server_threads", 32, "Worker threads of the HTTP server. A request that waits for a waking NAS holds one, so keep it well above the number of clients.", _parse_int, _at_least(4)),
     Setting("dav_block_size_kib", 1024, "Block size for streaming file bodies, in KiB (WsgiDAV's 8 KiB default is far too small).", _parse_int, _at_least(8)),
+    Setting("dnssd_enabled", True, "Announce the share (_webdav._tcp, path /dav/) and the dashboard (_http._tcp) by DNS-SD/mDNS, so file managers find BaluPi without an address.", _parse_bool),
+    Setting("dnssd_name", "BaluPi", "The name BaluPi announces itself with by DNS-SD (a number is added if it is taken)."),
     Setting("log_level", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.", check=_log_level),
     Setting("data_dir", None, "Where the database and generated keys live. Default: $XDG_DATA_HOME/balupi or ~/.local/share/balupi.", _parse_path),
     Setting("cache_dir", None, "Where cached file content lives (the SSD). Default: <data_dir>/cache.", _parse_path),
@@ -263,10 +265,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("nas_power_min_dwell_s", 60.0, "A new NAS power state counts only after the readings stayed in it this long.", _parse_float, _at_least(0)),
     # Security
     Setting("secret_key", "", "Key that signs API tokens. Empty: generated once into <data_dir>/secret.key (mode 0600).", secret=True),
+    Setting("local_admin_password", "", "With no NAS configured: the password of the local user 'admin', who may use the share and the API from other machines (balupi setup sets it). Empty: only the Pi itself (127.0.0.1) may, unless anonymous_lan_access.", secret=True),
+    Setting("anonymous_lan_access", False, "With no NAS configured: let anyone who can reach the Pi use the share without a password (never the admin endpoints). Off: only the Pi itself, or the local admin password.", _parse_bool),
     Setting("auth_offline_days", 30.0, "A login the NAS accepted keeps working this many days while the NAS sleeps (checked against a salted scrypt verifier, never a stored password). 0: no offline logins.", _parse_float, _at_least(0)),
     Setting("auth_admins", (), "User names that are BaluPi admins (API endpoints that change things or control hardware) besides the users the NAS itself reports as admins.", _parse_list),
     Setting("auth_nas_method", "auto", "How a password is checked with the NAS: webdav (a request to the user's WebDAV root), rest (BaluHost's POST /api/auth/login, which also tells the user's role), or auto (rest when BALUPI_NAS_URL names the WebDAV host, else webdav).", check=_one_of("auto", "webdav", "rest")),
-    Setting("auth_wake_nas_for_unknown", False, "A login the Pi cannot check offline (unknown user, or a password unlike the stored verifier) wakes the NAS to ask it. Off: refused while the NAS sleeps.", _parse_bool),
+    Setting("auth_wake_nas_for_unknown", True, "A login the Pi cannot check offline (a user it has no verifier for, or one older than auth_offline_days) wakes the NAS to ask it (a person is waiting; failed logins are throttled; a wrong password of a user the Pi knows never wakes it); a wake that outlasts the request answers 503 with Retry-After. Off: refused while the NAS sleeps.", _parse_bool),
     Setting("auth_recheck_s", 300.0, "How long a checked login is trusted in memory before it is checked again (with the NAS when awake).", _parse_float, _at_least(1)),
     Setting("auth_token_lifetime_minutes", 720.0, "Lifetime of API tokens from POST /api/auth/login.", _parse_float, _at_least(1)),
     Setting("auth_throttle_free_attempts", 3, "Failed logins per client address and per user name before delays start.", _parse_int, _at_least(1)),
@@ -283,6 +287,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_max_header_kib", 64, "Largest request line plus headers, in KiB (larger: 413/414).", _parse_int, _at_least(8)),
     Setting("dav_max_xml_body_kib", 1024, "Largest XML request body (PROPFIND, PROPPATCH, LOCK), in KiB (larger: 413).", _parse_int, _at_least(16)),
     Setting("metrics_token", "", "Bearer token a Prometheus server sends to read /metrics from another machine (loopback and admin tokens need none). Empty: no scrape token.", secret=True),
+    Setting("plugins_dir", None, "Directory of plugin modules (*.py, see docs/plugins.md). Empty: plugins/ in the working directory. Each plugin's own settings go under [plugins.<name>] (BALUPI_PLUGINS_<NAME>_<KEY>).", _parse_path),
 )
 # fmt: on
 
@@ -292,6 +297,9 @@ SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 def _settings_class() -> type:
     fields = [(s.name, Any, dataclasses.field(default=s.default)) for s in SETTINGS]
     fields.append(("sources", dict, dataclasses.field(default_factory=dict, repr=False, compare=False)))
+    # Plugins' own settings, unchecked here (balupi.plugins checks them against each plugin's SETTINGS):
+    # {"toml": {name: {key: value}}, "env": {BALUPI_PLUGINS_...: value}}
+    fields.append(("plugins", dict, dataclasses.field(default_factory=dict, repr=False, compare=False)))
 
     def __repr__(self) -> str:  # secrets never appear in a repr, and so never in a log line
         shown = []
@@ -338,6 +346,18 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def suggest(name: str, env: bool = False) -> str:
+    """", did you mean 'nas_mac_address'?" for an unknown setting name close to a known one, else ""."""
+    import difflib
+
+    name = name.lower().removeprefix(ENV_PREFIX.lower())
+    names = list(SETTINGS_BY_NAME)
+    close = [n for n in names if n.startswith(name + "_")] or difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f", did you mean {ENV_PREFIX + close[0].upper()}?" if env else f", did you mean {close[0]!r}?"
+
+
 def find_config_file(env: Mapping[str, str], cwd: Path) -> Path | None:
     explicit = env.get(ENV_PREFIX + "CONFIG")
     if explicit:
@@ -363,6 +383,7 @@ def load_settings(
     cwd = Path.cwd() if cwd is None else cwd
     errors: list[str] = []
     raw: dict[str, tuple[Any, str]] = {}  # name -> (raw value, where it came from)
+    plugins: dict[str, dict] = {"toml": {}, "env": {}}
 
     path = find_config_file(env, cwd)
     if path is not None:
@@ -373,9 +394,12 @@ def load_settings(
             raise ConfigError(f"BALUPI_CONFIG: file not found: {path}") from None
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read: {exc}") from None
+        plugin_tables = table.get("plugins") if isinstance(table.get("plugins"), dict) else {}
+        plugins["toml"] = {k: v for k, v in plugin_tables.items() if isinstance(v, dict)}
+        table = {**table, "plugins": {k: v for k, v in plugin_tables.items() if not isinstance(v, dict)}}
         for name, value in _flatten(table).items():
             if name not in SETTINGS_BY_NAME:
-                errors.append(f"{path}: unknown setting {name!r}")
+                errors.append(f"{path}: unknown setting {name!r}{suggest(name)}")
             else:
                 raw[name] = (value, str(path))
         _warn_if_secret_file_readable(path, table)
@@ -383,13 +407,17 @@ def load_settings(
     known_env = {s.env_name for s in SETTINGS} | {ENV_PREFIX + "CONFIG"}
     for key, value in env.items():
         if key.startswith(ENV_PREFIX):
-            if key not in known_env:
-                errors.append(f"{key}: unknown setting")
+            if key not in known_env and key.startswith(ENV_PREFIX + "PLUGINS_"):
+                plugins["env"][key] = value
+            elif key not in known_env:
+                errors.append(f"{key}: unknown setting{suggest(key, env=True)}")
             elif key != ENV_PREFIX + "CONFIG":
                 raw[key[len(ENV_PREFIX) :].lower()] = (value, "environment")
     for name, value in (overrides or {}).items():
-        if name not in SETTINGS_BY_NAME:
-            errors.append(f"{name}: unknown setting")
+        if name == "plugins":  # tests: {name: {key: value}}
+            plugins["toml"] = {**plugins["toml"], **value}
+        elif name not in SETTINGS_BY_NAME:
+            errors.append(f"{name}: unknown setting{suggest(name)}")
         else:
             raw[name] = (value, "override")
 
@@ -415,6 +443,7 @@ def load_settings(
     if not errors:
         values["data_dir"] = values["data_dir"] or default_data_dir()
         values["cache_dir"] = values["cache_dir"] or values["data_dir"] / "cache"
+        values["plugins_dir"] = values["plugins_dir"] or cwd / "plugins"
         if prepare_dirs:
             for name in ("data_dir", "cache_dir"):
                 problem = _prepare_dir(values[name])
@@ -432,7 +461,7 @@ def load_settings(
         warn_if_readable_by_others(values["tls_key"], "TLS private key")
     if errors:
         raise ConfigError("; ".join(errors))
-    return Settings(**values, sources=sources)
+    return Settings(**values, sources=sources, plugins=plugins)
 
 
 PRIVATE_DIR_MODE = 0o700

@@ -62,6 +62,7 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
             "wol_address": "127.0.0.1",
             "wol_port": wol_port,
             "tapo_discovery_target": "127.0.0.1",  # plug discovery: no broadcast either
+            "dnssd_enabled": False,  # (tests/test_dnssd.py turns it on, on loopback)
         }
         raw.update(overrides)
         raw = {name: str(value) if isinstance(value, Path) else value for name, value in raw.items()}

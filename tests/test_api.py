@@ -48,6 +48,9 @@ def test_health_reports_service_version_and_an_unconfigured_nas(server, http):
         "state": "unconfigured",
         "online": False,
         "message": "no NAS configured: serving only what the cache holds",
+        "state_words": "unconfigured",
+        "problem": None,
+        "access": "the Pi itself only (127.0.0.1); set local_admin_password (balupi setup) or a NAS to let others in",
     }
 
 

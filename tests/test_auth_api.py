@@ -243,8 +243,9 @@ def call(app, method: str, path: str, remote_addr: str) -> tuple[int, dict]:
     return int(status[0].split()[0]), json.loads(body)
 
 
-def test_without_a_nas_a_client_on_the_lan_may_read_but_not_use_admin_endpoints(running_server):
-    app = running_server().app
+def test_without_a_nas_and_with_anonymous_lan_access_a_client_on_the_lan_may_read_but_not_use_admin_endpoints(
+        running_server, settings_factory):
+    app = running_server(settings_factory(anonymous_lan_access=True)).app
     assert call(app, "GET", "/system/status", "192.168.178.20")[0] == 200
     status, body = call(app, "POST", "/nas/wol", "192.168.178.20")
     assert status == 403 and body["detail"] == "this endpoint needs the admin role"

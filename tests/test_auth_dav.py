@@ -107,7 +107,8 @@ def test_a_wrong_guess_while_the_nas_is_awake_leaves_the_offline_login_alone(sta
     assert stack.http.request("PROPFIND", stack.url("/"), headers={"Depth": "0"}).status_code == 207
 
 
-def test_an_unknown_user_and_a_wrong_password_get_the_same_answer(stack):
+def test_an_unknown_user_and_a_wrong_password_get_the_same_answer(stack_factory):
+    stack = stack_factory(auth_wake_nas_for_unknown=False)  # asleep, nobody wakes the NAS to ask it
     known = dav(stack, "PROPFIND", "/", auth=(NAS_USER, "wrong"), headers={"Depth": "0"})
     unknown = dav(stack, "PROPFIND", "/", auth=("mallory", "wrong"), headers={"Depth": "0"})
     assert refusal(known) == refusal(unknown)
@@ -130,7 +131,7 @@ def test_the_webdav_check_of_the_nas_works_without_its_rest_api(stack_factory, t
 
 
 def test_offline_login_works_after_the_nas_went_to_sleep(stack_factory, tmp_path, running_server):
-    stack = stack_with(stack_factory, tmp_path, {"/docs/a.txt": b"alpha"})
+    stack = stack_with(stack_factory, tmp_path, {"/docs/a.txt": b"alpha"}, auth_wake_nas_for_unknown=False)
     assert stack.http.get(stack.url("/docs/a.txt")).content == b"alpha"
     stack.suspend_nas()
     stack = restart(stack, running_server)  # nothing remembered in memory: only the verifier counts
@@ -146,7 +147,7 @@ def test_offline_login_works_after_the_nas_went_to_sleep(stack_factory, tmp_path
 
 
 def test_offline_login_stops_working_after_the_offline_window(stack_factory, tmp_path, running_server):
-    stack = stack_factory(auth_offline_days=30)
+    stack = stack_factory(auth_offline_days=30, auth_wake_nas_for_unknown=False)
     stack.suspend_nas()
     stack = restart(stack, running_server)
     with stack.app.db.write() as d:  # 31 days since the NAS last accepted the password
@@ -157,7 +158,7 @@ def test_offline_login_stops_working_after_the_offline_window(stack_factory, tmp
 
 
 def test_no_offline_logins_when_the_window_is_zero(stack_factory, tmp_path, running_server):
-    stack = stack_factory(auth_offline_days=0)
+    stack = stack_factory(auth_offline_days=0, auth_wake_nas_for_unknown=False)
     stack.suspend_nas()
     assert verifier_row(stack.app, NAS_USER) is None
     stack = restart(stack, running_server)
@@ -165,7 +166,7 @@ def test_no_offline_logins_when_the_window_is_zero(stack_factory, tmp_path, runn
 
 
 def test_a_password_the_nas_later_rejects_drops_the_verifier_and_stops_offline_logins(stack_factory, tmp_path, running_server):
-    stack = multi_user_stack(stack_factory, tmp_path)
+    stack = multi_user_stack(stack_factory, tmp_path, auth_wake_nas_for_unknown=False)
     assert dav(stack, "PROPFIND", "/", auth=(BOB, BOB_PASSWORD), headers={"Depth": "0"}).status_code == 207
     assert verifier_row(stack.app, BOB) is not None
     stack.nas.set_password(BOB, "bob-new-pw")
@@ -204,8 +205,8 @@ def test_a_401_for_a_users_own_nas_request_drops_that_users_login(stack_factory,
     assert_challenge(dav(stack, "PROPFIND", "/", auth=bob, headers={"Depth": "0"}))
 
 
-def test_an_unknown_user_while_the_nas_sleeps_is_refused_without_waking_it(stack_factory, tmp_path):
-    stack = multi_user_stack(stack_factory, tmp_path)
+def test_an_unknown_user_while_the_nas_sleeps_is_refused_without_waking_it_when_the_setting_is_off(stack_factory, tmp_path):
+    stack = multi_user_stack(stack_factory, tmp_path, auth_wake_nas_for_unknown=False)
     stack.suspend_nas()  # bob never logged in
 
     assert_challenge(dav(stack, "PROPFIND", "/", auth=(BOB, BOB_PASSWORD), headers={"Depth": "0"}))
@@ -213,8 +214,8 @@ def test_an_unknown_user_while_the_nas_sleeps_is_refused_without_waking_it(stack
     assert stack.nas.state is PowerState.SUSPENDED
 
 
-def test_an_unknown_user_wakes_the_nas_when_the_setting_says_so(stack_factory, tmp_path):
-    stack = multi_user_stack(stack_factory, tmp_path, auth_wake_nas_for_unknown=True)
+def test_an_unknown_user_wakes_the_nas_by_default(stack_factory, tmp_path):
+    stack = multi_user_stack(stack_factory, tmp_path)
     stack.suspend_nas()
 
     response = dav(stack, "PROPFIND", "/", auth=(BOB, BOB_PASSWORD), headers={"Depth": "0"})
@@ -227,7 +228,8 @@ def test_an_unknown_user_wakes_the_nas_when_the_setting_says_so(stack_factory, t
     assert stack.nas.magic_packet_count == 1
 
 
-def test_a_damaged_verifier_refuses_instead_of_failing(stack, running_server):
+def test_a_damaged_verifier_refuses_instead_of_failing(stack_factory, running_server):
+    stack = stack_factory(auth_wake_nas_for_unknown=False)
     stack.suspend_nas()
     with stack.app.db.write() as d:
         d.execute("UPDATE auth_verifiers SET verifier = 'scrypt$nonsense'")

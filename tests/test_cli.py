@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -137,7 +138,8 @@ def test_serve_on_a_taken_port_exits_with_one_line(tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("balupi:")]
     assert error_lines == [
-        f"balupi: configuration error: BALUPI_HOST/BALUPI_PORT: cannot listen on 127.0.0.1:{port}: Address already in use"
+        f"balupi: configuration error: BALUPI_HOST/BALUPI_PORT: port {port} is already in use on 127.0.0.1 (another "
+        f"BaluPi, or another program: `ss -ltnp 'sport = :{port}'` shows which); stop it or set BALUPI_PORT to another port"
     ]
 
 
@@ -203,8 +205,8 @@ def test_secrets_never_reach_the_log(serve):
 def test_config_show_reports_where_each_setting_came_from(tmp_path):
     result = run_balupi(tmp_path, "config", BALUPI_PORT="8123")
     assert result.returncode == 0, result.stderr
-    assert "port = 8123  (environment)" in result.stdout
-    assert "host = '0.0.0.0'  (default)" in result.stdout
+    assert re.search(r"^port +\= 8123  \(environment\)$", result.stdout, re.MULTILINE)  # aligned on the =
+    assert re.search(r"^host +\= '0.0.0.0'  \(default\)$", result.stdout, re.MULTILINE)
 
 
 def test_version(tmp_path):

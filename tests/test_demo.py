@@ -124,6 +124,11 @@ def test_demo_browses_asleep_wakes_on_a_miss_and_cleans_up(tmp_path: Path) -> No
         demo.wait_for_line(r"^Demo stopped; temporary data removed")
         assert not data_dir.exists()
         assert "Traceback" not in demo.stderr_path.read_text()
+        # Nothing a newcomer has to worry about: no warnings (the demo logs at WARNING on stderr) ...
+        assert " WARNING " not in demo.stderr_path.read_text(), demo.stderr_path.read_text()
+        # ... and the NAS state never flips back within the wake
+        wake = demo.output[demo.output.index("BaluPi: NAS asleep -> waking"):]
+        assert "-> asleep" not in wake[:wake.index("BaluPi: NAS waking -> awake")], demo.output
         assert "LOOPBACK GUARD" not in demo.stderr_path.read_text()
     finally:
         demo.kill()

@@ -377,9 +377,10 @@ def test_nas_power_states_follow_the_plug_with_dwell_and_hysteresis(rig_factory:
     assert {r["power_state"] for r in readings} == set(NasPowerState)
     changes = rig.events_of(Event.NAS_POWER_STATE_CHANGED)
     assert [c["to_state"] for c in changes] == [NasPowerState.STANDBY, NasPowerState.ACTIVE, NasPowerState.IDLE, NasPowerState.OFF]
-    # The NAS state machine listened: asleep on the first (standby) reading, awake when it went active.
+    # The NAS state machine listened: asleep on the first (standby) reading, waking when it went
+    # active (drawing power, but nothing answers on its port yet: booting, not awake).
     moves = [(t.to_state.value, t.cause) for t in rig.app.nas.transitions()]
-    assert moves[:2] == [("asleep", "plug reads 4.0 W (standby)"), ("awake", "plug reads 40.0 W (active)")]
+    assert moves[:2] == [("asleep", "plug reads 4.0 W (standby)"), ("waking", "plug reads 40.0 W (active): booting")]
     assert rig.app.nas.last_power_state == "off"
 
 

@@ -32,6 +32,16 @@ def test_udp_sendto_broadcast_is_refused_and_recorded():
     assert len(loopback.take_violations()) == 1
 
 
+def test_multicast_is_refused_unless_its_interface_is_loopback():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        with pytest.raises(loopback.NonLoopbackAddress):
+            sock.sendto(b"x", ("224.0.0.251", 5353))  # the default interface may be any
+        assert len(loopback.take_violations()) == 1
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        sock.sendto(b"x", ("224.0.0.251", 5353))  # out on lo only (mDNS tests)
+    assert loopback.take_violations() == []
+
+
 def test_create_connection_to_a_host_name_is_refused_before_resolving():
     with pytest.raises(loopback.NonLoopbackAddress):
         socket.create_connection(("nas.example.invalid", 80), timeout=1)

@@ -73,7 +73,8 @@ def test_systemd_unit_is_hardened_and_can_write_what_it_needs():
         "EnvironmentFile": "-/etc/balupi/balupi.env",
     }.items():
         assert d[key] == [value], key
-    assert "WatchdogSec" not in d  # BaluPi sends no watchdog pings
+    assert d["Type"] == ["notify"] and d["NotifyAccess"] == ["main"]  # READY=1 over NOTIFY_SOCKET
+    assert int(d["WatchdogSec"][0]) >= 30  # pinged every WatchdogSec/2 while healthy (tests/test_systemd.py)
     environment = dict(item.split("=", 1) for item in d["Environment"])
     writable = " ".join(d["ReadWritePaths"]).replace("-/", "/").split()
     for name in ("BALUPI_DATA_DIR", "BALUPI_CACHE_DIR"):

@@ -87,9 +87,10 @@ def test_guesses_from_other_addresses_never_lock_a_member_out(users, asleep):
     assert api(users, "GET", "/auth/me", auth=(BOB, BOB_PASSWORD)).status_code == 200
     recheck_due()
     assert dav(users, "GET", "/b.txt", auth=(BOB, BOB_PASSWORD)).status_code == 200
-    assert api(users, "GET", "/auth/me", auth=(CAROL, CAROL_PASSWORD)).status_code in (200, 401)  # carol: unaffected
     if asleep:
-        assert users.nas.magic_packet_count == 0
+        assert users.nas.magic_packet_count == 0  # guesses at a member's password never wake the NAS
+    # carol: unaffected (the Pi has never seen her: her first login wakes the NAS to ask it, issue 15)
+    assert api(users, "GET", "/auth/me", auth=(CAROL, CAROL_PASSWORD)).status_code in (200, 401)
 
 
 @pytest.mark.parametrize("asleep", [False, True], ids=["awake", "asleep"])

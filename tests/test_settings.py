@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,15 @@ def test_environment_values_are_parsed_by_type(load):
 
 
 def test_unknown_environment_variable_is_rejected(load):
-    assert config_error(load, env={"BALUPI_CACHE_SIZE": "10"}) == "BALUPI_CACHE_SIZE: unknown setting"
+    assert config_error(load, env={"BALUPI_XYZ": "10"}) == "BALUPI_XYZ: unknown setting"
+
+
+def test_an_unknown_setting_close_to_a_known_one_gets_a_suggestion(load, tmp_path):
+    assert config_error(load, env={"BALUPI_CACHE_SIZE": "10"}) == (
+        "BALUPI_CACHE_SIZE: unknown setting, did you mean BALUPI_CACHE_MAX_SIZE_GB?")
+    (tmp_path / "suggest.toml").write_text('nas_mac = "aa:bb:cc:dd:ee:ff"\n')
+    message = config_error(load, env={"BALUPI_CONFIG": str(tmp_path / "suggest.toml")})
+    assert message.endswith("unknown setting 'nas_mac', did you mean 'nas_mac_address'?")
 
 
 def test_unknown_toml_keys_are_rejected_with_their_table(load, tmp_path):
@@ -188,7 +197,7 @@ def test_several_errors_are_reported_together_in_one_line(load, tmp_path):
 
 
 def test_an_unknown_override_is_rejected(load):
-    assert config_error(load, overrides={"prot": 1}) == "prot: unknown setting"
+    assert config_error(load, overrides={"prot": 1}) == "prot: unknown setting, did you mean 'port'?"
 
 
 # -- secrets -------------------------------------------------------------------------------------
@@ -215,7 +224,7 @@ def test_secrets_are_masked_in_config_show(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BALUPI_DATA_DIR", str(tmp_path / "data"))
     assert main(["config", "show"]) == 0
     out = capsys.readouterr().out
-    assert "tapo_password = '***'  (environment)" in out
+    assert re.search(r"^tapo_password += '\*\*\*'  \(environment\)$", out, re.MULTILINE)
     for secret in SECRETS.values():
         assert secret not in out
 

@@ -41,7 +41,8 @@ def test_changes_made_while_the_nas_sleeps_reach_it_in_order_after_it_wakes(stac
     entry = stack.app.provider.index.get("", "/Docs/2026/report.txt")
     assert not entry.dirty and entry.cached  # a synced file stays cached and becomes clean
     head = stack.http.head(stack.url("/Docs/2026/report.txt"))
-    assert head.headers["ETag"].strip('"') == entry.etag and not entry.etag.startswith("l-")
+    assert head.headers["ETag"].strip('"') == entry.etag  # clients keep the ETag they saw (decision 60)
+    assert entry.nas_etag and not entry.nas_etag.startswith("l-")  # the NAS's own is kept beside it
 
 
 def test_uploads_go_to_a_temporary_name_then_move_into_place(stack):
@@ -136,7 +137,7 @@ def test_a_file_written_then_renamed_before_its_upload_is_clean_once_both_reache
     assert (stack.nas.root / "final.txt").read_bytes() == b"version one"
     entry = stack.app.provider.index.get("", "/final.txt")
     assert not entry.dirty, "stayed dirty: never evictable, and the refresh would ignore NAS changes"
-    assert entry.etag and not entry.etag.startswith("l-")
+    assert entry.nas_etag and not entry.nas_etag.startswith("l-")
     # A change on the NAS afterwards reaches the client through a refresh.
     (stack.nas.root / "final.txt").write_bytes(b"version two, written on the NAS")
     stack.app.refresher.tick(min_age_s=0)

@@ -20,8 +20,8 @@ def wakes(stack, auth=ALICE, **params) -> dict:
     return response.json()
 
 
-def asleep_with_index(stack_factory, tmp_path):
-    stack = multi_user_stack(stack_factory, tmp_path, FILES)
+def asleep_with_index(stack_factory, tmp_path, **overrides):
+    stack = multi_user_stack(stack_factory, tmp_path, FILES, **overrides)
     listing(stack, "/")
     listing(stack, "/photos")
     listing(stack, "/docs")
@@ -66,18 +66,28 @@ def test_a_nas_that_comes_up_by_itself_is_woken_by_something_else(stack_factory,
 
 
 def test_a_sync_wake_names_its_pending_changes_and_counts_what_it_synced(stack_factory, tmp_path):
-    stack = asleep_with_index(stack_factory, tmp_path)
+    stack = asleep_with_index(stack_factory, tmp_path, sync_max_pending_mb=0.000001)  # any change wakes it
     for name in ("a.txt", "b.txt"):
         assert dav(stack, "PUT", f"/docs/{name}", auth=ALICE, data=b"new").status_code in (201, 204)
     assert stack.nas.state is PowerState.SUSPENDED
-    response = api(stack, "POST", "/cache/sync", auth=ALICE, json={"wake": True})
-    assert response.status_code == 202, response.text
+    stack.app.sync.tick()  # what the scheduler runs every sync_interval_s
     assert wait_until(lambda: stack.app.sync.pending()["count"] == 0, timeout_s=30)
     wake = next(w for w in wakes(stack)["wakes"] if w["cause"]["kind"] == "sync")
     assert wake["cause"]["pending_changes"] == 2
-    assert wake["cause"]["user"] == NAS_USER
+    assert "sync of 2 pending change(s)" in wake["cause"]["summary"]
     assert wait_until(lambda: next(w for w in wakes(stack)["wakes"] if w["id"] == wake["id"])
                       ["used_for"]["changes_synced"] >= 2)
+
+
+def test_sync_now_with_a_wake_is_a_manual_wake_naming_who_and_what_waits(stack_factory, tmp_path):
+    stack = asleep_with_index(stack_factory, tmp_path)
+    assert dav(stack, "PUT", "/docs/c.txt", auth=ALICE, data=b"new").status_code in (201, 204)
+    response = api(stack, "POST", "/cache/sync", auth=ALICE, json={"wake": True})
+    assert response.status_code == 202, response.text
+    assert wait_until(lambda: stack.app.sync.pending()["count"] == 0, timeout_s=30)
+    wake = next(w for w in wakes(stack)["wakes"] if w["packet_sent"])
+    assert wake["cause"]["kind"] == "manual" and wake["cause"]["user"] == NAS_USER
+    assert wake["cause"]["pending_changes"] == 1
 
 
 def test_a_manual_wake_is_recorded_with_who_asked(stack_factory, tmp_path):

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from balupi.api import ApiError, Request, public
 from balupi.auth.basic import parse_basic, split_authorization
-from balupi.auth.service import Authenticator, Identity, LoginRefused, LoginThrottled
+from balupi.auth.service import (Authenticator, Identity, LoginRefused, LoginThrottled, LoginUnverifiable,
+                                 OpenModeRefused)
 from balupi.websec import SAFE_METHODS, cross_site_problem, from_browser
 
 if TYPE_CHECKING:
@@ -34,12 +35,24 @@ def _throttled(exc: LoginThrottled) -> ApiError:
     return ApiError(429, str(exc), {"Retry-After": str(retry)}, retry_after_s=retry)
 
 
+def _unverifiable(exc: LoginUnverifiable) -> ApiError:
+    retry = max(1, round(exc.retry_after_s))
+    return ApiError(503, str(exc), {"Retry-After": str(retry)}, retry_after_s=retry)
+
+
 def identify(auth: Authenticator, request: Request) -> Identity:
     """Who sent `request` (raises ApiError 401/429 when nobody acceptable)."""
     address = request.environ.get("REMOTE_ADDR", "")
-    if auth.open_mode:
-        return auth.anonymous(address)
     scheme, value = split_authorization(request.header("Authorization"))
+    if auth.open_mode:
+        try:
+            return auth.open_identity(address, parse_basic(value) if scheme == "basic" else None)
+        except LoginThrottled as exc:
+            raise _throttled(exc) from None
+        except LoginRefused:
+            raise ApiError(401, "invalid user name or password", CHALLENGE) from None
+        except OpenModeRefused as exc:
+            raise (ApiError(401, str(exc), CHALLENGE) if exc.challenge else ApiError(403, str(exc))) from None
     if scheme == "bearer":
         try:
             return auth.token_identity(value)
@@ -52,6 +65,8 @@ def identify(auth: Authenticator, request: Request) -> Identity:
                 return auth.login(credentials.username, credentials.password, address)
             except LoginThrottled as exc:
                 raise _throttled(exc) from None
+            except LoginUnverifiable as exc:
+                raise _unverifiable(exc) from None
             except LoginRefused:
                 pass
         raise ApiError(401, "invalid user name or password", CHALLENGE)
@@ -91,6 +106,8 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
             identity = auth.login(username, password, request.environ.get("REMOTE_ADDR", ""))
         except LoginThrottled as exc:
             raise _throttled(exc) from None
+        except LoginUnverifiable as exc:
+            raise _unverifiable(exc) from None
         except LoginRefused:
             raise ApiError(401, "invalid user name or password", CHALLENGE) from None
         token, expires_at = auth.issue_token(identity)

@@ -103,7 +103,7 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
                 app.sync.tick()
 
         pending = app.sync.pending()
-        cause = WakeCause(WakeKind.SYNC, detail="sync now (POST /api/cache/sync)", pending_changes=pending["count"],
+        cause = WakeCause(WakeKind.MANUAL, detail="sync now (POST /api/cache/sync)", pending_changes=pending["count"],
                           user=getattr(request.user, "username", None))
         return 202, {**start_job("sync", run), "pending_changes": pending["count"], "wake": wake}
 

@@ -12,8 +12,12 @@ A login (`login(username, password, address)`) is decided, in this order:
    verifier is stored (or the stored one confirmed). Rejected: the stored verifier is dropped. A
    NAS that does not answer falls through to 4.
 4. Otherwise the stored verifier decides, if the NAS accepted that password within
-   `auth_offline_days`. An unknown user is checked against a dummy verifier (the same time), then
-   refused, or, with `auth_wake_nas_for_unknown`, the NAS is woken to decide.
+   `auth_offline_days`. An unknown user is checked against a dummy verifier (the same time), then,
+   with `auth_wake_nas_for_unknown` (the default: a person is waiting), a name without a usable
+   verifier (never seen, or older than the offline window) wakes the NAS to decide;
+   a wake that outlasts the request's wait answers `LoginUnverifiable` ("checking your password with
+   the NAS, which is waking up": 503 with Retry-After), as does a NAS unreachable for a named reason
+   (its certificate is not trusted). Without the setting: refused.
 
 Every refusal is the same `LoginRefused`, whatever the reason, so answers never tell whether a user
 exists; and costs the same work (a refusal by the NAS is followed by a scrypt against the stored
@@ -29,8 +33,10 @@ Whose files a user sees (`Identity.view`): NAS admins and the service account (`
 the view "" (the NAS root, requested with the service account); every other user has a view named
 after them, requested with their own credentials (`NasClient.set_credentials`).
 
-With no NAS configured there is no authority to ask: requests are anonymous (`anonymous()`), and
-admin only from the Pi itself (loopback); see the decision log in docs/architecture.md.
+With no NAS configured there is no authority to ask (`open_identity()`): the Pi itself (loopback)
+is an anonymous admin; another address needs the local admin password (`local_admin_password`,
+user `admin`), or is anonymous without admin rights only when `anonymous_lan_access` says so, and
+is refused otherwise (decision 86).
 
 Lock order: `Authenticator._lock` before a per-login lock (`_login_locks`); the database and NAS
 requests happen under the per-login lock only.
@@ -86,6 +92,7 @@ class AuthMethod(enum.Enum):
     REMEMBERED = "remembered"  # checked within auth_recheck_s
     TOKEN = "token"  # an API token
     ANONYMOUS = "anonymous"  # no NAS configured
+    LOCAL = "local"  # no NAS configured: the local admin password
 
 
 class NasVerdict(enum.Enum):
@@ -111,6 +118,27 @@ class Identity:
 
 class LoginRefused(Exception):
     """Wrong name or password, unknown user, or no way to check: one answer for all."""
+
+
+class LoginUnverifiable(Exception):
+    """The password could not be checked now (the NAS is waking up, or unreachable for a named
+    reason) and nothing stored decides it: 503 with Retry-After, never 401."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class OpenModeRefused(Exception):
+    """No NAS is configured and this address may not use BaluPi anonymously. `challenge`: a local
+    admin password is set, so a login prompt (401) makes sense; otherwise 403."""
+
+    def __init__(self, message: str, challenge: bool):
+        super().__init__(message)
+        self.challenge = challenge
+
+
+LOCAL_ADMIN_USER = "admin"
 
 
 class LoginThrottled(Exception):
@@ -172,9 +200,43 @@ class Authenticator:
         return Identity(username, role, self.view_of(username, nas_role), method)
 
     def anonymous(self, address: str) -> Identity:
-        """Open mode only: everyone may use the share; admin only from the Pi itself."""
+        """Open mode only, no credentials: see `open_identity`."""
+        return self.open_identity(address, None)
+
+    def open_access(self) -> str:
+        """Who may use BaluPi with no NAS configured, in words (for the log and /api/health)."""
+        if self.settings.anonymous_lan_access:
+            return "anyone on the network (anonymous_lan_access); admin only from the Pi itself or with the local admin password"
+        if self.settings.local_admin_password:
+            return "the Pi itself, and others with user admin and the local admin password"
+        return "the Pi itself only (127.0.0.1); set local_admin_password (balupi setup) or a NAS to let others in"
+
+    def open_identity(self, address: str, credentials) -> Identity:
+        """Open mode only (no NAS to ask): the Pi itself is an anonymous admin; others log in with
+        the local admin password, or are anonymous users when `anonymous_lan_access` is on.
+        Raises OpenModeRefused, LoginRefused or LoginThrottled."""
         assert self.open_mode
-        return Identity("", Role.ADMIN if is_loopback(address) else Role.USER, SHARED_VIEW, AuthMethod.ANONYMOUS)
+        if is_loopback(address):
+            return Identity("", Role.ADMIN, SHARED_VIEW, AuthMethod.ANONYMOUS)
+        secret = self.settings.local_admin_password
+        if credentials is not None and secret:
+            wait = self.throttle.retry_after_s(address, credentials.username)
+            if wait > 0:
+                raise LoginThrottled(wait)
+            if credentials.username == LOCAL_ADMIN_USER and hmac.compare_digest(
+                    password_bytes(credentials.password), password_bytes(secret)):
+                self.throttle.succeeded(address, credentials.username)
+                return Identity(LOCAL_ADMIN_USER, Role.ADMIN, SHARED_VIEW, AuthMethod.LOCAL)
+            self.throttle.failed(address, credentials.username)
+            log.warning("local admin login refused for user %r from %s", credentials.username[:64], address)
+            raise LoginRefused("wrong local admin password")
+        if self.settings.anonymous_lan_access:
+            return Identity("", Role.USER, SHARED_VIEW, AuthMethod.ANONYMOUS)
+        if secret:
+            raise OpenModeRefused("no NAS is configured: log in as admin with the local admin password", challenge=True)
+        raise OpenModeRefused("no NAS is configured, so BaluPi serves only the Pi itself (127.0.0.1); set "
+                              "BALUPI_LOCAL_ADMIN_PASSWORD (balupi setup) or a NAS, or BALUPI_ANONYMOUS_LAN_ACCESS=true",
+                              challenge=False)
 
     # -- logins ---------------------------------------------------------------------------------
 
@@ -205,6 +267,9 @@ class Authenticator:
                 return remembered
             try:
                 identity = self._check(username, password, key)
+            except LoginUnverifiable as exc:
+                log.warning("login of %r from %s not checked: %s", username[:64], address, exc)
+                raise
             except LoginRefused:
                 self.throttle.failed(address, username)
                 log.warning("login refused for user %r from %s", username[:64], address)
@@ -248,18 +313,37 @@ class Authenticator:
         matches = check_verifier(stored.verifier if stored else dummy_verifier(), password)
         if stored is not None and matches and time.time() - stored.verified_at <= self.offline_window_s:
             return self.identity(username, stored.nas_role, AuthMethod.OFFLINE)
-        if self.settings.auth_wake_nas_for_unknown:
+        if self.monitor.tls_problem:
+            raise LoginUnverifiable(f"cannot check your password with the NAS: it is unreachable: {self.monitor.problem}",
+                                    retry_after_s=3600)
+        usable = stored is not None and time.time() - stored.verified_at <= self.offline_window_s
+        if self.settings.auth_wake_nas_for_unknown and not usable:
+            # Nothing on the Pi can check this name's password and a person is waiting: wake the
+            # NAS to ask it (the throttle bounds how often a stranger can). A name with a usable
+            # verifier was checked just now (a mismatch is refused, as before: guesses at a
+            # member's password never wake the NAS).
             verdict, nas_role = self._ask_nas(username, password, wake=True)
             if verdict is not NasVerdict.NO_ANSWER:
-                return self._settle(username, password, key, verdict, nas_role)
+                return self._settle(username, password, key, verdict, nas_role, checked=matches and stored is not None)
+            state = self.monitor.state
+            if state is NasState.WAKING:
+                raise LoginUnverifiable("checking your password with the NAS, which is waking up",
+                                        retry_after_s=max(5, int(self.settings.nas_boot_time_s)))
+            if state is NasState.UNREACHABLE:
+                raise LoginUnverifiable(f"cannot check your password with the NAS: it is {self.monitor.state_words()}",
+                                        retry_after_s=max(30, int(self.settings.nas_boot_time_s)))
         raise LoginRefused("cannot be verified")
 
-    def _settle(self, username: str, password: str, key: bytes, verdict: NasVerdict, nas_role: str) -> Identity:
+    def _settle(self, username: str, password: str, key: bytes, verdict: NasVerdict, nas_role: str,
+                checked: bool | None = None) -> Identity:
+        """`checked`: whether the stored verifier matched, when this request checked it already."""
         if verdict is NasVerdict.REJECTED:
             stored = self.verifiers.get(username)
             # The scrypt runs for unknown names too (a dummy verifier): a refusal takes as long
-            # whether or not the name has logged in through BaluPi before.
-            if check_verifier(stored.verifier if stored else dummy_verifier(), password) and stored is not None:
+            # whether or not the name has logged in through BaluPi before (once per request).
+            if checked is None:
+                checked = check_verifier(stored.verifier if stored else dummy_verifier(), password)
+            if checked and stored is not None:
                 self.forget(username)  # the password the Pi knew is no longer good (a guess drops nothing)
             raise LoginRefused("the NAS rejected the password")
         identity = self.identity(username, nas_role, AuthMethod.NAS)

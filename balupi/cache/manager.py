@@ -19,8 +19,10 @@ import shutil
 import threading
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from balupi.cache import pins
+from balupi.cache.heat import coldest_first
 from balupi.dav.store import ContentStore
 from balupi.db import Database
 from balupi.events import Event, Events
@@ -44,6 +46,8 @@ class CacheManager:
         self._open: Counter[str] = Counter()
         self.evictions = 0
         self.evicted_bytes = 0
+        self.eviction_order: Callable[[Database, int], list] = coldest_first  # the plugins' balupi_eviction_order
+        self.evict_veto: Callable[[str, int, str], str | None] | None = None  # the plugins' balupi_before_evict
 
     # -- questions -------------------------------------------------------------------------------
 
@@ -130,16 +134,14 @@ class CacheManager:
         freed = 0
         skip: set[int] = set()
         while freed < want:
-            rows = self.db.query(
-                "SELECT id, path, cache_key, size FROM entries WHERE cache_key IS NOT NULL AND dirty = 0"
-                f" ORDER BY heat_key LIMIT {EVICT_BATCH + len(skip)}"
-            )
+            rows = self.eviction_order(self.db, EVICT_BATCH + len(skip))
             candidates = [r for r in rows if r["id"] not in skip]
             if not candidates:
                 break
             for row in candidates:
                 key = row["cache_key"]
-                if self.is_pinned(row["path"]) or self._open.get(key) or self._journal_needs(key):
+                if (self.is_pinned(row["path"]) or self._open.get(key) or self._journal_needs(key)
+                        or self.evict_veto is not None and self.evict_veto(row["path"], row["size"], "room")):
                     skip.add(row["id"])
                     continue
                 with self.db.write() as d:

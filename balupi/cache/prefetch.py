@@ -54,6 +54,9 @@ class Prefetcher:
         if not self.monitor.configured or not self.monitor.is_awake():
             result.stopped = "the NAS is not awake"
             return result
+        if budget <= 0:  # prefetch is off (an empty file would still fit a budget of 0 bytes)
+            result.stopped = "no prefetch budget"
+            return result
         self._fill(result, budget, view)
         # Counted and logged however the run ended (a run that stops early has fetched files too).
         self.fetched_files += result.files

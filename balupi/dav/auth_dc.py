@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from wsgidav.dc.base_dc import BaseDomainController
 
-from balupi.auth.service import IDENTITY_KEY, Authenticator, Identity, LoginRefused, LoginThrottled
+from balupi.auth.service import IDENTITY_KEY, Authenticator, Identity, LoginRefused, LoginThrottled, LoginUnverifiable
 
 REALM = "BaluPi"
 AUTHENTICATOR_CONFIG_KEY = "balupi_authenticator"  # where build_dav_app puts the Authenticator
@@ -44,15 +44,18 @@ class NasDomainController(BaseDomainController):
         if identity is not None:
             set_wsgidav_identity(environ, identity)
             return False
-        if self.authenticator.open_mode:
-            set_wsgidav_identity(environ, self.authenticator.anonymous(environ.get("REMOTE_ADDR", "")))
+        if self.authenticator.open_mode:  # (the guard in front has decided already; this is a fallback)
+            try:
+                set_wsgidav_identity(environ, self.authenticator.anonymous(environ.get("REMOTE_ADDR", "")))
+            except Exception:
+                return True
             return False
         return True
 
     def basic_auth_user(self, realm, user_name, password, environ):
         try:
             identity = self.authenticator.login(user_name, password, environ.get("REMOTE_ADDR", ""))
-        except (LoginRefused, LoginThrottled):
+        except (LoginRefused, LoginThrottled, LoginUnverifiable):
             return False
         set_wsgidav_identity(environ, identity)
         return True

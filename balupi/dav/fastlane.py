@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from wsgidav.dav_error import DAVError
 
-from balupi.dav import propfind
+from balupi.dav import propfind, versions
 from balupi.dav.fetch import UpstreamError, UpstreamMissing
 from balupi.dav.index import Entry
 from balupi.errors import NasUnavailable
+from balupi.events import Event
 from balupi.httpio import FileSpan
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ class FastLane:
         if method not in ("GET", "HEAD", "PROPFIND"):
             return self.next_app(environ, start_response)
         path = dav_path(environ.get("PATH_INFO", "/"))
-        if path is None:
+        if path is None or "HTTP_IF" in environ:  # WebDAV's If header (tokens, tags): WsgiDAV judges it
             return self.next_app(environ, start_response)
         try:
             if method == "PROPFIND":
@@ -371,12 +372,16 @@ class FastLane:
         except UpstreamError as exc:
             return self._error(start_response, 502, str(exc))
         size = download.size_bytes if download.size_bytes is not None else entry.size
-        headers = [(k, v) for k, v in headers if k not in ("ETag", "Last-Modified")]
-        if download.etag:
-            headers.append(("ETag", f'"{download.etag}"'))
-        headers.append(("Last-Modified", http_date(download.mtime or entry.mtime)))
+        if not versions.same_nas_version(entry.nas_etag, entry.size, download.etag, download.size_bytes):
+            # The NAS has a newer version than the index knew: that one is sent, with its validators.
+            headers = [(k, v) for k, v in headers if k not in ("ETag", "Last-Modified")]
+            etag = versions.nas_version_etag(download.etag)
+            if etag:
+                headers.append(("ETag", f'"{etag}"'))
+            headers.append(("Last-Modified", http_date(download.mtime or entry.mtime)))
         start_response("200 OK", headers + [("Content-Length", str(size))])
         provider.stats.miss_bytes += size
+        provider.events.emit(Event.MISS_SERVED, user=environ.get("wsgidav.auth.user_name") or "", path=entry.path, size_bytes=size)
         return download.stream()
 
     def _pass_through(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
@@ -394,8 +399,15 @@ class FastLane:
         if response.status_code not in (200, 206):
             response.close()
             return self._error(start_response, 502, f"NAS answered {response.status_code}")
-        keep = ("Content-Type", "Content-Length", "Content-Range", "ETag", "Last-Modified")
+        keep = ("Content-Type", "Content-Length", "Content-Range")
         out = [("Accept-Ranges", "bytes")] + [(k, response.headers[k]) for k in keep if k in response.headers]
+        nas_etag = (response.headers.get("ETag") or "").strip().removeprefix("W/").strip('"') or None
+        if versions.same_nas_version(entry.nas_etag, entry.size, nas_etag, None):
+            out += [(k, v) for k, v in headers if k in ("ETag", "Last-Modified")]  # the version the client knows
+        else:  # a newer version than the index knew
+            etag = versions.nas_version_etag(nas_etag)
+            out += [("ETag", f'"{etag}"')] if etag else []
+            out += [("Last-Modified", response.headers["Last-Modified"])] if "Last-Modified" in response.headers else []
         start_response(f"{response.status_code} {response.reason}", out)
         if ranges is not None:
             provider.start_download(entry)  # the whole file, into the cache, behind this answer

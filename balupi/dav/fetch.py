@@ -65,7 +65,7 @@ class Download:
         self.state = DownloadState.STARTING
         self.written = 0
         self.size_bytes: int | None = None
-        self.etag: str | None = None
+        self.etag: str | None = None  # the NAS's ETag (clients see the entry's: balupi.dav.versions)
         self.mtime: float | None = None
         self.content_type: str | None = None
         self.error: BaseException | None = None

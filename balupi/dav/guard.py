@@ -39,7 +39,8 @@ from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
 from wsgidav.http_authenticator import HTTPAuthenticator
 
 from balupi.auth.basic import parse_basic, split_authorization
-from balupi.auth.service import Authenticator, Identity, LoginRefused, LoginThrottled
+from balupi.auth.service import (Authenticator, Identity, LoginRefused, LoginThrottled, LoginUnverifiable,
+                                 OpenModeRefused)
 from balupi.dav import locks
 from balupi.dav.auth_dc import REALM, set_wsgidav_identity
 from balupi.dav.names import CREATING_METHODS, nas_name_problem
@@ -196,10 +197,20 @@ class DavGuard:
     def _identify(self, environ: dict, start_response: Callable) -> Identity | list[bytes]:
         address = environ.get("REMOTE_ADDR", "")
         auth = self.authenticator
-        if auth.open_mode:
-            return auth.anonymous(address)
         scheme, value = split_authorization(environ.get("HTTP_AUTHORIZATION"))
         credentials = parse_basic(value) if scheme == "basic" else None
+        if auth.open_mode:
+            try:
+                return auth.open_identity(address, credentials)
+            except LoginThrottled as exc:
+                retry = str(max(1, round(exc.retry_after_s)))
+                return _text(start_response, "429 Too Many Requests", str(exc), [("Retry-After", retry)])
+            except LoginRefused:
+                return self._challenge(start_response)
+            except OpenModeRefused as exc:
+                if exc.challenge:
+                    return self._challenge(start_response)
+                return _text(start_response, "403 Forbidden", str(exc))
         if credentials is None:
             return self._challenge(start_response)
         try:
@@ -207,6 +218,9 @@ class DavGuard:
         except LoginThrottled as exc:
             retry = str(max(1, round(exc.retry_after_s)))
             return _text(start_response, "429 Too Many Requests", str(exc), [("Retry-After", retry)])
+        except LoginUnverifiable as exc:
+            retry = str(max(1, round(exc.retry_after_s)))
+            return _text(start_response, "503 Service Unavailable", str(exc), [("Retry-After", retry)])
         except LoginRefused:
             return self._challenge(start_response)
 

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from balupi.cache import heat
+from balupi.dav import versions
 from balupi.db import Database
 from balupi.nas.client import RemoteEntry
 
 COLUMNS = (
     "id, view, path, parent, name, is_dir, size, mtime, ctime, etag, content_type, cache_key, dirty, "
-    "local_only, listed, remote, base_etag"
+    "local_only, listed, remote, base_etag, nas_etag"
 )
 
 
@@ -68,12 +69,13 @@ class Entry:
     listed: bool
     remote: bool
     base_etag: str | None
+    nas_etag: str | None = None  # the NAS's ETag of this content (see balupi.dav.versions)
 
     @classmethod
     def from_row(cls, row) -> "Entry":
         return cls(
             row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7], row[8], row[9], row[10],
-            row[11], bool(row[12]), bool(row[13]), bool(row[14]), bool(row[15]), row[16],
+            row[11], bool(row[12]), bool(row[13]), bool(row[14]), bool(row[15]), row[16], row[17],
         )
 
     @property
@@ -184,7 +186,7 @@ class Index:
                 )
                 base = None
             else:
-                base = old.base_etag if old.dirty else (old.etag if old.remote else None)
+                base = self._nas_base(old)
                 d.execute(
                     "UPDATE entries SET size = ?, mtime = ?, etag = ?, content_type = ?, cache_key = ?, dirty = ?,"
                     " base_etag = ?, last_access = ?, heat = ?, heat_key = ? WHERE id = ?",
@@ -195,6 +197,13 @@ class Index:
             if not local_only:
                 self._journal(d, view, "put", path, cache_key=cache_key, size=size, base_etag=base)
         return old.cache_key if old is not None else None
+
+    @staticmethod
+    def _nas_base(entry: Entry) -> str | None:
+        """The NAS version a change of `entry` is based on (what the NAS should still have)."""
+        if entry.dirty:
+            return entry.base_etag
+        return entry.nas_etag if entry.remote else None
 
     def mkdir(self, view: str, path: str, local_only: bool = False) -> None:
         now = time.time()
@@ -236,7 +245,7 @@ class Index:
             ).fetchall()
             d.execute("DELETE FROM entries WHERE view = ? AND (path = ? OR (path > ? AND path < ?))", (view, path, lo, hi))
             if not entry.local_only:
-                self._journal(d, view, "delete", path, base_etag=entry.etag if entry.remote else None)
+                self._journal(d, view, "delete", path, base_etag=self._nas_base(entry))
             keys = [r[0] for r in rows]
             return [k for k in keys if not self._key_pending(d, k)]
 
@@ -263,7 +272,7 @@ class Index:
                 (dest, n + 1, dest, n + 1, view, lo, hi),
             )
             if not entry.local_only:
-                self._journal(d, view, "move", src, dest=dest, base_etag=entry.etag if entry.remote else None)
+                self._journal(d, view, "move", src, dest=dest, base_etag=self._nas_base(entry))
 
     def copy(self, view: str, src: str, dest: str, key_map: dict[str, str]) -> None:
         """Copy the single entry `src` to `dest` (WsgiDAV copies trees member by member).
@@ -276,7 +285,7 @@ class Index:
             if entry is None:
                 return
             new_key = key_map.get(entry.cache_key) if entry.cache_key else None
-            etag = f"l-{new_key}" if new_key else entry.etag
+            etag = versions.local_version_etag(new_key) if new_key else entry.etag
             d.execute(
                 "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, content_type,"
                 " cache_key, dirty, local_only, listed, remote) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, 1, 0)",
@@ -289,7 +298,7 @@ class Index:
                 elif new_key:
                     self._journal(d, view, "put", dest, cache_key=new_key, size=entry.size)
                 else:  # not cached: the NAS copies it server-side
-                    self._journal(d, view, "copy", src, dest=dest, base_etag=entry.etag)
+                    self._journal(d, view, "copy", src, dest=dest, base_etag=self._nas_base(entry))
 
     # -- what the NAS says -------------------------------------------------------------------------
 
@@ -312,23 +321,27 @@ class Index:
                 old = existing.get(name)
                 if old is None:
                     d.execute(
-                        "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, content_type,"
-                        " listed, remote) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1)",
-                        (view, child, path, name, int(m.is_collection), m.size_bytes, m.mtime, now, m.etag or None,
-                         m.content_type),
+                        "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, nas_etag,"
+                        " content_type, listed, remote) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1)",
+                        (view, child, path, name, int(m.is_collection), m.size_bytes, m.mtime, now,
+                         versions.nas_version_etag(m.etag), m.etag or None, m.content_type),
                     )
                 elif old.dirty or old.local_only:
                     continue
-                elif (old.etag or "") != m.etag or old.size != m.size_bytes or old.is_dir != m.is_collection:
+                elif old.is_dir != m.is_collection or not (
+                        old.is_dir or versions.same_nas_version(old.nas_etag, old.size, m.etag, m.size_bytes)):
+                    # A version the Pi did not know: the client sees a new ETag, time and length.
                     if old.cache_key and not old.is_dir:
                         stale.append(old.cache_key)
                     d.execute(
-                        "UPDATE entries SET is_dir = ?, size = ?, mtime = ?, etag = ?, content_type = ?, cache_key = NULL,"
-                        " remote = 1 WHERE id = ?",
-                        (int(m.is_collection), m.size_bytes, m.mtime, m.etag or None, m.content_type, old.id),
+                        "UPDATE entries SET is_dir = ?, size = ?, mtime = ?, etag = ?, nas_etag = ?, content_type = ?,"
+                        " cache_key = NULL, remote = 1 WHERE id = ?",
+                        (int(m.is_collection), m.size_bytes, m.mtime, versions.nas_version_etag(m.etag),
+                         m.etag or None, m.content_type, old.id),
                     )
-                elif not old.remote:
-                    d.execute("UPDATE entries SET remote = 1 WHERE id = ?", (old.id,))
+                elif not old.remote or (m.etag and old.nas_etag != m.etag):
+                    # The same content (our own upload, say): only the NAS's name for it is learnt.
+                    d.execute("UPDATE entries SET remote = 1, nas_etag = ? WHERE id = ?", (m.etag or None, old.id))
             for name, old in existing.items():
                 if name not in seen and old.remote and not old.dirty and not old.local_only:
                     stale += self.delete_quietly(d, view, old.path)
@@ -350,17 +363,28 @@ class Index:
         return [r[0] for r in rows]
 
     def mark_cached(self, view: str, path: str, cache_key: str, size: int, etag: str | None, mtime: float | None) -> str | None:
-        """A download finished: the entry's content is now `cache_key`. Returns a replaced key, if any."""
+        """A download finished: the entry's content is now `cache_key`; `etag` and `mtime` are the
+        NAS's for it. Returns a replaced key, if any."""
         with self.db.write() as d:
             entry = self.get(view, path)
             if entry is None or entry.dirty:
                 return cache_key  # deleted or rewritten meanwhile: the download is not wanted
             now = time.time()
-            d.execute(
-                "UPDATE entries SET cache_key = ?, size = ?, etag = COALESCE(?, etag), mtime = COALESCE(?, mtime),"
-                " last_access = ?, heat = ?, heat_key = ? WHERE id = ?",
-                (cache_key, size, etag, mtime, now, *self._use_heat(d, entry.id, size, now), entry.id),
-            )
+            if versions.same_nas_version(entry.nas_etag, entry.size, etag, size):
+                # The version the client knows (evicted and fetched again): its ETag, time and
+                # length stay as the client saw them.
+                d.execute(
+                    "UPDATE entries SET cache_key = ?, nas_etag = COALESCE(?, nas_etag), last_access = ?, heat = ?,"
+                    " heat_key = ? WHERE id = ?",
+                    (cache_key, etag, now, *self._use_heat(d, entry.id, size, now), entry.id),
+                )
+            else:  # the NAS had a newer version than the index knew: that is what was fetched
+                d.execute(
+                    "UPDATE entries SET cache_key = ?, size = ?, etag = ?, nas_etag = ?, mtime = COALESCE(?, mtime),"
+                    " last_access = ?, heat = ?, heat_key = ? WHERE id = ?",
+                    (cache_key, size, versions.nas_version_etag(etag), etag, mtime, now,
+                     *self._use_heat(d, entry.id, size, now), entry.id),
+                )
             return entry.cache_key
 
     def pending_changes(self) -> int:

@@ -24,6 +24,7 @@ from balupi.cache.manager import CacheManager
 from balupi.auth.service import IDENTITY_KEY
 from balupi.dav.fetch import Downloads, UpstreamError, UpstreamMissing
 from balupi.dav.index import Entry, Index, name_of, parent_of
+from balupi.dav import versions
 from balupi.dav.resources import CacheCollection, CacheFile
 from balupi.dav.store import ContentStore
 from balupi.errors import NasUnavailable
@@ -146,6 +147,7 @@ class CacheProvider(DAVProvider):
         try:
             for _ in download.stream():
                 pass
+            download.wait_done(60.0)  # the last byte arrives before the entry is published
         except UpstreamMissing:
             raise DAVError(HTTP_NOT_FOUND) from None
         except (UpstreamError, NasUnavailable) as exc:
@@ -179,13 +181,16 @@ class CacheProvider(DAVProvider):
         if oc_mtime and oc_mtime.strip().isdigit():
             mtime = float(oc_mtime.strip())
         local_only = self.is_noise(entry.name) or entry.local_only
-        replaced = self.index.put_file(entry.view, entry.path, key, size, mtime, content_type, local_only, f"l-{key}")
+        replaced = self.index.put_file(entry.view, entry.path, key, size, mtime, content_type, local_only,
+                                       versions.local_version_etag(key))
         if replaced and replaced != key:
             self._drop_content([replaced])
         fresh = self.index.get(entry.view, entry.path)
         assert fresh is not None
         if not new:
             self.events.emit(Event.CACHE_FILE_ADDED, path=entry.path, size_bytes=size)
+            self.events.emit(Event.UPLOAD_FINISHED, user=environ.get("wsgidav.auth.user_name") or "", path=entry.path,
+                             size_bytes=size)
         return fresh
 
     def note_props_changed(self, entry: Entry) -> None:

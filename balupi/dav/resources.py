@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from wsgidav import util, xml_tools
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
+from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, HTTP_PRECONDITION_FAILED, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
 from balupi.dav.index import Entry, join
@@ -205,6 +205,10 @@ class CacheCollection(_ResourceMixin, DAVCollection):
         """A new file: recorded at once for LOCK (a lock-null URL becomes an empty file), but for PUT
         only by `end_write`, once the whole body is in: a PUT that fails leaves nothing behind."""
         assert "/" not in name
+        if "HTTP_IF_MATCH" in self.environ:
+            # RFC 9110 13.1.1: If-Match is false when there is no current version (even "*"): a
+            # client updating the version it saw must not bring back a file deleted meanwhile.
+            raise DAVError(HTTP_PRECONDITION_FAILED, "If-Match: there is no such file")
         path = join(self.entry.path, name)
         placeholder = Entry(0, self.entry.view, path, self.entry.path, name, False, 0, time.time(), time.time(),
                             None, None, None, False, False, True, False, None)

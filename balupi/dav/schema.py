@@ -2,7 +2,8 @@
 
 `entries` mirrors the NAS tree as BaluPi last saw it, plus what only the Pi has:
 - `path` is the WebDAV path without trailing slash ("/" is the root), `parent` its parent path;
-- `etag` is the NAS's identity of the file (or a local one for content written on the Pi);
+- `etag` is the ETag clients see: it follows the content's versions (`balupi.dav.versions`);
+- `nas_etag` is the NAS's ETag of the same content (only for talking to the NAS);
 - `cache_key` names the content file in the cache store (NULL: not cached);
 - `dirty`: the Pi holds changes the NAS does not have yet; `local_only`: never synced (client noise);
 - `listed`: for collections, whether the index knows all members (else a listing may ask the NAS);
@@ -127,4 +128,17 @@ def sync_and_heat(db):
             resolved INTEGER NOT NULL DEFAULT 0
         )
         """
+    )
+
+
+@migrations(name="0005_nas_etag")
+def nas_etag(db):
+    # `etag` becomes the ETag clients see, following content versions (decision 60); the NAS's own
+    # ETag of the same content moves to `nas_etag`. Until now a clean, synced entry carried the NAS's
+    # ETag as its `etag`: it keeps it (clients see no change) and learns it as `nas_etag` too; a
+    # dirty entry's NAS version is its `base_etag`.
+    db.execute("ALTER TABLE entries ADD COLUMN nas_etag TEXT")
+    db.execute(
+        "UPDATE entries SET nas_etag = CASE WHEN dirty = 1 THEN base_etag ELSE etag END"
+        " WHERE is_dir = 0 AND remote = 1 AND (dirty = 1 OR etag NOT LIKE 'l-%')"
     )

@@ -143,6 +143,7 @@ class EnergyService:
         self._lock = threading.Lock()
         self._plugs: dict[int, Plug] = {}
         self._ingest: concurrent.futures.ThreadPoolExecutor | None = None
+        self.plug_driver: Callable[..., Any] = lambda *args: _kasa_plugs().PlugLink(*args)  # the plugins' balupi_plug_driver
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -184,8 +185,8 @@ class EnergyService:
     def _plug_from_row(self, row: Any) -> Plug:
         plug = Plug(row["id"], row["name"], PlugRole(row["role"]), row["host"], row["port"], row["model"] or "",
                     row["mac"] or "", row["hardware_id"] or "", row["timezone"] or "")
-        plug.link = _kasa_plugs().PlugLink(plug.id, json.loads(row["config_json"]), self.credentials, self.timeout_s,
-                                        self._plug_zone(plug))
+        plug.link = self.plug_driver(plug.id, json.loads(row["config_json"]), self.credentials, self.timeout_s,
+                                     self._plug_zone(plug))
         return plug
 
     def _role_plug_id(self, role: PlugRole) -> int | None:

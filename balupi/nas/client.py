@@ -150,9 +150,9 @@ class NasClient:
         if not self.base_url:
             self.monitor.ensure_awake()  # raises NasNotConfigured
         if wake:
-            self.monitor.ensure_awake(reason=cause_for_request(f"{method} {path}", "/" + path.strip("/")))
+            self.monitor.ensure_awake(reason=cause_for_request(f"{method} {path}", "/" + path.strip("/"), user))
         elif self.monitor.state is not NasState.AWAKE:
-            raise NasUnavailable(f"the NAS is {self.monitor.state.value}; not waking it for {method} {path}")
+            raise NasUnavailable(f"the NAS is {self.monitor.state_words()}; not waking it for {method} {path}")
         target = url or self.url_for(path)
         timeout = (self.settings.nas_connect_timeout_s, timeout_s or READ_TIMEOUT_S)
         for attempt in (1, 2):
@@ -161,6 +161,9 @@ class NasClient:
                 response = self.session.request(
                     method, target, headers=headers, data=data, stream=stream, timeout=timeout, auth=auth
                 )
+            except requests.exceptions.SSLError as exc:
+                problem = self.monitor.note_tls_failure(type(exc).__name__)
+                raise NasUnavailable(f"the NAS is unreachable: {problem}", retry_after_s=3600) from exc
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self.monitor.note_unreachable(type(exc).__name__)
                 if attempt == 1 and wake and data is None:

@@ -31,7 +31,7 @@ from balupi.db import Database
 from balupi.errors import NasNotConfigured, NasUnavailable, WakeNotPossible
 from balupi.events import Event, Events
 from balupi.nas import wol
-from balupi.nas.wakes import WakeCause, WakeLog, as_cause
+from balupi.nas.wakes import WakeCause, WakeKind, WakeLog, as_cause
 from balupi.settings import Settings
 
 log = logging.getLogger("balupi.nas")
@@ -40,6 +40,7 @@ RECENT_TRANSITIONS = 50
 POWER_READING_FRESH_S_FACTOR = 3  # a plug reading counts as current for 3 sample intervals
 WAKER_GIVE_UP_FACTOR = 4  # the waker keeps trying for 4 x the expected boot time
 SHUTDOWN_RETRY_AFTER_S = 30  # told to a client whose wait was cut short by shutdown
+WAKE_VETO_RETRY_AFTER_S = 300  # told to a client whose wake a plugin refused
 
 
 class NasState(enum.Enum):
@@ -69,12 +70,25 @@ class SuspendAction(Protocol):
     def __call__(self) -> None: ...
 
 
-def _tcp_probe(host: str, port: int, timeout_s: float) -> bool:
+class Reach(enum.Enum):
+    """What one TCP connect to the NAS's WebDAV port found. True only when it connected."""
+
+    OPEN = "open"
+    REFUSED = "connection refused"  # a host answered, nothing listens on the port
+    SILENT = "no answer"  # timeout, or no route to the host: a sleeping machine answers nothing
+
+    def __bool__(self) -> bool:
+        return self is Reach.OPEN
+
+
+def _tcp_probe(host: str, port: int, timeout_s: float) -> Reach:
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
-            return True
+            return Reach.OPEN
+    except ConnectionRefusedError:
+        return Reach.REFUSED
     except OSError:
-        return False
+        return Reach.SILENT
 
 
 def webdav_endpoint(url: str) -> tuple[str, int]:
@@ -88,7 +102,7 @@ class NasMonitor:
         settings: Settings,
         db: Database,
         events: Events,
-        probe: Callable[[str, int, float], bool] = _tcp_probe,
+        probe: Callable[[str, int, float], Reach] = _tcp_probe,
     ):
         self.settings = settings
         self.db = db
@@ -100,6 +114,10 @@ class NasMonitor:
         self.configured = bool(settings.nas_webdav_url)
         self.host, self.port = webdav_endpoint(settings.nas_webdav_url) if self.configured else ("", 0)
         self.state = NasState.UNKNOWN if self.configured else NasState.UNCONFIGURED
+        self.problem: str | None = None  # why it is unreachable, in words (with state UNREACHABLE)
+        self.tls_problem = False  # `problem` is about its certificate: an open port does not mean awake
+        self.https = self.configured and settings.nas_webdav_url.lower().startswith("https:")
+        self._seen_awake = self.configured and self._answered_before()
         self.since = time.time()
         self.version: str | None = None
         self.last_used = time.monotonic()  # last successful request BaluPi made to the NAS
@@ -110,20 +128,49 @@ class NasMonitor:
         self.wakes = 0  # wake-ups BaluPi started
         self.last_packet_error: str | None = None
         self._waker: threading.Thread | None = None
+        self._waker_packets = False  # the waker sends magic packets (False: it only watches a boot)
         self._wake_started: float | None = None
         self.suspend_action: SuspendAction | None = None
         self.has_pending_work: Callable[[], bool] = lambda: False
+        self.wake_veto: Callable[..., str | None] | None = None  # plugins' balupi_before_wake (balupi.plugins)
         self._stopped = threading.Event()
         events.subscribe(Event.NAS_POWER_READING, self.on_power_reading)
         self.wake_log = WakeLog(db, events)  # what woke it: every wake and every time it was found awake
 
     # -- state ---------------------------------------------------------------------------------
 
+    def _answered_before(self) -> bool:
+        """Whether the NAS has ever answered BaluPi (a recorded transition to awake)."""
+        try:
+            return self.db.query_one("SELECT 1 FROM nas_transitions WHERE to_state = 'awake' LIMIT 1") is not None
+        except Exception:
+            return False
+
+    def state_words(self) -> str:
+        """The state as logged and reported: 'asleep', 'unreachable: connection refused', ..."""
+        if self.state is NasState.UNREACHABLE and self.problem:
+            return f"unreachable: {self.problem}"
+        return self.state.value
+
+    def _set_unreachable(self, problem: str, tls: bool = False) -> None:
+        """Caller holds self._cond. UNREACHABLE for a named reason (logged once per reason)."""
+        changed = self.state is not NasState.UNREACHABLE or self.problem != problem
+        self.problem, self.tls_problem = problem, tls
+        if self.state is NasState.UNREACHABLE:
+            if changed:
+                log.error("NAS unreachable: %s", problem)
+            return
+        self._set_state(NasState.UNREACHABLE, problem)
+
     def _set_state(self, new: NasState, cause: str) -> None:
         """Move to `new`. Caller holds self._cond."""
         old = self.state
         if new is old:
             return
+        if new is NasState.AWAKE:
+            self.problem, self.tls_problem, self._seen_awake = None, False, True
+        elif new is not NasState.UNREACHABLE:
+            self.problem, self.tls_problem = None, False
         now = time.time()
         self.state, self.since = new, now
         transition = Transition(now, old, new, cause)
@@ -136,7 +183,10 @@ class NasMonitor:
                 )
         except Exception:  # the database may be closing at shutdown; the state still moves
             log.debug("could not record NAS transition", exc_info=True)
-        log.info("NAS %s -> %s (%s)", old.value, new.value, cause)
+        if new is NasState.UNREACHABLE:
+            log.error("NAS %s -> unreachable: %s", old.value, cause)
+        else:
+            log.info("NAS %s -> %s (%s)", old.value, new.value, cause)
         self._cond.notify_all()
         self.events.emit(Event.NAS_STATE_CHANGED, from_state=old, to_state=new, cause=cause, at=now)
 
@@ -158,22 +208,51 @@ class NasMonitor:
     def note_success(self) -> None:
         """A request to the NAS just succeeded."""
         self.last_used = time.monotonic()
-        if self.state is not NasState.AWAKE and self.state is not NasState.UNCONFIGURED:
+        if self.tls_problem or self.state is not NasState.AWAKE and self.state is not NasState.UNCONFIGURED:
             with self._cond:
                 self._set_state(NasState.AWAKE, "a request succeeded")
 
     def note_unreachable(self, cause: str) -> None:
         """A request to the NAS failed to connect or broke off. One TCP connect tells whether the
         NAS itself went away or just that one connection (then the state stays)."""
-        if self.configured and self._probe(self.host, self.port, self.settings.nas_connect_timeout_s):
+        reach = self._probe(self.host, self.port, self.settings.nas_connect_timeout_s) if self.configured else Reach.SILENT
+        if reach:
             log.info("NAS request failed (%s) but its port answers: keeping state %s", cause, self.state.value)
             return
         # Its port does not answer: asleep, as far as BaluPi can tell. (A plug reading of "idle" may
         # lag by the energy monitor's dwell time, so it does not make this "unreachable"; a wake
-        # that gets no answer does.)
+        # that gets no answer does.) A refusal from a NAS that never answered is an address where
+        # nothing listens (a mistyped URL), not a sleeping NAS.
         with self._cond:
             if self.state in (NasState.AWAKE, NasState.UNKNOWN, NasState.SUSPENDING):
-                self._set_state(NasState.ASLEEP, f"request failed: {cause}")
+                self._judge_closed_port(reach, f"request failed: {cause}")
+
+    def _judge_closed_port(self, reach: Reach, cause: str) -> None:
+        """Caller holds self._cond. The port did not connect: asleep, or unreachable when a host
+        refuses and this NAS has never answered BaluPi."""
+        if reach is Reach.REFUSED and not self._seen_awake:
+            self._set_unreachable("connection refused")
+        else:
+            self._set_state(NasState.ASLEEP, f"{cause} ({reach.value})" if reach is Reach.REFUSED else cause)
+
+    def note_tls_failure(self, cause: str) -> str:
+        """A request failed in the TLS handshake: the certificate is not trusted as configured.
+        Returns the problem in words (with the certificate's fingerprint)."""
+        from balupi.nas.tls import certificate_problem
+
+        problem = certificate_problem(self.host, self.port, self.settings, self.settings.nas_connect_timeout_s)
+        problem = problem or f"TLS failed: {cause}"
+        with self._cond:
+            self._set_unreachable(problem, tls=True)
+        return problem
+
+    def _certificate_problem(self) -> str | None:
+        """For an https NAS whose port answers: why its certificate is not trusted, or None."""
+        if not self.https:
+            return None
+        from balupi.nas.tls import certificate_problem
+
+        return certificate_problem(self.host, self.port, self.settings, self.settings.nas_connect_timeout_s)
 
     def on_power_reading(self, power_w: float, power_state, at: float | None = None, **_: object) -> None:
         """The `nas` plug's reading (Event.NAS_POWER_READING); power_state is off/standby/idle/active."""
@@ -182,18 +261,31 @@ class NasMonitor:
         self.last_power_reading_at = time.monotonic()
         self.last_power_w = power_w
         name = self.last_power_state = getattr(power_state, "value", power_state)
+        reading = f"plug reads {power_w:.1f} W ({name})"
+        recent_success_s = 2 * self.settings.energy_sample_interval_seconds
+        # A reading is weighed with the NAS's port (one TCP connect, made before taking the lock):
+        # - "off"/"standby" right after a request succeeded may lag by the energy monitor's dwell
+        #   time: the port decides (open: the reading lags; closed: asleep);
+        # - "idle"/"active" while asleep is drawing power, not answering (a booting NAS draws as
+        #   much): open -> awake; closed -> waking, watched until it answers, so a request failing
+        #   during the boot does not flip the state back to asleep.
+        reach = None
+        if name in ("off", "standby") and self.state is NasState.AWAKE and time.monotonic() - self.last_used < recent_success_s:
+            reach = self._probe(self.host, self.port, self.settings.nas_connect_timeout_s)
+        elif name in ("idle", "active") and self.state in (NasState.ASLEEP, NasState.UNKNOWN) and self._waker is None:
+            reach = self._probe(self.host, self.port, self.settings.nas_connect_timeout_s)
         with self._cond:
             if name in ("off", "standby"):
-                # A reading lags by the energy monitor's dwell time: a request that succeeded since
-                # is the better evidence.
-                recent_success_s = 2 * self.settings.energy_sample_interval_seconds
-                if time.monotonic() - self.last_used < recent_success_s and self.state is NasState.AWAKE:
+                if reach and self.state is NasState.AWAKE:
                     return
                 if self.state in (NasState.AWAKE, NasState.UNKNOWN, NasState.SUSPENDING, NasState.UNREACHABLE):
-                    self._set_state(NasState.ASLEEP, f"plug reads {power_w:.1f} W ({name})")
-            elif name in ("idle", "active"):
-                if self.state in (NasState.ASLEEP, NasState.UNKNOWN):
-                    self._set_state(NasState.AWAKE, f"plug reads {power_w:.1f} W ({name})")
+                    self._set_state(NasState.ASLEEP, reading + (", port closed" if reach is not None else ""))
+            elif name in ("idle", "active") and reach is not None:
+                if self.state in (NasState.ASLEEP, NasState.UNKNOWN) and self._waker is None:
+                    if reach:
+                        self._set_state(NasState.AWAKE, f"{reading}, port answers")
+                    else:
+                        self._start_waker(f"{reading}: booting", packets=False)
 
     def probe(self) -> None:
         """Scheduled: a TCP connect to the WebDAV port, unless a plug reading already tells."""
@@ -201,18 +293,28 @@ class NasMonitor:
             return
         if self.state is NasState.WAKING:
             return  # the waker is probing already
-        up = self._probe(self.host, self.port, self.settings.nas_connect_timeout_s)
+        reach = self._probe(self.host, self.port, self.settings.nas_connect_timeout_s)
+        certificate = self._certificate_problem() if reach and (self.state is not NasState.AWAKE or self.tls_problem) else None
         with self._cond:
-            if up and self.state is not NasState.AWAKE and self.state is not NasState.SUSPENDING:
+            if reach and certificate:
+                self._set_unreachable(certificate, tls=True)
+            elif reach and self.state is not NasState.SUSPENDING and (self.state is not NasState.AWAKE or self.tls_problem):
                 self._set_state(NasState.AWAKE, "TCP probe connected")
-            elif not up and self.state in (NasState.AWAKE, NasState.UNKNOWN, NasState.SUSPENDING):
-                self._set_state(NasState.ASLEEP, "TCP probe refused")
+            elif not reach and self.state in (NasState.AWAKE, NasState.UNKNOWN, NasState.SUSPENDING):
+                self._judge_closed_port(reach, f"TCP probe: {reach.value}")
+            elif not reach and self.state is NasState.UNREACHABLE and reach is Reach.SILENT and not self.tls_problem \
+                    and self.problem == "connection refused":
+                self._set_state(NasState.ASLEEP, "TCP probe: no answer")
 
     # -- waking ----------------------------------------------------------------------------------
 
-    def ensure_awake(self, timeout_s: float | None = None, reason: "str | WakeCause" = "needed") -> None:
-        """Return when the NAS answers; wake it if needed. Raises NasUnavailable at the deadline.
-        `reason` says who needs it (`balupi.nas.wakes`): a WakeCause, or text for the request being answered."""
+    def ensure_awake(self, timeout_s: float | None = None, reason: "str | WakeCause" = "needed", kind: str = "client",
+                     user: str | None = None, path: str | None = None) -> None:
+        """Return when the NAS answers; wake it if needed. Raises NasUnavailable at the deadline, or
+        when a plugin refuses the wake (`kind`, `user`, `path`: who needs it, for that plugin).
+        `reason` is a WakeCause (`balupi.nas.wakes`: what the wake list records), or text."""
+        cause = self._cause(reason, kind, user, path)
+        reason, kind, user, path = cause.for_transition(), _veto_kind(cause), cause.user, cause.path
         if not self.configured:
             raise NasNotConfigured("no NAS is configured (BALUPI_NAS_WEBDAV_URL is empty)", retry_after_s=3600)
         if self.state is NasState.AWAKE:
@@ -224,17 +326,25 @@ class NasMonitor:
         if self.state in (NasState.UNKNOWN, NasState.UNREACHABLE) and self._waker is None:
             # Maybe it is up and we just don't know: one cheap look before sending packets.
             if self._probe(self.host, self.port, self.settings.nas_connect_timeout_s):
+                if self.tls_problem:
+                    return  # the request tries again: it fails with the certificate's message, or works once fixed
+                problem = self._certificate_problem()
+                if problem:
+                    with self._cond:
+                        self._set_unreachable(problem, tls=True)
+                    raise NasUnavailable(f"the NAS is unreachable: {problem}", retry_after_s=3600)
                 self.note_success()
                 return
+        self._check_wake_veto(reason, kind, user, path)
         with self._cond:
             if self.state is NasState.AWAKE:
                 return
-            if self.mac is None:
+            if self.mac is None and self._waker is None:
                 raise NasUnavailable(
-                    f"the NAS is {self.state.value} and no MAC address is configured to wake it",
+                    f"the NAS is {self.state_words()} and no MAC address is configured to wake it",
                     retry_after_s=int(self.settings.nas_boot_time_s),
                 )
-            self._start_waker(reason)
+            self._start_waker(cause, packets=self.mac is not None)
             while self.state is not NasState.AWAKE:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._waker is None and self.state is not NasState.WAKING:
@@ -246,20 +356,24 @@ class NasMonitor:
                 return
             elapsed = time.monotonic() - (self._wake_started or time.monotonic())
             retry_after_s = max(5, int(self.settings.nas_boot_time_s - elapsed + 0.999))
-            raise NasUnavailable(f"the NAS did not wake within {timeout_s:g} s ({self.state.value})", retry_after_s)
+            raise NasUnavailable(f"the NAS did not wake within {timeout_s:g} s ({self.state_words()})", retry_after_s)
 
     def wake(self, reason: "str | WakeCause" = "requested") -> dict:
         """Start waking the NAS without waiting (POST /api/nas/wol). Returns what was done."""
         if self.mac is None:
             raise WakeNotPossible("no MAC address is configured (BALUPI_NAS_MAC_ADDRESS)")
+        cause = self._cause(reason, "manual", None, None)
+        reason = cause.for_transition()
+        if self.state is not NasState.AWAKE:
+            self._check_wake_veto(reason, "manual", cause.user, None)
         self.last_packet_error = None
         sent_before = self.wakes_sent  # before the waker starts: its first packet may go out at once
         with self._cond:
             previous = self.state
-            started = self._start_waker(reason) if previous is not NasState.AWAKE else False
+            started = self._start_waker(cause) if previous is not NasState.AWAKE else False
         if previous is NasState.AWAKE:
             # Awake as far as we know; a packet is harmless and covers a stale belief.
-            self._send_packet(as_cause(reason).describe())
+            self._send_packet(reason)
         elif started:
             self._wait_first_packet(sent_before)
         return {
@@ -270,22 +384,51 @@ class NasMonitor:
             "expected_boot_s": self.settings.nas_boot_time_s,
         }
 
+    @staticmethod
+    def _cause(reason: "str | WakeCause", kind: str, user: str | None, path: str | None) -> WakeCause:
+        """What the wake list records for this wake: the cause given, or one made of the text and kind."""
+        if isinstance(reason, WakeCause):
+            return reason
+        if kind == "sync":
+            return WakeCause(WakeKind.SYNC, detail=reason, user=user)
+        if kind == "client":
+            return as_cause(reason)  # the request being answered, if there is one; else manual
+        return WakeCause(WakeKind.MANUAL, detail=reason, user=user, path=path)
+
+    def _check_wake_veto(self, reason: str, kind: str, user: str | None, path: str | None) -> None:
+        """Ask the plugins before a wake starts (not while one runs). Raises NasUnavailable on a refusal."""
+        if self.wake_veto is None or self._waker is not None:
+            return
+        refusal = self.wake_veto(reason, kind, user, path)
+        if refusal is not None:
+            raise NasUnavailable(f"waking the NAS was refused by plugin {refusal}", retry_after_s=WAKE_VETO_RETRY_AFTER_S)
+
     def _wait_first_packet(self, sent_before: int, timeout_s: float = 2.0) -> None:
         """Let the waker thread send (or fail to send) its first packet, so the answer is true."""
         deadline = time.monotonic() + timeout_s
         while self.wakes_sent == sent_before and self.last_packet_error is None and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def _start_waker(self, reason: "str | WakeCause") -> bool:
-        """Caller holds self._cond. Starts the one waker thread unless one runs. True if started."""
+    def _start_waker(self, reason: "str | WakeCause", packets: bool = True) -> bool:
+        """Caller holds self._cond. Starts the one waker thread unless one runs. True if started.
+        Without `packets` it only watches for the port to open (the NAS boots by itself)."""
+        # Here, on the caller's thread, the request being answered is known (a watch has no cause).
+        cause = as_cause(reason) if packets or isinstance(reason, WakeCause) else None
+        reason = cause.for_transition() if cause is not None else reason
         if self._waker is not None:
+            if packets and not self._waker_packets:  # a watch becomes a wake: someone needs the NAS
+                self._waker_packets = True
+                self.wakes += 1
+                self.events.emit(Event.NAS_WAKE_REQUESTED, reason=reason, cause=cause, at=time.time())
             return False
-        self.wakes += 1
         self._wake_started = time.monotonic()
-        cause = as_cause(reason)  # here, on the caller's thread: the request being answered is known
-        reason = cause.for_transition()
-        self._set_state(NasState.WAKING, f"wake: {reason}")
-        self.events.emit(Event.NAS_WAKE_REQUESTED, reason=reason, cause=cause, at=time.time())
+        self._waker_packets = packets
+        if packets:
+            self.wakes += 1
+            self._set_state(NasState.WAKING, f"wake: {reason}")
+            self.events.emit(Event.NAS_WAKE_REQUESTED, reason=reason, cause=cause, at=time.time())
+        else:
+            self._set_state(NasState.WAKING, reason)
         self._waker = threading.Thread(target=self._wake_loop, args=(reason,), name="balupi-nas-waker", daemon=True)
         self._waker.start()
         return True
@@ -312,9 +455,10 @@ class NasMonitor:
                 now = time.monotonic()
                 if now >= give_up_at:
                     with self._cond:
-                        self._set_state(NasState.UNREACHABLE, "did not wake after magic packets")
+                        self._set_unreachable("did not wake after magic packets" if self._waker_packets
+                                              else "draws power but its port never answered")
                     return
-                if now >= next_packet_at:
+                if self._waker_packets and now >= next_packet_at:
                     self._send_packet(reason)
                     next_packet_at = now + s.nas_wol_resend_s
                 if self._probe(self.host, self.port, s.nas_connect_timeout_s):
@@ -358,6 +502,8 @@ class NasMonitor:
             "version": self.version,
             "url": self.settings.nas_webdav_url or None,
             "nas_state": self.state.value,
+            "state_words": self.state_words(),
+            "problem": self.problem,
             "since": self.since,
             "wol_configured": self.mac is not None,
             "wakes": self.wakes,
@@ -371,3 +517,8 @@ class NasMonitor:
         self._stopped.set()
         with self._cond:
             self._cond.notify_all()
+
+
+def _veto_kind(cause: WakeCause) -> str:
+    """The plugins' word for who needs the NAS: client (a request), sync, manual, ..."""
+    return "client" if cause.kind is WakeKind.REQUEST else cause.kind.value

@@ -111,17 +111,18 @@ class WakeCause:
         return self.describe()
 
 
-def cause_for_request(detail: str, path: str | None = None) -> WakeCause:
+def cause_for_request(detail: str, path: str | None = None, user: str | None = None) -> WakeCause:
     """The cause for a wake a request needs: `path` is what it needs from the NAS (a share path);
-    user, User-Agent and address come from the request this thread is answering (if any)."""
+    user, User-Agent and address come from the request this thread is answering (if any; `user`
+    when it names nobody)."""
     environ = current_request.get()
     if environ is None:
-        return WakeCause(WakeKind.REQUEST, detail=detail[:MAX_TEXT], path=path)
+        return WakeCause(WakeKind.REQUEST, detail=detail[:MAX_TEXT], path=path, user=user)
     asked = unquote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
     return WakeCause(
         WakeKind.REQUEST,
         detail=f"{environ.get('REQUEST_METHOD', '')} {asked}"[:MAX_TEXT],
-        user=environ.get("wsgidav.auth.user_name") or environ.get("balupi.user") or None,
+        user=environ.get("wsgidav.auth.user_name") or environ.get("balupi.user") or user,
         client=(environ.get("HTTP_USER_AGENT") or "")[:MAX_TEXT] or None,
         address=environ.get("REMOTE_ADDR") or None,
         path=(path or asked)[:MAX_TEXT],

@@ -90,7 +90,8 @@ class SimNas:
                  boot_delay_s: float = 0.2, spinup_delay_s: float = 0.0,
                  sleep_mode: SleepMode | str = SleepMode.SUSPEND,
                  idle_suspend_s: float | None = None,
-                 initial_state: PowerState | str = PowerState.AWAKE, threads: int = 16):
+                 initial_state: PowerState | str = PowerState.AWAKE, threads: int = 16,
+                 tls: tuple[str, str] | None = None):
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the simulated NAS listens on loopback only, not {host!r}")
         self.root = Path(root).resolve()
@@ -118,7 +119,9 @@ class SimNas:
         self.counters = NasCounters()
         self._in_flight = 0
         self._last_activity = time.monotonic()
-        self._listener = ReopenableServer(host, port, NasApp(self), threads=threads)
+        self.tls = tls  # (certificate, key) PEM paths: the main port speaks HTTPS
+        self._listener = ReopenableServer(host, port, NasApp(self), threads=threads,
+                                          tls=None if tls is None else (str(tls[0]), str(tls[1])))
         self._listener_open = False  # mirrors _listener.is_open, readable under _lock
         self._control: SimHTTPServer | None = None
         self._wol: WolListener | None = None
@@ -477,7 +480,7 @@ class SimNas:
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     @property
     def dav_url(self) -> str:

@@ -22,8 +22,10 @@ _BIND_RETRY_S = 0.02
 class ReopenableServer:
     """One port number, served by a fresh cheroot server each time it is opened."""
 
-    def __init__(self, host: str, port: int, app, *, threads: int, name: str = "BaluHost-sim"):
+    def __init__(self, host: str, port: int, app, *, threads: int, name: str = "BaluHost-sim",
+                 tls: tuple[str, str] | None = None):
         self.host = host
+        self.tls = tls  # (certificate, key) PEM paths: serve HTTPS
         self.port = int(port)
         self.app = app
         self.threads = threads
@@ -66,6 +68,10 @@ class ReopenableServer:
         for _attempt in range(_BIND_ATTEMPTS):
             server = SimHTTPServer((self.host, self.port), self.app, threads=self.threads,
                                    name=self.name)
+            if self.tls is not None:
+                from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+                server.ssl_adapter = BuiltinSSLAdapter(*self.tls)
             try:
                 server.prepare()  # bind + listen
                 break

@@ -14,7 +14,8 @@ Each pending change (`journal` row) is applied only while the NAS is awake; when
 - Conflicts: when the NAS's copy is no longer the version the Pi's change was based on (ETag), both
   are kept: the NAS's version keeps the name, the Pi's goes next to it as
   `name (conflict <host> <date>).ext`, recorded in `conflicts` and announced (Event.SYNC_CONFLICT).
-- A synced file stays cached and becomes clean; its ETag becomes the NAS's.
+- A synced file stays cached and becomes clean; the NAS's ETag of it is recorded (`nas_etag`), the
+  ETag clients see does not change (the content did not: see `balupi.dav.versions`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
 
+from balupi.dav import versions
 from balupi.dav.index import Index, name_of, parent_of, subtree_bounds
 from balupi.dav.names import nas_name_problem
 from balupi.dav.props import storage_url
@@ -109,6 +111,7 @@ class SyncWorker:
         self.settings = settings
         self.db, self.index, self.store, self.client, self.monitor, self.events = db, index, store, client, monitor, events
         self.policy = WakePolicy(settings)
+        self.wake_reason = self.policy.wake_reason  # the app sets the plugins' balupi_sync_wake_reason
         self.host = socket.gethostname().split(".")[0] or "balupi"
         self.last_error: str | None = None
         self.errors = 0  # failed attempts to apply a change, since start (balupi_sync_errors_total)
@@ -133,7 +136,7 @@ class SyncWorker:
         if not self.monitor.configured or not self.has_pending():
             return None
         if not self.monitor.is_awake():
-            reason = self.policy.wake_reason(self.pending(), time.time())
+            reason = self.wake_reason(self.pending(), time.time())
             if reason is None:
                 return None
             try:
@@ -382,16 +385,21 @@ class SyncWorker:
         return False
 
     def _settle(self, view: str, path: str, key: str, remote: RemoteEntry) -> None:
-        """The NAS holds `key`'s content at `path` now: the entry is clean and carries the NAS's ETag."""
+        """The NAS holds `key`'s content at `path` now: the entry is clean and knows the NAS's ETag of
+        it; the ETag clients see stays (same content)."""
         with self.db.write() as d:
             d.execute(
-                "UPDATE entries SET dirty = 0, remote = 1, etag = ?, base_etag = NULL WHERE view = ? AND path = ? AND cache_key = ?",
+                "UPDATE entries SET dirty = 0, remote = 1, nas_etag = ?, base_etag = NULL"
+                " WHERE view = ? AND path = ? AND cache_key = ?",
                 (remote.etag or None, view, path, key),
             )
-            # A newer local version (written during the upload) is now based on what we uploaded.
-            d.execute("UPDATE entries SET base_etag = ? WHERE view = ? AND path = ? AND dirty = 1", (remote.etag, view, path))
+            # A newer local version (written during the upload) is now based on what we uploaded,
+            # and so is a later delete or move of the path.
+            d.execute("UPDATE entries SET base_etag = ?, nas_etag = ? WHERE view = ? AND path = ? AND dirty = 1",
+                      (remote.etag, remote.etag or None, view, path))
             d.execute(
-                "UPDATE journal SET base_etag = ? WHERE state = 'pending' AND op = 'put' AND view = ? AND path = ?",
+                "UPDATE journal SET base_etag = ? WHERE state = 'pending' AND op IN ('put', 'delete', 'move')"
+                " AND view = ? AND path = ?",
                 (remote.etag, view, path),
             )
         self.events.emit(Event.SYNC_DONE, path=path, action="put")
@@ -402,29 +410,30 @@ class SyncWorker:
         with self.db.write() as d:
             # The Pi's version now lives (clean) under the conflict name ...
             moved = d.execute(
-                "UPDATE entries SET path = ?, name = ?, dirty = 0, remote = 1, etag = ?, base_etag = NULL"
+                "UPDATE entries SET path = ?, name = ?, dirty = 0, remote = 1, nas_etag = ?, base_etag = NULL"
                 " WHERE view = ? AND path = ? AND cache_key = ?",
                 (conflict_path, name_of(conflict_path), uploaded.etag or None, view, path, key),
             ).rowcount
             if not moved:  # a newer version replaced it on the Pi meanwhile: the copy gets its own entry
                 d.execute(
                     "INSERT OR IGNORE INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag,"
-                    " content_type, cache_key, listed, remote) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, 1, 1)",
+                    " nas_etag, content_type, cache_key, listed, remote) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 1, 1)",
                     (view, conflict_path, parent_of(conflict_path), name_of(conflict_path), uploaded.size_bytes,
-                     uploaded.mtime, now, uploaded.etag or None, uploaded.content_type, key),
+                     uploaded.mtime, now, versions.local_version_etag(key), uploaded.etag or None,
+                     uploaded.content_type, key),
                 )
             # ... and the NAS's version keeps the name (not cached: it is fetched when asked for),
             # unless a client wrote a newer version meanwhile: that one stays, dirty, and its own
             # upload will meet the NAS's version the same way.
             if nas_version is not None:
                 d.execute(
-                    "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag,"
-                    " content_type, listed, remote) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, 1, 1)"
+                    "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, nas_etag,"
+                    " content_type, listed, remote) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, 1, 1)"
                     " ON CONFLICT (view, path) DO UPDATE SET is_dir = 0, size = excluded.size,"
-                    " mtime = excluded.mtime, etag = excluded.etag, content_type = excluded.content_type,"
-                    " cache_key = NULL, remote = 1 WHERE dirty = 0",
+                    " mtime = excluded.mtime, etag = excluded.etag, nas_etag = excluded.nas_etag,"
+                    " content_type = excluded.content_type, cache_key = NULL, remote = 1 WHERE dirty = 0",
                     (view, path, parent_of(path), name_of(path), nas_version.size_bytes, nas_version.mtime, now,
-                     nas_version.etag or None, nas_version.content_type),
+                     versions.nas_version_etag(nas_version.etag), nas_version.etag or None, nas_version.content_type),
                 )
             d.execute(
                 "INSERT INTO conflicts (at, view, path, conflict_path, nas_etag, base_etag) VALUES (?, ?, ?, ?, ?, ?)",
@@ -479,7 +488,7 @@ class SyncWorker:
         if remote is not None and op == "move":
             with self.db.write() as d:
                 d.execute(
-                    "UPDATE entries SET remote = 1, etag = CASE WHEN dirty = 0 THEN ? ELSE etag END"
+                    "UPDATE entries SET remote = 1, nas_etag = CASE WHEN dirty = 0 THEN ? ELSE nas_etag END"
                     " WHERE view = ? AND path = ?",
                     (remote.etag or None, view, dest),
                 )
@@ -499,7 +508,7 @@ class SyncWorker:
         with self.db.write() as d:
             if not remote.is_collection:
                 d.execute(
-                    f"UPDATE entries SET dirty = 0, remote = 1, etag = ?, base_etag = NULL"
+                    f"UPDATE entries SET dirty = 0, remote = 1, nas_etag = ?, base_etag = NULL"
                     f" WHERE view = ? AND path = ? AND dirty = 1 AND {pending}",
                     (remote.etag or None, view, dest),
                 )
@@ -537,6 +546,14 @@ class SyncWorker:
                 + values + b"</D:prop></D:set></D:propertyupdate>")
         response = self.client.request("PROPPATCH", path, wake=False, data=body,
                                        headers={"Content-Type": "application/xml; charset=utf-8"})
+        if response.status_code == 404 and self.db.query_one(
+                "SELECT 1 FROM journal WHERE state = 'pending' AND op = 'put' AND view = ? AND path = ? AND id > ?"
+                " LIMIT 1", (view, path, row["id"])) is not None:
+            # The file reaches the NAS only with a later version (an earlier one was superseded
+            # before its upload): copy the properties after that upload.
+            with self.db.write() as d:
+                self.index._journal(d, view, "proppatch", path)
+            return
         self._check(response, (200, 207), f"PROPPATCH {path}")
 
 

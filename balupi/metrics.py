@@ -46,6 +46,26 @@ class BaluPiCollector:
         yield from self._sync()
         if self.app.settings.energy_enabled:
             yield from self._energy()
+        yield from self._plugins()
+
+    # -- plugins ---------------------------------------------------------------------------------
+
+    def _plugins(self) -> Iterable:
+        host = getattr(self.app, "plugins", None)
+        if host is None:
+            return
+        dropped = CounterMetricFamily("balupi_plugin_events_dropped", "Events not handed to plugins' observe hooks "
+                                      "because their queue was full.", labels=["hook"])
+        for hook, count in sorted(host.dropped.items()):
+            dropped.add_metric([hook], count)
+        yield dropped
+        yield CounterMetricFamily("balupi_plugin_events_dropped_all", "All events dropped, every hook together.",
+                                  value=sum(host.dropped.values()))
+        errors = CounterMetricFamily("balupi_plugin_hook_errors", "Exceptions raised by a plugin's hooks.",
+                                     labels=["plugin"])
+        for name, count in sorted(host.failures.items()):
+            errors.add_metric([name], count)
+        yield errors
 
     # -- NAS -------------------------------------------------------------------------------------
 

@@ -96,6 +96,8 @@ def test_metrics_parse_and_agree_with_the_api(rig):
     assert value(samples, "balupi_http_request_duration_seconds_count", method="GET") >= 5
     assert value(samples, "balupi_http_request_duration_seconds_count", method="PUT") == 1
     assert value(samples, "process_resident_memory_bytes") > 10e6
+    plugins = api(stack, "GET", "/plugins", auth=ALICE).json()
+    assert value(samples, "balupi_plugin_events_dropped_all_total") == plugins["dropped_events"]
 
 
 def call(app, remote: str, authorization: str | None = None) -> tuple[str, bytes]:

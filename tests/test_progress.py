@@ -44,6 +44,7 @@ def on_terminal(tmp_path: Path, settings, *args: str) -> tuple[int, str]:
 
 def test_backup_and_verify_draw_a_bar_on_a_terminal_and_plain_lines_on_a_pipe(tmp_path, settings_factory):
     settings = settings_factory()
+    assert balupi(tmp_path, settings, "cache", "stats", "--init").returncode == 0  # a database to work on
     for args, name in ((("backup-db", str(tmp_path / "copy.db")), "backup"), (("cache", "verify"), "verify")):
         status, drawn = on_terminal(tmp_path, settings, *args)
         assert status == 0, drawn

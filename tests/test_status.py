@@ -59,7 +59,9 @@ def test_status_summarises_the_nas_its_wakes_power_cost_cache_and_sync(stack_fac
 
 def test_status_on_embedded_defaults_names_what_is_missing(tmp_path, settings_factory):
     settings = settings_factory(port=1)  # nothing listens on port 1: the server is not running
-    result = balupi(tmp_path, settings, "status")
+    refused = balupi(tmp_path, settings, "status")  # no database there: a wrong data dir, most likely
+    assert refused.returncode != 0 and "no database at" in refused.stderr and "Traceback" not in refused.stderr
+    result = balupi(tmp_path, settings, "status", "--init")
     assert result.returncode == 0, result.stderr
     assert "NAS:      unconfigured" in result.stdout
     assert "the server does not answer" in result.stdout

@@ -27,7 +27,6 @@ class Event(enum.Enum):
     CACHE_FILE_EVICTED = "cache_file_evicted"  # path, size_bytes, reason
     SYNC_CONFLICT = "sync_conflict"  # path, conflict_path, at
     SYNC_DONE = "sync_done"  # path, action
-    PREFETCH_DONE = "prefetch_done"  # files, bytes, stopped (one prefetch run)
     UPLOAD_FINISHED = "upload_finished"  # user, path, size_bytes (a client's PUT is stored on the Pi)
     MISS_SERVED = "miss_served"  # user, path, size_bytes (a client got a file that came from the NAS)
 

@@ -35,6 +35,10 @@ def test_a_pinned_file_stays_through_eviction_and_a_pinned_folder_is_fetched(sta
     assert folder["pattern"] == "/photos/*" and folder["files"] == 2
     assert api(stack, "POST", "/cache/prefetch", auth=ALICE, json={"budget_mb": 10}).status_code == 202
     assert wait_until(lambda: index_row(stack.app, "/photos/b.jpg")["cache_key"] is not None, timeout_s=20)
+    # What the awake time was used for, on the wake list: the awake period now counts the prefetch.
+    awake_now = lambda: api(stack, "GET", "/nas/wakes", auth=ALICE).json()["wakes"][0]  # noqa: E731
+    assert wait_until(lambda: awake_now()["used_for"]["files_prefetched"] >= 1, timeout_s=20)
+    assert awake_now()["ongoing"] is True and awake_now()["used_for"]["bytes_prefetched"] >= 30_000
 
     pins = {p["pattern"]: p for p in api(stack, "GET", "/cache/pins", auth=ALICE).json()["pins"]}
     assert pins["/docs/*"]["source"] == "settings"

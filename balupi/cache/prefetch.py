@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from balupi.dav.index import COLUMNS, Entry
-from balupi.events import Event
 from balupi.nas.monitor import NasMonitor
 from balupi.settings import Settings
 
@@ -61,7 +60,7 @@ class Prefetcher:
         # Counted and logged however the run ended (a run that stops early has fetched files too).
         self.fetched_files += result.files
         self.fetched_bytes += result.bytes
-        self.monitor.events.emit(Event.PREFETCH_DONE, files=result.files, bytes=result.bytes, stopped=result.stopped)
+        self.monitor.wake_log.on_prefetch_done(files=result.files, bytes=result.bytes)  # what the awake time did
         if result.files:
             log.info("prefetch: %d file(s), %.1f MB%s", result.files, result.bytes / 1e6,
                      f" (stopped: {result.stopped})" if result.stopped else "")

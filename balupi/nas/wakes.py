@@ -7,7 +7,8 @@ This module owns the `nas_wakes` table and is its only writer. It learns everyth
   without BaluPi sending a packet ("woken by something else", or "found awake" at start-up);
 - Event.NAS_STATE_CHANGED away from awake: the row ends (`ended_at`); a wake that ends in
   unreachable ends its row too, with `woke` false;
-- Event.PREFETCH_DONE and Event.SYNC_DONE while a row is open: files and bytes prefetched, changes synced.
+- Event.SYNC_DONE while a row is open: changes synced; the prefetcher reports each run's files and
+  bytes (`on_prefetch_done`).
 
 Who asked: a client's request runs on a cheroot worker thread, and the top-level dispatcher puts the
 request's WSGI environ into `current_request` (a context variable, so per thread) before anything
@@ -154,7 +155,6 @@ class WakeLog:
         self._awake = False
         events.subscribe(Event.NAS_WAKE_REQUESTED, self.on_wake_requested)
         events.subscribe(Event.NAS_STATE_CHANGED, self.on_state_changed)
-        events.subscribe(Event.PREFETCH_DONE, self.on_prefetch_done)
         events.subscribe(Event.SYNC_DONE, self.on_sync_done)
 
     def close_stale(self) -> None:

@@ -1,12 +1,14 @@
-"""The issue-4 WebDAV performance table in one run: BaluPi beside stock WsgiDAV, rclone and nginx.
+"""The WebDAV performance table in one run: BaluPi beside stock WsgiDAV, rclone and nginx (issues 4, 14).
 
-    /work/venv/bin/python bench/dav_bench.py [--quick] [--only balupi,nginx] [--profile]
+    /work/venv/bin/python bench/dav_bench.py [--quick] [--only balupi,nginx] [--profile] [--pi-class]
 
 Every server runs on 127.0.0.1 over the same data (a large file, a 4 KiB file, a collection of
-2000 small files), one at a time, measured by the same clients: curl for GET and PROPFIND, wrk
-for the 4 KiB load. BaluPi gets its data by PUT through WebDAV (no NAS configured), so every GET
-is a cache hit; the others serve the data folder directly. Results: a markdown table and the
-target ratios on stdout, all samples in bench/results/dav-<date>.json. See bench/README.md.
+2000 small files), one at a time, measured by the same clients: curl for GET, PUT and PROPFIND,
+wrk for the 4 KiB load. BaluPi runs with NAS logins on (a simulated NAS checks the first login,
+then sleeps) and gets its data by PUT through WebDAV, so every GET is a cache hit; the others
+serve the data folder directly. `--pi-class` puts each server in a cgroup with a tenth of one core
+and 1 GiB (bench/pi_class.py). Results: a markdown table and the target ratios on stdout, all
+samples in bench/results/dav-<date>.json. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -33,8 +35,18 @@ from xml.etree import ElementTree as ET
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import pi_class  # noqa: E402
 import pyspy_top  # noqa: E402
-from dav_servers import KINDS, KINDS_BY_KEY, RunningServer, ServerFailed, ServerKind  # noqa: E402
+from dav_servers import (  # noqa: E402
+    DEFAULT_KEYS,
+    KINDS,
+    KINDS_BY_KEY,
+    RunningServer,
+    ServerFailed,
+    ServerKind,
+    SimNasProcess,
+    http_json,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MB = 1e6  # all MB and GB in the table are powers of ten
@@ -43,6 +55,11 @@ CHUNK_BYTES = 1 << 20
 SMALL_FILE_BYTES = 4096
 CLIENT_PACKAGES = {"curl": "curl", "wrk": "wrk"}
 UPLOAD_TIMEOUT_S = 600.0
+# Profiled without --gil (every running thread sampled, system calls that released the GIL too):
+# the PUTs always (recv, write and fsync are their cost); everything with --profile-cpu. With
+# --gil, py-spy takes the thread that last held the GIL, which under the Pi-class quota (the
+# process stopped 9 ms in 10) over-weights spots where threads wait on a lock.
+NOT_GIL_BOUND = ("put",)
 PROPFIND_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?>\n'
     b'<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/><D:getlastmodified/>'
@@ -57,6 +74,8 @@ class Plan:
     get_runs: int
     propfind_runs: int
     wrk_duration_s: int
+    put_bytes: int = 64 << 20
+    put_runs: int = 3
     wrk_threads: int = 2
     wrk_connections: int = 16
 
@@ -66,7 +85,8 @@ class Plan:
 
     @classmethod
     def quick(cls) -> "Plan":
-        return cls(big_bytes=32 << 20, entries=200, get_runs=3, propfind_runs=3, wrk_duration_s=3)
+        return cls(big_bytes=32 << 20, entries=200, get_runs=3, propfind_runs=3, wrk_duration_s=3,
+                   put_bytes=16 << 20, put_runs=2)
 
 
 class BenchError(Exception):
@@ -93,6 +113,7 @@ def make_data(root: Path, plan: Plan) -> None:
 def upload(server: RunningServer, data: Path) -> None:
     """Put the data tree into the server through WebDAV: MKCOL for folders, PUT for files."""
     deadline = time.monotonic() + UPLOAD_TIMEOUT_S
+    auth = server.auth_headers()
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120, blocksize=CHUNK_BYTES)
     try:
         for path in sorted(data.rglob("*")):
@@ -100,12 +121,12 @@ def upload(server: RunningServer, data: Path) -> None:
                 raise BenchError(f"upload took longer than {UPLOAD_TIMEOUT_S:.0f} s")
             rel = path.relative_to(data).as_posix()
             if path.is_dir():
-                conn.request("MKCOL", server.kind.root_path + rel + "/")
+                conn.request("MKCOL", server.kind.root_path + rel + "/", headers=auth)
                 expected = (201,)
             else:
                 with open(path, "rb") as body:
                     conn.request("PUT", server.kind.root_path + rel, body=body,
-                                 headers={"Content-Length": str(path.stat().st_size)})
+                                 headers={"Content-Length": str(path.stat().st_size), **auth})
                 expected = (201, 204)
             response = conn.getresponse()
             response.read()
@@ -128,19 +149,39 @@ def run_tool(argv: list[str], timeout_s: float) -> str:
     return done.stdout
 
 
-def curl_get(url: str, expected_bytes: int) -> float:
+def _auth_args(auth: tuple[str, str] | None) -> list[str]:
+    return ["-u", f"{auth[0]}:{auth[1]}"] if auth else []
+
+
+def curl_get(url: str, expected_bytes: int, auth: tuple[str, str] | None = None) -> float:
     """One GET into /dev/null; returns bytes per second as curl measured it."""
-    out = run_tool(["curl", "-s", "--noproxy", "*", "--max-time", "300", "-o", os.devnull,
-                    "-w", "%{http_code} %{size_download} %{speed_download}", url], 330)
-    code, size, speed = out.split()
+    return curl_get_timed(url, expected_bytes, auth)["speed"]
+
+
+def curl_get_timed(url: str, expected_bytes: int, auth: tuple[str, str] | None = None) -> dict:
+    """One GET into /dev/null: bytes per second and time to the first body byte, as curl measured them."""
+    out = run_tool(["curl", "-s", "--noproxy", "*", "--max-time", "300", "-o", os.devnull, *_auth_args(auth),
+                    "-w", "%{http_code} %{size_download} %{speed_download} %{time_starttransfer} %{time_total}",
+                    url], 330)
+    code, size, speed, first_byte_s, total_s = out.split()
     if code != "200" or int(size) != expected_bytes:
         raise BenchError(f"GET {url}: status {code}, {size} bytes, expected 200 and {expected_bytes}")
+    return {"speed": float(speed), "first_byte_s": float(first_byte_s), "total_s": float(total_s)}
+
+
+def curl_put(url: str, source: Path, auth: tuple[str, str] | None = None) -> float:
+    """One PUT of `source` (no Expect: 100-continue); returns bytes per second as curl measured it."""
+    out = run_tool(["curl", "-s", "--noproxy", "*", "--max-time", "600", "-o", os.devnull, *_auth_args(auth),
+                    "-H", "Expect:", "-T", str(source), "-w", "%{http_code} %{size_upload} %{speed_upload}", url], 630)
+    code, size, speed = out.split()
+    if code not in ("200", "201", "204") or int(size) != source.stat().st_size:
+        raise BenchError(f"PUT {url}: status {code}, {size} bytes sent, expected 201/204 and {source.stat().st_size}")
     return float(speed)
 
 
-def curl_propfind(url: str, body_file: Path, out_file: Path) -> float:
+def curl_propfind(url: str, body_file: Path, out_file: Path, auth: tuple[str, str] | None = None) -> float:
     """One PROPFIND Depth 1; returns seconds (curl's time_total). The answer goes to out_file."""
-    out = run_tool(["curl", "-s", "--noproxy", "*", "--max-time", "60", "-X", "PROPFIND",
+    out = run_tool(["curl", "-s", "--noproxy", "*", "--max-time", "60", "-X", "PROPFIND", *_auth_args(auth),
                     "-H", "Depth: 1", "-H", "Content-Type: application/xml; charset=utf-8", "-H", "Expect:",
                     "--data-binary", f"@{body_file}", "-o", str(out_file), "-w", "%{http_code} %{time_total}",
                     url], 90)
@@ -160,9 +201,10 @@ WRK_NON2XX_RE = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 WRK_SOCKET_RE = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
 
-def run_wrk(url: str, plan: Plan) -> dict:
+def run_wrk(url: str, plan: Plan, authorization: str | None = None) -> dict:
+    header = ["-H", f"Authorization: {authorization}"] if authorization else []
     out = run_tool(["wrk", f"-t{plan.wrk_threads}", f"-c{plan.wrk_connections}", f"-d{plan.wrk_duration_s}s",
-                    url], plan.wrk_duration_s + 60)
+                    "--timeout", "10s", *header, url], plan.wrk_duration_s + 60)
     rate, total = WRK_RATE_RE.search(out), WRK_TOTAL_RE.search(out)
     if not rate or not total:
         raise BenchError(f"wrk output not understood: {out.strip()[-300:]}")
@@ -179,13 +221,31 @@ def run_wrk(url: str, plan: Plan) -> dict:
 # ---------------------------------------------------------------- one server
 
 
+def api_token(server: RunningServer) -> str | None:
+    """A Bearer token from BaluPi's POST /api/auth/login (None when the server has no logins)."""
+    if not server.auth or not server.kind.key.startswith("balupi"):
+        return None
+    status, answer = http_json(server.port, "POST", "/api/auth/login",
+                               {"username": server.auth[0], "password": server.auth[1]})
+    if status != 200 or "access_token" not in answer:
+        raise BenchError(f"POST /api/auth/login: {status} {answer}")
+    return answer["access_token"]
+
+
+def probe_status(url: str, authorization: str) -> int:
+    out = run_tool(["curl", "-s", "--noproxy", "*", "--max-time", "30", "-o", os.devnull, "-H",
+                    f"Authorization: {authorization}", "-w", "%{http_code}", url], 60)
+    return int(out)
+
+
 def measure(server: RunningServer, plan: Plan, scratch: Path, rss_stages: dict[str, float]) -> dict:
-    """The five metrics; rss_stages gets the RSS after each step, to show which one grows it."""
+    """The metrics; rss_stages gets the RSS after each step, to show which one grows it."""
     result: dict = {}
+    auth = server.auth
     big_url = server.url("big.bin")
-    curl_get(big_url, plan.big_bytes)  # warm: page cache, rclone's VFS cache
+    curl_get(big_url, plan.big_bytes, auth)  # warm: page cache, rclone's VFS cache
     user_before, system_before = server.cpu_times()
-    speeds = [curl_get(big_url, plan.big_bytes) for _ in range(plan.get_runs)]
+    speeds = [curl_get(big_url, plan.big_bytes, auth) for _ in range(plan.get_runs)]
     user_after, system_after = server.cpu_times()
     user_s, system_s = user_after - user_before, system_after - system_before
     served_gb = plan.big_bytes * plan.get_runs / GB
@@ -199,55 +259,111 @@ def measure(server: RunningServer, plan: Plan, scratch: Path, rss_stages: dict[s
     body_file, answer = scratch / "propfind.xml", scratch / f"propfind-{server.kind.key}.xml"
     body_file.write_bytes(PROPFIND_BODY)
     many_url = server.url("many/")
-    curl_propfind(many_url, body_file, answer)  # warm-up
+    curl_propfind(many_url, body_file, answer, auth)  # warm-up
     responses = count_responses(answer)
     if responses != plan.entries + 1:
         raise BenchError(f"PROPFIND {many_url}: {responses} responses, expected {plan.entries + 1}")
-    times = [curl_propfind(many_url, body_file, answer) for _ in range(plan.propfind_runs)]
+    cpu_before = sum(server.cpu_times())
+    times = [curl_propfind(many_url, body_file, answer, auth) for _ in range(plan.propfind_runs)]
+    result["propfind_cpu_ms"] = (sum(server.cpu_times()) - cpu_before) / plan.propfind_runs * 1000
     result["propfind_ms"] = statistics.median(times) * 1000
     result["propfind_ms_runs"] = [round(t * 1000, 2) for t in times]
     result["propfind_responses"] = responses
     rss_stages["after_propfind"] = server.rss_bytes() / MB
 
     small_url = server.url("small.bin")
-    curl_get(small_url, SMALL_FILE_BYTES)
-    wrk = run_wrk(small_url, plan)
+    curl_get(small_url, SMALL_FILE_BYTES, auth)
+    basic = server.auth_headers().get("Authorization")
+    cpu_before = sum(server.cpu_times())
+    wrk = run_wrk(small_url, plan, basic)
+    wrk["server_cpu_us_per_request"] = round((sum(server.cpu_times()) - cpu_before) / max(1, wrk["requests"]) * 1e6, 1)
     if wrk["non_2xx"] or wrk["socket_errors"]:
         raise BenchError(f"wrk on {small_url}: {wrk['non_2xx']} non-2xx answers, {wrk['socket_errors']} socket errors")
     result["small_gets_per_s"] = wrk["requests_per_s"]
+    result["small_get_cpu_us"] = wrk["server_cpu_us_per_request"]
     result["wrk"] = wrk
+    rss_stages["after_wrk"] = server.rss_bytes() / MB
 
-    result["rss_mb"] = rss_stages["after_wrk"] = server.rss_bytes() / MB
+    token = api_token(server)
+    if token:  # the same GETs with an API token instead of a password, where the server takes one
+        bearer = f"Bearer {token}"
+        status = probe_status(small_url, bearer)
+        result["bearer_probe_status"] = status
+        if status == 200:
+            wrk = run_wrk(small_url, plan, bearer)
+            if wrk["non_2xx"] or wrk["socket_errors"]:
+                raise BenchError(f"wrk (Bearer) on {small_url}: {wrk['non_2xx']} non-2xx, {wrk['socket_errors']} errors")
+            result["bearer_gets_per_s"] = wrk["requests_per_s"]
+            result["wrk_bearer"] = wrk
+        else:  # BaluPi's WebDAV takes passwords only: measure a token where it is taken, the API
+            wrk = run_wrk(server.base + "/api/auth/me", plan, bearer)
+            if wrk["non_2xx"] or wrk["socket_errors"]:
+                raise BenchError(f"wrk (Bearer) on /api/auth/me: {wrk['non_2xx']} non-2xx, {wrk['socket_errors']} errors")
+            result["bearer_api_per_s"] = wrk["requests_per_s"]
+            result["wrk_bearer_api"] = wrk
+        rss_stages["after_wrk_bearer"] = server.rss_bytes() / MB
+
+    source = scratch / "put.bin"
+    if not source.exists() or source.stat().st_size != plan.put_bytes:
+        with open(source, "wb") as f:
+            for _ in range(plan.put_bytes // CHUNK_BYTES):
+                f.write(os.urandom(CHUNK_BYTES))
+    curl_put(server.url("put-warm.bin"), source, auth)
+    user_before, system_before = server.cpu_times()
+    speeds = [curl_put(server.url(f"put-{i}.bin"), source, auth) for i in range(plan.put_runs)]
+    user_after, system_after = server.cpu_times()
+    put_gb = plan.put_bytes * plan.put_runs / GB
+    result["put_mb_s"] = statistics.median(speeds) / MB
+    result["put_mb_s_runs"] = [round(x / MB, 1) for x in speeds]
+    result["put_cpu_s_per_gb"] = (user_after - user_before + system_after - system_before) / put_gb
+    result["put_cpu_user_s_per_gb"] = round((user_after - user_before) / put_gb, 3)
+    result["put_cpu_system_s_per_gb"] = round((system_after - system_before) / put_gb, 3)
+
+    result["rss_mb"] = rss_stages["after_put"] = server.rss_bytes() / MB
     result["rss_mb_stages"] = {stage: round(mb, 1) for stage, mb in rss_stages.items()}
     result["processes"] = len(server.processes())
     return result
 
 
-def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, stamp: str) -> dict:
+def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, stamp: str, cpu_view: bool = False) -> dict:
     """py-spy over a PROPFIND loop and a wrk run on a Python server, after its measurements."""
     pid = server.python_pid()
     if pid is None or not pyspy_top.available():
         return {}
     body_file, answer = scratch / "propfind.xml", scratch / "propfind-profile.xml"
     many_url, small_url = server.url("many/"), server.url("small.bin")
+    auth, basic = server.auth, server.auth_headers().get("Authorization")
 
     def propfind_loop() -> None:
         deadline = time.monotonic() + 30
         for _ in range(50):
             if time.monotonic() > deadline:
                 break
-            curl_propfind(many_url, body_file, answer)
+            curl_propfind(many_url, body_file, answer, auth)
 
-    loads: dict[str, Callable[[], None]] = {"propfind": propfind_loop, "wrk": lambda: run_wrk(small_url, plan)}
+    def put_loop() -> None:
+        deadline = time.monotonic() + 60
+        for i in range(plan.put_runs):
+            if time.monotonic() > deadline:
+                break
+            curl_put(server.url(f"put-profile-{i}.bin"), scratch / "put.bin", auth)
+
+    loads: dict[str, Callable[[], None]] = {"propfind": propfind_loop, "wrk": lambda: run_wrk(small_url, plan, basic),
+                                            "put": put_loop}
+    token = api_token(server)
+    if token:
+        bearer_url = small_url if probe_status(small_url, f"Bearer {token}") == 200 else server.base + "/api/auth/me"
+        loads["wrk-bearer"] = lambda: run_wrk(bearer_url, plan, f"Bearer {token}")
     found = {}
     for name, load in loads.items():
         raw = out_dir / f"pyspy-{stamp}-{server.kind.key}-{name}.txt"
         before = server.psutil.cpu_times()
-        load_s = pyspy_top.record(pid, raw, load)
+        load_s = pyspy_top.record(pid, raw, load, gil=not cpu_view and name not in NOT_GIL_BOUND)
         after = server.psutil.cpu_times()
         top = pyspy_top.top_frames(raw)
         found[name] = {
             "raw": str(raw), "load_s": round(load_s, 2),
+            "gil": not cpu_view and name not in NOT_GIL_BOUND,
             "gil_held_pct": round(100.0 * top["samples"] / (load_s * pyspy_top.SAMPLE_RATE_HZ), 1),
             "server_user_s": round(after.user - before.user, 2), "server_system_s": round(after.system - before.system, 2),
             **top,
@@ -255,28 +371,56 @@ def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, sta
     return found
 
 
+def first_login(server: RunningServer) -> None:
+    """One authenticated PROPFIND Depth 1 of the root: BaluPi checks the login with the NAS and lists
+    the (empty) root from it, as a first visit would."""
+    status, _ = http_json(server.port, "PROPFIND", server.kind.root_path, headers={**server.auth_headers(), "Depth": "1"})
+    if status != 207:
+        raise BenchError(f"first login: PROPFIND {server.kind.root_path} answered {status}, expected 207")
+
+
 def bench_server(kind: ServerKind, plan: Plan, data: Path, work: Path, profile_to: tuple[Path, str] | None,
-                 extra_env: dict[str, str]) -> dict:
+                 extra_env: dict[str, str], pi_period_us: int | None = None) -> dict:
     started = time.monotonic()
-    server = None
+    server = nas = cgroup = None
+    result: dict = {}
     try:
-        with RunningServer(kind, data, work / kind.key, extra_env) as server:
+        cgroup = pi_class.PiClassCgroup(kind.key, period_us=pi_period_us) if pi_period_us else None
+        nas = SimNasProcess(work / kind.key / "nas-root", work / kind.key) if kind.nas else None
+        with RunningServer(kind, data, work / kind.key, extra_env, cgroup=cgroup, nas=nas) as server:
             server.wait_ready()
+            if nas is not None:
+                first_login(server)
+                nas.suspend()  # from here on every request is a cache hit with a remembered login
             rss_stages = {"started": server.rss_bytes() / MB}
             if kind.needs_upload:
                 upload(server, data)
                 rss_stages["uploaded"] = server.rss_bytes() / MB
-            result = {"status": "ok", **measure(server, plan, work, rss_stages)}
+            if cgroup is not None:
+                if server.process.pid not in cgroup.members():
+                    raise BenchError(f"the server (pid {server.process.pid}) is not in its cgroup {cgroup.dirs[0]}")
+                cgroup.limit()
+                result["cgroup"] = cgroup.describe()
+            result.update({"status": "ok", **measure(server, plan, work, rss_stages)})
             if profile_to:
                 try:
-                    result["profile"] = profile(server, plan, work, *profile_to)
+                    result["profile"] = profile(server, plan, work, *profile_to[:2], cpu_view=profile_to[2])
                 except (BenchError, RuntimeError, OSError) as exc:
                     result["profile_error"] = f"{type(exc).__name__}: {exc}"
-    except (ServerFailed, BenchError, OSError, ET.ParseError, ValueError) as exc:
+            if cgroup is not None:
+                result["cgroup_stats"] = cgroup.stats()
+            if nas is not None:
+                result["nas_counters"] = nas.counters()
+    except (ServerFailed, BenchError, OSError, ET.ParseError, ValueError, pi_class.CgroupUnavailable) as exc:
         error = f"{type(exc).__name__}: {exc}"
         if server is not None and not isinstance(exc, ServerFailed) and server.died_early():
             error += f" ({server.died_early()})"
         result = {"status": "failed", "error": error}
+    finally:
+        if nas is not None:
+            nas.stop()
+        if cgroup is not None:
+            cgroup.remove()
     result["wall_s"] = round(time.monotonic() - started, 1)
     return result
 
@@ -287,7 +431,13 @@ ROWS = (  # key, label, format
     ("get_mb_s", "GET {big}, cache hit, MB/s", "{:.0f}"),
     ("cpu_s_per_gb", "server CPU seconds per GB served", "{:.2f}"),
     ("propfind_ms", "PROPFIND Depth 1, {entries} entries, ms", "{:.1f}"),
+    ("propfind_cpu_ms", "server CPU ms per PROPFIND Depth 1 of {entries}", "{:.1f}"),
     ("small_gets_per_s", "4 KiB GETs/s, 16 connections (wrk)", "{:.0f}"),
+    ("small_get_cpu_us", "server CPU us per 4 KiB GET", "{:.0f}"),
+    ("bearer_gets_per_s", "4 KiB GETs/s, Bearer token (wrk)", "{:.0f}"),
+    ("bearer_api_per_s", "GET /api/auth/me per s, Bearer token (wrk)", "{:.0f}"),
+    ("put_mb_s", "PUT {put}, MB/s", "{:.0f}"),
+    ("put_cpu_s_per_gb", "server CPU seconds per GB uploaded", "{:.2f}"),
     ("rss_mb", "server RSS after the run, MB", "{:.0f}"),
 )
 # BaluPi's targets: metric, other server, comparison, factor (None: absolute limit), label
@@ -298,13 +448,22 @@ TARGETS = (
     ("small_gets_per_s", "stock", ">=", 2.0, "4 KiB GETs/s vs stock WsgiDAV"),
     ("rss_mb", None, "<=", 65.0, "RSS, MB"),
 )
+TARGETS_PI = (  # issue 14, Pi-class, logins on
+    ("small_gets_per_s", "stock", ">=", 2.0, "4 KiB GETs/s vs stock WsgiDAV"),
+    ("small_gets_per_s", "rclone", ">=", 0.5, "4 KiB GETs/s vs rclone"),
+    ("put_mb_s", None, ">=", 80.0, "PUT, MB/s"),
+    ("propfind_ms", None, "<=", 300.0, "PROPFIND Depth 1, ms"),
+    ("rss_mb", None, "<=", 65.0, "RSS, MB"),
+)
 
 
-def ratios(servers: dict[str, dict]) -> list[dict]:
+def ratios(servers: dict[str, dict], targets=TARGETS) -> list[dict]:
     found = []
     balupi = servers.get("balupi", {})
-    for metric, other, op, limit, label in TARGETS:
+    for metric, other, op, limit, label in targets:
         if balupi.get("status") != "ok":
+            continue
+        if metric not in balupi:
             continue
         if other is None:
             value = balupi[metric]
@@ -322,15 +481,16 @@ def ratios(servers: dict[str, dict]) -> list[dict]:
     return found
 
 
-def target_cell(metric: str, servers: dict[str, dict]) -> str:
-    for m, other, op, limit, _ in TARGETS:
+def target_cell(metric: str, targets=TARGETS) -> str:
+    cells = []
+    for m, other, op, limit, _ in targets:
         if m != metric:
             continue
         if other is None:
-            return f"{op} {limit:g}"
-        name = KINDS_BY_KEY[other].label.split()[0]
-        return f"{op} {limit:g} x {name} in the same run"
-    return ""
+            cells.append(f"{op} {limit:g}")
+        else:
+            cells.append(f"{op} {limit:g} x {KINDS_BY_KEY[other].label.split()[0]}")
+    return ", ".join(cells)
 
 
 def markdown(report: dict, plan: Plan) -> str:
@@ -340,19 +500,28 @@ def markdown(report: dict, plan: Plan) -> str:
         f"WebDAV benchmark {report['date']} on {report['machine']['cpus']} CPUs, load average "
         f"{report['machine']['load_before']} before, {report['machine']['load_after']} after"
         + (" (quick run: smaller sizes)" if report["quick"] else "")
+        + (", Pi-class: each server in a cgroup with a tenth of one core and 1 GiB" if report.get("pi_class") else "")
         + "".join(f", BaluPi with {name}={value}" for name, value in report["balupi_env"].items()),
         "",
         "| metric | " + " | ".join(k.label for k in shown) + " | BaluPi must reach |",
         "|---|" + "---|" * (len(shown) + 1),
     ]
-    big = f"{plan.big_bytes >> 20} MiB"
+    big, put = f"{plan.big_bytes >> 20} MiB", f"{plan.put_bytes >> 20} MiB"
+    targets = TARGETS_PI if report.get("pi_class") else TARGETS
     for key, label, fmt in ROWS:
         cells = []
         for kind in shown:
             res = servers[kind.key]
-            cells.append(fmt.format(res[key]) if res.get("status") == "ok" else "failed")
-        lines.append(f"| {label.format(big=big, entries=plan.entries)} | " + " | ".join(cells)
-                     + f" | {target_cell(key, servers)} |")
+            if res.get("status") != "ok":
+                cells.append("failed")
+            elif key in res:
+                cells.append(fmt.format(res[key]))
+            elif key == "bearer_gets_per_s" and "bearer_probe_status" in res:
+                cells.append(f"refused ({res['bearer_probe_status']})")
+            else:
+                cells.append("-")
+        lines.append(f"| {label.format(big=big, entries=plan.entries, put=put)} | " + " | ".join(cells)
+                     + f" | {target_cell(key, targets)} |")
     failed = [(KINDS_BY_KEY[key].label, res["error"]) for key, res in servers.items() if res.get("status") != "ok"]
     if failed:
         lines.append("")
@@ -372,8 +541,10 @@ def profile_text(servers: dict[str, dict], limit: int = 12) -> str:
     lines = []
     for key, res in servers.items():
         for load, prof in (res.get("profile") or {}).items():
-            lines.append(f"\npy-spy --gil, {KINDS_BY_KEY[key].label}, during {load}: {prof['samples']} samples in "
-                         f"{prof['load_s']} s, GIL held ~{prof['gil_held_pct']}% of the time; server CPU "
+            how = "--gil" if prof.get("gil") else "running threads"
+            held = f"GIL held ~{prof['gil_held_pct']}% of the time" if prof.get("gil") else f"{prof['gil_held_pct']}% of ticks"
+            lines.append(f"\npy-spy ({how}), {KINDS_BY_KEY[key].label}, during {load}: {prof['samples']} samples in "
+                         f"{prof['load_s']} s, {held}; server CPU "
                          f"{prof['server_user_s']} s user + {prof['server_system_s']} s system ({prof['raw']})")
             lines.append("  self%  frame")
             lines.extend(f"  {pct:5.1f}  {frame}" for frame, pct in prof["self"][:limit])
@@ -413,15 +584,22 @@ def missing_packages(kinds: list[ServerKind]) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: smaller file and collection, short wrk")
-    parser.add_argument("--only", default="", help="comma-separated servers: " + ",".join(k.key for k in KINDS))
+    parser.add_argument("--only", default="", help="comma-separated servers: " + ",".join(k.key for k in KINDS)
+                        + " (default: " + ",".join(DEFAULT_KEYS) + ")")
+    parser.add_argument("--pi-class", action="store_true",
+                        help="each server in a cgroup with a tenth of one core and 1 GiB (needs root); see bench/pi_class.py")
+    parser.add_argument("--cfs-period-ms", type=int, default=pi_class.CPU_PERIOD_US // 1000,
+                        help="with --pi-class: the CPU quota's period (default %(default)s; the quota is a tenth of it)")
     parser.add_argument("--profile", action="store_true",
                         help="after measuring, record the Python servers with py-spy during PROPFINDs and wrk")
+    parser.add_argument("--profile-cpu", action="store_true",
+                        help="as --profile, but sampling every running thread instead of the GIL holder")
     parser.add_argument("--balupi-env", action="append", default=[], metavar="BALUPI_NAME=VALUE",
                         help="an extra setting for BaluPi's environment, e.g. BALUPI_SERVER_THREADS=8 (repeatable)")
     parser.add_argument("--tmpdir", default=None, help="where the temporary data goes (needs ~3x the big file)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     args = parser.parse_args(argv)
-    keys = [k.strip() for k in args.only.split(",") if k.strip()] or [k.key for k in KINDS]
+    keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(DEFAULT_KEYS)
     unknown = [k for k in keys if k not in KINDS_BY_KEY]
     if unknown:
         parser.error(f"--only: unknown server {', '.join(unknown)}; choose from {', '.join(KINDS_BY_KEY)}")
@@ -453,9 +631,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dav_bench: {sys.executable} cannot import balupi; run with the project's venv python",
                   file=sys.stderr)
             return 2
-    if args.profile and not pyspy_top.available():
+    if (args.profile or args.profile_cpu) and not pyspy_top.available():
         print("dav_bench: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
         return 2
+    cgroup_note = ""
+    if args.pi_class:
+        try:
+            cgroup_note = pi_class.check(args.cfs_period_ms * 1000)
+        except pi_class.CgroupUnavailable as exc:
+            print(f"dav_bench: --pi-class needs a cgroup it can limit, and cannot make one here: {exc}",
+                  file=sys.stderr)
+            return 2
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (a shell's background job)
 
@@ -467,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "load_before": [round(x, 2) for x in os.getloadavg()]},
         "versions": versions(args.kinds), "balupi_env": args.balupi_env, "servers": {},
+        "pi_class": args.pi_class, "cgroup": cgroup_note,
     }
     try:
         with tempfile.TemporaryDirectory(prefix="dav-bench-", dir=args.tmpdir) as tmp:
@@ -475,24 +662,26 @@ def main(argv: list[str] | None = None) -> int:
             make_data(work / "data", plan)
             for kind in args.kinds:
                 print(f"dav_bench: {kind.label} ...", file=sys.stderr, flush=True)
-                profile_to = (args.results, stamp) if args.profile else None
+                profile_to = (args.results, stamp, args.profile_cpu) if args.profile or args.profile_cpu else None
                 extra_env = args.balupi_env if kind.key == "balupi" else {}
-                res = bench_server(kind, plan, work / "data", work, profile_to, extra_env)
+                res = bench_server(kind, plan, work / "data", work, profile_to, extra_env,
+                                   args.cfs_period_ms * 1000 if args.pi_class else None)
                 report["servers"][kind.key] = res
                 print(f"dav_bench: {kind.label}: " + (res["error"] if res["status"] != "ok" else
                       f"GET {res['get_mb_s']:.0f} MB/s, {res['cpu_s_per_gb']:.2f} CPU s/GB, PROPFIND "
-                      f"{res['propfind_ms']:.1f} ms, {res['small_gets_per_s']:.0f} GETs/s, RSS {res['rss_mb']:.0f} MB "
+                      f"{res['propfind_ms']:.1f} ms, {res['small_gets_per_s']:.0f} GETs/s, PUT {res['put_mb_s']:.0f} MB/s, "
+                      f"RSS {res['rss_mb']:.0f} MB "
                       f"(by step: {res['rss_mb_stages']})"),
                       file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print("dav_bench: interrupted; servers stopped and temporary files removed", file=sys.stderr)
         return 130
     report["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    report["ratios"] = ratios(report["servers"])
-    out = args.results / f"dav-{stamp}{'-quick' if args.quick else ''}.json"
+    report["ratios"] = ratios(report["servers"], TARGETS_PI if args.pi_class else TARGETS)
+    out = args.results / f"dav-{stamp}{'-pi' if args.pi_class else ''}{'-quick' if args.quick else ''}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report, plan))
-    if args.profile:
+    if args.profile or args.profile_cpu:
         print(profile_text(report["servers"]))
     print(f"\n(all samples: {out})", file=sys.stderr)
     return 0 if all(r["status"] == "ok" for r in report["servers"].values()) else 1

@@ -3,12 +3,21 @@
 A `ServerKind` knows which binaries it needs, how to start over a data folder (`launch`), and where
 in its URL space the data appears (`root_path`). `RunningServer` owns the subprocess: it waits for
 the port to answer, measures CPU and RSS of the whole process tree (nginx's master and workers),
-and stops it: SIGTERM, then SIGKILL of its process group, which it made its own at start.
+and stops it: SIGTERM, then SIGKILL of its process group, which it made its own at start. Given a
+`PiClassCgroup` (bench/pi_class.py), the server joins it before it execs.
+
+`balupi` runs with NAS logins on: a simulated NAS (`SimNasProcess`, `python -m balupi.sim.nas`, its
+own process, never in the cgroup: it stands for another machine) is its NAS; the first login is
+checked with it, then it is suspended, so every later request is a cache hit whose login is
+remembered (as on a Pi whose NAS sleeps) and the write-back does not run during the measurements.
+`balupi-anon` is the issue-4 setup: no NAS, anonymous.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
+import json
 import os
 import pwd
 import shutil
@@ -27,6 +36,8 @@ NGINX_WORKERS = "auto"  # as Debian's stock nginx.conf
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_BYTES = 2000
+NAS_USER, NAS_PASSWORD = "bench", "bench-pw"  # the simulated NAS's admin, BaluPi's login in the benchmark
+NAS_MAC = "02:ba:1b:05:00:14"
 
 
 class ServerFailed(Exception):
@@ -49,6 +60,7 @@ class ServerKind:
     apt_packages: tuple[str, ...] = ()
     needs_upload: bool = False  # True: the data must be PUT through WebDAV after start
     python: bool = False  # py-spy can profile it
+    nas: bool = False  # needs a simulated NAS (BaluPi with NAS logins on)
 
     def missing(self) -> list[str]:
         """Debian packages to install before this server can run (empty: ready)."""
@@ -57,7 +69,9 @@ class ServerKind:
             missing.append(str(NGINX_DAV_EXT_MODULE))
         return list(self.apt_packages) if missing else []
 
-    def launch(self, port: int, data: Path, work: Path) -> Launch:
+    def launch(self, port: int, data: Path, work: Path, nas: "SimNasProcess | None" = None) -> Launch:
+        if self.nas:
+            return LAUNCHERS[self.key](port, data, work, nas)
         return LAUNCHERS[self.key](port, data, work)
 
 
@@ -114,9 +128,19 @@ http {{
     return Launch(argv, _clean_env(), work)
 
 
-def _launch_balupi(port: int, data: Path, work: Path) -> Launch:
-    """No NAS configured; magic packets and plug discovery aimed at loopback, so nothing leaves it.
-    An empty config file keeps /etc/balupi/balupi.toml and ./etc/balupi.toml out."""
+def balupi_nas_env(nas: "SimNasProcess") -> dict[str, str]:
+    """BaluPi's settings for a simulated NAS: its URLs, the service account, magic packets to its UDP
+    port; prefetch and the walk after a wake off (the benchmarks decide what is fetched)."""
+    return {
+        "BALUPI_NAS_WEBDAV_URL": nas.dav_url, "BALUPI_NAS_URL": nas.base_url,
+        "BALUPI_NAS_USERNAME": NAS_USER, "BALUPI_NAS_PASSWORD": NAS_PASSWORD, "BALUPI_NAS_MAC_ADDRESS": NAS_MAC,
+        "BALUPI_WOL_PORT": str(nas.wol_port), "BALUPI_PREFETCH_BUDGET_MB": "0", "BALUPI_REFRESH_WALK_BUDGET_S": "0",
+    }
+
+
+def _launch_balupi(port: int, data: Path, work: Path, nas: "SimNasProcess | None" = None) -> Launch:
+    """No NAS configured unless `nas`; magic packets and plug discovery aimed at loopback, so nothing
+    leaves it. An empty config file keeps /etc/balupi/balupi.toml and ./etc/balupi.toml out."""
     config = work / "balupi.toml"
     config.write_text("")
     env = _clean_env(
@@ -124,6 +148,7 @@ def _launch_balupi(port: int, data: Path, work: Path) -> Launch:
         BALUPI_DATA_DIR=str(work / "data"), BALUPI_CACHE_DIR=str(work / "cache"),
         BALUPI_WOL_ADDRESS="127.0.0.1", BALUPI_TAPO_DISCOVERY_TARGET="127.0.0.1",
         HOME=str(work / "home"), XDG_DATA_HOME=str(work / "xdg-data"), PYTHONUNBUFFERED="1",
+        **(balupi_nas_env(nas) if nas is not None else {}),
     )
     # `balupi serve` exactly as the console script runs it, but with a command line that does not
     # read "balupi serve": a developer's `pkill -f "balupi serve"` elsewhere on a shared machine
@@ -136,14 +161,17 @@ LAUNCHERS = {
     "rclone": _launch_rclone,
     "nginx": _launch_nginx,
     "balupi": _launch_balupi,
+    "balupi-anon": _launch_balupi,
 }
 
 KINDS = (  # the column order of the table
     ServerKind("stock", "stock WsgiDAV", "/", python=True),
     ServerKind("rclone", "rclone VFS full", "/", ("rclone",), ("rclone",)),
     ServerKind("nginx", "nginx dav", "/", ("nginx",), ("nginx", "libnginx-mod-http-dav-ext")),
-    ServerKind("balupi", "BaluPi", "/dav/", needs_upload=True, python=True),
+    ServerKind("balupi", "BaluPi", "/dav/", needs_upload=True, python=True, nas=True),
+    ServerKind("balupi-anon", "BaluPi anonymous", "/dav/", needs_upload=True, python=True),
 )
+DEFAULT_KEYS = ("stock", "rclone", "nginx", "balupi")  # balupi-anon: with --only
 KINDS_BY_KEY = {kind.key: kind for kind in KINDS}
 
 
@@ -155,24 +183,122 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class RunningServer:
-    """One server subprocess; use as a context manager so it is stopped whatever happens."""
+def basic_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
-    def __init__(self, kind: ServerKind, data: Path, work: Path, extra_env: dict[str, str] | None = None):
+
+def http_json(port: int, method: str, path: str, body: dict | None = None, headers: dict | None = None,
+              timeout_s: float = 60.0) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers={**({"Content-Type": "application/json"} if data else {}),
+                                                       **(headers or {})})
+        response = conn.getresponse()
+        payload = response.read()
+        try:
+            return response.status, json.loads(payload or b"{}")
+        except ValueError:
+            return response.status, {"text": payload[:300].decode("utf-8", "replace")}
+    finally:
+        conn.close()
+
+
+class SimNasProcess:
+    """The simulated NAS as its own process on 127.0.0.1, awake, with one admin (`NAS_USER`), never
+    falling asleep by itself; `suspend()` puts it to sleep through its control port."""
+
+    def __init__(self, root: Path, work: Path):
+        root.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "balupi.sim.nas", "--root", str(root), "--mac", NAS_MAC,
+                "--user", f"{NAS_USER}:{NAS_PASSWORD}:admin", "--threads", "16"]
+        self._log = open(work / "nas.log", "wb")
+        self.process = subprocess.Popen(argv, env=_clean_env(PYTHONUNBUFFERED="1"), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=self._log, start_new_session=True)
+        line = self._read_ready_line()
+        ready = json.loads(line)
+        self.port, self.wol_port, self.control_port = ready["port"], ready["wol_port"], ready["control_port"]
+        self.dav_url, self.base_url = ready["dav_url"], ready["base_url"]
+
+    def _read_ready_line(self) -> str:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(self.process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if sel.select(0.2):
+                line = self.process.stdout.readline().decode()
+                if line:
+                    return line
+            if self.process.poll() is not None:
+                break
+        self.stop()
+        raise ServerFailed(f"the simulated NAS did not start: {(self.process.returncode, self.log_tail())}")
+
+    def log_tail(self) -> str:
+        self._log.flush()
+        return Path(self._log.name).read_bytes()[-LOG_TAIL_BYTES:].decode("utf-8", "replace")
+
+    def control(self, method: str, path: str, body: dict | None = None) -> dict:
+        status, answer = http_json(self.control_port, method, path, body)
+        if status != 200:
+            raise ServerFailed(f"simulated NAS control {method} {path}: {status} {answer}")
+        return answer
+
+    def suspend(self) -> None:
+        self.control("POST", "/suspend")
+
+    def counters(self) -> dict:
+        return self.control("GET", "/counters")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait(STOP_TIMEOUT_S)
+        self.process.stdout.close()
+        self._log.close()
+
+
+class RunningServer:
+    """One server subprocess; use as a context manager so it is stopped whatever happens.
+
+    `cgroup`: the server joins it before exec (bench/pi_class.py). `nas`: the kind's simulated NAS.
+    `launch`: instead of the kind's own (the miss benchmark starts BaluPi and rclone on a NAS)."""
+
+    def __init__(self, kind: ServerKind, data: Path, work: Path, extra_env: dict[str, str] | None = None,
+                 cgroup=None, nas: SimNasProcess | None = None, launch: Launch | None = None,
+                 port: int | None = None):
         self.kind = kind
         self.work = work
+        self.nas = nas
+        self.cgroup = cgroup
         work.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = work / "server.log"
-        launch = kind.launch(self.port, data, work)
+        self.auth: tuple[str, str] | None = (NAS_USER, NAS_PASSWORD) if nas is not None else None
+        launch = launch or kind.launch(self.port, data, work, nas)
         launch.env.update(extra_env or {})
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL,
-                                        stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+                                        stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=cgroup.preexec if cgroup is not None else None)
         self.psutil = psutil.Process(self.process.pid)
         self._stopped = False
         self._exit_before_stop: int | None = None
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": basic_header(*self.auth)} if self.auth else {}
 
     def url(self, rel: str = "") -> str:
         return self.base + self.kind.root_path + rel
@@ -202,7 +328,7 @@ class RunningServer:
                 raise ServerFailed(f"did not start: {self.died_early()}")
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
             try:
-                conn.request("OPTIONS", self.kind.root_path)
+                conn.request("OPTIONS", self.kind.root_path, headers=self.auth_headers())
                 status = conn.getresponse().status
                 if status < 500:
                     return

@@ -36,9 +36,11 @@ def available() -> bool:
     return executable() is not None
 
 
-def record(pid: int, out: Path, load: Callable[[], None]) -> float:
+def record(pid: int, out: Path, load: Callable[[], None], gil: bool = True) -> float:
+    """`gil=False`: sample every thread that is running (not idle), also in system calls that released
+    the GIL (recv, write, fsync): for byte-moving loads, where those are the cost."""
     proc = subprocess.Popen([executable() or "py-spy", "record", "--pid", str(pid), "--rate", str(SAMPLE_RATE_HZ),
-                             "--gil", "--nonblocking", "--format", "raw", "--output", str(out)],
+                             *(["--gil"] if gil else []), "--nonblocking", "--format", "raw", "--output", str(out)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(ATTACH_WAIT_S)

@@ -382,7 +382,7 @@ class FastLane:
         start_response("200 OK", headers + [("Content-Length", str(size))])
         provider.stats.miss_bytes += size
         provider.events.emit(Event.MISS_SERVED, user=environ.get("wsgidav.auth.user_name") or "", path=entry.path, size_bytes=size)
-        return download.stream()
+        return download.stream(spans=bool(environ.get("balupi.sendfile")))
 
     def _pass_through(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
         """A ranged (or too large to cache) miss: ask the NAS for exactly that; cache the file behind it."""

@@ -2,10 +2,11 @@
 
 A `Download` writes the NAS's response into a temp file and publishes each block as it lands;
 readers (`Download.stream`) follow the writer, so a client's first byte never waits for the whole
-file, and two clients missing the same file share one upstream GET. The content becomes a cache
-entry only when complete and verified (byte count equals the NAS's Content-Length, and a HEAD
-afterwards shows the same ETag), by an atomic rename; anything else discards the temp file, so no
-partial entry is ever visible. A client that disconnects does not stop the download: the NAS is
+file, and two clients missing the same file share one upstream GET. A reader whose connection
+takes `httpio.FileSpan`s gets the temp file's landed blocks as spans, sent by sendfile(2) from the
+page cache (decision 131). The content becomes a cache entry only when complete and verified
+(byte count equals the NAS's Content-Length, and a HEAD afterwards shows the same ETag), by an
+atomic rename; anything else discards the temp file, so no partial entry is ever visible. A client that disconnects does not stop the download: the NAS is
 awake now, and the file will be asked for again.
 
 Lock order: `Downloads._lock` before `Download._cond`; neither is held during network or disk I/O.
@@ -27,6 +28,7 @@ from balupi.dav.index import Entry, Index
 from balupi.dav.store import ContentStore
 from balupi.errors import NasUnavailable
 from balupi.events import Event, Events
+from balupi.httpio import FileSpan
 from balupi.nas.client import NasClient
 
 log = logging.getLogger("balupi.dav.fetch")
@@ -181,8 +183,9 @@ class Download:
                 self._cond.wait(min(remaining, 5.0))
             return self.state is DownloadState.DONE
 
-    def stream(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """Yield bytes [start, end) as they arrive (end None: to the end of the file)."""
+    def stream(self, start: int = 0, end: int | None = None, spans: bool = False) -> Iterator[bytes]:
+        """Yield bytes [start, end) as they arrive (end None: to the end of the file); with `spans`,
+        as `FileSpan`s of the temp file (only for a connection whose environ has `balupi.sendfile`)."""
         with self._cond:
             self.readers += 1
         try:
@@ -190,6 +193,7 @@ class Download:
         except FileNotFoundError:
             fd = self.store.open_content(self.key)
         self._hold(self.key)
+        file = os.fdopen(fd, "rb", buffering=0, closefd=False) if spans else None
         try:
             pos = start
             while True:
@@ -203,6 +207,10 @@ class Download:
                     return
                 if available > pos:
                     n = min(BLOCK_BYTES, available - pos, (stop - pos) if stop is not None else BLOCK_BYTES)
+                    if file is not None:  # landed bytes: sendfile(2) cannot come up short
+                        pos += n
+                        yield FileSpan(file, pos - n, n)
+                        continue
                     block = os.pread(fd, n, pos)
                     if not block:
                         raise UpstreamError("cache temp file shrank")
@@ -213,6 +221,8 @@ class Download:
                 elif state is DownloadState.FAILED:
                     raise UpstreamError(f"download failed after {available} bytes: {self.error}")
         finally:
+            if file is not None:
+                file.close()  # closefd=False: only the wrapper
             os.close(fd)
             self._unhold(self.key)
             with self._cond:

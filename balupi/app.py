@@ -2,7 +2,9 @@
 
     /dav/...  -> WsgiDAV (mount_path "/dav", so hrefs, MOVE and COPY destinations are right)
     /api/...  -> the JSON sub-app (balupi.api)
-    /         -> a JSON pointer to both
+    /metrics  -> Prometheus metrics (balupi.metrics)
+    /ui/...   -> the dashboard's script, style sheet and icon (balupi.web)
+    /         -> the dashboard page; a JSON pointer to /dav/ and /api/ for Accept: application/json
 
 `BaluPi.start()` starts the background work (the scheduler thread and its jobs); `stop()` ends it
 safely and closes the database. The HTTP server itself lives in `balupi.server`.
@@ -18,8 +20,10 @@ from balupi.api import JsonApi, Response, json_error_app, respond
 from balupi.auth.service import Authenticator
 from balupi.db import Database, open_database
 from balupi.events import Event, Events
+from balupi.metrics import Metrics
 from balupi.nas.client import NasClient
 from balupi.nas.monitor import NasMonitor, NasState
+from balupi.nas.wakes import current_request
 from balupi.plugins import PluginHost
 from balupi.scheduler import Scheduler
 from balupi.settings import Settings
@@ -27,6 +31,7 @@ from balupi.cache.prefetch import Prefetcher
 from balupi.sync.refresh import TICK_S as REFRESH_TICK_S
 from balupi.sync.refresh import Refresher
 from balupi.sync.worker import SyncWorker
+from balupi.web import StaticFiles, wants_json
 from balupi.system import SystemSampler
 from balupi.websec import WebGuard
 
@@ -48,6 +53,7 @@ class Dispatcher:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
+        current_request.set(environ)  # who a NAS wake is for (balupi.nas.wakes); the next request replaces it
         for prefix, app in self.mounts:
             if path == prefix or path.startswith(prefix + "/"):
                 environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
@@ -103,7 +109,10 @@ class BaluPi:
         self.sync.wake_reason = self.plugins.sync_wake_reason
         self.refresher = Refresher(settings, self.provider.index, self.provider.store, self.nas_client, self.nas)
         self.prefetcher = Prefetcher(settings, self.provider, self.nas)
-        self.wsgi = WebGuard(Dispatcher({"/dav": self.dav, "/api": self.api}, self._root), settings.http_allowed_hosts)
+        self.metrics = Metrics(self)
+        self.web = StaticFiles()
+        self.wsgi = WebGuard(Dispatcher({"/dav": self.dav, "/api": self.api, "/metrics": self.metrics.wsgi,
+                                         "/ui": self.web.assets}, self._root), settings.http_allowed_hosts)
         self._started = False
 
     @property
@@ -149,13 +158,16 @@ class BaluPi:
             start_response("200 OK", [("DAV", "1, 2"), ("MS-Author-Via", "DAV"), ("Allow", "OPTIONS, GET, HEAD"),
                                       ("Content-Length", "0")])
             return []
-        body = {"service": "balupi", "version": __version__, "webdav": "/dav/", "api": "/api/"}
+        if environ["REQUEST_METHOD"] in ("GET", "HEAD") and not wants_json(environ):
+            return self.web.page(environ, start_response)  # the dashboard
+        body = {"service": "balupi", "version": __version__, "webdav": "/dav/", "api": "/api/", "dashboard": "/"}
         return respond(start_response, Response.json(body), head=environ["REQUEST_METHOD"] == "HEAD")
 
     def start(self) -> None:
         if self._started:
             return
         self._started = True
+        self.nas.wake_log.close_stale()
         self.scheduler.every(SYSTEM_SAMPLE_INTERVAL_S, "system-sample", self.system.sample)
         self.scheduler.every(ACCESS_FLUSH_INTERVAL_S, "cache-access-flush", self.provider.index.flush_access)
         self.scheduler.every(CACHE_SWEEP_INTERVAL_S, "cache-sweep", self.provider.cache.sweep)

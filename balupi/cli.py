@@ -298,6 +298,18 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from balupi.maintenance import DB_FILENAME
+    from balupi.status import main
+
+    settings = _load(args)
+    database = settings.data_dir / DB_FILENAME
+    if not args.init and not database.is_file():  # as the maintenance commands: no new, empty database
+        raise BaluPiError(f"no database at {database}: is BALUPI_DATA_DIR right? (the service's is /var/lib/balupi: "
+                          "run commands with scripts/balupi-admin.sh); --init creates a new one")
+    return main(settings, args.json)
+
+
 def _report(args: argparse.Namespace, data: dict, human: str) -> None:
     from balupi.commands import emit
 
@@ -400,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     from balupi.firstrun import add_parser as add_setup_parser
 
     add_setup_parser(sub)
+    p = sub.add_parser("status", parents=[common],
+                       help="the NAS, its last wakes and why, power, today's cost, cache, pending sync, problems")
+    p.set_defaults(func=cmd_status)
     p = sub.add_parser("doctor", help="check everything BaluPi depends on: one verdict line each, with the fix (exit 1 if something is wrong)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_doctor)

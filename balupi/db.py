@@ -24,7 +24,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
@@ -42,6 +42,8 @@ SCHEMA_MODULES = (
     "balupi.dav.schema",
     "balupi.energy.schema",
     "balupi.auth.schema",
+    "balupi.nas.wakes",
+    "balupi.cache.pins",
 )
 
 
@@ -57,7 +59,7 @@ class Database:
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self._all_lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []  # each with the thread it is for
         self._closed = False
         self.fresh = False  # set by open_database: new (missing, or a damaged one moved aside)
         self.moved_aside: Path | None = None
@@ -79,7 +81,14 @@ class Database:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
         with self._all_lock:
-            self._all.append(conn)
+            # A thread per scheduler run opens a connection each time: close those of threads that
+            # have ended (nobody else uses a thread's connection), or each would stay open for good
+            # (about 1.6 MB of RSS a minute on an idle server).
+            ended = [c for t, c in self._all if not t.is_alive()]
+            self._all = [(t, c) for t, c in self._all if t.is_alive()]
+            self._all.append((threading.current_thread(), conn))
+        for old in ended:
+            old.close()
         return conn
 
     def raw(self) -> sqlite3.Connection:
@@ -145,11 +154,12 @@ class Database:
         db = self.conn()
         return [f"{m.name}/{a.name}" for m in migration_sets() for a in m.applied(db)]
 
-    def backup(self, target: Path | str) -> None:
-        """An online, consistent copy of the database (safe while the server runs)."""
+    def backup(self, target: Path | str, progress: Callable[[int, int, int], object] | None = None) -> None:
+        """An online, consistent copy of the database (safe while the server runs). `progress`
+        (status, remaining, total pages) is called after each step of 1024 pages."""
         dest = sqlite3.connect(str(target))
         try:
-            self.raw().backup(dest)
+            self.raw().backup(dest, pages=1024 if progress else -1, progress=progress)
         finally:
             dest.close()
 
@@ -157,7 +167,7 @@ class Database:
         """Close every thread's connection (at shutdown, after the worker threads have stopped)."""
         self._closed = True
         with self._all_lock:
-            conns, self._all = self._all, []
+            conns, self._all = [c for _, c in self._all], []
         for conn in conns:
             try:
                 conn.close()

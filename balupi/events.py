@@ -18,7 +18,7 @@ log = logging.getLogger("balupi.events")
 
 class Event(enum.Enum):
     NAS_STATE_CHANGED = "nas_state_changed"  # from_state, to_state, cause, at
-    NAS_WAKE_REQUESTED = "nas_wake_requested"  # reason, packet_sent, at
+    NAS_WAKE_REQUESTED = "nas_wake_requested"  # reason, cause (balupi.nas.wakes.WakeCause), at
     NAS_POWER_READING = "nas_power_reading"  # power_w, power_state, at (from the `nas` plug)
     PLUG_SAMPLE = "plug_sample"  # device_id, power_w, at
     PLUG_HEALTH_CHANGED = "plug_health_changed"  # device_id, error_kind (None: recovered), at

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import select
 import socket
+import time
 
 from cheroot.makefile import MakeFile
 from cheroot.server import HTTPConnection
@@ -250,3 +251,15 @@ class SendfileGateway(Gateway_10):
         if any(k.lower() == "connection" and v.strip().lower() == "close" for k, v in headers):
             self.req.close_connection = True
         return super().start_response(status, headers, exc_info)
+
+    def respond(self):
+        """Answer the request, timing it for balupi_http_request_duration_seconds (balupi.metrics)."""
+        metrics = getattr(self.req.server, "balupi_metrics", None)
+        if metrics is None:
+            return super().respond()
+        started = time.perf_counter()
+        try:
+            return super().respond()
+        finally:
+            method = self.req.method.decode("ascii", "replace") if isinstance(self.req.method, bytes) else str(self.req.method)
+            metrics.observe_request(method.upper(), time.perf_counter() - started)

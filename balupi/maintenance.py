@@ -40,6 +40,7 @@ from balupi.db import Database, open_database
 from balupi.errors import DatabaseError
 from balupi.errors import NasUnavailable
 from balupi.events import Event, Events
+from balupi.nas.wakes import WakeCause, WakeKind
 from balupi.settings import Settings
 
 if TYPE_CHECKING:
@@ -156,7 +157,8 @@ def sync(parts: Parts, wake: bool = False, budget_s: float = 3600.0) -> SyncOutc
             return outcome
         try:
             parts.monitor.ensure_awake(timeout_s=max(parts.settings.nas_wake_timeout_s, SYNC_WAKE_TIMEOUT_S),
-                                       reason="balupi sync --wake", kind="manual")
+                                       reason=WakeCause(WakeKind.MANUAL, detail="balupi sync --wake",
+                                                        pending_changes=pending))
         except NasUnavailable as exc:
             outcome.failed, outcome.note = True, f"the NAS did not wake: {exc}"
             return outcome
@@ -301,7 +303,13 @@ def backup_db(db: Database, target: Path) -> dict:
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        db.backup(tmp)
+        with progress(None, "backup", unit="page") as bar:
+            def step(_status: int, remaining: int, total: int) -> None:
+                bar.total = total
+                bar.n = total - remaining
+                bar.refresh()
+
+            db.backup(tmp, progress=step)
         copy = sqlite3.connect(str(tmp))
         try:
             copy.execute("PRAGMA journal_mode = DELETE")

@@ -56,6 +56,7 @@ class Server:
         if self.tls:
             self.httpd.ssl_adapter = server_adapter(s.tls_cert, s.tls_key)
         self.httpd.gateway = SendfileGateway
+        self.httpd.balupi_metrics = app.metrics  # the gateway times each request for /metrics
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self.notifier = Notifier()

@@ -286,6 +286,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http_allowed_hosts", (), "Host names (besides IP addresses, localhost and the Pi's own host name) that clients may use to reach BaluPi, e.g. balupi.fritz.box; other names get 421 (against DNS rebinding). \"*\": any name.", _parse_list),
     Setting("http_max_header_kib", 64, "Largest request line plus headers, in KiB (larger: 413/414).", _parse_int, _at_least(8)),
     Setting("dav_max_xml_body_kib", 1024, "Largest XML request body (PROPFIND, PROPPATCH, LOCK), in KiB (larger: 413).", _parse_int, _at_least(16)),
+    Setting("metrics_token", "", "Bearer token a Prometheus server sends to read /metrics from another machine (loopback and admin tokens need none). Empty: no scrape token.", secret=True),
     Setting("plugins_dir", None, "Directory of plugin modules (*.py, see docs/plugins.md). Empty: plugins/ in the working directory. Each plugin's own settings go under [plugins.<name>] (BALUPI_PLUGINS_<NAME>_<KEY>).", _parse_path),
 )
 # fmt: on

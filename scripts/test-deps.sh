@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Debian packages the tests need, in one place: add yours here.
 #   litmus: WebDAV compliance; davfs2, rclone, cadaver: real WebDAV clients;
 #   chromium, chromium-driver: the dashboard's browser test.
-DEBIAN_PACKAGES="litmus davfs2 rclone cadaver"
+DEBIAN_PACKAGES="litmus davfs2 rclone cadaver chromium chromium-driver"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -185,8 +185,9 @@ def test_status_tuples_from_handlers(server, http):
 
 @pytest.mark.parametrize("path", ["/api/health", "/api/system/status", "/"])
 def test_head_answers_like_get_without_a_body(server, http, path):
-    get = http.get(server.url + path)
-    head = http.head(server.url + path)
+    json_please = {"Accept": "application/json"}  # "/" answers the dashboard to browsers, JSON to scripts
+    get = http.get(server.url + path, headers=json_please)
+    head = http.head(server.url + path, headers=json_please)
     assert head.status_code == 200
     assert head.content == b""
     assert head.headers["Content-Type"] == "application/json"

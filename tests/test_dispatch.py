@@ -76,10 +76,26 @@ def test_propfind_hrefs_start_with_dav(dav):
     assert set(deeper) == {"/dav/Music/", "/dav/Music/song one.mp3"}
 
 
-def test_root_answers_json_pointing_at_both_apps(server, http):
-    response = http.get(server.url + "/")
+def test_root_answers_json_pointing_at_both_apps_to_a_script_asking_for_json(server, http):
+    response = http.get(server.url + "/", headers={"Accept": "application/json"})
     assert response.headers["Content-Type"] == "application/json"
-    assert response.json() == {"service": "balupi", "version": __version__, "webdav": "/dav/", "api": "/api/"}
+    assert response.json() == {"service": "balupi", "version": __version__, "webdav": "/dav/", "api": "/api/",
+                               "dashboard": "/"}
+
+
+def test_root_answers_the_dashboard_to_a_browser(server, http):
+    response = http.get(server.url + "/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert '<script src="/ui/app.js"' in response.text
+    script = http.get(server.url + "/ui/app.js")
+    assert script.headers["Content-Type"].startswith("text/javascript")
+    again = http.get(server.url + "/ui/app.js", headers={"If-None-Match": script.headers["ETag"]})
+    assert again.status_code == 304 and again.content == b""
+    assert http.get(server.url + "/ui/nothing.js").status_code == 404
+    assert http.get(server.url + "/ui/../app.py").status_code == 404
 
 
 def test_other_top_level_paths_are_json_404(server, http):

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from balupi.app import BaluPi
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="BaluPi", Basic realm="BaluPi"'}
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="BaluPi", error="invalid_token"'}
 
 
 def _throttled(exc: LoginThrottled) -> ApiError:
@@ -55,8 +56,8 @@ def identify(auth: Authenticator, request: Request) -> Identity:
     if scheme == "bearer":
         try:
             return auth.token_identity(value)
-        except LoginRefused:
-            raise ApiError(401, "invalid or expired token", CHALLENGE) from None
+        except LoginRefused:  # no Basic offered here: a browser page must not get the browser's login box
+            raise ApiError(401, "invalid or expired token", BEARER_CHALLENGE) from None
     if scheme == "basic":
         credentials = parse_basic(value)
         if credentials is not None:
@@ -86,6 +87,7 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
             # A browser resends Basic credentials by itself (ambient authority): a page must use a token.
             raise ApiError(403, "a browser must use a Bearer token (POST /api/auth/login) to change things")
         request.user = identify(auth, request)
+        request.environ["balupi.user"] = request.user.username  # who a NAS wake is for (balupi.nas.wakes)
         if getattr(handler, "admin_only", False) and not request.user.is_admin:
             raise ApiError(403, "this endpoint needs the admin role")
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from balupi.api import ApiError, admin_only
+from balupi.cache import pins as cache_pins
 from balupi.cache import stats as cache_stats
 from balupi.errors import NasUnavailable
+from balupi.nas.wakes import WakeCause, WakeKind
 
 if TYPE_CHECKING:
     from balupi.api import JsonApi, Request
@@ -101,7 +103,7 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
         def run() -> None:
             if wake and not app.nas.is_awake():
                 try:
-                    app.nas.ensure_awake(timeout_s=SYNC_WAKE_TIMEOUT_S, reason="POST /api/cache/sync", kind="manual")
+                    app.nas.ensure_awake(timeout_s=SYNC_WAKE_TIMEOUT_S, reason=cause)
                 except NasUnavailable:
                     return
                 app.sync.run_once()
@@ -109,6 +111,8 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
                 app.sync.tick()
 
         pending = app.sync.pending()
+        cause = WakeCause(WakeKind.MANUAL, detail="sync now (POST /api/cache/sync)", pending_changes=pending["count"],
+                          user=getattr(request.user, "username", None))
         return 202, {**start_job("sync", run), "pending_changes": pending["count"], "wake": wake}
 
     @api.route("POST", "/cache/evict")
@@ -146,3 +150,48 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
 
         need_nas()
         return 202, start_job("refresh", lambda: refresh_all(app.refresher, app.provider.index))
+
+    def pin_figures(pattern: str) -> dict:
+        row = app.db.query_one(
+            "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(cache_key IS NOT NULL), 0),"
+            " coalesce(sum(CASE WHEN cache_key IS NOT NULL THEN size ELSE 0 END), 0)"
+            " FROM entries WHERE is_dir = 0 AND path GLOB ?", (pattern,))
+        return {"files": row[0], "bytes": row[1], "cached_files": row[2], "cached_bytes": row[3]}
+
+    @api.route("GET", "/cache/pins")
+    def pins_list(request: "Request") -> dict:
+        added = {r["pattern"]: r for r in cache_pins.rows(app.db)}
+        out = []
+        for pattern in app.provider.cache.pinned:
+            row = added.get(pattern)
+            out.append({"pattern": pattern, "source": "api" if row else "settings",
+                        "added_at": row["added_at"] if row else None, "added_by": row["added_by"] if row else None,
+                        **pin_figures(pattern)})
+        return {"pins": out}
+
+    @api.route("POST", "/cache/pins")
+    @admin_only
+    def pins_add(request: "Request"):
+        body = request.json_object()
+        try:
+            pattern = cache_pins.check_pattern(body.get("path"))
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        if not any(c in pattern for c in "*?["):
+            row = app.db.query_one("SELECT is_dir FROM entries WHERE path = ? LIMIT 1", (pattern,))
+            if row is not None and row[0]:
+                pattern += "/*"  # a folder: everything below it
+        added = cache_pins.add(app.db, pattern, getattr(request.user, "username", None))
+        app.provider.cache.reload_pins()
+        return (201 if added else 200), {"pattern": pattern, "added": added, **pin_figures(pattern)}
+
+    @api.route("DELETE", "/cache/pins")
+    @admin_only
+    def pins_remove(request: "Request") -> dict:
+        pattern = request.query.get("pattern") or ""
+        if pattern in app.settings.cache_pinned:
+            raise ApiError(409, f"{pattern} is pinned by the cache_pinned setting; change the setting to unpin it")
+        if not cache_pins.remove(app.db, pattern):
+            raise ApiError(404, f"not pinned: {pattern!r}")
+        app.provider.cache.reload_pins()
+        return {"pattern": pattern, "removed": True}

@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from balupi.cache import pins
 from balupi.cache.heat import coldest_first
 from balupi.dav.store import ContentStore
 from balupi.db import Database
@@ -55,7 +56,8 @@ class CacheManager:
         self.db, self.store, self.events = db, store, events
         self.max_bytes = int(settings.cache_max_size_gb * 1e9)
         self.min_free_bytes = int(settings.cache_min_free_gb * 1e9)
-        self.pinned = tuple(settings.cache_pinned)
+        self._configured_pins = tuple(settings.cache_pinned)
+        self.pinned = self._configured_pins + pins.stored(db)  # the setting's globs, then those added at run time
         self.volume = Path(settings.cache_dir)
         self.db_volume = Path(settings.data_dir)
         self._refusals_logged: dict[str, tuple[float, int]] = {}
@@ -69,6 +71,10 @@ class CacheManager:
         self.evict_veto: Callable[[str, int, str], str | None] | None = None  # the plugins' balupi_before_evict
 
     # -- questions -------------------------------------------------------------------------------
+
+    def reload_pins(self) -> None:
+        """After a pin was added or removed (balupi.cache.pins)."""
+        self.pinned = self._configured_pins + pins.stored(self.db)
 
     def is_pinned(self, path: str) -> bool:
         return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.pinned)

@@ -44,7 +44,6 @@ class Prefetcher:
     def __init__(self, settings: Settings, provider: "CacheProvider", monitor: NasMonitor):
         self.provider, self.monitor = provider, monitor
         self.budget_bytes = int(settings.prefetch_budget_mb * 1e6)
-        self.pinned = tuple(settings.cache_pinned)
         self.fetched_files = 0
         self.fetched_bytes = 0
 
@@ -61,6 +60,7 @@ class Prefetcher:
         # Counted and logged however the run ended (a run that stops early has fetched files too).
         self.fetched_files += result.files
         self.fetched_bytes += result.bytes
+        self.monitor.wake_log.on_prefetch_done(files=result.files, bytes=result.bytes)  # what the awake time did
         if result.files:
             log.info("prefetch: %d file(s), %.1f MB%s", result.files, result.bytes / 1e6,
                      f" (stopped: {result.stopped})" if result.stopped else "")
@@ -105,6 +105,10 @@ class Prefetcher:
 
     def _uncached(self) -> str:
         return f"SELECT {COLUMNS} FROM entries WHERE view = ? AND is_dir = 0 AND cache_key IS NULL AND local_only = 0"
+
+    @property
+    def pinned(self) -> tuple[str, ...]:
+        return self.provider.cache.pinned  # the setting's and those added at run time
 
     def _pinned(self, view: str, limit: int) -> list[Entry]:
         out: list[Entry] = []

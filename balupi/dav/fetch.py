@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import contextvars
 import threading
 import time
 from email.utils import parsedate_to_datetime
@@ -75,7 +76,9 @@ class Download:
         self._hasher = BlockHasher()  # checksums of the bytes as they come from the NAS
 
     def start(self) -> None:
-        threading.Thread(target=self._run, name=f"balupi-fetch-{self.key[:8]}", daemon=True).start()
+        # In the starting request's context: a wake this download needs is that request's (balupi.nas.wakes).
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(self._run,), name=f"balupi-fetch-{self.key[:8]}", daemon=True).start()
 
     def _set(self, **changes) -> None:
         with self._cond:

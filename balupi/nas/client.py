@@ -32,6 +32,7 @@ from defusedxml import ElementTree as ET
 from balupi.errors import NasUnavailable, NoViewCredentials
 from balupi.nas.monitor import NasMonitor, NasState
 from balupi.nas.tls import configure_session
+from balupi.nas.wakes import cause_for_request
 from balupi.settings import Settings
 
 log = logging.getLogger("balupi.nas")
@@ -149,7 +150,7 @@ class NasClient:
         if not self.base_url:
             self.monitor.ensure_awake()  # raises NasNotConfigured
         if wake:
-            self.monitor.ensure_awake(reason=f"{method} {path}", user=user, path=path)
+            self.monitor.ensure_awake(reason=cause_for_request(f"{method} {path}", "/" + path.strip("/"), user))
         elif self.monitor.state is not NasState.AWAKE:
             raise NasUnavailable(f"the NAS is {self.monitor.state_words()}; not waking it for {method} {path}")
         target = url or self.url_for(path)
@@ -166,7 +167,7 @@ class NasClient:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self.monitor.note_unreachable(type(exc).__name__)
                 if attempt == 1 and wake and data is None:
-                    self.monitor.ensure_awake(reason=f"{method} {path} (retry)")
+                    self.monitor.ensure_awake(reason=cause_for_request(f"{method} {path} (retry)", "/" + path.strip("/")))
                     continue
                 raise NasUnavailable(f"the NAS did not answer {method} {path}: {type(exc).__name__}") from exc
             self.monitor.note_success()

@@ -31,6 +31,7 @@ from balupi.db import Database
 from balupi.errors import NasNotConfigured, NasUnavailable, WakeNotPossible
 from balupi.events import Event, Events
 from balupi.nas import wol
+from balupi.nas.wakes import WakeCause, WakeKind, WakeLog, as_cause
 from balupi.settings import Settings
 
 log = logging.getLogger("balupi.nas")
@@ -134,6 +135,7 @@ class NasMonitor:
         self.wake_veto: Callable[..., str | None] | None = None  # plugins' balupi_before_wake (balupi.plugins)
         self._stopped = threading.Event()
         events.subscribe(Event.NAS_POWER_READING, self.on_power_reading)
+        self.wake_log = WakeLog(db, events)  # what woke it: every wake and every time it was found awake
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -306,10 +308,13 @@ class NasMonitor:
 
     # -- waking ----------------------------------------------------------------------------------
 
-    def ensure_awake(self, timeout_s: float | None = None, reason: str = "needed", kind: str = "client",
+    def ensure_awake(self, timeout_s: float | None = None, reason: "str | WakeCause" = "needed", kind: str = "client",
                      user: str | None = None, path: str | None = None) -> None:
         """Return when the NAS answers; wake it if needed. Raises NasUnavailable at the deadline, or
-        when a plugin refuses the wake (`kind`, `user`, `path`: who needs it, for that plugin)."""
+        when a plugin refuses the wake (`kind`, `user`, `path`: who needs it, for that plugin).
+        `reason` is a WakeCause (`balupi.nas.wakes`: what the wake list records), or text."""
+        cause = self._cause(reason, kind, user, path)
+        reason, kind, user, path = cause.for_transition(), _veto_kind(cause), cause.user, cause.path
         if not self.configured:
             raise NasNotConfigured("no NAS is configured (BALUPI_NAS_WEBDAV_URL is empty)", retry_after_s=3600)
         if self.state is NasState.AWAKE:
@@ -339,7 +344,7 @@ class NasMonitor:
                     f"the NAS is {self.state_words()} and no MAC address is configured to wake it",
                     retry_after_s=int(self.settings.nas_boot_time_s),
                 )
-            self._start_waker(reason, packets=self.mac is not None)
+            self._start_waker(cause, packets=self.mac is not None)
             while self.state is not NasState.AWAKE:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._waker is None and self.state is not NasState.WAKING:
@@ -353,17 +358,19 @@ class NasMonitor:
             retry_after_s = max(5, int(self.settings.nas_boot_time_s - elapsed + 0.999))
             raise NasUnavailable(f"the NAS did not wake within {timeout_s:g} s ({self.state_words()})", retry_after_s)
 
-    def wake(self, reason: str = "requested") -> dict:
+    def wake(self, reason: "str | WakeCause" = "requested") -> dict:
         """Start waking the NAS without waiting (POST /api/nas/wol). Returns what was done."""
         if self.mac is None:
             raise WakeNotPossible("no MAC address is configured (BALUPI_NAS_MAC_ADDRESS)")
+        cause = self._cause(reason, "manual", None, None)
+        reason = cause.for_transition()
         if self.state is not NasState.AWAKE:
-            self._check_wake_veto(reason, "manual", None, None)
+            self._check_wake_veto(reason, "manual", cause.user, None)
         self.last_packet_error = None
         sent_before = self.wakes_sent  # before the waker starts: its first packet may go out at once
         with self._cond:
             previous = self.state
-            started = self._start_waker(reason) if previous is not NasState.AWAKE else False
+            started = self._start_waker(cause) if previous is not NasState.AWAKE else False
         if previous is NasState.AWAKE:
             # Awake as far as we know; a packet is harmless and covers a stale belief.
             self._send_packet(reason)
@@ -376,6 +383,17 @@ class NasMonitor:
             "wake_started": started,
             "expected_boot_s": self.settings.nas_boot_time_s,
         }
+
+    @staticmethod
+    def _cause(reason: "str | WakeCause", kind: str, user: str | None, path: str | None) -> WakeCause:
+        """What the wake list records for this wake: the cause given, or one made of the text and kind."""
+        if isinstance(reason, WakeCause):
+            return reason
+        if kind == "sync":
+            return WakeCause(WakeKind.SYNC, detail=reason, user=user)
+        if kind == "client":
+            return as_cause(reason)  # the request being answered, if there is one; else manual
+        return WakeCause(WakeKind.MANUAL, detail=reason, user=user, path=path)
 
     def _check_wake_veto(self, reason: str, kind: str, user: str | None, path: str | None) -> None:
         """Ask the plugins before a wake starts (not while one runs). Raises NasUnavailable on a refusal."""
@@ -391,21 +409,24 @@ class NasMonitor:
         while self.wakes_sent == sent_before and self.last_packet_error is None and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def _start_waker(self, reason: str, packets: bool = True) -> bool:
+    def _start_waker(self, reason: "str | WakeCause", packets: bool = True) -> bool:
         """Caller holds self._cond. Starts the one waker thread unless one runs. True if started.
         Without `packets` it only watches for the port to open (the NAS boots by itself)."""
+        # Here, on the caller's thread, the request being answered is known (a watch has no cause).
+        cause = as_cause(reason) if packets or isinstance(reason, WakeCause) else None
+        reason = cause.for_transition() if cause is not None else reason
         if self._waker is not None:
             if packets and not self._waker_packets:  # a watch becomes a wake: someone needs the NAS
                 self._waker_packets = True
                 self.wakes += 1
-                self.events.emit(Event.NAS_WAKE_REQUESTED, reason=reason, at=time.time())
+                self.events.emit(Event.NAS_WAKE_REQUESTED, reason=reason, cause=cause, at=time.time())
             return False
         self._wake_started = time.monotonic()
         self._waker_packets = packets
         if packets:
             self.wakes += 1
             self._set_state(NasState.WAKING, f"wake: {reason}")
-            self.events.emit(Event.NAS_WAKE_REQUESTED, reason=reason, at=time.time())
+            self.events.emit(Event.NAS_WAKE_REQUESTED, reason=reason, cause=cause, at=time.time())
         else:
             self._set_state(NasState.WAKING, reason)
         self._waker = threading.Thread(target=self._wake_loop, args=(reason,), name="balupi-nas-waker", daemon=True)
@@ -496,3 +517,8 @@ class NasMonitor:
         self._stopped.set()
         with self._cond:
             self._cond.notify_all()
+
+
+def _veto_kind(cause: WakeCause) -> str:
+    """The plugins' word for who needs the NAS: client (a request), sync, manual, ..."""
+    return "client" if cause.kind is WakeKind.REQUEST else cause.kind.value

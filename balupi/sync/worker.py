@@ -47,6 +47,7 @@ from balupi.errors import NasUnavailable, NoViewCredentials
 from balupi.events import Event, Events
 from balupi.nas.client import NasClient, RemoteEntry
 from balupi.nas.monitor import NasMonitor
+from balupi.nas.wakes import WakeCause, WakeKind
 from balupi.settings import Settings
 from balupi.sync.policy import WakePolicy
 
@@ -118,6 +119,7 @@ class SyncWorker:
         self.wake_reason = self.policy.wake_reason  # the app sets the plugins' balupi_sync_wake_reason
         self.host = socket.gethostname().split(".")[0] or "balupi"
         self.last_error: str | None = None
+        self.errors = 0  # failed attempts to apply a change, since start (balupi_sync_errors_total)
         self._run_lock = threading.Lock()
         self._told_waiting: set[str] = set()
 
@@ -143,8 +145,8 @@ class SyncWorker:
             if reason is None:
                 return None
             try:
-                self.monitor.ensure_awake(timeout_s=max(self.settings.nas_wake_timeout_s, 120), reason=f"sync: {reason}",
-                                         kind="sync")
+                cause = WakeCause(WakeKind.SYNC, detail=reason, pending_changes=self.pending()["count"])
+                self.monitor.ensure_awake(timeout_s=max(self.settings.nas_wake_timeout_s, 120), reason=cause)
             except NasUnavailable as exc:
                 log.info("sync: the NAS did not wake (%s); will try again", exc)
                 return None
@@ -247,6 +249,7 @@ class SyncWorker:
         attempts = row["attempts"] + 1
         delay_s = min(RETRY_MAX_S, 2.0 ** attempts)
         self.last_error = f"{row['op']} {row['path']}: {exc}"
+        self.errors += 1
         with self.db.write() as d:
             d.execute(
                 "UPDATE journal SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",

@@ -98,6 +98,10 @@ class BaluPi:
         cache_api.register(self.api, self)
         plugins_api.register(self.api, self)
         self.provider = build_provider(self)
+        if self.db.fresh:  # a new database (lost, or damaged and moved aside): take back what the cache holds
+            from balupi.cache.recovery import recover_from_store
+
+            self.recovery = recover_from_store(self.db, self.provider.store)
         self.dav = build_dav_app(self, self.provider)
         self.sync = SyncWorker(settings, self.db, self.provider.index, self.provider.store, self.nas_client,
                                self.nas, self.events)
@@ -180,6 +184,9 @@ class BaluPi:
             self.energy.schedule(self.scheduler)
         self.plugins.start(self)
         self.scheduler.start()
+        problem = self.provider.cache.volume_problem()
+        if problem:
+            log.error("cache: %s (a larger volume, or a smaller BALUPI_CACHE_MIN_FREE_GB)", problem)
         nas = self.nas_summary()
         if not nas["configured"]:
             log.warning("no NAS configured (BALUPI_NAS_WEBDAV_URL is empty): serving only what the cache holds, to %s",

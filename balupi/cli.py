@@ -230,6 +230,20 @@ def cmd_backup_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore_db(args: argparse.Namespace) -> int:
+    from balupi.maintenance import restore_db
+
+    result = restore_db(_load(args), args.path)
+    lines = [f"taken back from the cache: {path}" for path in result["recovered_paths"]]
+    lines.append(f"restore-db: {result['restored']} put back"
+                 + (f" (the database it replaced was moved to {result['moved_aside']})" if result["moved_aside"] else "")
+                 + f"; {result['settled']} change(s) synced since the backup, {result['recovered']} pending change(s)"
+                 f" and {result['adopted']} cached file(s) taken back from the cache, {result['uncached']} entr(y/ies)"
+                 f" uncached, {result['quarantined']} unknown file(s) quarantined")
+    _report(args, result, "\n".join(lines))
+    return 0
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     import json
 
@@ -242,25 +256,44 @@ def cmd_cache(args: argparse.Namespace) -> int:
             figures = stats.figures(parts.db, parts.settings.cache_max_size_gb)
             _report(args, figures, _stats_sentences(figures))
             return 0
-        report = verify_cache(parts, repair=args.repair)
+        budget = None if args.content_gb is None else int(args.content_gb * 1e9)
+        report = verify_cache(parts, repair=args.repair, content_budget_bytes=budget)
     finally:
         parts.close()
     if args.json:
         print(json.dumps({"checked": report.checked, "files_seen": report.files_seen, "missing": report.missing,
                           "wrong_size": report.wrong_size, "orphans": report.orphans, "data_loss": report.data_loss,
                           "repaired": report.repaired, "recent_orphans": report.recent_orphans,
+                          "checked_files": report.checked_files, "checked_bytes": report.checked_bytes,
+                          "content_complete": report.content_complete, "damaged": report.damaged,
+                          "damaged_pending": report.damaged_pending, "unindexed": report.unindexed,
+                          "recovered": report.recovered, "adopted": report.adopted, "quarantined": report.quarantined,
+                          "refetched": report.refetched, "sidecars_added": report.sidecars_added,
                           "clean": report.clean}, indent=2, default=str))
         return 0 if report.clean else 1
     for path in report.data_loss:
         print(f"balupi: DATA LOSS: {path}: the Pi held the only copy", file=sys.stderr)
+    for path in report.damaged_pending:
+        print(f"balupi: DAMAGED: {path}: a change only the Pi holds no longer matches its checksum; never uploaded"
+              + ("; kept in quarantine for a person (GET /api/cache/conflicts)" if args.repair else ""), file=sys.stderr)
     fix = "fixed" if args.repair else "to fix (--repair)"
     for kind, items in (("content missing", report.missing), ("wrong size", report.wrong_size),
-                        ("orphan content", report.orphans)):
+                        ("damaged content", report.damaged), ("orphan content", report.orphans),
+                        ("pending change not in the index", report.unindexed)):
         for item in items:
             print(f"{kind} ({fix}): {item}")
-    print(f"cache verify: {report.checked} cached file(s) checked, {report.files_seen} content file(s) seen;"
-          f" {len(report.missing)} missing, {len(report.wrong_size)} wrong size, {len(report.orphans)} orphan(s),"
-          f" {len(report.data_loss)} lost; {report.repaired} repaired"
+    for item in report.quarantined:
+        print(f"quarantined: {item}")
+    print(f"cache verify: {report.checked} cached file(s) checked, the content of {report.checked_files}"
+          f" ({report.checked_bytes / 1e6:.1f} MB){'' if report.content_complete else ', the rest next time'},"
+          f" {report.files_seen} content file(s) seen;"
+          f" {len(report.missing)} missing, {len(report.wrong_size)} wrong size, {len(report.damaged)} damaged,"
+          f" {len(report.damaged_pending)} damaged pending, {len(report.orphans)} orphan(s),"
+          f" {len(report.unindexed)} pending not in the index, {len(report.data_loss)} lost; {report.repaired} repaired"
+          + (f"; {len(report.recovered)} pending change(s) taken back" if report.recovered else "")
+          + (f"; {report.adopted} cached file(s) taken back" if report.adopted else "")
+          + (f"; {report.refetched} fetched again from the NAS" if report.refetched else "")
+          + (f"; {report.sidecars_added} sidecar(s) added" if report.sidecars_added else "")
           + (f"; {report.recent_orphans} unreferenced file(s) too new to judge" if report.recent_orphans else ""))
     return 0 if report.clean else 1
 
@@ -359,11 +392,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="the copy's file name, or a folder (an existing one, or any path ending in /: "
                                 "created; a dated name is chosen inside)")
     p.set_defaults(func=cmd_backup_db)
+    p = sub.add_parser("restore-db", parents=[common], help="put a backup of the database back (with the server stopped)"
+                                                           " and take back from the cache what was written since")
+    p.add_argument("path", type=Path, help="the backup (a file written by backup-db)")
+    p.set_defaults(func=cmd_restore_db)
     p = sub.add_parser("cache", parents=[common], help="the file cache: stats, or verify (check every cached file against the index)",
                        description="stats: cached and not-yet-synced files, pending changes, conflicts. verify: check "
-                                   "every cached file against the index (--repair drops what is wrong).")
+                                   "every cached file against the index and its checksums (--repair: quarantine what"
+                                   " is damaged, take back what the index lost; never deletes the only copy).")
     p.add_argument("action", choices=["stats", "verify"], help="stats or verify (see above)")
     p.add_argument("--repair", action="store_true", help="verify: drop what is wrong, remove orphan content")
+    p.add_argument("--content-gb", type=_gb_arg, default=None,
+                   help="verify: read and check the content of at most this many GB (the next run goes on from there);"
+                        " default: all")
     p.set_defaults(func=cmd_cache)
     from balupi.commands import add_parsers
 

@@ -21,6 +21,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -60,6 +61,8 @@ class Database:
         self._all_lock = threading.Lock()
         self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []  # each with the thread it is for
         self._closed = False
+        self.fresh = False  # set by open_database: new (missing, or a damaged one moved aside)
+        self.moved_aside: Path | None = None
 
     def _open(self) -> sqlite3.Connection:
         if self._closed:
@@ -196,8 +199,73 @@ def make_private(path: Path | str) -> None:
             pass
 
 
-def open_database(path: Path | str) -> Database:
-    make_private(path)
+# SQLite's answers for a file that is damaged or not a database at all (not: locked, unreadable,
+# disk full, which moving the file aside would not cure).
+_DAMAGED_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def _is_damage(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, sqlite3.DatabaseError) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _DAMAGED_CODES:
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _check(db: Database) -> None:
+    """Open, migrate and quick-check `db`; raises DatabaseError."""
+    try:
+        db.migrate()
+        rows = db.query("PRAGMA quick_check")
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"database {db.path}: {exc}") from exc
+    problems = [r[0] for r in rows if r[0] != "ok"]
+    if problems:
+        exc = sqlite3.DatabaseError("; ".join(problems[:3]))
+        exc.sqlite_errorcode = 11  # type: ignore[attr-defined]
+        raise DatabaseError(f"database {db.path} failed its check: {'; '.join(problems[:3])}") from exc
+
+
+def move_aside(path: Path, why: str = "damaged") -> Path:
+    """Move a database (and its -wal and -shm files) to `<name>.<why>-<time>`."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.{why}-{stamp}")
+    for suffix in ("", *SIDE_FILES):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            os.replace(src, f"{aside}{suffix}")
+    return aside
+
+
+def open_database(path: Path | str, recover: bool = True) -> Database:
+    """The database at `path`, migrated. A file SQLite calls damaged or not a database is moved
+    aside (one ERROR line) and a new database is started: `Database.fresh` then tells the caller to
+    rebuild what it can (the cache's sidecars hold every pending upload, see balupi.cache.recovery).
+    A missing file is created, and is fresh too. `recover=False` (commands that run beside the
+    server): a damaged database is a DatabaseError saying what to do, and stays where it is."""
+    path = Path(path)
+    existed = path.exists() and path.stat().st_size > 0
+    try:
+        make_private(path)
+    except OSError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}") from exc
     db = Database(path)
-    db.migrate()
+    try:
+        _check(db)
+    except DatabaseError as exc:
+        db.close()
+        if not (existed and _is_damage(exc)):
+            raise
+        if not recover:
+            raise DatabaseError(f"database {path} is damaged ({exc.__cause__ or exc}); `balupi serve` moves it aside"
+                                " and rebuilds it from the cache at start-up, or put a backup back with"
+                                " `balupi restore-db BACKUP` (server stopped)") from None
+        aside = move_aside(path)
+        make_private(path)
+        log.error("database %s is damaged (%s): moved aside to %s; starting a new one, rebuilt from the cache",
+                  path, exc.__cause__ or exc, aside)
+        db = Database(path)
+        _check(db)
+        db.moved_aside = aside
+    db.fresh = not existed or db.moved_aside is not None
     return db

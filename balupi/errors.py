@@ -39,3 +39,8 @@ class NasNotConfigured(NasUnavailable):
 
 class WakeNotPossible(BaluPiError):
     """Wake-on-LAN was asked for but cannot be sent (no MAC address configured)."""
+
+
+class InsufficientStorage(BaluPiError):
+    """A write cannot be taken: the cache volume or the database's volume has no room for it (507).
+    The message says which volume and how much room there is."""

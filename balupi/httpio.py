@@ -244,6 +244,14 @@ class SendfileGateway(Gateway_10):
         environ["balupi.sendfile"] = isinstance(self.req.conn.wfile, SocketWriter)
         return environ
 
+    def start_response(self, status, headers, exc_info=None):
+        # An answer with "Connection: close" (a write refused before its body was read: 507, 400)
+        # closes the connection after it is sent. Else cheroot first reads the whole unread body,
+        # however large it was announced to be, before it sends a byte of the answer.
+        if any(k.lower() == "connection" and v.strip().lower() == "close" for k, v in headers):
+            self.req.close_connection = True
+        return super().start_response(status, headers, exc_info)
+
     def respond(self):
         """Answer the request, timing it for balupi_http_request_duration_seconds (balupi.metrics)."""
         metrics = getattr(self.req.server, "balupi_metrics", None)

@@ -168,9 +168,9 @@ def journal(app) -> list[tuple[str, str, str | None]]:
 
 
 def data_files(app) -> set[str]:
-    """The content keys present under cache_dir/data."""
+    """The content keys present under cache_dir/data (not their `.meta` sidecars)."""
     data = Path(app.settings.cache_dir) / "data"
-    return {p.name for p in data.rglob("*") if p.is_file()}
+    return {p.name for p in data.rglob("*") if p.is_file() and not p.name.endswith(".meta")}
 
 
 def temp_files(app) -> list[Path]:

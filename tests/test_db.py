@@ -193,7 +193,23 @@ def test_a_closed_database_refuses_new_connections(tmp_path):
         in_thread(db.raw)
 
 
-def test_an_unopenable_file_is_a_database_error(tmp_path):
-    (tmp_path / "not-a-db").write_bytes(b"this is not an SQLite file, just text" * 100)
+def test_a_file_that_is_not_a_database_is_moved_aside_with_one_line_and_a_new_one_started(tmp_path, caplog):
+    junk = b"this is not an SQLite file, just text" * 100
+    (tmp_path / "not-a-db").write_bytes(junk)
+    with caplog.at_level("ERROR", logger="balupi.db"):
+        db = open_database(tmp_path / "not-a-db")
+    try:
+        assert db.fresh and db.moved_aside is not None
+        assert db.moved_aside.read_bytes() == junk  # kept for a person, never deleted
+        assert db.query_one("SELECT count(*) FROM entries")[0] == 0
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "moved aside" in errors[0].getMessage()
+    finally:
+        db.close()
+
+
+def test_a_database_that_cannot_be_opened_at_all_is_a_database_error_and_nothing_is_moved(tmp_path):
+    (tmp_path / "a-directory").mkdir()
     with pytest.raises(DatabaseError):
-        open_database(tmp_path / "not-a-db")
+        open_database(tmp_path / "a-directory")
+    assert (tmp_path / "a-directory").is_dir() and len(list(tmp_path.iterdir())) == 1

@@ -14,6 +14,7 @@ import sys
 import termios
 import threading
 import time
+from pathlib import Path
 
 from balupi.sim.nas import PowerState
 from tests.davkit import seed, stack_with, wait_downloads_idle, wait_until
@@ -221,10 +222,17 @@ def test_cache_verify_finds_and_repairs_an_orphan_and_missing_content(stack_fact
     repair = run(stack, tmp_path, "cache", "verify", "--repair")
     assert repair.returncode == 0, repair.stdout + repair.stderr
     assert "3 repaired" in repair.stdout and "1 unreferenced file(s) too new to judge" in repair.stdout
+    # Without a sidecar nobody can tell what the orphan was: moved to quarantine, never deleted.
     assert not os.path.exists(old_orphan) and os.path.exists(new_orphan)
+    quarantine = Path(stack.app.settings.cache_dir) / "quarantine"
+    assert sum(p.name.endswith("-" + os.path.basename(old_orphan)) for p in quarantine.iterdir()) == 1
+    # The NAS is awake: the two bad copies were fetched again (with fresh content keys).
+    assert "2 fetched again from the NAS" in repair.stdout
     index = stack.app.provider.index
     assert index.get("", "/keep.txt").cached
-    assert not index.get("", "/gone.txt").cached and not index.get("", "/short.txt").cached
+    for path in ("/gone.txt", "/short.txt"):
+        with open(cached_path(stack, path), "rb") as f:
+            assert f.read() == files[path]
     for path, body in files.items():
         assert stack.http.get(stack.url(path)).content == body  # fetched again
     assert run(stack, tmp_path, "cache", "verify").returncode == 0

@@ -51,6 +51,14 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
             "nas_wakes_caused": app.nas.wakes,
             "evictions": provider.cache.evictions,
             "evicted_bytes": provider.cache.evicted_bytes,
+            "integrity": {
+                "verified_files": provider.verified.checked_files,
+                "verified_bytes": provider.verified.checked_bytes,
+                "damaged_found": provider.verified.damaged_found,
+                "damaged_unresolved": app.db.query_one(
+                    "SELECT count(*) FROM conflicts WHERE kind = 'damaged' AND resolved = 0 AND (? OR view = ?)",
+                    (int(request.user.is_admin), request.user.view))[0],
+            },
             # Admins see every view's set-aside changes; any other user those of their own view.
             "quarantined": app.sync.quarantined(None if request.user.is_admin else request.user.view),
         })
@@ -71,7 +79,7 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
         if request.query.get("unresolved") in ("1", "true"):
             where.append("resolved = 0")
         rows = app.db.query(
-            "SELECT id, at, view, path, conflict_path, nas_etag, base_etag, resolved FROM conflicts"
+            "SELECT id, at, view, path, conflict_path, nas_etag, base_etag, resolved, kind FROM conflicts"
             f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )

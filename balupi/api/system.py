@@ -15,15 +15,20 @@ if TYPE_CHECKING:
 def register(api: "JsonApi", app: "BaluPi") -> None:
     @api.route("GET", "/health")
     @public
-    def health(request: "Request") -> dict:
-        return {
-            "status": "ok",
+    def health(request: "Request"):
+        problems = [p for p in (app.provider.cache.volume_problem(),) if p]
+        body = {
+            "status": "error" if problems else "ok",
             "version": __version__,
             "service": "balupi",
             "cache_enabled": True,
             "energy_enabled": app.energy_enabled,
             "nas": app.nas_summary(),
         }
+        if problems:
+            body["problems"] = problems
+            return 503, body
+        return body
 
     @api.route("GET", "/system/status")
     def system_status(request: "Request") -> dict:

@@ -5,6 +5,12 @@ coldest clean files (lowest `heat_key`, see `balupi.cache.heat`), and the size i
 content is committed or dropped (`release`). So concurrent downloads cannot together overshoot the
 limit; a periodic `sweep` only catches what changed under us (e.g. the limit was lowered).
 
+Writes (`reserve_write`) are refused with InsufficientStorage (507), before a byte is written or a
+file evicted, when they cannot fit: more than the free space plus everything evictable, keeping
+`WRITE_FLOOR_BYTES` free; or when the database's volume has less than `DB_FLOOR_BYTES` free (each
+at most a tenth of the volume). Each
+kind of refusal is logged once a minute at most, with its cause.
+
 Never evicted: dirty files (changes not yet on the NAS), content referenced by a pending journal
 entry, pinned paths (`cache_pinned` globs), and content that is open (`hold`/`unhold`).
 
@@ -17,6 +23,7 @@ import fnmatch
 import logging
 import shutil
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -25,12 +32,23 @@ from balupi.cache import pins
 from balupi.cache.heat import coldest_first
 from balupi.dav.store import ContentStore
 from balupi.db import Database
+from balupi.errors import InsufficientStorage
 from balupi.events import Event, Events
 from balupi.settings import Settings
 
 log = logging.getLogger("balupi.cache")
 
 EVICT_BATCH = 256
+# Kept free under writes on the cache volume (sidecars, renames, the log, a database beside it) and
+# on the database's volume (below it, writes are refused with 507): this much, or a tenth of a
+# smaller volume.
+WRITE_FLOOR_BYTES = 64 << 20
+DB_FLOOR_BYTES = 16 << 20
+
+
+def floor_bytes(volume: Path, most_bytes: int) -> int:
+    return min(most_bytes, shutil.disk_usage(volume).total // 10)
+REFUSAL_LOG_INTERVAL_S = 60.0
 
 
 class CacheManager:
@@ -41,6 +59,9 @@ class CacheManager:
         self._configured_pins = tuple(settings.cache_pinned)
         self.pinned = self._configured_pins + pins.stored(db)  # the setting's globs, then those added at run time
         self.volume = Path(settings.cache_dir)
+        self.db_volume = Path(settings.data_dir)
+        self._refusals_logged: dict[str, tuple[float, int]] = {}
+        self.refusals = 0
         self._lock = threading.Lock()
         self._reserved = 0
         self._open: Counter[str] = Counter()
@@ -102,6 +123,65 @@ class CacheManager:
             if shortfall > 0:
                 self._evict(shortfall)
             self._reserved += size
+
+    def volume_problem(self) -> str | None:
+        """Why nothing could ever be cached on this volume (it is smaller than the free-space floor)."""
+        total = shutil.disk_usage(self.volume).total
+        if total <= self.min_free_bytes:
+            return (f"the cache volume of {self.volume} holds {total / 1e9:.2f} GB, less than cache_min_free_gb"
+                    f" ({self.min_free_bytes / 1e9:g} GB): nothing can ever be cached")
+        return None
+
+    def check_db_volume(self) -> None:
+        """Raise InsufficientStorage when the database's volume is (nearly) full."""
+        free = shutil.disk_usage(self.db_volume).free
+        if free < floor_bytes(self.db_volume, DB_FLOOR_BYTES):
+            self.refuse("db", f"the database's volume ({self.db_volume}) is full: {free / 1e6:.1f} MB free")
+
+    def refuse(self, kind: str, cause: str) -> None:
+        """Log a refusal (once a minute per kind, with how many since) and raise InsufficientStorage."""
+        now = time.monotonic()
+        self.refusals += 1
+        last, count = self._refusals_logged.get(kind, (-REFUSAL_LOG_INTERVAL_S, 0))
+        if now - last >= REFUSAL_LOG_INTERVAL_S:
+            more = f" ({count} more refused since the last message)" if count else ""
+            log.warning("write refused (507 Insufficient Storage): %s%s", cause, more)
+            self._refusals_logged[kind] = (now, 0)
+        else:
+            self._refusals_logged[kind] = (last, count + 1)
+        raise InsufficientStorage(cause)
+
+    def reserve_write(self, size: int) -> None:
+        """Room for a write of `size` bytes (0: not known), or InsufficientStorage before anything is
+        evicted when it cannot fit even with every evictable file gone. Then as `reserve`."""
+        self.check_db_volume()
+        write_floor = floor_bytes(self.volume, WRITE_FLOOR_BYTES)
+        with self._lock:
+            room = self.free_bytes() - write_floor - self._reserved  # others still arriving count
+            if size > room:
+                evictable = self._evictable_bytes()
+                if size > room + evictable:
+                    self.refuse("cache", f"an upload of {size / 1e6:.1f} MB cannot fit on the cache volume"
+                                         f" ({max(room, 0) / 1e6:.1f} MB free, {evictable / 1e6:.1f} MB evictable)")
+                self._evict(size - room)
+                room = self.free_bytes() - write_floor - self._reserved
+                if size > room:
+                    self.refuse("cache", f"an upload of {size / 1e6:.1f} MB cannot fit on the cache volume"
+                                         f" ({max(room, 0) / 1e6:.1f} MB free after evicting what could be)")
+            elif room <= 0:
+                self.refuse("cache", f"the cache volume is full ({self.free_bytes() / 1e6:.1f} MB free)")
+            shortfall = self._shortfall(size)
+            if shortfall > 0:
+                self._evict(shortfall)
+            self._reserved += size
+
+    def _evictable_bytes(self) -> int:
+        """At most this much could be evicted now (pinned and open files are not subtracted)."""
+        row = self.db.query_one(
+            "SELECT coalesce(sum(size), 0) FROM entries e WHERE cache_key IS NOT NULL AND dirty = 0 AND NOT EXISTS"
+            " (SELECT 1 FROM journal j WHERE j.state = 'pending' AND j.cache_key = e.cache_key)"
+        )
+        return int(row[0])
 
     def release(self, size: int) -> None:
         """The reserved bytes were committed (they count in the index now) or dropped."""

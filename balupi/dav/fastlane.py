@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from wsgidav.dav_error import DAVError
 
+from balupi.cache.integrity import ContentDamaged, verified_range
 from balupi.dav import propfind, versions
 from balupi.dav.fetch import UpstreamError, UpstreamMissing
 from balupi.dav.index import Entry
-from balupi.errors import NasUnavailable
+from balupi.dav.provider import WRITE_METHODS
+from balupi.errors import InsufficientStorage, NasUnavailable
 from balupi.events import Event
 from balupi.httpio import FileSpan
 
@@ -146,6 +148,10 @@ class FastLane:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
         if method not in ("GET", "HEAD", "PROPFIND"):
+            if method in WRITE_METHODS:
+                refusal = self._refuse_write(environ, start_response)
+                if refusal is not None:
+                    return refusal
             return self.next_app(environ, start_response)
         path = dav_path(environ.get("PATH_INFO", "/"))
         if path is None or "HTTP_IF" in environ:  # WebDAV's If header (tokens, tags): WsgiDAV judges it
@@ -170,11 +176,24 @@ class FastLane:
                 return self._error(start_response, 503, str(exc.context_info), exc.add_headers)
             raise
 
+    def _refuse_write(self, environ: dict, start_response: Callable) -> list[bytes] | None:
+        """A write that must not start: an invalid Content-Length (400; cheroot would wait for -1
+        bytes for ever), or a database volume too full to record it (507, before anything is written)."""
+        length = (environ.get("CONTENT_LENGTH") or "").strip()
+        if length and not length.isdigit():
+            return self._error(start_response, 400, "invalid Content-Length", [("Connection", "close")])
+        try:
+            self.provider.cache.check_db_volume()
+        except InsufficientStorage as exc:
+            return self._error(start_response, 507, str(exc), [("Connection", "close")] if length not in ("", "0") else None)
+        return None
+
     @staticmethod
     def _error(start_response: Callable, status: int, text: str, headers: list | None = None) -> list[bytes]:
         body = (text + "\n").encode()
         reasons = {304: "Not Modified", 404: "Not Found", 412: "Precondition Failed", 416: "Range Not Satisfiable",
-                   502: "Bad Gateway", 503: "Service Unavailable"}
+                   400: "Bad Request", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+                   507: "Insufficient Storage"}
         start_response(f"{status} {reasons.get(status, '')}", [("Content-Type", "text/plain; charset=utf-8"),
                                                                ("Content-Length", str(len(body)))] + (headers or []))
         return [body]
@@ -244,7 +263,28 @@ class FastLane:
             provider.index.note_access(entry.view, entry.path)
             provider.stats.hits += 1
 
+        meta = None
+        key = entry.cache_key or ""
+        if f is not None and key not in provider.verified:
+            # Not yet read whole by this process: every block is checked before it goes out.
+            try:
+                meta = provider.store.read_meta(key)
+                if meta is not None and meta.size != size:
+                    raise ContentDamaged(key, f"its sidecar says {meta.size} bytes, the index {size}")
+            except ContentDamaged as exc:
+                f.close()
+                provider.content_damaged(key, exc.detail)
+                return self._after_damage(environ, start_response, entry, ranges, headers)
+
         if ranges is None:
+            if meta is not None:
+                try:
+                    body = self._prime(self._checked(f, key, meta, 0, size, whole=True))
+                except ContentDamaged:
+                    return self._after_damage(environ, start_response, entry, ranges, headers)
+                provider.stats.hit_bytes += size
+                start_response("200 OK", headers + [("Content-Length", str(size))])
+                return self._held(key, body)
             provider.stats.hit_bytes += size
             start_response("200 OK", headers + [("Content-Length", str(size))])
             if size <= SMALL_FILE_BYTES:
@@ -256,17 +296,59 @@ class FastLane:
             return self._held(entry.cache_key, self._body(environ, f, 0, size))
         if len(ranges) == 1:
             start, end = ranges[0]
+            body = None
+            if meta is not None and not head:
+                try:
+                    body = self._prime(self._checked(f, key, meta, start, end - start + 1, whole=False))
+                except ContentDamaged:
+                    return self._after_damage(environ, start_response, entry, ranges, headers)
             headers += [("Content-Range", f"bytes {start}-{end}/{size}"), ("Content-Length", str(end - start + 1))]
             start_response("206 Partial Content", headers)
             if head:
                 return []
             provider.stats.hit_bytes += end - start + 1
-            return self._held(entry.cache_key, self._body(environ, f, start, end - start + 1))
+            return self._held(entry.cache_key, body if body is not None else self._body(environ, f, start, end - start + 1))
         if f is not None:
             f.close()
-        key = entry.cache_key or ""
+        if meta is not None:
+            return self._multipart(start_response, headers, ctype, size, ranges, head,
+                                   lambda s, n: self._checked(open(provider.store.open_content(key), "rb", buffering=0),
+                                                              key, meta, s, n, whole=False))
         return self._multipart(start_response, headers, ctype, size, ranges, head,
                                lambda s, n: _file_blocks(open(provider.store.open_content(key), "rb", buffering=0), s, n))
+
+    @staticmethod
+    def _prime(blocks: Iterator[bytes]) -> Iterator[bytes]:
+        """Take the first block now, so that damage at the start is found before the status goes out."""
+        try:
+            first = next(blocks)
+        except StopIteration:
+            return iter(())
+        return itertools.chain((first,), blocks)
+
+    def _checked(self, f, key: str, meta, start: int, length: int, whole: bool) -> Iterator[bytes]:
+        """`length` bytes of content `key` from `start`, each block checked against its checksum
+        before it is yielded; closes `f`. Damage found takes the content aside and raises
+        ContentDamaged: after the first block, that cuts the client's connection (a short body)."""
+        provider = self.provider
+        with f:
+            try:
+                yield from verified_range(f.fileno(), key, meta, start, length)
+            except ContentDamaged as exc:
+                provider.content_damaged(key, exc.detail)
+                raise
+        if whole:
+            provider.verified.add(key, meta.size)
+
+    def _after_damage(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
+        """The content of `entry` was found damaged before a byte went out (and taken aside): a
+        clean file is fetched again from the NAS; a change only the Pi had is an error."""
+        fresh = self.provider.index.get(entry.view, entry.path)
+        if (fresh is not None and not fresh.cache_key and not fresh.dirty and fresh.remote
+                and fresh.etag == entry.etag and self.provider.monitor.configured):
+            return self._serve_miss(environ, start_response, fresh, ranges, headers)
+        return self._error(start_response, 500, "the Pi's copy of this file is damaged; it was taken aside"
+                                                " for a person to resolve (see /api/cache/conflicts)")
 
     @staticmethod
     def _body(environ: dict, f, start: int, length: int) -> Iterator[bytes]:
@@ -359,6 +441,10 @@ class FastLane:
     def _serve_miss(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
         provider = self.provider
         provider.stats.misses += 1
+        if provider.downloads.active(entry.view, entry.path) is not None:
+            # Joining a download (perhaps one finishing its publication: checksums, fsyncs): a read
+            # like any other for the heat; the download's own publication counts only its starter.
+            provider.index.note_access(entry.view, entry.path)
         try:
             download = None if ranges is not None else provider.start_download(entry)
             if download is None:

@@ -24,6 +24,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
+from balupi.cache.integrity import BlockHasher, Meta, State
 from balupi.dav.index import Entry, Index
 from balupi.dav.store import ContentStore
 from balupi.errors import NasUnavailable
@@ -72,6 +73,7 @@ class Download:
         self.content_type: str | None = None
         self.error: BaseException | None = None
         self.readers = 0
+        self._hasher = BlockHasher()  # checksums of the bytes as they come from the NAS
 
     def start(self) -> None:
         # In the starting request's context: a wake this download needs is that request's (balupi.nas.wakes).
@@ -115,11 +117,13 @@ class Download:
             )
             raw = response.raw
             fd = self._file.fileno()
+            hasher = self._hasher
             try:
                 while True:
                     block = raw.read(BLOCK_BYTES)
                     if not block:
                         break
+                    hasher.update(block)
                     view = memoryview(block)
                     while view:
                         view = view[os.write(fd, view):]
@@ -150,7 +154,9 @@ class Download:
             else:
                 if _strip_etag(head.headers.get("ETag")) != self.etag:
                     raise UpstreamError(f"{self.entry.path} changed on the NAS during the download")
-        final = self.store.publish(self.key, self.tmp)
+        meta = Meta(view=self.entry.view, path=self.entry.path, state=State.CLEAN, size=self.written,
+                    blocks=self._hasher.blocks_hex(), mtime=self.mtime, etag=self.etag, content_type=self.content_type)
+        final = self.store.publish(self.key, self.tmp, meta)
         self.tmp = final  # readers that open late find the published file
         replaced = self.index.mark_cached(self.entry.view, self.entry.path, self.key, self.written, self.etag, self.mtime)
         if replaced == self.key:  # the entry went away or was rewritten meanwhile

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 from wsgidav.dav_error import HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVProvider
 
+from balupi.cache.damage import Damage, handle_damaged
+from balupi.cache.integrity import ContentDamaged, Meta, State, VerifiedKeys, check_whole
 from balupi.cache.manager import CacheManager
 from balupi.auth.service import IDENTITY_KEY
 from balupi.dav.fetch import Downloads, UpstreamError, UpstreamMissing
@@ -62,6 +65,7 @@ class CacheProvider(DAVProvider):
         self.downloads = Downloads(store, index, client, events, hold=cache.hold, unhold=cache.unhold,
                                    finished=lambda d: cache.release(d.reserved_bytes))
         self.stats = CacheStats()
+        self.verified = VerifiedKeys()  # content read whole and found intact by this process
         self._noise = tuple(p.lower() for p in local_only_names)
         for view in ("",):
             index.ensure_root(view, listed=not monitor.configured)
@@ -124,6 +128,32 @@ class CacheProvider(DAVProvider):
             self.store.remove(key)
         entry.listed = True
 
+    def content_damaged(self, key: str, detail: str) -> Damage:
+        """Content `key` failed its checksum: take it aside (see balupi.cache.damage)."""
+        self.verified.discard(key)
+        self.verified.note_damaged()
+        return handle_damaged(self.index.db, self.store, key, detail)
+
+    def checked_key(self, key: str) -> str:
+        """`key`, once its whole content is verified (for WsgiDAV's own GET and for COPY, which read
+        it without the fast lane's block checks). Raises ContentDamaged (and takes it aside)."""
+        if key in self.verified:
+            return key
+        try:
+            meta = self.store.read_meta(key)
+            if meta is None:
+                return key  # from before sidecars: nothing to check against (`cache verify` adds one)
+            fd = self.store.open_content(key)
+            try:
+                check_whole(fd, key, meta)
+            finally:
+                os.close(fd)
+        except ContentDamaged as exc:
+            self.content_damaged(key, exc.detail)
+            raise
+        self.verified.add(key, meta.size)
+        return key
+
     def get_resource_inst(self, path: str, environ: dict):
         view = self.view_for(environ)
         try:
@@ -173,16 +203,31 @@ class CacheProvider(DAVProvider):
         return download
 
     def commit_content(self, entry: Entry, key: str, tmp: Path, size: int, content_type: str | None,
-                       environ: dict, new: bool = False) -> Entry:
-        """Make written content durable, then record it in the index and the journal."""
-        self.store.publish(key, tmp)
+                       environ: dict, new: bool = False, blocks: str | None = None) -> Entry:
+        """Make written content durable with its sidecar, then record it in the index and the journal.
+
+        Content whose index transaction fails (the database's volume full, ...) is removed again:
+        nothing is acknowledged, so nothing is left behind."""
         mtime = time.time()
         oc_mtime = environ.get("HTTP_X_OC_MTIME")
         if oc_mtime and oc_mtime.strip().isdigit():
             mtime = float(oc_mtime.strip())
         local_only = self.is_noise(entry.name) or entry.local_only
-        replaced = self.index.put_file(entry.view, entry.path, key, size, mtime, content_type, local_only,
-                                       versions.local_version_etag(key))
+        meta = None
+        if blocks is not None:
+            old = self.index.get(entry.view, entry.path)
+            base = None if old is None else Index._nas_base(old)
+            local_only = local_only or bool(old is not None and old.local_only)
+            meta = Meta(view=entry.view, path=entry.path, state=State.LOCAL if local_only else State.PENDING,
+                        size=size, blocks=blocks, mtime=mtime, base_etag=base, content_type=content_type,
+                        client_etag=versions.local_version_etag(key))
+        self.store.publish(key, tmp, meta)
+        try:
+            replaced = self.index.put_file(entry.view, entry.path, key, size, mtime, content_type, local_only,
+                                           versions.local_version_etag(key))
+        except BaseException:
+            self.store.remove(key)
+            raise
         if replaced and replaced != key:
             self._drop_content([replaced])
         fresh = self.index.get(entry.view, entry.path)
@@ -192,6 +237,18 @@ class CacheProvider(DAVProvider):
             self.events.emit(Event.UPLOAD_FINISHED, user=environ.get("wsgidav.auth.user_name") or "", path=entry.path,
                              size_bytes=size)
         return fresh
+
+    def sidecars_follow(self, view: str, path: str) -> None:
+        """After a move: the sidecars of pending content at or under `path` name its new path (so a
+        lost database does not bring the change back under the old name). Clean content's sidecars
+        are brought up to date by `balupi cache verify --repair`."""
+        entry = self.index.get(view, path)
+        if entry is None:
+            return
+        moved = [entry] if not entry.is_dir else self.index.descendants(view, path)
+        for e in moved:
+            if e.cache_key and (e.dirty or e.local_only):
+                self.store.update_meta(e.cache_key, view=view, path=e.path)
 
     def note_props_changed(self, entry: Entry) -> None:
         """A PROPPATCH is about to change dead properties of `entry`: journal it for the NAS."""
@@ -208,7 +265,13 @@ class CacheProvider(DAVProvider):
         key_map = {}
         if not entry.is_dir:
             key = self.ensure_cached(entry)
-            key_map[key] = self.store.copy(key)
+            meta = Meta(view=entry.view, path=dest_path, state=State.LOCAL if entry.local_only else State.PENDING,
+                        size=0, blocks="", mtime=entry.mtime, content_type=entry.content_type)
+            try:
+                key_map[key] = self.store.copy(key, meta)
+            except ContentDamaged as exc:
+                self.content_damaged(key, exc.detail)
+                raise DAVError(500, f"the Pi's copy of {entry.path} is damaged ({exc.detail}); it was taken aside") from None
             entry = self.index.get(entry.view, entry.path) or entry
         existing = self.index.get(entry.view, dest_path)
         if existing is not None:

@@ -7,15 +7,20 @@ tree and the pending change for the NAS. Only then does WsgiDAV send the 2xx.
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 import time
 from typing import TYPE_CHECKING
 
 from wsgidav import util, xml_tools
-from wsgidav.dav_error import HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_NOT_FOUND, HTTP_PRECONDITION_FAILED, DAVError
+from wsgidav.dav_error import (ERROR_DESCRIPTIONS, HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE,
+                               HTTP_INTERNAL_ERROR, HTTP_NOT_FOUND, HTTP_PRECONDITION_FAILED, DAVError)
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
+from balupi.cache.integrity import BlockHasher, ContentDamaged, PipelinedHasher
 from balupi.dav.index import Entry, join
+from balupi.errors import InsufficientStorage
 
 if TYPE_CHECKING:
     from balupi.dav.provider import CacheProvider
@@ -26,15 +31,54 @@ WIN32_NS = "{urn:schemas-microsoft-com:}"
 etree = xml_tools.etree
 
 
+# WsgiDAV knows the code but not its reason phrase ("507 Status" otherwise).
+ERROR_DESCRIPTIONS.setdefault(HTTP_INSUFFICIENT_STORAGE, "507 Insufficient Storage")
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """A full volume: the cache's (ENOSPC) or the database's (SQLite's 'database or disk is full')."""
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return True
+    return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == 13  # SQLITE_FULL
+
+
+def insufficient_storage(provider: "CacheProvider", kind: str, cause: str, environ: dict | None = None,
+                         logged: bool = False) -> DAVError:
+    """A 507 for WsgiDAV, the refusal logged (once a minute per kind) by the cache manager.
+
+    With `environ` (refused before the body was read): the connection is closed after the answer,
+    and WsgiDAV is told not to read the body first (it would wait for all of a huge Content-Length,
+    and it decodes a chunked body a second time)."""
+    if not logged:
+        try:
+            provider.cache.refuse(kind, cause)
+        except InsufficientStorage:
+            pass
+    if environ is not None:
+        environ["wsgidav.all_input_read"] = 1
+        return DAVError(HTTP_INSUFFICIENT_STORAGE, cause, add_headers=[("Connection", "close")])
+    return DAVError(HTTP_INSUFFICIENT_STORAGE, cause)
+
+
 class _Writer:
     """The file object WsgiDAV's PUT writes into: a temp file in the cache volume."""
 
     def __init__(self, provider: "CacheProvider"):
+        self.provider = provider
         self.key, self.tmp, self._file = provider.store.open_temp()
         self.written = 0
+        self.hasher = PipelinedHasher()  # the checksums, computed on the bytes as they arrive
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            if is_no_space(exc):  # a body of unknown length ran out of room
+                raise insufficient_storage(self.provider, "cache-during", f"the cache volume filled up during an upload"
+                                                                   f" after {self.written / 1e6:.1f} MB") from None
+            raise
+        self.hasher.update(data)
         self.written += len(data)
 
     def close(self) -> None:
@@ -103,6 +147,7 @@ class _ResourceMixin:
     def move_recursive(self, dest_path):
         dest_path = dest_path.rstrip("/") or "/"
         self.provider.index.move(self.entry.view, self.entry.path, dest_path)
+        self.provider.sidecars_follow(self.entry.view, dest_path)
         if self.provider.prop_manager:
             dest_res = self.provider.get_resource_inst(dest_path, self.environ)
             self.provider.prop_manager.move_properties(
@@ -141,15 +186,34 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
     def get_content(self):
         """Used by WsgiDAV's own GET (the fast lane answers most GETs itself)."""
         key = self.provider.ensure_cached(self.entry)
+        try:
+            self.provider.checked_key(key)
+        except ContentDamaged as exc:
+            raise DAVError(HTTP_INTERNAL_ERROR, f"the Pi's copy of this file is damaged ({exc.detail});"
+                                                " it was taken aside") from None
         return self.provider.store.open_read(key)
 
     def begin_write(self, *, content_type=None):
         if self.provider.is_readonly():
             raise DAVError(HTTP_FORBIDDEN)
-        self._writer = _Writer(self.provider)
+        expected = _expected_length(self.environ)
+        if expected is not None and expected < 0:
+            raise DAVError(HTTP_BAD_REQUEST, "invalid Content-Length")
+        try:
+            # Room is made before the bytes arrive, and a write that cannot fit is refused before
+            # anything is written or evicted.
+            self.provider.cache.reserve_write(expected or 0)
+        except InsufficientStorage as exc:
+            raise insufficient_storage(self.provider, "cache", str(exc), self.environ, logged=True) from None
+        self._reserved = expected or 0
         self._content_type = content_type
-        self._reserved = _expected_length(self.environ) or 0
-        self.provider.cache.reserve(self._reserved)  # make room before the bytes arrive
+        try:
+            self._writer = _Writer(self.provider)
+        except OSError as exc:
+            self.provider.cache.release(self._reserved)
+            if is_no_space(exc):
+                raise insufficient_storage(self.provider, "cache", "the cache volume is full", self.environ) from None
+            raise
         return self._writer
 
     def end_write(self, *, with_errors):
@@ -170,8 +234,17 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
         if expected is not None and expected != writer.written:
             self.provider.store.discard_temp(writer.tmp)
             raise DAVError(HTTP_BAD_REQUEST, f"body ended after {writer.written} of {expected} bytes")
-        self.entry = self.provider.commit_content(self.entry, writer.key, writer.tmp, writer.written,
-                                                  self._content_type, self.environ)
+        try:
+            self.entry = self.provider.commit_content(self.entry, writer.key, writer.tmp, writer.written,
+                                                      self._content_type, self.environ,
+                                                      blocks=writer.hasher.blocks_hex())
+        except (OSError, sqlite3.Error) as exc:
+            self.provider.store.discard_temp(writer.tmp)  # commit_content removed what it published
+            if not is_no_space(exc):
+                raise
+            volume = "the database's volume" if isinstance(exc, sqlite3.Error) else "the cache volume"
+            raise insufficient_storage(self.provider, "db" if isinstance(exc, sqlite3.Error) else "cache",
+                                       f"{volume} filled up while the upload was committed ({exc})") from None
 
     def copy_move_single(self, dest_path, *, is_move):
         self.provider.copy_entry(self.entry, dest_path.rstrip("/"))
@@ -216,7 +289,8 @@ class CacheCollection(_ResourceMixin, DAVCollection):
             return CacheFile(self.provider, placeholder, self.environ)
         key, tmp, f = self.provider.store.open_temp()
         f.close()
-        entry = self.provider.commit_content(placeholder, key, tmp, 0, None, self.environ, new=True)
+        entry = self.provider.commit_content(placeholder, key, tmp, 0, None, self.environ, new=True,
+                                             blocks=BlockHasher().blocks_hex())
         return self.provider.resource_for(entry, self.environ)
 
     def create_collection(self, name):

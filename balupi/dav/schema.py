@@ -142,3 +142,10 @@ def nas_etag(db):
         "UPDATE entries SET nas_etag = CASE WHEN dirty = 1 THEN base_etag ELSE etag END"
         " WHERE is_dir = 0 AND remote = 1 AND (dirty = 1 OR etag NOT LIKE 'l-%')"
     )
+
+
+@migrations(name="0006_damaged_content")
+def damaged_content(db):
+    # Content found damaged on the Pi's disk (balupi.cache.damage): a pending upload that is never
+    # uploaded, kept in quarantine/ and listed with the conflicts (kind 'damaged') for a person.
+    db.execute("ALTER TABLE conflicts ADD COLUMN kind TEXT NOT NULL DEFAULT 'conflict'")

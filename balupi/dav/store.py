@@ -1,11 +1,13 @@
 """The content store on the SSD: one file per cached version, named by a random key, never edited.
 
-Layout under `cache_dir`: `data/<k0k1>/<key>` holds content, `tmp/` holds files being written (same
-volume, so a rename publishes them atomically). A new version of a file is a new key (copy on
+Layout under `cache_dir`: `data/<k0k1>/<key>` holds content and `data/<k0k1>/<key>.meta` its
+sidecar (path, view, state, block checksums: `balupi.cache.integrity`), `tmp/` holds files being
+written (same volume, so a rename publishes them atomically), `quarantine/` damaged content. A new version of a file is a new key (copy on
 write): a reader with the old version open keeps reading it undisturbed, and a MOVE or rename is
 only an index update.
 
-Durability (`publish`): fsync the temp file, rename it into `data/`, fsync the directory. Only after
+Durability (`publish`): fsync the temp file and its sidecar, rename both into `data/`, fsync the
+directory. Only after
 that does the caller commit the index transaction and acknowledge the client.
 
 Nothing outside the cache directory is ever read or written through it, whatever is placed inside:
@@ -23,12 +25,13 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO
 
+from balupi.cache.integrity import BlockHasher, ContentDamaged, Meta, check_block
 from balupi.errors import ConfigError
 
 log = logging.getLogger("balupi.dav.store")
@@ -38,6 +41,9 @@ _NOT_A_PLAIN_DIR = (errno.ELOOP, errno.ENOTDIR)
 
 
 _KEY = re.compile(r"[0-9a-f]{32}")
+KEY_PATTERN = _KEY  # the name of a content file
+META_SUFFIX = ".meta"  # the sidecar of content `<key>` is `<key>.meta` beside it (balupi.cache.integrity)
+QUARANTINE = "quarantine"  # damaged content is moved here, never deleted
 
 
 def fsync_dir(path: Path) -> None:
@@ -166,8 +172,9 @@ class ContentStore:
             raise ValueError(f"not a temp file of this cache: {tmp}")
         return Path(tmp).name
 
-    def publish(self, key: str, tmp: Path) -> Path:
-        """Make a fully written temp file durable under its key. The file must be closed or flushed."""
+    def publish(self, key: str, tmp: Path, meta: Meta | None = None) -> Path:
+        """Make a fully written temp file durable under its key, with its sidecar `meta` (both
+        fsynced, the sidecar renamed into place first, one fsync of the directory for both)."""
         name = self._temp_name(tmp)
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._tmp_fd)
         try:
@@ -175,27 +182,150 @@ class ContentStore:
         finally:
             os.close(fd)
         sub = self._sub_fd(key, create=True)
+        if meta is not None:
+            meta_tmp = self._write_temp_meta(key, meta)
+            os.replace(meta_tmp, key + META_SUFFIX, src_dir_fd=self._tmp_fd, dst_dir_fd=sub)
         os.replace(name, key, src_dir_fd=self._tmp_fd, dst_dir_fd=sub)
         os.fsync(sub)
         return self.path_of(key)
 
-    def copy(self, key: str) -> str:
-        """A durable copy of a content file under a new key (for WebDAV COPY)."""
+    def _write_temp_meta(self, key: str, meta: Meta) -> str:
+        name = f"{key}.meta.{secrets.token_hex(4)}.part"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=self._tmp_fd)
+        try:
+            data = memoryview(meta.to_bytes())
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(name, dir_fd=self._tmp_fd)
+            raise
+        os.close(fd)
+        return name
+
+    # -- sidecars --------------------------------------------------------------------------------
+
+    def read_meta(self, key: str) -> Meta | None:
+        """The sidecar of `key`; None when it has none (content from before sidecars).
+        Raises ContentDamaged when the sidecar is there but unreadable."""
+        try:
+            sub = self._sub_fd(key, create=False)
+            fd = os.open(key + META_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sub)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ContentDamaged(key, f"sidecar cannot be opened: {exc}") from None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(1 << 24)
+            return Meta.from_bytes(data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ContentDamaged(key, f"sidecar unreadable: {exc}") from None
+
+    def write_meta(self, key: str, meta: Meta) -> None:
+        """Replace the sidecar of `key` durably (a synced upload, a move of pending content)."""
+        sub = self._sub_fd(key, create=True)
+        os.replace(self._write_temp_meta(key, meta), key + META_SUFFIX, src_dir_fd=self._tmp_fd, dst_dir_fd=sub)
+        os.fsync(sub)
+
+    def update_meta(self, key: str, **changes) -> bool:
+        """Change fields of the sidecar of `key`, if it has a readable one. Returns whether it did."""
+        try:
+            meta = self.read_meta(key)
+        except ContentDamaged:
+            return False
+        if meta is None or not self.exists(key):
+            return False
+        for name, value in changes.items():
+            setattr(meta, name, value)
+        self.write_meta(key, meta)
+        return True
+
+    def meta_of_file(self, key: str) -> Meta:
+        """Compute a sidecar for content that has none (content from before sidecars): its current
+        bytes are taken as good. `view`, `path` and `state` are for the caller to fill in."""
+        fd = self.open_content(key)
+        try:
+            size = os.fstat(fd).st_size
+            hasher = BlockHasher()
+            offset = 0
+            while offset < size:
+                block = os.pread(fd, 1 << 20, offset)
+                if not block:
+                    break
+                hasher.update(block)
+                offset += len(block)
+        finally:
+            os.close(fd)
+        return Meta(view="", path="", state="", size=hasher.size, blocks=hasher.blocks_hex())
+
+    def quarantine(self, key: str) -> Path | None:
+        """Move the content of `key` and its sidecar out of the store into `quarantine/` (same
+        volume: a rename). Returns where the content went, or None if it was gone."""
+        qdir = self.root / QUARANTINE
+        qdir.mkdir(mode=0o700, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = qdir / f"{stamp}-{key}"
+        try:
+            sub = self._sub_fd(key, create=False)
+        except FileNotFoundError:
+            return None
+        moved = None
+        for suffix in ("", META_SUFFIX):
+            try:
+                os.rename(key + suffix, str(target) + suffix, src_dir_fd=sub)
+                if not suffix:
+                    moved = target
+            except FileNotFoundError:
+                continue
+        fsync_dir(qdir)
+        os.fsync(sub)
+        return moved
+
+    def copy(self, key: str, meta: Meta | None = None) -> str:
+        """A durable copy of a content file under a new key (for WebDAV COPY), with sidecar `meta`
+        (its `size` and `blocks` are filled in from the bytes copied)."""
+        source_meta = self.read_meta(key)  # the source is checked as it is copied: damage is not spread
         new_key, tmp, f = self.open_temp()
-        with f, self.open_read(key) as src:
-            shutil.copyfileobj(src, f, 1 << 20)
-        self.publish(new_key, tmp)
+        hasher = BlockHasher()
+        try:
+            with f, self.open_read(key) as src:
+                index = 0
+                while True:
+                    block = src.read(source_meta.block_bytes if source_meta else 1 << 20)
+                    if source_meta is not None and (block or index == 0):
+                        check_block(key, source_meta, index, block)
+                    if not block:
+                        break
+                    hasher.update(block)
+                    f.write(block)
+                    index += 1
+        except BaseException:
+            self.discard_temp(tmp)
+            raise
+        if meta is not None:
+            meta.size, meta.blocks = hasher.size, hasher.blocks_hex()
+        self.publish(new_key, tmp, meta)
         return new_key
 
     def remove(self, key: str) -> int:
-        """Delete a content file; returns the bytes freed (0 if it was gone)."""
+        """Delete a content file and its sidecar; returns the bytes freed (0 if it was gone)."""
         try:
             sub = self._sub_fd(key, create=False)
+        except FileNotFoundError:
+            return 0
+        try:
             st = os.stat(key, dir_fd=sub, follow_symlinks=False)
             os.unlink(key, dir_fd=sub)  # a link placed here is removed itself, never its target
         except FileNotFoundError:
-            return 0
-        return st.st_size if stat.S_ISREG(st.st_mode) else 0
+            st = None
+        try:  # after the content: a sidecar left alone by a crash is harmless, content without one is not
+            os.unlink(key + META_SUFFIX, dir_fd=sub)
+        except FileNotFoundError:
+            pass
+        return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else 0
 
     def discard_temp(self, tmp: Path) -> None:
         tmp = Path(tmp)

@@ -14,6 +14,8 @@ Each pending change (`journal` row) is applied only while the NAS is awake; when
 - Conflicts: when the NAS's copy is no longer the version the Pi's change was based on (ETag), both
   are kept: the NAS's version keeps the name, the Pi's goes next to it as
   `name (conflict <host> <date>).ext`, recorded in `conflicts` and announced (Event.SYNC_CONFLICT).
+- Damaged content is never uploaded: every block is checked against its checksum as it is read for
+  the PUT; a damaged pending file is taken aside (balupi.cache.damage) and the run goes on.
 - A synced file stays cached and becomes clean; the NAS's ETag of it is recorded (`nas_etag`), the
   ETag clients see does not change (the content did not: see `balupi.dav.versions`).
 """
@@ -33,6 +35,8 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
 
+from balupi.cache.damage import handle_damaged
+from balupi.cache.integrity import ContentDamaged, State, VerifyingReader
 from balupi.dav import versions
 from balupi.dav.index import Index, name_of, parent_of, subtree_bounds
 from balupi.dav.names import nas_name_problem
@@ -87,6 +91,7 @@ class RunResult:
     applied: int = 0
     conflicts: int = 0
     failed: int = 0
+    damaged: int = 0  # pending uploads whose content failed its checksums: never uploaded
     quarantined: int = 0
     remaining: int = 0
 
@@ -179,6 +184,12 @@ class SyncWorker:
             try:
                 with self.client.for_view(view):  # the NAS as that view's user sees it
                     conflict = self._apply(row)
+            except ContentDamaged as exc:
+                # Never uploaded: kept aside, listed with the conflicts for a person; the changes
+                # after it go on.
+                handle_damaged(self.db, self.store, exc.key, exc.detail)
+                result.damaged += 1
+                continue
             except NoViewCredentials as exc:
                 # Not the NAS's doing: this view's changes wait (in order) for its user's next
                 # login; the other views' changes need not wait behind them.
@@ -330,12 +341,26 @@ class SyncWorker:
         conflict = remote is not None and not remote.is_collection and (row["base_etag"] is None or remote.etag != row["base_etag"])
         target = copy_path if conflict else path
         self._ensure_parent(target)
+        meta = self.store.read_meta(key)  # ContentDamaged if its sidecar is unreadable
+        if meta is not None and meta.size != size:
+            raise ContentDamaged(key, f"its sidecar says {meta.size} bytes, the journal {size}")
         self._set_phase(row["id"], Phase.UPLOADING)
-        with self.store.open_read(key) as body:
-            # An empty file goes as b"": for an empty file object requests adds "Transfer-Encoding:
-            # chunked" beside our Content-Length, and the NAS waits for a body that never comes.
-            response = self.client.request("PUT", temp, wake=False, data=body if size else b"",
-                                           headers={"Content-Length": str(size)}, timeout_s=max(60.0, size / 1e6))
+        with self.store.open_read(key) as f:
+            # Every block is checked against its checksum before it is sent (see VerifyingReader).
+            body = VerifyingReader(f, key, meta) if meta is not None else f
+            try:
+                if meta is not None and not size:
+                    body.read()  # an empty file: check it is still empty
+                # An empty file goes as b"": for an empty file object requests adds "Transfer-Encoding:
+                # chunked" beside our Content-Length, and the NAS waits for a body that never comes.
+                response = self.client.request("PUT", temp, wake=False, data=body if size else b"",
+                                               headers={"Content-Length": str(size)}, timeout_s=max(60.0, size / 1e6))
+            except Exception:
+                damage = getattr(body, "damage", None)
+                if damage is not None:
+                    self._drop_partial(temp)
+                    raise damage from None
+                raise
         self._check(response, (200, 201, 204), f"PUT {temp}")
         self._set_phase(row["id"], Phase.UPLOADED)
         response = self.client.request(
@@ -351,6 +376,13 @@ class SyncWorker:
         else:
             self._settle(view, path, key, result)
         return conflict
+
+    def _drop_partial(self, temp: str) -> None:
+        """A PUT cut on purpose (damaged content): remove what reached the NAS's temporary name."""
+        try:
+            self.client.request("DELETE", temp, wake=False)
+        except (NasUnavailable, OSError) as exc:
+            log.info("sync: could not remove the partial upload %s: %s", temp, exc)
 
     def _resume(self, row, temp: str, copy_path: str, superseded: bool) -> bool | None:
         """Finish an upload an earlier attempt started. Returns whether it ended in a conflict, or
@@ -402,6 +434,8 @@ class SyncWorker:
                 " AND view = ? AND path = ?",
                 (remote.etag, view, path),
             )
+        # The sidecar says so too: after a lost database this content is not uploaded again.
+        self.store.update_meta(key, state=State.CLEAN, etag=remote.etag or None, base_etag=None)
         self.events.emit(Event.SYNC_DONE, path=path, action="put")
 
     def _record_conflict(self, view: str, path: str, conflict_path: str, key: str, uploaded: RemoteEntry,
@@ -439,6 +473,7 @@ class SyncWorker:
                 "INSERT INTO conflicts (at, view, path, conflict_path, nas_etag, base_etag) VALUES (?, ?, ?, ?, ?, ?)",
                 (now, view, path, conflict_path, nas_version.etag if nas_version else None, base_etag),
             )
+        self.store.update_meta(key, path=conflict_path, state=State.CLEAN, etag=uploaded.etag or None, base_etag=None)
         log.warning("sync: conflict on %s: the NAS's version keeps the name, the Pi's is saved as %s", path, conflict_path)
         self.events.emit(Event.SYNC_CONFLICT, path=path, conflict_path=conflict_path, at=now)
 

@@ -1,0 +1,285 @@
+"""Verifiable content: a checksum per block of every content file, checked before bytes go out.
+
+Every content file in the store has a sidecar (`<key>.meta`, see `balupi.dav.store`) written
+durably with it: what the content is (view, path, state, size, the NAS's ETag) and a checksum of
+each `BLOCK_BYTES` block (BLAKE2b, 128 bits: a Pi 3's A53 has no SHA instructions, and BLAKE2b is
+the faster of hashlib's strong hashes there). The checksum is computed while the bytes are written
+(a PUT's body, a download from the NAS), so it costs one pass of hashlib over data already in hand.
+
+Policy (docs/decisions/0050-content-checksums.md):
+- a read of content not yet verified by this process checks each block it sends before it sends
+  it (a range checks only the blocks it touches); a file read whole once is then trusted for the
+  rest of the process's life and served by sendfile(2) again. Damage found before the first byte
+  went out: a clean file is taken aside and fetched again from the NAS; damage found later cuts the
+  connection (the client sees a short body, never a complete wrong one).
+- a write-back checks every block before it is sent: a damaged pending file is never uploaded.
+- `balupi cache verify` checks every block of every file.
+Damaged content is moved to `<cache_dir>/quarantine/` (never deleted); a damaged pending file is
+recorded beside the sync conflicts (kind `damaged`) for a person to resolve.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+ALGORITHM = "blake2b-128"
+BLOCK_BYTES = 1 << 20
+DIGEST_BYTES = 16
+
+
+class State(str, enum.Enum):
+    """What a content file is to the NAS (the sidecar's `state`)."""
+
+    PENDING = "pending"  # written on the Pi, not yet on the NAS: the only copy
+    CLEAN = "clean"  # the NAS has it (downloaded, or uploaded since)
+    LOCAL = "local"  # never goes to the NAS (client noise such as .DS_Store)
+
+
+class ContentDamaged(Exception):
+    """Content no longer matches its checksum (or its sidecar is unreadable)."""
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(f"content {key} is damaged: {detail}")
+        self.key = key
+        self.detail = detail
+
+
+def _new_hash():
+    return hashlib.blake2b(digest_size=DIGEST_BYTES)
+
+
+class BlockHasher:
+    """Checksums of consecutive `BLOCK_BYTES` blocks of a stream fed in pieces of any size."""
+
+    def __init__(self) -> None:
+        self._hash = _new_hash()
+        self._filled = 0
+        self._digests: list[bytes] = []
+        self.size = 0
+
+    def update(self, data) -> None:
+        view = memoryview(data)
+        self.size += len(view)
+        while view:
+            take = min(len(view), BLOCK_BYTES - self._filled)
+            if take == len(view) and self._filled == 0 and take == BLOCK_BYTES:
+                self._digests.append(hashlib.blake2b(view, digest_size=DIGEST_BYTES).digest())
+                return
+            self._hash.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == BLOCK_BYTES:
+                self._digests.append(self._hash.digest())
+                self._hash, self._filled = _new_hash(), 0
+
+    def blocks_hex(self) -> str:
+        """All block checksums, concatenated in hex (an empty file has one: that of no bytes)."""
+        digests = list(self._digests)
+        if self._filled or not digests:
+            digests.append(self._hash.digest())
+        return b"".join(digests).hex()
+
+
+def hash_fd(fd: int, size: int) -> str:
+    """The block checksums of an open file's first `size` bytes."""
+    hasher = BlockHasher()
+    offset = 0
+    while offset < size:
+        block = os.pread(fd, min(BLOCK_BYTES, size - offset), offset)
+        if not block:
+            break
+        hasher.update(block)
+        offset += len(block)
+    return hasher.blocks_hex()
+
+
+@dataclass
+class Meta:
+    """The sidecar of one content file: enough to rebuild its index entry from the SSD alone."""
+
+    view: str
+    path: str
+    state: str
+    size: int
+    blocks: str  # hex block checksums (see BlockHasher)
+    alg: str = ALGORITHM
+    block_bytes: int = BLOCK_BYTES
+    at: float = field(default_factory=time.time)  # when the content was written or downloaded
+    mtime: float | None = None
+    etag: str | None = None  # the NAS's ETag of this content (clean), or None
+    base_etag: str | None = None  # the NAS's ETag of the version a pending change was based on
+    client_etag: str | None = None  # the ETag clients saw, when not the NAS's (content written on the Pi)
+    content_type: str | None = None
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Meta":
+        raw = json.loads(data)
+        if not isinstance(raw, dict):
+            raise ValueError("not an object")
+        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        meta = cls(**known)
+        if not isinstance(meta.blocks, str) or len(meta.blocks) != 2 * DIGEST_BYTES * max(1, -(-meta.size // meta.block_bytes)):
+            raise ValueError("block checksums do not fit the size")
+        return meta
+
+    def digest(self, index: int) -> bytes:
+        width = 2 * DIGEST_BYTES
+        return bytes.fromhex(self.blocks[index * width:(index + 1) * width])
+
+    @property
+    def block_count(self) -> int:
+        return max(1, -(-self.size // self.block_bytes))
+
+
+def check_block(key: str, meta: Meta, index: int, data: bytes) -> None:
+    """Raise ContentDamaged unless `data` is block `index` of the content `meta` describes."""
+    expected_len = min(meta.block_bytes, meta.size - index * meta.block_bytes) if meta.size else 0
+    if len(data) != expected_len:
+        raise ContentDamaged(key, f"block {index} has {len(data)} bytes, expected {expected_len}")
+    if hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest() != meta.digest(index):
+        raise ContentDamaged(key, f"block {index} does not match its checksum")
+
+
+def verified_range(fd: int, key: str, meta: Meta, start: int, length: int) -> Iterator[bytes]:
+    """Bytes [start, start+length) of the open content `fd`, each block checked before it is yielded."""
+    if meta.alg != ALGORITHM:
+        raise ContentDamaged(key, f"unknown checksum algorithm {meta.alg!r}")
+    end = start + length
+    index = start // meta.block_bytes
+    while index * meta.block_bytes < end or (meta.size == 0 and index == 0):
+        offset = index * meta.block_bytes
+        data = os.pread(fd, meta.block_bytes, offset)
+        check_block(key, meta, index, data)
+        lo, hi = max(start, offset) - offset, min(end, offset + len(data)) - offset
+        if hi > lo:
+            yield data[lo:hi]
+        index += 1
+        if meta.size == 0:
+            return
+
+
+def check_whole(fd: int, key: str, meta: Meta) -> None:
+    """Read and check every block; raises ContentDamaged."""
+    size = os.fstat(fd).st_size
+    if size != meta.size:
+        raise ContentDamaged(key, f"{size} bytes, its sidecar says {meta.size}")
+    for _ in verified_range(fd, key, meta, 0, meta.size):
+        pass
+
+
+class VerifiedKeys:
+    """Content this process has read whole and found intact (trusted for the process's life).
+
+    Keys are kept as 16-byte values: 100,000 files cost about 6 MB.
+    """
+
+    def __init__(self) -> None:
+        self._keys: set[bytes] = set()
+        self._lock = threading.Lock()
+        self.checked_files = 0
+        self.checked_bytes = 0
+        self.damaged_found = 0
+
+    def __contains__(self, key: str) -> bool:
+        return bytes.fromhex(key) in self._keys
+
+    def add(self, key: str, size: int) -> None:
+        with self._lock:
+            self._keys.add(bytes.fromhex(key))
+            self.checked_files += 1
+            self.checked_bytes += size
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self._keys.discard(bytes.fromhex(key))
+
+    def note_damaged(self) -> None:
+        with self._lock:
+            self.damaged_found += 1
+
+
+class VerifyingReader:
+    """A content file as a request body, each block checked before any of it is handed on (a
+    write-back upload reads the file once and never sends a damaged byte). On damage, `damage` is
+    set and ContentDamaged raised (the HTTP library may wrap it: callers check `damage`)."""
+
+    def __init__(self, f, key: str, meta: Meta):
+        self._f, self.key, self.meta = f, key, meta
+        self._buf = memoryview(b"")
+        self._index = 0
+        self.damage: ContentDamaged | None = None
+
+    def __len__(self) -> int:
+        return self.meta.size
+
+    def _fail(self, exc: ContentDamaged):
+        self.damage = exc
+        raise exc
+
+    def read(self, n: int | None = -1) -> bytes:
+        if not self._buf:
+            if self._index >= self.meta.block_count:
+                extra = self._f.read(1)
+                if extra:
+                    self._fail(ContentDamaged(self.key, f"longer than the {self.meta.size} bytes of its sidecar"))
+                return b""
+            data = self._f.read(self.meta.block_bytes)
+            try:
+                check_block(self.key, self.meta, self._index, data)
+            except ContentDamaged as exc:
+                self._fail(exc)
+            self._index += 1
+            self._buf = memoryview(data)
+            if not data:
+                return b""
+        if n is None or n < 0:
+            n = len(self._buf)
+        out = self._buf[:n].tobytes()
+        self._buf = self._buf[n:]
+        return out
+
+
+_HASH_POOL: "ThreadPoolExecutor | None" = None
+_HASH_POOL_LOCK = threading.Lock()
+HASH_THREADS = 2
+
+
+def _hash_pool() -> "ThreadPoolExecutor":
+    global _HASH_POOL
+    with _HASH_POOL_LOCK:
+        if _HASH_POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _HASH_POOL = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="balupi-hash")
+        return _HASH_POOL
+
+
+class PipelinedHasher:
+    """A BlockHasher fed on a pool thread, one piece behind the caller: hashlib releases the GIL,
+    so an upload's checksums are computed on another core while its next piece is received and
+    written (a PUT's request thread no longer waits for them, except for the last piece)."""
+
+    def __init__(self) -> None:
+        self._hasher = BlockHasher()
+        self._pending = None
+
+    def update(self, data: bytes) -> None:
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = _hash_pool().submit(self._hasher.update, bytes(data))
+
+    def blocks_hex(self) -> str:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+        return self._hasher.blocks_hex()

@@ -19,10 +19,13 @@ from balupi import __version__
 from balupi.api import JsonApi, Response, json_error_app, respond
 from balupi.auth.service import Authenticator
 from balupi.db import Database, open_database
+from balupi.dav.refusals import log_refusal
+from balupi.errors import ServiceBusy
 from balupi.events import Event, Events
 from balupi.metrics import Metrics
 from balupi.nas.client import NasClient
 from balupi.nas.monitor import NasMonitor, NasState
+from balupi.nas.waiters import NasWaiters
 from balupi.nas.wakes import current_request
 from balupi.plugins import PluginHost
 from balupi.scheduler import Scheduler
@@ -47,11 +50,27 @@ PREFETCH_INTERVAL_S = 3600.0
 class Dispatcher:
     """Routes a request to the app mounted at the longest matching path prefix."""
 
-    def __init__(self, mounts: dict[str, Callable], fallback: Callable):
+    def __init__(self, mounts: dict[str, Callable], fallback: Callable, waiters: NasWaiters | None = None):
         self.mounts = sorted(mounts.items(), key=lambda item: len(item[0]), reverse=True)
         self.fallback = fallback
+        self.waiters = waiters
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if self.waiters is None:
+            return self._route(environ, start_response)
+        self.waiters.begin_request()  # the request may take a NAS slot; released once answered
+        try:
+            result = self._route(environ, start_response)
+        except ServiceBusy as exc:  # the database locked by another process (the fast lane's reads and writes)
+            self.waiters.end_request()
+            log_refusal(environ, exc)
+            return json_error_app(503, str(exc), {"Retry-After": str(exc.retry_after_s)})(environ, start_response)
+        except BaseException:
+            self.waiters.end_request()
+            raise
+        return self.waiters.wrap(result)
+
+    def _route(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
         current_request.set(environ)  # who a NAS wake is for (balupi.nas.wakes); the next request replaces it
         for prefix, app in self.mounts:
@@ -112,7 +131,8 @@ class BaluPi:
         self.metrics = Metrics(self)
         self.web = StaticFiles()
         self.wsgi = WebGuard(Dispatcher({"/dav": self.dav, "/api": self.api, "/metrics": self.metrics.wsgi,
-                                         "/ui": self.web.assets}, self._root), settings.http_allowed_hosts)
+                                         "/ui": self.web.assets}, self._root, self.nas.waiters),
+                             settings.http_allowed_hosts)
         self._started = False
 
     @property
@@ -201,5 +221,6 @@ class BaluPi:
         self.energy.stop()
         self.provider.index.flush_access()
         self.provider.store.close()
+        self.nas_client.close()
         self.db.close()
         log.info("BaluPi stopped")

@@ -3,7 +3,10 @@
 - WAL mode, so readers (cheroot's worker threads, PROPFIND) never wait for the writer;
   `synchronous=FULL`, so a committed transaction survives a power cut of the Pi (an acknowledged
   write is only acknowledged after its index transaction commits).
-- One connection per thread (`Database.conn()`), opened on first use and closed at shutdown.
+- One connection per thread (`Database.conn()`), opened on first use and closed when its thread
+  ends (`balupi.perthread`): every cache miss and every scheduled job run is a new thread, so a
+  connection kept until shutdown was a descriptor leak. Open connections never exceed the live
+  threads that use the database (docs/reliability.md has the descriptor budget).
 - All writes go through `Database.write()`: a process-wide lock plus `BEGIN IMMEDIATE`, so threads of
   this process queue in order instead of failing with "database is locked"; other processes (the
   cron-style CLI commands) are handled by `busy_timeout`.
@@ -29,11 +32,15 @@ from typing import Callable, Iterator
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from balupi.errors import DatabaseError
+from balupi.errors import DatabaseError, ServiceBusy
+from balupi.perthread import PerThread
 
 log = logging.getLogger("balupi.db")
 
 BUSY_TIMEOUT_MS = 10_000
+LOCKED_RETRY_AFTER_S = 10  # another process holds the write lock: clients try again after this
+LOCKED_FAST_FAIL_S = 10.0  # after a write found the database locked, later ones wait only ...
+LOCKED_BUSY_TIMEOUT_MS = 1_000  # ... this long for the lock
 CACHE_KIB_PER_CONNECTION = 256
 
 # Modules that define a module-level `migrations` (a sqlite_utils Migrations set), applied in this order.
@@ -56,15 +63,14 @@ class Database:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self._local = threading.local()
         self._write_lock = threading.RLock()
-        self._all_lock = threading.Lock()
-        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []  # each with the thread it is for
+        self._conns: PerThread[_Conn] = PerThread(self._open, _Conn.close, "database connection")
         self._closed = False
         self.fresh = False  # set by open_database: new (missing, or a damaged one moved aside)
         self.moved_aside: Path | None = None
+        self._locked_at: float | None = None  # monotonic time a write last found the database locked
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> "_Conn":
         if self._closed:
             raise DatabaseError(f"database {self.path} is closed")
         try:
@@ -80,57 +86,91 @@ class Database:
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
-        with self._all_lock:
-            # A thread per scheduler run opens a connection each time: close those of threads that
-            # have ended (nobody else uses a thread's connection), or each would stay open for good
-            # (about 1.6 MB of RSS a minute on an idle server).
-            ended = [c for t, c in self._all if not t.is_alive()]
-            self._all = [(t, c) for t, c in self._all if t.is_alive()]
-            self._all.append((threading.current_thread(), conn))
-        for old in ended:
-            old.close()
-        return conn
+        return _Conn(conn)
 
     def raw(self) -> sqlite3.Connection:
         """This thread's sqlite3 connection (autocommit; use write() for transactions)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._open()
-        return conn
+        return self._conns.get().raw
 
     def conn(self) -> sqlite_utils.Database:
         """This thread's connection wrapped by sqlite-utils, for reads and table helpers."""
-        wrapped = getattr(self._local, "wrapped", None)
-        if wrapped is None:
-            wrapped = self._local.wrapped = sqlite_utils.Database(self.raw(), execute_plugins=False)
-        return wrapped
+        return self._conns.get().wrapped()
+
+    def open_connections(self) -> int:
+        """Connections open now (one per live thread that used the database)."""
+        return len(self._conns)
+
+    def release_thread(self) -> None:
+        """Close this thread's connection now (it is opened again on next use)."""
+        self._conns.release_current()
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
-        return self.raw().execute(sql, params).fetchall()
+        try:
+            return self.raw().execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise _busy_or(exc) from exc
 
     def query_one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
-        return self.raw().execute(sql, params).fetchone()
+        try:
+            return self.raw().execute(sql, params).fetchone()
+        except sqlite3.OperationalError as exc:
+            raise _busy_or(exc) from exc
 
     @contextmanager
     def write(self) -> Iterator[sqlite_utils.Database]:
         """A write transaction: `with db.write() as d: d.execute(...)`. Commits on success.
 
-        Re-entrant within a thread (a nested call joins the outer transaction).
+        Re-entrant within a thread (a nested call joins the outer transaction). When another process
+        holds the write lock for longer than `busy_timeout`, raises `ServiceBusy` (HTTP: 503 with
+        Retry-After), not sqlite3's "database is locked" (which was a 500).
         """
-        with self._write_lock:
+        if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+            raise ServiceBusy("the database is locked: other writes have waited for it too long; try again shortly",
+                              LOCKED_RETRY_AFTER_S)
+        try:
             conn = self.raw()
             if conn.in_transaction:
                 yield self.conn()
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             try:
                 yield self.conn()
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise _busy_or(exc) from exc
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
             else:
-                conn.execute("COMMIT")
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise _busy_or(exc) from exc
+        finally:
+            self._write_lock.release()
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE. While another process is known to hold the lock (the last attempt timed
+        out), wait only briefly: writes queued behind the first would otherwise each wait the whole
+        busy timeout in turn (a PUT took 20 s behind one other)."""
+        known_locked = self._locked_at is not None and time.monotonic() - self._locked_at < LOCKED_FAST_FAIL_S
+        if known_locked:
+            conn.execute(f"PRAGMA busy_timeout = {LOCKED_BUSY_TIMEOUT_MS}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            error = _busy_or(exc)
+            if isinstance(error, ServiceBusy):
+                self._locked_at = time.monotonic()
+            raise error from exc
+        finally:
+            if known_locked:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._locked_at = None
 
     def migrate(self, sets: list[Migrations] | None = None) -> list[str]:
         """Apply every pending migration. Returns the names applied, as 'set/name'."""
@@ -166,14 +206,35 @@ class Database:
     def close(self) -> None:
         """Close every thread's connection (at shutdown, after the worker threads have stopped)."""
         self._closed = True
-        with self._all_lock:
-            conns, self._all = [c for _, c in self._all], []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._conns.close_all()
+
+
+class _Conn:
+    """A thread's connection and its sqlite-utils wrapper (made on first use)."""
+
+    __slots__ = ("raw", "_wrapped")
+
+    def __init__(self, raw: sqlite3.Connection):
+        self.raw = raw
+        self._wrapped: sqlite_utils.Database | None = None
+
+    def wrapped(self) -> sqlite_utils.Database:
+        if self._wrapped is None:
+            self._wrapped = sqlite_utils.Database(self.raw, execute_plugins=False)
+        return self._wrapped
+
+    def close(self) -> None:
+        self._wrapped = None
+        self.raw.close()
+
+
+def _busy_or(exc: sqlite3.OperationalError) -> Exception:
+    """ServiceBusy for "database is locked"/"busy" (another process holds the lock), else `exc`."""
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return ServiceBusy(f"the database is locked by another process ({exc}); try again shortly",
+                           LOCKED_RETRY_AFTER_S)
+    return exc
 
 
 PRIVATE_FILE_MODE = 0o600

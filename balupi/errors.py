@@ -33,6 +33,22 @@ class NoViewCredentials(NasUnavailable):
     user logged in; nobody has since the start."""
 
 
+class NasBusy(NasUnavailable):
+    """As many client requests as may wait for the NAS already do (a wake, downloads); this one is
+    refused at once so that workers stay free for what the cache can answer."""
+
+
+class ServiceBusy(BaluPiError):
+    """BaluPi cannot do this now, for a reason that passes (the database locked by another process).
+
+    `retry_after_s` tells an HTTP client when to try again; the HTTP layers answer 503.
+    """
+
+    def __init__(self, message: str, retry_after_s: int = 5):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class NasNotConfigured(NasUnavailable):
     """No NAS WebDAV URL is configured, so there is nothing to fall through to."""
 

@@ -14,6 +14,7 @@ import ctypes
 import errno
 import logging
 import re
+import selectors
 import signal
 import socket
 import threading
@@ -23,7 +24,8 @@ from cheroot import wsgi
 from balupi.app import BaluPi
 from balupi.errors import ConfigError
 from balupi.httpio import SendfileGateway
-from balupi.limits import GuardedConnection, Limits
+from balupi.limits import (KEEP_ALIVE_CONNECTIONS, LISTEN_BACKLOG, GuardedConnection, Limits,
+                           raise_descriptor_limit)
 from balupi.sdnotify import Notifier, Watchdog
 from balupi.tls import server_adapter
 
@@ -35,13 +37,31 @@ MEMORY_TRIM_INTERVAL_S = 10.0
 HEARTBEAT_MAX_S = 5.0  # the scheduler's heartbeat job runs this often (or at each watchdog interval if shorter)
 
 
+class HeadGatedServer(wsgi.Server):
+    """cheroot's server, handing a connection to a worker only once its request head is here
+    (`balupi.limits.HeadGate`); until then it waits in the connection manager's selector."""
+
+    def process_conn(self, conn):
+        gate = self.balupi_limits.heads
+        if gate.ready(conn, self.max_request_header_size or 1 << 20):
+            super().process_conn(conn)
+        elif not self.ready or not gate.admit(conn):
+            conn.close()
+        else:
+            try:  # back to the selector: it calls process_conn again when more bytes arrive
+                self._connections._selector.register(conn.socket.fileno(), selectors.EVENT_READ, data=conn)
+            except (OSError, ValueError, KeyError):
+                gate.forget(conn)
+                conn.close()
+
+
 class Server:
     """BaluPi behind cheroot. `start()` returns once the socket listens; `stop()` shuts all down."""
 
     def __init__(self, app: BaluPi):
         self.app = app
         s = app.settings
-        self.httpd = wsgi.Server(
+        self.httpd = HeadGatedServer(
             (s.host, s.port),
             app.wsgi,
             numthreads=s.server_threads,
@@ -49,6 +69,8 @@ class Server:
             timeout=s.http_timeout_s,
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         )
+        self.httpd.request_queue_size = LISTEN_BACKLOG  # read by prepare()'s listen()
+        self.httpd.keep_alive_conn_limit = KEEP_ALIVE_CONNECTIONS
         self.httpd.ConnectionClass = GuardedConnection
         self.httpd.max_request_header_size = s.http_max_header_kib * 1024
         self.limits = self.httpd.balupi_limits = Limits(s.http_max_requests_per_client, s.http_header_timeout_s)
@@ -101,6 +123,7 @@ class Server:
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def start(self) -> None:
+        raise_descriptor_limit(self.app.settings)
         self.app.scheduler.every(MEMORY_TRIM_INTERVAL_S, "memory-trim", release_free_memory)
         self.app.scheduler.every(self.heartbeat_s, "heartbeat", self._heartbeat, run_now=True)
         try:

@@ -83,6 +83,16 @@ def test_systemd_unit_is_hardened_and_can_write_what_it_needs():
     assert d["ExecStart"] == ["/opt/balupi/venv/bin/balupi serve"]
 
 
+def test_systemd_unit_allows_the_documented_descriptor_budget():
+    from balupi.limits import DESCRIPTOR_LIMIT, descriptor_budget
+    from balupi.settings import load_settings
+
+    assert unit()["LimitNOFILE"] == [str(DESCRIPTOR_LIMIT)]
+    budget = descriptor_budget(load_settings(env={}, cwd=REPO_ROOT))
+    assert budget * 2 <= DESCRIPTOR_LIMIT  # headroom for what the budget does not foresee
+    assert f"LimitNOFILE={DESCRIPTOR_LIMIT}" in (REPO_ROOT / "docs" / "reliability.md").read_text()
+
+
 def test_install_script_installs_what_the_unit_expects():
     script = (REPO_ROOT / "scripts" / "install.sh").read_text()
     d = unit()

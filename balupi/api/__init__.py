@@ -15,7 +15,7 @@ from http import HTTPStatus
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
-from balupi.errors import NasUnavailable
+from balupi.errors import NasUnavailable, ServiceBusy
 
 log = logging.getLogger("balupi.api")
 
@@ -171,7 +171,9 @@ class JsonApi:
         except ApiError as exc:
             body = {"detail": exc.detail, **exc.extra}
             response = Response.json(body, exc.status, exc.headers)
-        except NasUnavailable as exc:  # an endpoint needed the NAS and could not have it
+        except (NasUnavailable, ServiceBusy) as exc:  # the NAS, or the database locked by another process
+            if isinstance(exc, ServiceBusy):
+                log.warning("503 for %s %s: %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), exc)
             response = Response.json({"detail": str(exc)}, 503, {"Retry-After": str(exc.retry_after_s)})
         except Exception:
             log.exception("api: unexpected error on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
@@ -191,10 +193,10 @@ def respond(start_response: Callable, response: Response, head: bool = False) ->
     return [] if head else [response.body]
 
 
-def json_error_app(status: int, detail: str) -> Callable:
+def json_error_app(status: int, detail: str, headers: dict | None = None) -> Callable:
     """A WSGI app that always answers with a JSON error (used by the top-level dispatcher)."""
 
     def app(environ: dict, start_response: Callable) -> list[bytes]:
-        return respond(start_response, Response.json({"detail": detail}, status))
+        return respond(start_response, Response.json({"detail": detail}, status, headers or {}))
 
     return app

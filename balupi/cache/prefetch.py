@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from balupi.dav.index import COLUMNS, Entry
+from balupi.errors import NasBusy
 from balupi.nas.monitor import NasMonitor
 from balupi.settings import Settings
 
@@ -132,7 +133,10 @@ class Prefetcher:
         return True
 
     def _fetch(self, entry: Entry) -> bool:
-        download = self.provider.start_download(entry, wake=False)  # never wake the NAS for a prefetch
+        try:
+            download = self.provider.start_download(entry, wake=False)  # never wake the NAS for a prefetch
+        except NasBusy:  # clients' downloads fill every slot: they come first
+            return False
         if download is None:
             return False
         return download.wait_done(FETCH_TIMEOUT_S)

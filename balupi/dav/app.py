@@ -20,6 +20,7 @@ from balupi.dav.index import Index
 from balupi.dav.locks import SqliteLockStorage
 from balupi.dav.props import SqlitePropertyManager
 from balupi.dav.provider import CacheProvider
+from balupi.dav.refusals import ServiceRefusals
 from balupi.dav.store import ContentStore
 from balupi.plugins import ClientOpVeto
 from balupi.websec import LISTING_KEY
@@ -74,7 +75,7 @@ def build_dav_app(app: "BaluPi", provider: CacheProvider) -> DavGuard:
         "block_size": settings.dav_block_size_kib * 1024,
         "property_manager": SqlitePropertyManager(app.db),
         "lock_storage": SqliteLockStorage(app.db),
-        "middleware_stack": [Cors, ErrorPrinter, HTTPAuthenticator, ListingBrowser, RequestResolver],
+        "middleware_stack": [Cors, ErrorPrinter, ServiceRefusals, HTTPAuthenticator, ListingBrowser, RequestResolver],
         "http_authenticator": {"domain_controller": NasDomainController, "accept_basic": True, "accept_digest": False,
                                "default_to_digest": False},
         AUTHENTICATOR_CONFIG_KEY: app.auth,

@@ -10,6 +10,7 @@ atomic rename; anything else discards the temp file, so no partial entry is ever
 awake now, and the file will be asked for again.
 
 Lock order: `Downloads._lock` before `Download._cond`; neither is held during network or disk I/O.
+`NasWaiters` (taken while waiting for a download slot) is a leaf.
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ from typing import Callable, Iterator
 from balupi.cache.integrity import BlockHasher, Meta, State
 from balupi.dav.index import Entry, Index
 from balupi.dav.store import ContentStore
-from balupi.errors import NasUnavailable
+from balupi.errors import NasBusy, NasUnavailable
 from balupi.events import Event, Events
 from balupi.httpio import FileSpan
 from balupi.nas.client import NasClient
+from balupi.nas.waiters import RETRY_AFTER_S
 
 log = logging.getLogger("balupi.dav.fetch")
 
 BLOCK_BYTES = 1 << 20
 HEADERS_WAIT_S = 120.0
+DOWNLOAD_SLOT_WAIT_S = 10.0  # a miss waits this long for one of the capped download slots, then 503
 
 
 class DownloadState(enum.Enum):
@@ -168,6 +171,8 @@ class Download:
 
     def wait_started(self, timeout_s: float = HEADERS_WAIT_S) -> None:
         """Wait until the NAS's response headers are known. Raises the download's error."""
+        if self.state is not DownloadState.DONE:
+            self.client.monitor.waiters.enter(f"download of {self.entry.path}")
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while self.state is DownloadState.STARTING:
@@ -243,6 +248,7 @@ class Downloads:
         self.store, self.index, self.client, self.events = store, index, client, events
         self.hold, self.unhold, self.finished = hold, unhold, finished
         self._lock = threading.Lock()
+        self._slot_free = threading.Condition(self._lock)
         self._active: dict[tuple[str, str], Download] = {}
         self.started = 0
 
@@ -253,11 +259,28 @@ class Downloads:
         A client joining such a download before its request went out makes it a waking one.
         """
         key = (entry.view, entry.path)
+        waiters = self.client.monitor.waiters
         with self._lock:
             download = self._active.get(key)
             if download is not None:
                 download.wake = download.wake or wake
                 return download, False
+            if len(self._active) >= waiters.limit:
+                # At most `limit` downloads (part of the descriptor budget, docs/reliability.md). A
+                # client that misses faster than finished downloads are recorded (each commit is an
+                # fsync) waits here for one to end: back-pressure, holding a NAS slot while it waits.
+                waiters.enter(f"a download slot for {entry.path}")
+                deadline = time.monotonic() + DOWNLOAD_SLOT_WAIT_S
+                while len(self._active) >= waiters.limit:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise NasBusy(f"{waiters.limit} downloads from the NAS are running; try again shortly",
+                                      RETRY_AFTER_S)
+                    self._slot_free.wait(remaining)
+                download = self._active.get(key)
+                if download is not None:
+                    download.wake = download.wake or wake
+                    return download, False
             download = Download(entry, self.store, self.index, self.client, self.events, self._finished,
                                 self.hold, self.unhold)
             download.reserved_bytes = reserved_bytes
@@ -275,6 +298,7 @@ class Downloads:
         with self._lock:
             if self._active.get((download.entry.view, download.entry.path)) is download:
                 del self._active[(download.entry.view, download.entry.path)]
+                self._slot_free.notify()
         self.finished(download)
 
     def count(self) -> int:

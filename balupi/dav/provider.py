@@ -171,7 +171,10 @@ class CacheProvider(DAVProvider):
         """The content key of `entry`, downloading it first if needed (may wake the NAS)."""
         if entry.cache_key and self.store.exists(entry.cache_key):
             return entry.cache_key
-        download = self.start_download(entry)
+        try:
+            download = self.start_download(entry)
+        except NasUnavailable as exc:  # NasBusy: as many downloads as may run do
+            raise unavailable(exc) from None
         if download is None:
             raise unavailable(NasUnavailable(f"{entry.path} is too large for the cache", retry_after_s=3600))
         try:

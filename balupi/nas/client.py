@@ -33,11 +33,17 @@ from balupi.errors import NasUnavailable, NoViewCredentials
 from balupi.nas.monitor import NasMonitor, NasState
 from balupi.nas.tls import configure_session
 from balupi.nas.wakes import cause_for_request
+from balupi.perthread import PerThread
 from balupi.settings import Settings
 
 log = logging.getLogger("balupi.nas")
 
-READ_TIMEOUT_S = 60.0
+READ_TIMEOUT_S = 60.0  # background work (write-back, refresh, prefetch): no byte from the NAS for this long
+# A client is waiting (a miss, a listing): give up after this long without a byte, so that the client
+# gets an error well within its own timeout (Windows' WebDAV redirector and davfs2 wait 30 s). A NAS
+# frozen with its socket open (SIGSTOP, a hung kernel) held clients 60 s. Disks spinning up take
+# about 10 s on the NAS's side, so this is not lower.
+CLIENT_READ_TIMEOUT_S = 15.0
 _current_view: ContextVar[str] = ContextVar("balupi_nas_view", default="")
 PROPFIND_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
@@ -64,7 +70,9 @@ class NasClient:
         self.monitor = monitor
         self.base_url = settings.nas_webdav_url.rstrip("/") + "/" if settings.nas_webdav_url else ""
         self.base_path = urlsplit(self.base_url).path if self.base_url else "/"
-        self._local = threading.local()
+        # One session (and its keep-alive connections) per thread, closed when the thread ends:
+        # every download and job run is a new thread.
+        self._sessions: PerThread[requests.Session] = PerThread(self._new_session, requests.Session.close, "NAS session")
         self.requests_made = 0
         self._credentials_lock = threading.Lock()
         self._view_credentials: dict[str, tuple[str, bytes, bytes]] = {}  # view -> (username, name, password)
@@ -72,15 +80,23 @@ class NasClient:
 
     @property
     def session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            session.trust_env = False  # no proxies or .netrc credentials from the environment
-            configure_session(session, self.settings, pool_connections=2, pool_maxsize=4, max_retries=0)
-            if self.settings.nas_username:
-                session.auth = (self.settings.nas_username, self.settings.nas_password)
-            session.headers["User-Agent"] = "BaluPi"
+        return self._sessions.get()
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # no proxies or .netrc credentials from the environment
+        configure_session(session, self.settings, pool_connections=2, pool_maxsize=4, max_retries=0)
+        if self.settings.nas_username:
+            session.auth = (self.settings.nas_username, self.settings.nas_password)
+        session.headers["User-Agent"] = "BaluPi"
         return session
+
+    def open_sessions(self) -> int:
+        return len(self._sessions)
+
+    def close(self) -> None:
+        """Close every thread's session (at shutdown)."""
+        self._sessions.close_all()
 
     # -- credentials per view -----------------------------------------------------------------------
 
@@ -149,12 +165,13 @@ class NasClient:
                 user, auth = found
         if not self.base_url:
             self.monitor.ensure_awake()  # raises NasNotConfigured
+        self.monitor.waiters.enter(f"{method} {path}")  # a client request depends on the NAS from here
         if wake:
             self.monitor.ensure_awake(reason=cause_for_request(f"{method} {path}", "/" + path.strip("/"), user))
         elif self.monitor.state is not NasState.AWAKE:
             raise NasUnavailable(f"the NAS is {self.monitor.state_words()}; not waking it for {method} {path}")
         target = url or self.url_for(path)
-        timeout = (self.settings.nas_connect_timeout_s, timeout_s or READ_TIMEOUT_S)
+        timeout = (self.settings.nas_connect_timeout_s, timeout_s or (CLIENT_READ_TIMEOUT_S if wake else READ_TIMEOUT_S))
         for attempt in (1, 2):
             try:
                 self.requests_made += 1
@@ -166,7 +183,10 @@ class NasClient:
                 raise NasUnavailable(f"the NAS is unreachable: {problem}", retry_after_s=3600) from exc
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self.monitor.note_unreachable(type(exc).__name__)
-                if attempt == 1 and wake and data is None:
+                # Refused or reset: maybe it went to sleep, so wake it and try once more. Not after a
+                # read timeout: it took the request and did not answer (frozen), and a retry doubles
+                # the client's wait.
+                if attempt == 1 and wake and data is None and not isinstance(exc, requests.ReadTimeout):
                     self.monitor.ensure_awake(reason=cause_for_request(f"{method} {path} (retry)", "/" + path.strip("/")))
                     continue
                 raise NasUnavailable(f"the NAS did not answer {method} {path}: {type(exc).__name__}") from exc

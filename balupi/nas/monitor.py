@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from balupi.db import Database
 from balupi.errors import NasNotConfigured, NasUnavailable, WakeNotPossible
+from balupi.nas.waiters import NasWaiters, nas_waiters
 from balupi.events import Event, Events
 from balupi.nas import wol
 from balupi.nas.wakes import WakeCause, WakeKind, WakeLog, as_cause
@@ -111,6 +112,7 @@ class NasMonitor:
         self._cond = threading.Condition()
         self._transitions: collections.deque[Transition] = collections.deque(maxlen=RECENT_TRANSITIONS)
         self.mac: bytes | None = wol.parse_mac(settings.nas_mac_address) if settings.nas_mac_address else None
+        self.waiters = NasWaiters(nas_waiters(settings.server_threads))  # client requests waiting for the NAS
         self.configured = bool(settings.nas_webdav_url)
         self.host, self.port = webdav_endpoint(settings.nas_webdav_url) if self.configured else ("", 0)
         self.state = NasState.UNKNOWN if self.configured else NasState.UNCONFIGURED
@@ -321,6 +323,7 @@ class NasMonitor:
             return
         if self._stopped.is_set():
             raise NasUnavailable("BaluPi is shutting down", retry_after_s=SHUTDOWN_RETRY_AFTER_S)
+        self.waiters.enter(f"wake: {reason}")  # a client request may wait only if a NAS slot is free
         timeout_s = self.settings.nas_wake_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
         if self.state in (NasState.UNKNOWN, NasState.UNREACHABLE) and self._waker is None:

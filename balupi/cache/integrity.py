@@ -29,6 +29,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
+from balupi.errors import ContentDamaged
+
 ALGORITHM = "blake2b-128"
 BLOCK_BYTES = 1 << 20
 DIGEST_BYTES = 16
@@ -40,15 +42,6 @@ class State(str, enum.Enum):
     PENDING = "pending"  # written on the Pi, not yet on the NAS: the only copy
     CLEAN = "clean"  # the NAS has it (downloaded, or uploaded since)
     LOCAL = "local"  # never goes to the NAS (client noise such as .DS_Store)
-
-
-class ContentDamaged(Exception):
-    """Content no longer matches its checksum (or its sidecar is unreadable)."""
-
-    def __init__(self, key: str, detail: str):
-        super().__init__(f"content {key} is damaged: {detail}")
-        self.key = key
-        self.detail = detail
 
 
 def _new_hash():

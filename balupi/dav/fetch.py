@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 from balupi.cache.integrity import BlockHasher, Meta, State
 from balupi.dav.index import Entry, Index
 from balupi.dav.store import ContentStore
-from balupi.errors import NasBusy, NasUnavailable
+from balupi.errors import NasBusy, NasUnavailable, UpstreamError, UpstreamMissing
 from balupi.events import Event, Events
 from balupi.httpio import FileSpan
 from balupi.nas.client import NasClient
@@ -46,14 +46,6 @@ class DownloadState(enum.Enum):
     STREAMING = "streaming"
     DONE = "done"
     FAILED = "failed"
-
-
-class UpstreamMissing(Exception):
-    """The NAS says the file does not exist (404)."""
-
-
-class UpstreamError(Exception):
-    """The NAS failed the download (status, dropped connection, short body, changed under us)."""
 
 
 class Download:

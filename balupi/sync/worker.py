@@ -43,7 +43,7 @@ from balupi.dav.names import nas_name_problem
 from balupi.dav.props import storage_url
 from balupi.dav.store import ContentStore
 from balupi.db import Database
-from balupi.errors import NasUnavailable, NoViewCredentials
+from balupi.errors import NasUnavailable, NoViewCredentials, SyncError
 from balupi.events import Event, Events
 from balupi.nas.client import NasClient, RemoteEntry
 from balupi.nas.monitor import NasMonitor
@@ -63,21 +63,6 @@ class Phase(enum.Enum):
     UPLOADING = "uploading"  # a PUT to the temporary name started (a partial temp file may be there)
     UPLOADED = "uploaded"  # content is at the temporary name on the NAS; the MOVE may follow any moment
     MOVED = "moved"  # content is at its final name on the NAS
-
-
-# 4xx answers that a retry can change (credentials, a missing parent, a lock, a rate limit...);
-# any other 4xx is the NAS refusing this change for good.
-TRANSIENT_4XX = frozenset({401, 404, 408, 409, 412, 423, 424, 425, 429})
-
-
-class SyncError(Exception):
-    """The NAS refused or failed a step; the change is retried later, unless `permanent`."""
-
-    def __init__(self, message: str, status: int | None = None, permanent: bool | None = None):
-        super().__init__(message)
-        self.status = status
-        self.permanent = permanent if permanent is not None else (
-            status is not None and 400 <= status < 500 and status not in TRANSIENT_4XX)
 
 
 def _overlaps(a: str, b: str) -> bool:

@@ -16,7 +16,9 @@ import logging
 from typing import Callable, Iterable
 
 from balupi import __version__
-from balupi.api import JsonApi, Response, json_error_app, respond
+from balupi.api import Response, json_error_app, respond
+from balupi.api.context import ApiContext
+from balupi.api.routes import build_api
 from balupi.auth.service import Authenticator
 from balupi.db import Database, open_database
 from balupi.dav.refusals import log_refusal
@@ -85,13 +87,6 @@ class BaluPi:
     """One running BaluPi: everything the HTTP layers and background jobs share."""
 
     def __init__(self, settings: Settings):
-        from balupi.api import auth as auth_api
-        from balupi.api import cache as cache_api
-        from balupi.api import nas as nas_api
-        from balupi.api import plugins as plugins_api
-        from balupi.api import energy as energy_api
-        from balupi.api import system as system_api
-        from balupi.api import tapo as tapo_api
         from balupi.energy.service import EnergyService
         from balupi.dav.app import build_dav_app, build_provider
 
@@ -108,14 +103,6 @@ class BaluPi:
         self.auth = Authenticator(settings, self.db, self.nas_client, self.nas)
         self.energy = EnergyService(settings, self.db, self.events)
         self.energy.plug_driver = self.plugins.plug_driver
-        self.api = JsonApi()
-        auth_api.register(self.api, self)  # first: its hook authenticates before any other runs
-        system_api.register(self.api, self)
-        nas_api.register(self.api, self)
-        energy_api.register(self.api, self)
-        tapo_api.register(self.api, self)
-        cache_api.register(self.api, self)
-        plugins_api.register(self.api, self)
         self.provider = build_provider(self)
         if self.db.fresh:  # a new database (lost, or damaged and moved aside): take back what the cache holds
             from balupi.cache.recovery import recover_from_store
@@ -128,6 +115,13 @@ class BaluPi:
         self.sync.wake_reason = self.plugins.sync_wake_reason
         self.refresher = Refresher(settings, self.provider.index, self.provider.store, self.nas_client, self.nas)
         self.prefetcher = Prefetcher(settings, self.provider, self.nas)
+        self.api_context = ApiContext(
+            settings=settings, db=self.db, auth=self.auth, scheduler=self.scheduler, system=self.system, nas=self.nas,
+            nas_client=self.nas_client, energy=self.energy, plugins=self.plugins, cache=self.provider.cache,
+            index=self.provider.index, cache_stats=self.provider.stats, verified=self.provider.verified,
+            sync=self.sync, prefetcher=self.prefetcher, refresher=self.refresher)
+        self.api = build_api(self.api_context)
+        self.plugins.register_routes(self.api, self)  # under /api/plugins/<name>/, behind the same login
         self.metrics = Metrics(self)
         self.web = StaticFiles()
         self.wsgi = WebGuard(Dispatcher({"/dav": self.dav, "/api": self.api, "/metrics": self.metrics.wsgi,
@@ -135,27 +129,8 @@ class BaluPi:
                              settings.http_allowed_hosts)
         self._started = False
 
-    @property
-    def energy_enabled(self) -> bool:
-        """Energy monitoring is on and has something to watch (Tapo credentials or a plug)."""
-        return self.settings.energy_enabled and (bool(self.settings.tapo_username) or bool(self.energy.plugs()))
-
     def nas_summary(self) -> dict:
-        state = self.nas.state
-        messages = {
-            NasState.UNCONFIGURED: "no NAS configured: serving only what the cache holds",
-            NasState.UNREACHABLE: f"the NAS is {self.nas.state_words()}: serving only what the cache holds",
-            NasState.ASLEEP: "the NAS is asleep: cached files are served, others wake it",
-        }
-        return {
-            "configured": self.nas.configured,
-            "state": state.value,
-            "online": state is NasState.AWAKE,
-            "message": messages.get(state, ""),
-            "state_words": self.nas.state_words(),  # "unreachable: certificate not trusted (fingerprint ...)"
-            "problem": self.nas.problem,
-            **({} if self.nas.configured else {"access": self.auth.open_access()}),
-        }
+        return self.api_context.nas_summary()
 
     def _on_nas_state(self, to_state: NasState, **_: object) -> None:
         """The NAS woke (for whatever reason): use the awake time."""

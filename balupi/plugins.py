@@ -353,15 +353,10 @@ class PluginHost:
 
     def register_routes(self, api: Any, app: Any) -> None:
         """Each plugin's routes under /api/plugins/<name>/, through the API's own dispatch (same login)."""
-        from balupi.api import admin_only
-
         for plugin, routes in self._call_each("balupi_api_routes", {"app": app}):
             for route in routes or ():
-                handler = _wrapped(route.handler)
-                if route.admin_only:
-                    admin_only(handler)
                 path = "/" + route.path.strip("/") if route.path.strip("/") else ""
-                api.route(route.method, f"/plugins/{plugin}{path}")(handler)
+                api.route(route.method, f"/plugins/{plugin}{path}", admin_only=route.admin_only)(route.handler)
 
 
 # -- the client-operation veto, in front of /dav/ -----------------------------------------------------
@@ -478,10 +473,3 @@ def print_listing(settings: Any, as_json: bool = False) -> int:
         print(f"(dropped-event counts as of {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(listing['counts_at']))})")
     return 1 if listing["errors"] or any(p["errors"] for p in listing["plugins"]) else 0
 
-
-def _wrapped(handler: Callable) -> Callable:
-    def route_handler(request: Any) -> Any:
-        return handler(request)
-
-    route_handler.__doc__ = handler.__doc__
-    return route_handler

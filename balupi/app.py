@@ -30,10 +30,10 @@ from balupi.nas.monitor import NasMonitor, NasState
 from balupi.nas.waiters import NasWaiters
 from balupi.nas.wakes import current_request
 from balupi.plugins import PluginHost
+from balupi import jobs
 from balupi.scheduler import Scheduler
 from balupi.settings import Settings
 from balupi.cache.prefetch import Prefetcher
-from balupi.sync.refresh import TICK_S as REFRESH_TICK_S
 from balupi.sync.refresh import Refresher
 from balupi.sync.worker import SyncWorker
 from balupi.web import StaticFiles, wants_json
@@ -43,10 +43,6 @@ from balupi.websec import WebGuard
 log = logging.getLogger("balupi")
 
 DB_FILENAME = "balupi.db"
-SYSTEM_SAMPLE_INTERVAL_S = 5.0
-ACCESS_FLUSH_INTERVAL_S = 30.0
-CACHE_SWEEP_INTERVAL_S = 300.0
-PREFETCH_INTERVAL_S = 3600.0
 
 
 class Dispatcher:
@@ -163,20 +159,11 @@ class BaluPi:
             return
         self._started = True
         self.nas.wake_log.close_stale()
-        self.scheduler.every(SYSTEM_SAMPLE_INTERVAL_S, "system-sample", self.system.sample)
-        self.scheduler.every(ACCESS_FLUSH_INTERVAL_S, "cache-access-flush", self.provider.index.flush_access)
-        self.scheduler.every(CACHE_SWEEP_INTERVAL_S, "cache-sweep", self.provider.cache.sweep)
         if self.nas.configured:
             self.events.subscribe(Event.NAS_STATE_CHANGED, self._on_nas_state)
-            self.scheduler.every(self.settings.nas_probe_interval_s, "nas-probe", self.nas.probe, run_now=True)
-            self.scheduler.every(60, "nas-idle-suspend", self.nas.check_idle)
-            self.scheduler.every(self.settings.sync_interval_s, "sync", self.sync.tick)
-            self.scheduler.every(3600, "sync-purge", self.sync.purge_done)
-            self.scheduler.every(REFRESH_TICK_S, "refresh", self.refresher.tick)
-            self.scheduler.every(PREFETCH_INTERVAL_S, "prefetch", self.prefetcher.run)
         if self.settings.energy_enabled:
-            self.energy.start()
-            self.energy.schedule(self.scheduler)
+            self.energy.start()  # its plugs loaded before the first poll
+        jobs.schedule(self.scheduler, jobs.app_jobs(self))  # every scheduled job: balupi/jobs.py
         self.plugins.start(self)
         self.scheduler.start()
         problem = self.provider.cache.volume_problem()

@@ -54,7 +54,6 @@ log = logging.getLogger("balupi.plugins")
 
 ENTRY_POINT_GROUP = "balupi.plugins"
 STATUS_FILENAME = "plugins-status.json"  # in data_dir: the server's counts, for `balupi plugins`
-STATUS_INTERVAL_S = 60.0
 ENV_PREFIX = "BALUPI_PLUGINS_"
 OBSERVE_QUEUE_SIZE = 1000
 SHUTDOWN_GRACE_S = 2.0
@@ -300,7 +299,6 @@ class PluginHost:
         for plugin, jobs in self._call_each("balupi_scheduled_jobs", {"app": app}):
             for job in jobs or ():
                 app.scheduler.every(job.interval_s, f"plugin {plugin}: {job.name}", job.fn)
-        app.scheduler.every(STATUS_INTERVAL_S, "plugins-status", self.write_status, run_now=True)
         self.observe("balupi_startup", app=app)
 
     def stop(self, app: Any, grace_s: float = SHUTDOWN_GRACE_S) -> None:

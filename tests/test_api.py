@@ -9,7 +9,7 @@ import time
 import pytest
 
 from balupi import __version__
-from balupi import app as app_module
+from balupi import jobs as jobs_module
 from balupi import system as system_module
 from balupi.api import ApiError
 from balupi.scheduler import TICK_S
@@ -77,7 +77,7 @@ def test_system_status_takes_cpu_from_the_background_sample(monkeypatch, running
         return 42.5
 
     monkeypatch.setattr(system_module.psutil, "cpu_percent", fake_cpu_percent)
-    monkeypatch.setattr(app_module, "SYSTEM_SAMPLE_INTERVAL_S", TICK_S)
+    monkeypatch.setattr(jobs_module, "SYSTEM_SAMPLE_INTERVAL_S", TICK_S)
     server = running_server()
     jobs = {job["name"]: job for job in http.get(server.url + "/api/system/jobs").json()["jobs"]}
     assert jobs["system-sample"]["interval_s"] == TICK_S

@@ -55,7 +55,6 @@ log = logging.getLogger("balupi.sync")
 
 RETRY_MAX_S = 300.0
 RUN_BUDGET_S = 60.0
-DONE_RETENTION_S = 7 * 86400
 RUN_LOCK_FILENAME = "sync.lock"  # in data_dir: one run at a time across processes (server, `balupi sync`)
 
 
@@ -258,7 +257,7 @@ class SyncWorker:
 
     def purge_done(self) -> int:
         with self.db.write() as d:
-            return d.execute("DELETE FROM journal WHERE state = 'done' AND done_at < ?", (time.time() - DONE_RETENTION_S,)).rowcount
+            return d.execute("DELETE FROM journal WHERE state = 'done' AND done_at < ?", (time.time() - self.settings.sync_done_retention_days * 86400,)).rowcount
 
     # -- the operations ----------------------------------------------------------------------------
 

@@ -239,7 +239,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sync_max_delay_minutes", 720.0, "Wake the NAS to write back once the oldest pending change is this old (changes are already safe on the Pi; meanwhile any wake syncs them). 0: never for age alone.", _parse_float, _at_least(0)),
     Setting("sync_max_pending_mb", 2048.0, "Wake the NAS to write back once this much data waits. 0: never for size alone.", _parse_float, _at_least(0)),
     Setting("sync_window", "", "Daily local time window in which pending changes wake the NAS, e.g. 01:00-05:00. Empty: none.", check=_time_window),
-    Setting("sync_done_retention_days", 7.0, "Days the journal keeps the rows of changes already written to the NAS (what `balupi status` shows of recent write-back), checked hourly.", _parse_float, _at_least(0)),
+    Setting("sync_done_retention_days", 7.0, "Days the journal keeps the rows of changes already written to the NAS (a record of recent write-back, for diagnosis), then purges them (checked hourly).", _parse_float, _at_least(0)),
     Setting("cache_min_free_gb", 2.0, "Keep at least this much space free on the cache volume.", _parse_float, _at_least(0)),
     Setting("cache_pinned", (), "Paths (glob patterns, e.g. /Photos/2024/*) that always stay cached and are fetched whenever the NAS is awake.", _parse_list),
     Setting("cache_heat_half_life_hours", 72.0, "How fast past use stops counting for what stays cached (half-life of the access count).", _parse_float, _at_least(0.1)),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
-from balupi import __version__
+from balupi import __version__, jobs
 from balupi.api import Response, json_error_app, respond
 from balupi.api.context import ApiContext
 from balupi.api.routes import build_api
@@ -30,7 +30,6 @@ from balupi.nas.monitor import NasMonitor, NasState
 from balupi.nas.waiters import NasWaiters
 from balupi.nas.wakes import current_request
 from balupi.plugins import PluginHost
-from balupi import jobs
 from balupi.scheduler import Scheduler
 from balupi.settings import Settings
 from balupi.cache.prefetch import Prefetcher

@@ -100,6 +100,23 @@ def test_jobs_lists_the_scheduled_jobs(server, http):
     assert {"interval_s", "runs", "skipped", "running", "last_started", "last_duration_s", "last_error"} <= set(sample)
 
 
+def test_routes_are_a_table_of_module_level_handlers_callable_with_a_context(server):
+    from balupi.api import Request
+    from balupi.api import system as system_api
+    from balupi.api.routes import ROUTES
+
+    assert len({(r.method, r.path) for r in ROUTES}) == len(ROUTES)
+    assert [r for r in ROUTES if "<locals>" in r.handler.__qualname__] == []  # no closures
+    served = [(r.method, r.path) for r in server.app.api.endpoints()]
+    assert served[:len(ROUTES)] == [(r.method, r.path) for r in ROUTES]  # then plugins' routes, if any
+    route = server.app.api.find("GET", "/system/jobs")
+    assert route.handler is system_api.jobs and not route.admin_only and not route.public
+    assert server.app.api.find("DELETE", "/system/jobs") is None
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/system/jobs", "QUERY_STRING": ""}
+    body = system_api.jobs(Request(environ, {}, server.app.api_context))
+    assert "system-sample" in {job["name"] for job in body["jobs"]}
+
+
 def test_nas_status_without_a_nas(server, http):
     body = http.get(server.url + "/api/nas/status").json()
     assert body["configured"] is False

@@ -113,8 +113,8 @@ class BaluPi:
         self.api_context = ApiContext(
             settings=settings, db=self.db, auth=self.auth, scheduler=self.scheduler, system=self.system, nas=self.nas,
             nas_client=self.nas_client, energy=self.energy, plugins=self.plugins, cache=self.provider.cache,
-            index=self.provider.index, cache_stats=self.provider.stats, verified=self.provider.verified,
-            sync=self.sync, prefetcher=self.prefetcher, refresher=self.refresher)
+            cache_stats=self.provider.stats, verified=self.provider.verified, sync=self.sync,
+            prefetcher=self.prefetcher, refresh_all=self._refresh_all)
         self.api = build_api(self.api_context)
         self.plugins.register_routes(self.api, self)  # under /api/plugins/<name>/, behind the same login
         self.metrics = Metrics(self)
@@ -132,6 +132,12 @@ class BaluPi:
         if to_state is NasState.AWAKE and self._started:
             self.scheduler.run_soon("sync", self.sync.tick)
             self.scheduler.run_soon("awake-time", self._use_awake_time)
+
+    def _refresh_all(self) -> None:
+        """POST /api/cache/refresh: list every folder the index knows from the NAS once."""
+        from balupi.maintenance import refresh_all
+
+        refresh_all(self.refresher, self.provider.index)
 
     def _use_awake_time(self) -> None:
         """After a wake: first learn the folders the index has never listed (so the prefetch sees

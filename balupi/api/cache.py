@@ -154,11 +154,9 @@ def prefetch(request: Request):
 
 
 def refresh(request: Request):
-    from balupi.maintenance import refresh_all
-
     ctx = request.ctx
     _need_nas(ctx)
-    return 202, _start_job(ctx, "refresh", lambda: refresh_all(ctx.refresher, ctx.index))
+    return 202, _start_job(ctx, "refresh", ctx.refresh_all)
 
 
 def pins_list(request: Request) -> dict:

@@ -1,31 +1,50 @@
 """What the API's handlers work with, handed in by the composition root (`balupi.app`).
 
-The API does not import `balupi.app`: `BaluPi` builds one `ApiContext` from its parts and gives it
-to the router, which puts it on every request (`request.ctx`). A test can build a context from the
-parts it has and call a handler directly.
+The API does not import `balupi.app` (nor the other parts of the composition root: the scheduler,
+the plugin host, maintenance): `BaluPi` builds one `ApiContext` from its parts and gives it to the
+router, which puts it on every request (`request.ctx`). What the API needs of the composition root's
+parts is written down as small protocols here. A test can build a context from the parts it has
+and call a handler directly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from balupi.nas.monitor import NasState
 
 if TYPE_CHECKING:
     from balupi.auth.service import Authenticator
+    from balupi.cache.integrity import VerifiedKeys
     from balupi.cache.manager import CacheManager
     from balupi.cache.prefetch import Prefetcher
     from balupi.db import Database
     from balupi.energy.service import EnergyService
     from balupi.nas.client import NasClient
     from balupi.nas.monitor import NasMonitor
-    from balupi.plugins import PluginHost
-    from balupi.scheduler import Scheduler
     from balupi.settings import Settings
-    from balupi.sync.refresh import Refresher
     from balupi.sync.worker import SyncWorker
-    from balupi.system import SystemSampler
+
+
+class Jobs(Protocol):
+    """The scheduler (`balupi.scheduler.Scheduler`), as the API uses it."""
+
+    def status(self) -> list[dict]: ...
+
+    def run_soon(self, name: str, fn: Callable[[], None]) -> None: ...
+
+
+class SystemStatus(Protocol):
+    """The system sampler (`balupi.system.SystemSampler`): CPU, memory, disk, temperature."""
+
+    def status(self) -> dict: ...
+
+
+class PluginListing(Protocol):
+    """The plugin host (`balupi.plugins.PluginHost`), as GET /api/plugins uses it."""
+
+    def listing(self) -> dict: ...
 
 
 @dataclass
@@ -33,19 +52,18 @@ class ApiContext:
     settings: "Settings"
     db: "Database"
     auth: "Authenticator"
-    scheduler: "Scheduler"
-    system: "SystemSampler"
+    scheduler: Jobs
+    system: SystemStatus
     nas: "NasMonitor"
     nas_client: "NasClient"
     energy: "EnergyService"
-    plugins: "PluginHost"
+    plugins: PluginListing
     cache: "CacheManager"  # eviction, pins, the cache volume
-    index: Any  # the offline index of the NAS tree (what /cache/refresh walks)
     cache_stats: Any  # hits and misses since the start (the WebDAV provider's counts)
-    verified: Any  # content read whole and found intact since the start (balupi.cache.integrity.VerifiedKeys)
+    verified: "VerifiedKeys"  # content read whole and found intact since the start
     sync: "SyncWorker"
     prefetcher: "Prefetcher"
-    refresher: "Refresher"
+    refresh_all: Callable[[], object]  # list every known folder from the NAS once (balupi.maintenance.refresh_all)
 
     @property
     def energy_enabled(self) -> bool:

@@ -46,7 +46,7 @@ CACHE_KIB_PER_CONNECTION = 256
 # Modules that define a module-level `migrations` (a sqlite_utils Migrations set), applied in this order.
 SCHEMA_MODULES = (
     "balupi.schema",
-    "balupi.dav.schema",
+    "balupi.cache.schema",
     "balupi.energy.schema",
     "balupi.auth.schema",
     "balupi.nas.wakes",

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from tqdm import tqdm
 
-from balupi.dav.store import META_SUFFIX, QUARANTINE
+from balupi.cache.store import META_SUFFIX, QUARANTINE
 from balupi.db import Database, open_database
 from balupi.errors import DatabaseError
 from balupi.errors import NasUnavailable
@@ -45,9 +45,9 @@ from balupi.settings import Settings
 
 if TYPE_CHECKING:
     from balupi.cache.manager import CacheManager
-    from balupi.dav.index import Index
+    from balupi.cache.index import Index
     from balupi.dav.provider import CacheProvider
-    from balupi.dav.store import ContentStore
+    from balupi.cache.store import ContentStore
     from balupi.nas.client import NasClient
     from balupi.nas.monitor import NasMonitor
     from balupi.sync.refresh import Refresher
@@ -60,7 +60,7 @@ ORPHAN_GRACE_S = 600.0
 SYNC_WAKE_TIMEOUT_S = 120.0
 REFRESH_STEP = 50
 VERIFY_BATCH = 1000
-CONTENT_NAME = re.compile(r"[0-9a-f]{32}")  # a content key (balupi.dav.store)
+CONTENT_NAME = re.compile(r"[0-9a-f]{32}")  # a content key (balupi.cache.store)
 
 
 def progress(total: int | None, desc: str, unit: str = "it", **kwargs) -> tqdm:
@@ -75,8 +75,8 @@ class Parts:
 
     def __init__(self, settings: Settings):
         from balupi.cache.manager import CacheManager
-        from balupi.dav.index import Index
-        from balupi.dav.store import ContentStore
+        from balupi.cache.index import Index
+        from balupi.cache.store import ContentStore
         from balupi.nas.client import NasClient
         from balupi.nas.monitor import NasMonitor
 
@@ -334,7 +334,7 @@ def restore_db(settings: Settings, backup: Path) -> dict:
     with the SSD (`balupi.cache.recovery.reconcile_restored`): changes written after the backup
     come back from the cache's sidecars. The database it replaces is moved aside, never deleted."""
     from balupi.cache.recovery import reconcile_restored
-    from balupi.dav.store import ContentStore
+    from balupi.cache.store import ContentStore
     from balupi.db import move_aside
 
     backup = Path(backup)

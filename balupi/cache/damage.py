@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from balupi.dav.index import parent_of
+from balupi.cache.index import parent_of
 
 if TYPE_CHECKING:
-    from balupi.dav.store import ContentStore
+    from balupi.cache.store import ContentStore
     from balupi.db import Database
 
 log = logging.getLogger("balupi.cache.integrity")

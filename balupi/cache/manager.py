@@ -30,7 +30,7 @@ from typing import Callable
 
 from balupi.cache import pins
 from balupi.cache.heat import coldest_first
-from balupi.dav.store import ContentStore
+from balupi.cache.store import ContentStore
 from balupi.db import Database
 from balupi.errors import InsufficientStorage
 from balupi.events import Event, Events

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from balupi.dav.index import COLUMNS, Entry
+from balupi.cache.index import COLUMNS, Entry
 from balupi.errors import NasBusy
 from balupi.nas.monitor import NasMonitor
 from balupi.settings import Settings

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from balupi.cache.integrity import ContentDamaged, Meta, State
-from balupi.dav import versions
-from balupi.dav.index import guess_type, name_of, parent_of
-from balupi.dav.store import KEY_PATTERN
+from balupi.cache import versions
+from balupi.cache.index import guess_type, name_of, parent_of
+from balupi.cache.store import KEY_PATTERN
 
 if TYPE_CHECKING:
-    from balupi.dav.store import ContentStore
+    from balupi.cache.store import ContentStore
     from balupi.db import Database
 
 log = logging.getLogger("balupi.cache.recovery")
@@ -81,7 +81,7 @@ def _ensure_parents(d, view: str, path: str, now: float) -> None:
 def _insert_file(d, meta: Meta, path: str, key: str, pending: bool, local: bool, now: float) -> None:
     _ensure_parents(d, meta.view, path, now)
     clean = not (pending or local)
-    # The ETag clients see (balupi.dav.versions): the Pi's own for content written here, else the NAS's.
+    # The ETag clients see (balupi.cache.versions): the Pi's own for content written here, else the NAS's.
     etag = (meta.client_etag or versions.nas_version_etag(meta.etag)) if clean else versions.local_version_etag(key)
     d.execute(
         "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, nas_etag, content_type,"

@@ -16,12 +16,12 @@ from balupi.cache.manager import CacheManager
 from balupi.dav.auth_dc import AUTHENTICATOR_CONFIG_KEY, NasDomainController
 from balupi.dav.fastlane import FastLane
 from balupi.dav.guard import DavGuard
-from balupi.dav.index import Index
+from balupi.cache.index import Index
 from balupi.dav.locks import SqliteLockStorage
 from balupi.dav.props import SqlitePropertyManager
 from balupi.dav.provider import CacheProvider
 from balupi.dav.refusals import ServiceRefusals
-from balupi.dav.store import ContentStore
+from balupi.cache.store import ContentStore
 from balupi.plugins import ClientOpVeto
 from balupi.websec import LISTING_KEY
 

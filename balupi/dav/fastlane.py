@@ -8,7 +8,7 @@ index and the SSD: `Content-Length`, `Accept-Ranges`, `Last-Modified`, a strong 
 conditionals `If-Match`, `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`, `If-Range`;
 single ranges as 206, several as `multipart/byteranges`, unsatisfiable ones as 416. (Stock WsgiDAV
 4.4.0 answers `bytes=0-9,20-29` with only the last range.) A miss streams from the NAS through the
-shared download (`balupi.dav.fetch`); a ranged miss is passed through to the NAS as a ranged GET
+shared download (`balupi.cache.downloads`); a ranged miss is passed through to the NAS as a ranged GET
 while the whole file is fetched into the cache behind it. Collections and everything else go on to
 WsgiDAV.
 """
@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 from wsgidav.dav_error import DAVError
 
 from balupi.cache.integrity import ContentDamaged, verified_range
-from balupi.dav import propfind, versions
-from balupi.dav.fetch import UpstreamError, UpstreamMissing
-from balupi.dav.index import Entry
+from balupi.cache import versions
+from balupi.dav import propfind
+from balupi.cache.downloads import UpstreamError, UpstreamMissing
+from balupi.cache.index import Entry
 from balupi.dav.provider import WRITE_METHODS
 from balupi.errors import InsufficientStorage, NasUnavailable
 from balupi.events import Event

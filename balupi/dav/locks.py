@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from wsgidav.dav_error import HTTP_INSUFFICIENT_STORAGE, DAVError
 from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
 
-from balupi.dav.index import subtree_bounds
+from balupi.cache.index import subtree_bounds
 from balupi.dav.props import storage_url
 from balupi.db import Database
 

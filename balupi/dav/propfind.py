@@ -24,7 +24,7 @@ from xml.sax.saxutils import escape
 
 from defusedxml import ElementTree as ET
 
-from balupi.dav.index import Entry
+from balupi.cache.index import Entry
 from balupi.dav.props import storage_url
 from balupi.db import Database
 

@@ -21,7 +21,7 @@ import time
 
 from wsgidav.dav_error import HTTP_INSUFFICIENT_STORAGE, DAVError
 
-from balupi.dav.index import subtree_bounds
+from balupi.cache.index import subtree_bounds
 from balupi.db import Database
 
 MAX_VALUE_BYTES = 16 * 1024

@@ -25,11 +25,11 @@ from balupi.cache.damage import Damage, handle_damaged
 from balupi.cache.integrity import ContentDamaged, Meta, State, VerifiedKeys, check_whole
 from balupi.cache.manager import CacheManager
 from balupi.auth.service import IDENTITY_KEY
-from balupi.dav.fetch import Downloads, UpstreamError, UpstreamMissing
-from balupi.dav.index import Entry, Index, name_of, parent_of
-from balupi.dav import versions
+from balupi.cache.downloads import Downloads, UpstreamError, UpstreamMissing
+from balupi.cache.index import Entry, Index, name_of, parent_of
+from balupi.cache import versions
 from balupi.dav.resources import CacheCollection, CacheFile
-from balupi.dav.store import ContentStore
+from balupi.cache.store import ContentStore
 from balupi.errors import NasUnavailable
 from balupi.events import Event, Events
 from balupi.nas.client import NasClient

@@ -19,7 +19,7 @@ from wsgidav.dav_error import (ERROR_DESCRIPTIONS, HTTP_BAD_REQUEST, HTTP_FORBID
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
 from balupi.cache.integrity import BlockHasher, ContentDamaged, PipelinedHasher
-from balupi.dav.index import Entry, join
+from balupi.cache.index import Entry, join
 from balupi.errors import InsufficientStorage
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from balupi.dav.index import Index
-from balupi.dav.store import ContentStore
+from balupi.cache.index import Index
+from balupi.cache.store import ContentStore
 from balupi.errors import NasUnavailable
 from balupi.nas.client import NasClient
 from balupi.nas.monitor import NasMonitor

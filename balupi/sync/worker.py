@@ -17,7 +17,7 @@ Each pending change (`journal` row) is applied only while the NAS is awake; when
 - Damaged content is never uploaded: every block is checked against its checksum as it is read for
   the PUT; a damaged pending file is taken aside (balupi.cache.damage) and the run goes on.
 - A synced file stays cached and becomes clean; the NAS's ETag of it is recorded (`nas_etag`), the
-  ETag clients see does not change (the content did not: see `balupi.dav.versions`).
+  ETag clients see does not change (the content did not: see `balupi.cache.versions`).
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ from urllib.parse import quote
 
 from balupi.cache.damage import handle_damaged
 from balupi.cache.integrity import ContentDamaged, State, VerifyingReader
-from balupi.dav import versions
-from balupi.dav.index import Index, name_of, parent_of, subtree_bounds
-from balupi.dav.names import nas_name_problem
+from balupi.cache import versions
+from balupi.cache.index import Index, name_of, parent_of, subtree_bounds
+from balupi.nas.names import nas_name_problem
 from balupi.dav.props import storage_url
-from balupi.dav.store import ContentStore
+from balupi.cache.store import ContentStore
 from balupi.db import Database
 from balupi.errors import NasUnavailable, NoViewCredentials
 from balupi.events import Event, Events

@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from balupi.cache.integrity import BlockHasher, Meta, State
-from balupi.dav.index import Entry, Index
-from balupi.dav.store import ContentStore
+from balupi.cache.index import Entry, Index
+from balupi.cache.store import ContentStore
 from balupi.errors import NasBusy, NasUnavailable
 from balupi.events import Event, Events
 from balupi.httpio import FileSpan
 from balupi.nas.client import NasClient
 from balupi.nas.waiters import RETRY_AFTER_S
 
-log = logging.getLogger("balupi.dav.fetch")
+log = logging.getLogger("balupi.cache.downloads")
 
 BLOCK_BYTES = 1 << 20
 HEADERS_WAIT_S = 120.0
@@ -71,7 +71,7 @@ class Download:
         self.state = DownloadState.STARTING
         self.written = 0
         self.size_bytes: int | None = None
-        self.etag: str | None = None  # the NAS's ETag (clients see the entry's: balupi.dav.versions)
+        self.etag: str | None = None  # the NAS's ETag (clients see the entry's: balupi.cache.versions)
         self.mtime: float | None = None
         self.content_type: str | None = None
         self.error: BaseException | None = None

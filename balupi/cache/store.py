@@ -34,7 +34,7 @@ from typing import BinaryIO
 from balupi.cache.integrity import BlockHasher, ContentDamaged, Meta, check_block
 from balupi.errors import ConfigError
 
-log = logging.getLogger("balupi.dav.store")
+log = logging.getLogger("balupi.cache.store")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOT_A_PLAIN_DIR = (errno.ELOOP, errno.ENOTDIR)

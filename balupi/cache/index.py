@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from balupi.cache import heat
-from balupi.dav import versions
+from balupi.cache import versions
 from balupi.db import Database
 from balupi.nas.client import RemoteEntry
 
@@ -69,7 +69,7 @@ class Entry:
     listed: bool
     remote: bool
     base_etag: str | None
-    nas_etag: str | None = None  # the NAS's ETag of this content (see balupi.dav.versions)
+    nas_etag: str | None = None  # the NAS's ETag of this content (see balupi.cache.versions)
 
     @classmethod
     def from_row(cls, row) -> "Entry":

@@ -12,13 +12,15 @@ safely and closes the database. The HTTP server itself lives in `balupi.server`.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable, Iterable
 
 from balupi import __version__
 from balupi.api import JsonApi, Response, json_error_app, respond
 from balupi.auth.service import Authenticator
-from balupi.db import Database, open_database
+from balupi.db import DB_FILENAME, Database, open_database
+from balupi.dav.props import dead_prop_values
 from balupi.dav.refusals import log_refusal
 from balupi.errors import ServiceBusy
 from balupi.events import Event, Events
@@ -40,7 +42,6 @@ from balupi.websec import WebGuard
 
 log = logging.getLogger("balupi")
 
-DB_FILENAME = "balupi.db"
 SYSTEM_SAMPLE_INTERVAL_S = 5.0
 ACCESS_FLUSH_INTERVAL_S = 30.0
 CACHE_SWEEP_INTERVAL_S = 300.0
@@ -123,7 +124,7 @@ class BaluPi:
             self.recovery = recover_from_store(self.db, self.provider.store)
         self.dav = build_dav_app(self, self.provider)
         self.sync = SyncWorker(settings, self.db, self.provider.index, self.provider.store, self.nas_client,
-                               self.nas, self.events)
+                               self.nas, self.events, dead_props=functools.partial(dead_prop_values, self.db))
         self.nas.has_pending_work = self.sync.has_pending
         self.sync.wake_reason = self.plugins.sync_wake_reason
         self.refresher = Refresher(settings, self.provider.index, self.provider.store, self.nas_client, self.nas)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from balupi.db import DB_FILENAME
 from balupi.errors import ConfigError
 from balupi.settings import Settings, find_config_file, load_settings
 
-DB_FILENAME = "balupi.db"
 CLOCK_SLACK_S = 300.0  # the clock may be this far behind the newest stored time before it counts as wrong
 EARLIEST_SANE_YEAR = 2025
 

@@ -21,6 +21,7 @@ Long runs show a progress bar on stderr when it is a terminal.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from tqdm import tqdm
 
 from balupi.cache.store import META_SUFFIX, QUARANTINE
-from balupi.db import Database, open_database
+from balupi.db import DB_FILENAME, Database, open_database
 from balupi.errors import DatabaseError
 from balupi.errors import NasUnavailable
 from balupi.events import Event, Events
@@ -55,9 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("balupi.maintenance")
 
-DB_FILENAME = "balupi.db"
 ORPHAN_GRACE_S = 600.0
-SYNC_WAKE_TIMEOUT_S = 120.0
 REFRESH_STEP = 50
 VERIFY_BATCH = 1000
 CONTENT_NAME = re.compile(r"[0-9a-f]{32}")  # a content key (balupi.cache.store)
@@ -107,9 +106,11 @@ class Parts:
         return self._provider
 
     def sync_worker(self) -> "SyncWorker":
+        from balupi.dav.props import dead_prop_values
         from balupi.sync.worker import SyncWorker
 
-        return SyncWorker(self.settings, self.db, self.index, self.store, self.client, self.monitor, self.events)
+        return SyncWorker(self.settings, self.db, self.index, self.store, self.client, self.monitor, self.events,
+                          dead_props=functools.partial(dead_prop_values, self.db))
 
     def nas_awake(self) -> bool:
         """Whether the NAS is awake, by one TCP connect (never an HTTP request: it would keep it up)."""
@@ -156,6 +157,8 @@ def sync(parts: Parts, wake: bool = False, budget_s: float = 3600.0) -> SyncOutc
             outcome.note = f"the NAS is {parts.monitor.state.value}; {pending} change(s) wait (--wake wakes it)"
             return outcome
         try:
+            from balupi.sync.worker import SYNC_WAKE_TIMEOUT_S
+
             parts.monitor.ensure_awake(timeout_s=max(parts.settings.nas_wake_timeout_s, SYNC_WAKE_TIMEOUT_S),
                                        reason=WakeCause(WakeKind.MANUAL, detail="balupi sync --wake",
                                                         pending_changes=pending))

@@ -15,13 +15,13 @@ from balupi.cache import pins as cache_pins
 from balupi.cache import stats as cache_stats
 from balupi.errors import NasUnavailable
 from balupi.nas.wakes import WakeCause, WakeKind
+from balupi.sync.worker import SYNC_WAKE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from balupi.api import JsonApi, Request
     from balupi.app import BaluPi
 
 CONFLICTS_LIMIT = 500
-SYNC_WAKE_TIMEOUT_S = 120.0
 
 
 def register(api: "JsonApi", app: "BaluPi") -> None:

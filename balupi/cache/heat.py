@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import math
 
+from balupi.settings import SETTINGS_BY_NAME
+
+# The default half-life, where none is configured (the setting's default is the one definition).
+HALF_LIFE_S = SETTINGS_BY_NAME["cache_heat_half_life_hours"].default * 3600.0
 SIZE_WEIGHT = 0.25
 SIZE_UNIT_BYTES = 1 << 20
 

@@ -1,7 +1,7 @@
-"""The offline index of the NAS tree (table `entries`) and the journal of pending changes.
+"""The offline index of the NAS tree (table `entries`; the only module that runs SQL on it).
 
 Every change a client makes is one transaction here that updates the tree AND appends the pending
-change for the NAS (`journal`), so the two can never disagree after a crash. Reads are single
+change for the NAS (`balupi.cache.journal`), so the two can never disagree after a crash. Reads are single
 indexed queries; a collection's members are one query (`children`).
 """
 
@@ -14,10 +14,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
-from balupi.cache import heat
-from balupi.cache import versions
+from balupi.cache import heat, journal, versions
+from balupi.cache.heat import HALF_LIFE_S
+from balupi.cache.journal import Op
 from balupi.db import Database
 from balupi.nas.client import RemoteEntry
+
+OWNS = ("entries",)
 
 COLUMNS = (
     "id, view, path, parent, name, is_dir, size, mtime, ctime, etag, content_type, cache_key, dirty, "
@@ -84,7 +87,7 @@ class Entry:
 
 
 class Index:
-    def __init__(self, db: Database, half_life_s: float = 72 * 3600.0):
+    def __init__(self, db: Database, half_life_s: float = HALF_LIFE_S):
         self.db = db
         self.half_life_s = half_life_s
         self._access_lock = threading.Lock()
@@ -162,13 +165,6 @@ class Index:
         assert root is not None
         return root
 
-    def _journal(self, d, view: str, op: str, path: str, dest: str | None = None, cache_key: str | None = None,
-                 size: int | None = None, base_etag: str | None = None) -> None:
-        d.execute(
-            "INSERT INTO journal (at, view, op, path, dest, cache_key, size, base_etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (time.time(), view, op, path, dest, cache_key, size, base_etag),
-        )
-
     def put_file(self, view: str, path: str, cache_key: str, size: int, mtime: float, content_type: str | None,
                  local_only: bool, etag: str) -> str | None:
         """Record new content for `path` (created or replaced). Returns the replaced content key."""
@@ -195,7 +191,7 @@ class Index:
                 )
                 local_only = old.local_only
             if not local_only:
-                self._journal(d, view, "put", path, cache_key=cache_key, size=size, base_etag=base)
+                journal.add(d, view, Op.PUT, path, cache_key=cache_key, size=size, base_etag=base)
         return old.cache_key if old is not None else None
 
     @staticmethod
@@ -214,7 +210,7 @@ class Index:
                 (view, path, parent_of(path), name_of(path), now, now, int(not local_only), int(local_only)),
             )
             if not local_only:
-                self._journal(d, view, "mkcol", path)
+                journal.add(d, view, Op.MKCOL, path)
 
     def set_mtime(self, view: str, path: str, mtime: float) -> None:
         with self.db.write() as d:
@@ -226,10 +222,9 @@ class Index:
         Consecutive PROPPATCHes of one path (Windows sends one per property group) make one entry.
         """
         with self.db.write() as d:
-            last = d.execute("SELECT op, view, path FROM journal WHERE state = 'pending' ORDER BY id DESC LIMIT 1").fetchone()
-            if last is not None and tuple(last) == ("proppatch", view, path):
+            if journal.last_pending(d) == (Op.PROPPATCH, view, path):
                 return
-            self._journal(d, view, "proppatch", path)
+            journal.add(d, view, Op.PROPPATCH, path)
 
     def delete(self, view: str, path: str) -> list[str]:
         """Remove `path` and everything below it. Returns the content keys no longer referenced."""
@@ -245,13 +240,9 @@ class Index:
             ).fetchall()
             d.execute("DELETE FROM entries WHERE view = ? AND (path = ? OR (path > ? AND path < ?))", (view, path, lo, hi))
             if not entry.local_only:
-                self._journal(d, view, "delete", path, base_etag=self._nas_base(entry))
+                journal.add(d, view, Op.DELETE, path, base_etag=self._nas_base(entry))
             keys = [r[0] for r in rows]
-            return [k for k in keys if not self._key_pending(d, k)]
-
-    @staticmethod
-    def _key_pending(d, key: str) -> bool:
-        return d.execute("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1", (key,)).fetchone() is not None
+            return [k for k in keys if not journal.key_pending(d, k)]
 
     def move(self, view: str, src: str, dest: str) -> None:
         """Rename `src` (and its subtree) to `dest`, which must not exist."""
@@ -272,7 +263,7 @@ class Index:
                 (dest, n + 1, dest, n + 1, view, lo, hi),
             )
             if not entry.local_only:
-                self._journal(d, view, "move", src, dest=dest, base_etag=self._nas_base(entry))
+                journal.add(d, view, Op.MOVE, src, dest=dest, base_etag=self._nas_base(entry))
 
     def copy(self, view: str, src: str, dest: str, key_map: dict[str, str]) -> None:
         """Copy the single entry `src` to `dest` (WsgiDAV copies trees member by member).
@@ -294,11 +285,11 @@ class Index:
             )
             if not entry.local_only:
                 if entry.is_dir:
-                    self._journal(d, view, "mkcol", dest)
+                    journal.add(d, view, Op.MKCOL, dest)
                 elif new_key:
-                    self._journal(d, view, "put", dest, cache_key=new_key, size=entry.size)
+                    journal.add(d, view, Op.PUT, dest, cache_key=new_key, size=entry.size)
                 else:  # not cached: the NAS copies it server-side
-                    self._journal(d, view, "copy", src, dest=dest, base_etag=self._nas_base(entry))
+                    journal.add(d, view, Op.COPY, src, dest=dest, base_etag=self._nas_base(entry))
 
     # -- what the NAS says -------------------------------------------------------------------------
 
@@ -388,5 +379,101 @@ class Index:
             return entry.cache_key
 
     def pending_changes(self) -> int:
-        row = self.db.query_one("SELECT count(*) FROM journal WHERE state = 'pending'")
-        return row[0] if row else 0
+        return journal.Journal(self.db).pending()["count"]
+
+    # -- what write-back learns (balupi.sync.worker) ------------------------------------------------
+
+    def key_in_use(self, key: str) -> bool:
+        """Whether an entry or a pending change still names content `key`."""
+        if self.db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is not None:
+            return True
+        return journal.Journal(self.db).key_pending(key)
+
+    def settle_upload(self, view: str, path: str, key: str, nas_etag: str | None) -> None:
+        """The NAS holds `key`'s content at `path` now: the entry is clean and knows the NAS's ETag of
+        it; the ETag clients see stays (same content)."""
+        with self.db.write() as d:
+            d.execute(
+                "UPDATE entries SET dirty = 0, remote = 1, nas_etag = ?, base_etag = NULL"
+                " WHERE view = ? AND path = ? AND cache_key = ?",
+                (nas_etag or None, view, path, key),
+            )
+            # A newer local version (written during the upload) is now based on what we uploaded,
+            # and so is a later delete or move of the path.
+            d.execute("UPDATE entries SET base_etag = ?, nas_etag = ? WHERE view = ? AND path = ? AND dirty = 1",
+                      (nas_etag, nas_etag or None, view, path))
+            journal.rebase(d, view, path, nas_etag, (Op.PUT, Op.DELETE, Op.MOVE))
+
+    def record_conflict(self, view: str, path: str, conflict_path: str, key: str, uploaded: RemoteEntry,
+                        nas_version: RemoteEntry | None, base_etag: str | None, now: float) -> None:
+        """An upload met a newer NAS version: the Pi's version (clean) lives under `conflict_path`."""
+        with self.db.write() as d:
+            moved = d.execute(
+                "UPDATE entries SET path = ?, name = ?, dirty = 0, remote = 1, nas_etag = ?, base_etag = NULL"
+                " WHERE view = ? AND path = ? AND cache_key = ?",
+                (conflict_path, name_of(conflict_path), uploaded.etag or None, view, path, key),
+            ).rowcount
+            if not moved:  # a newer version replaced it on the Pi meanwhile: the copy gets its own entry
+                d.execute(
+                    "INSERT OR IGNORE INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag,"
+                    " nas_etag, content_type, cache_key, listed, remote) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 1, 1)",
+                    (view, conflict_path, parent_of(conflict_path), name_of(conflict_path), uploaded.size_bytes,
+                     uploaded.mtime, now, versions.local_version_etag(key), uploaded.etag or None,
+                     uploaded.content_type, key),
+                )
+            # ... and the NAS's version keeps the name (not cached: it is fetched when asked for),
+            # unless a client wrote a newer version meanwhile: that one stays, dirty, and its own
+            # upload will meet the NAS's version the same way.
+            if nas_version is not None:
+                d.execute(
+                    "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, nas_etag,"
+                    " content_type, listed, remote) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, 1, 1)"
+                    " ON CONFLICT (view, path) DO UPDATE SET is_dir = 0, size = excluded.size,"
+                    " mtime = excluded.mtime, etag = excluded.etag, nas_etag = excluded.nas_etag,"
+                    " content_type = excluded.content_type, cache_key = NULL, remote = 1 WHERE dirty = 0",
+                    (view, path, parent_of(path), name_of(path), nas_version.size_bytes, nas_version.mtime, now,
+                     versions.nas_version_etag(nas_version.etag), nas_version.etag or None, nas_version.content_type),
+                )
+            journal.add_conflict(d, view, path, conflict_path, nas_version.etag if nas_version else None, base_etag, at=now)
+
+    def refuse_delete(self, view: str, path: str, nas_etag: str | None, base_etag: str | None) -> None:
+        """A delete met a changed NAS version: keep the NAS's, let the index learn it again."""
+        with self.db.write() as d:
+            d.execute("UPDATE entries SET listed = 0 WHERE view = ? AND path = ?", (view, parent_of(path) or "/"))
+            journal.add_conflict(d, view, path, path, nas_etag, base_etag)
+
+    def learn_moved(self, view: str, dest: str, nas_etag: str | None) -> None:
+        """A synced move put the entry at `dest` on the NAS too."""
+        with self.db.write() as d:
+            d.execute(
+                "UPDATE entries SET remote = 1, nas_etag = CASE WHEN dirty = 0 THEN ? ELSE nas_etag END"
+                " WHERE view = ? AND path = ?",
+                (nas_etag or None, view, dest),
+            )
+
+    def settle_moved(self, view: str, dest: str, remote: RemoteEntry, change_id: int) -> None:
+        """Content written on the Pi and moved before its upload reached the NAS under the old name,
+        and change `change_id` brought it to `dest`. Whatever no pending change still needs is clean
+        now (else it would stay dirty for ever: never evicted, never refreshed)."""
+        lo, hi = subtree_bounds(dest)
+        unneeded = journal.not_needed_by_other_pending()
+        with self.db.write() as d:
+            if not remote.is_collection:
+                d.execute(
+                    "UPDATE entries SET dirty = 0, remote = 1, nas_etag = ?, base_etag = NULL"
+                    f" WHERE view = ? AND path = ? AND dirty = 1 AND {unneeded}",
+                    (remote.etag or None, view, dest, change_id),
+                )
+            else:  # the members' NAS ETags come with the next listing of their folders
+                d.execute(
+                    "UPDATE entries SET dirty = 0, remote = 1, base_etag = NULL"
+                    f" WHERE view = ? AND (path = ? OR (path > ? AND path < ?)) AND dirty = 1 AND {unneeded}",
+                    (view, dest, lo, hi, change_id),
+                )
+
+    def rebase(self, view: str, path: str, nas_etag: str | None) -> None:
+        """Local changes of `path` are based on the NAS's version `nas_etag` now."""
+        with self.db.write() as d:
+            d.execute("UPDATE entries SET base_etag = ? WHERE view = ? AND path = ? AND dirty = 1",
+                      (nas_etag or None, view, path))
+            journal.rebase(d, view, path, nas_etag or None, (Op.PUT,))

@@ -34,6 +34,15 @@ MAX_LOCKS_PER_VIEW = 4096
 _COLUMNS = "token, root, depth, scope, type, owner, principal, timeout, expire"
 
 
+OWNS = ("dav_locks",)
+
+
+def any_in_view(db: Database, view: str) -> bool:
+    """Whether any lock exists in `view` (another view's locks are invisible to it)."""
+    lo = storage_url(view, "/")
+    return db.query_one("SELECT 1 FROM dav_locks WHERE root >= ? AND root < ? LIMIT 1", (lo, lo[:-1] + "0")) is not None
+
+
 def _unscoped(stored_root: str) -> str | None:
     """The root of a stored lock as WsgiDAV knows it, or None when it belongs to another view."""
     prefix = storage_url(current_view.get(), "")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from urllib.parse import quote
 
 from wsgidav.dav_error import HTTP_INSUFFICIENT_STORAGE, DAVError
 
@@ -35,6 +36,31 @@ PENDING_KEY = "balupi.dav.props_pending"  # environ: what a PROPPATCH's dry run 
 def storage_url(view: str, url: str) -> str:
     """The `dav_props.url` (and `dav_locks.root`) key of `url` in `view`."""
     return url if not view else f"@{view}:{url}"
+
+
+OWNS = ("dav_props",)
+
+
+def urls_with_props(db: Database, view: str, path: str) -> set[str]:
+    """Storage URLs of `path` (a decoded path) and everything below it, in `view`, that have dead
+    properties: one range query (a PROPFIND reads a whole listing's properties from it)."""
+    ref = storage_url(view, quote(path.rstrip("/")))
+    lo, hi = ref + "/", ref + "0"
+    rows = db.query(
+        "SELECT DISTINCT url FROM dav_props WHERE url = ? OR url = ? OR (url > ? AND url < ?)",
+        (ref if path.rstrip("/") else storage_url(view, "/"), lo, lo, hi),
+    )
+    return {r[0] for r in rows}
+
+
+def stored_values(db: Database, url: str) -> list[tuple[str, bytes]]:
+    """(name, stored value) of every dead property of storage URL `url`."""
+    return [(name, value) for name, value in db.query("SELECT name, value FROM dav_props WHERE url = ?", (url,))]
+
+
+def dead_prop_values(db: Database, view: str, ref: str) -> list:
+    """The stored values of the dead properties of ref URL `ref` in `view` (write-back copies them)."""
+    return [value for _, value in stored_values(db, storage_url(view, ref))]
 
 
 def view_of(environ) -> str:

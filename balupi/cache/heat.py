@@ -38,10 +38,3 @@ def heat_key(heat: float, t: float, size_bytes: int, half_life_s: float) -> floa
     return (math.log2(max(heat, 1e-9)) + t / half_life_s
             - SIZE_WEIGHT * math.log2(max(size_bytes, SIZE_UNIT_BYTES) / SIZE_UNIT_BYTES))
 
-
-def coldest_first(db, limit: int) -> list:
-    """Up to `limit` cached, clean entries, coldest first (lowest heat_key): the default eviction order."""
-    return db.query(
-        "SELECT id, path, cache_key, size FROM entries WHERE cache_key IS NOT NULL AND dirty = 0"
-        f" ORDER BY heat_key LIMIT {int(limit)}"
-    )

@@ -477,3 +477,87 @@ class Index:
             d.execute("UPDATE entries SET base_etag = ? WHERE view = ? AND path = ? AND dirty = 1",
                       (nas_etag or None, view, path))
             journal.rebase(d, view, path, nas_etag or None, (Op.PUT,))
+
+    # -- what the WebDAV side, the refresh and the prefetch ask --------------------------------------
+
+    def mark_listed(self, entry_id: int) -> None:
+        """A collection counts as fully known (no NAS to ask: what the Pi holds is all there is)."""
+        with self.db.write() as d:
+            d.execute("UPDATE entries SET listed = 1 WHERE id = ?", (entry_id,))
+
+    def unlisted_collections(self, view: str, limit: int) -> list[str]:
+        """Collections whose members the index does not know yet, shallowest first."""
+        rows = self.db.query(
+            "SELECT path FROM entries WHERE view = ? AND is_dir = 1 AND listed = 0 AND local_only = 0"
+            " ORDER BY length(path), path LIMIT ?",
+            (view, limit),
+        )
+        return [r[0] for r in rows]
+
+    def stalest_collections(self, view: str, listed_before: float, limit: int) -> list[str]:
+        """Listed NAS collections last listed before `listed_before`, least recently listed first."""
+        rows = self.db.query(
+            "SELECT path FROM entries WHERE view = ? AND is_dir = 1 AND listed = 1 AND remote = 1"
+            " AND coalesce(listed_at, 0) < ? ORDER BY coalesce(listed_at, 0) LIMIT ?",
+            (view, listed_before, limit),
+        )
+        return [r[0] for r in rows]
+
+    def forget_vanished(self, view: str, path: str) -> list[str]:
+        """The NAS no longer has `path`: drop it (what the Pi still needs stays). Returns freed keys."""
+        with self.db.write() as d:
+            return self.delete_quietly(d, view, path)
+
+    _UNCACHED = f"SELECT {COLUMNS} FROM entries WHERE view = ? AND is_dir = 0 AND cache_key IS NULL AND local_only = 0"
+
+    def uncached_matching(self, view: str, pattern: str, limit: int) -> list[Entry]:
+        """Files not cached whose path matches the GLOB `pattern`."""
+        return self._entries(self._UNCACHED + " AND path GLOB ? LIMIT ?", (view, pattern, limit))
+
+    def uncached_hottest(self, view: str, limit: int) -> list[Entry]:
+        """Files not cached that were used before, hottest first."""
+        return self._entries(self._UNCACHED + " AND heat > 0 ORDER BY heat_key DESC LIMIT ?", (view, limit))
+
+    def uncached_newest(self, view: str, limit: int) -> list[Entry]:
+        """Files not cached, most recently changed first."""
+        return self._entries(self._UNCACHED + " ORDER BY mtime DESC LIMIT ?", (view, limit))
+
+    def _entries(self, sql: str, params: tuple) -> list[Entry]:
+        return [Entry.from_row(r) for r in self.db.query(sql, params)]
+
+
+# -- the cache's size and eviction (balupi.cache.manager) ----------------------------------------------
+
+def coldest_first(db: Database, limit: int) -> list:
+    """Up to `limit` cached, clean entries, coldest first (lowest heat_key): the default eviction order."""
+    return db.query(
+        "SELECT id, path, cache_key, size FROM entries WHERE cache_key IS NOT NULL AND dirty = 0"
+        " ORDER BY heat_key LIMIT ?", (int(limit),)
+    )
+
+
+def cached_bytes(db: Database) -> int:
+    """Bytes of content the index names."""
+    return db.query_one("SELECT coalesce(sum(size), 0) FROM entries WHERE cache_key IS NOT NULL")[0]
+
+
+def evictable_bytes(db: Database) -> int:
+    """Bytes of clean cached content no pending change needs (what eviction could free)."""
+    return db.query_one(
+        "SELECT coalesce(sum(size), 0) FROM entries WHERE cache_key IS NOT NULL AND dirty = 0"
+        f" AND {journal.not_needed_by_pending_key()}"
+    )[0]
+
+
+def drop_content(db: Database, entry_id: int, key: str) -> bool:
+    """Forget that entry `entry_id` holds content `key` (evicted), if it still does and is clean."""
+    with db.write() as d:
+        return d.execute("UPDATE entries SET cache_key = NULL WHERE id = ? AND cache_key = ? AND dirty = 0",
+                         (entry_id, key)).rowcount > 0
+
+
+def counts(db: Database) -> dict:
+    """Cached files and bytes, dirty files and bytes."""
+    cached = db.query_one("SELECT count(*), coalesce(sum(size), 0) FROM entries WHERE cache_key IS NOT NULL AND is_dir = 0")
+    dirty = db.query_one("SELECT count(*), coalesce(sum(size), 0) FROM entries WHERE dirty = 1 AND is_dir = 0")
+    return {"cached": (cached[0], cached[1]), "dirty": (dirty[0], dirty[1])}

@@ -80,6 +80,20 @@ def not_needed_by_other_pending() -> str:
             " AND (j.path = entries.path OR j.dest = entries.path OR j.cache_key = entries.cache_key))")
 
 
+def not_needed_by_pending_key() -> str:
+    """An SQL condition on `entries`: no pending change uploads the entry's content."""
+    return "NOT EXISTS (SELECT 1 FROM journal j WHERE j.state = 'pending' AND j.cache_key = entries.cache_key)"
+
+
+def counts(db: Database) -> dict:
+    """Pending changes (count, oldest), quarantined changes, conflicts (count, unresolved)."""
+    pending = db.query_one("SELECT count(*), min(at) FROM journal WHERE state = 'pending'")
+    quarantined = db.query_one("SELECT count(*) FROM journal WHERE state = 'quarantined'")
+    conflicts = db.query_one("SELECT count(*), coalesce(sum(resolved = 0), 0) FROM conflicts")
+    return {"pending": (pending[0], pending[1]), "quarantined": quarantined[0],
+            "conflicts": (conflicts[0], int(conflicts[1]))}
+
+
 def add_conflict(d, view: str, path: str, conflict_path: str, nas_etag: str | None, base_etag: str | None,
                  at: float | None = None, kind: ConflictKind = ConflictKind.CONFLICT) -> None:
     d.execute(

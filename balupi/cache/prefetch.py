@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from balupi.cache.index import COLUMNS, Entry
+from balupi.cache.index import Entry
 from balupi.errors import NasBusy
 from balupi.nas.monitor import NasMonitor
 from balupi.settings import Settings
@@ -101,12 +101,6 @@ class Prefetcher:
                         result.files += 1
                         result.bytes += entry.size
 
-    def _rows(self, sql: str, params: tuple) -> list[Entry]:
-        return [Entry.from_row(r) for r in self.provider.index.db.query(sql, params)]
-
-    def _uncached(self) -> str:
-        return f"SELECT {COLUMNS} FROM entries WHERE view = ? AND is_dir = 0 AND cache_key IS NULL AND local_only = 0"
-
     @property
     def pinned(self) -> tuple[str, ...]:
         return self.provider.cache.pinned  # the setting's and those added at run time
@@ -114,14 +108,14 @@ class Prefetcher:
     def _pinned(self, view: str, limit: int) -> list[Entry]:
         out: list[Entry] = []
         for pattern in self.pinned:
-            out += self._rows(self._uncached() + " AND path GLOB ? LIMIT ?", (view, pattern, limit))
+            out += self.provider.index.uncached_matching(view, pattern, limit)
         return out
 
     def _hot(self, view: str, limit: int) -> list[Entry]:
-        return self._rows(self._uncached() + " AND heat > 0 ORDER BY heat_key DESC LIMIT ?", (view, limit))
+        return self.provider.index.uncached_hottest(view, limit)
 
     def _recent(self, view: str, limit: int) -> list[Entry]:
-        return self._rows(self._uncached() + " ORDER BY mtime DESC LIMIT ?", (view, limit))
+        return self.provider.index.uncached_newest(view, limit)
 
     def _yield_to_clients(self) -> bool:
         """Wait while a client's download runs (it needs the NAS more than we do)."""

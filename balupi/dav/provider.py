@@ -112,8 +112,7 @@ class CacheProvider(DAVProvider):
         if entry.listed:
             return
         if not self.monitor.configured:
-            with self.index.db.write() as d:
-                d.execute("UPDATE entries SET listed = 1 WHERE id = ?", (entry.id,))
+            self.index.mark_listed(entry.id)
             entry.listed = True
             return
         try:
@@ -284,9 +283,6 @@ class CacheProvider(DAVProvider):
     def _drop_content(self, keys: list[str]) -> None:
         """Remove content nothing needs any more: no entry names it and no pending change uploads it
         (the sync removes the latter once applied)."""
-        db = self.index.db
         for key in keys:
-            if (db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is None
-                    and db.query_one("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1",
-                                     (key,)) is None):
+            if not self.index.key_in_use(key):
                 self.store.remove(key)

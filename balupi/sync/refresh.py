@@ -88,30 +88,19 @@ class Refresher:
         return total
 
     def _unlisted(self, view: str, limit: int) -> list[str]:
-        rows = self.index.db.query(
-            "SELECT path FROM entries WHERE view = ? AND is_dir = 1 AND listed = 0 AND local_only = 0"
-            " ORDER BY length(path), path LIMIT ?",
-            (view, limit),
-        )
-        return [r[0] for r in rows]
+        return self.index.unlisted_collections(view, limit)
 
     def _next_collections(self, view: str, limit: int, min_age_s: float) -> list[str]:
         paths = self._unlisted(view, limit)
         if len(paths) < limit:
-            rows = self.index.db.query(
-                "SELECT path FROM entries WHERE view = ? AND is_dir = 1 AND listed = 1 AND remote = 1"
-                " AND coalesce(listed_at, 0) < ? ORDER BY coalesce(listed_at, 0) LIMIT ?",
-                (view, time.time() - min_age_s, limit - len(paths)),
-            )
-            paths += [r[0] for r in rows]
+            paths += self.index.stalest_collections(view, time.time() - min_age_s, limit - len(paths))
         return paths
 
     def _vanished(self, view: str, path: str) -> int:
         """The NAS no longer has this collection: drop what the Pi does not still need."""
         if path == "/":
             return 0
-        with self.index.db.write() as d:
-            keys = self.index.delete_quietly(d, view, path)
+        keys = self.index.forget_vanished(view, path)
         for key in keys:
             self.store.remove(key)
         return 1

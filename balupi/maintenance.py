@@ -99,10 +99,11 @@ class Parts:
 
     def provider(self) -> "CacheProvider":
         if self._provider is None:
+            from balupi.dav.parts import CacheParts
             from balupi.dav.provider import CacheProvider
 
-            self._provider = CacheProvider(self.index, self.store, self.client, self.monitor, self.events,
-                                           local_only_names=self.settings.dav_local_only_names, cache=self.cache)
+            parts = CacheParts.build(self.index, self.store, self.client, self.monitor, self.events, self.cache)
+            self._provider = CacheProvider(parts, local_only_names=self.settings.dav_local_only_names)
         return self._provider
 
     def sync_worker(self) -> "SyncWorker":

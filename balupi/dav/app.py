@@ -18,6 +18,7 @@ from balupi.dav.fastlane import FastLane
 from balupi.dav.guard import DavGuard
 from balupi.cache.index import Index
 from balupi.dav.locks import SqliteLockStorage
+from balupi.dav.parts import CacheParts
 from balupi.dav.props import SqlitePropertyManager
 from balupi.dav.provider import CacheProvider
 from balupi.dav.refusals import ServiceRefusals
@@ -60,10 +61,9 @@ def build_provider(app: "BaluPi") -> CacheProvider:
         log.info("removed %d unfinished temp files from an earlier run", removed)
     cache = CacheManager(settings, app.db, store, app.events)
     cache.eviction_order, cache.evict_veto = app.plugins.eviction_order, app.plugins.veto_evict
-    return CacheProvider(
-        Index(app.db, half_life_s=settings.cache_heat_half_life_hours * 3600), store, app.nas_client, app.nas,
-        app.events, local_only_names=settings.dav_local_only_names, cache=cache,
-    )
+    index = Index(app.db, half_life_s=settings.cache_heat_half_life_hours * 3600)
+    parts = CacheParts.build(index, store, app.nas_client, app.nas, app.events, cache)
+    return CacheProvider(parts, local_only_names=settings.dav_local_only_names)
 
 
 def build_dav_app(app: "BaluPi", provider: CacheProvider) -> DavGuard:
@@ -89,5 +89,5 @@ def build_dav_app(app: "BaluPi", provider: CacheProvider) -> DavGuard:
     }
     dav = WsgiDAVApp(config)
     logging.getLogger("wsgidav").setLevel(logging.WARNING)
-    return DavGuard(app.auth, ClientOpVeto(app.plugins, FastLane(provider, dav)), settings.dav_max_xml_body_kib * 1024,
+    return DavGuard(app.auth, ClientOpVeto(app.plugins, FastLane(provider, provider.parts, dav)), settings.dav_max_xml_body_kib * 1024,
                     settings.nas_reserved_name_chars)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from tqdm import tqdm
 
+from balupi.cache import index
 from balupi.cache.store import META_SUFFIX, QUARANTINE
 from balupi.db import DB_FILENAME, Database, open_database
 from balupi.errors import DatabaseError
@@ -51,13 +52,12 @@ if TYPE_CHECKING:
     from balupi.cache.store import ContentStore
     from balupi.nas.client import NasClient
     from balupi.nas.monitor import NasMonitor
-    from balupi.sync.refresh import Refresher
+    from balupi.sync.refresh import Refresher, RefreshOutcome
     from balupi.sync.worker import SyncWorker
 
 log = logging.getLogger("balupi.maintenance")
 
 ORPHAN_GRACE_S = 600.0
-REFRESH_STEP = 50
 VERIFY_BATCH = 1000
 CONTENT_NAME = re.compile(r"[0-9a-f]{32}")  # a content key (balupi.cache.store)
 
@@ -214,66 +214,15 @@ def prefetch(parts: Parts, budget_mb: float | None = None):
         return prefetcher.run(budget_bytes=budget)
 
 
-@dataclass
-class RefreshOutcome:
-    listed: int = 0
-    removed: int = 0
-    complete: bool = False
-    note: str = ""
-
-
-def refresh_all(refresher: "Refresher", index: "Index", view: str = "", budget_s: float = 3600.0,
-                on_step: Callable[[int], None] | None = None) -> RefreshOutcome:
-    """List every collection the index knows from the NAS once (unlisted ones first), in steps of
-    `REFRESH_STEP` listings at the refresher's bounded pace, while the NAS stays awake."""
-    outcome = RefreshOutcome()
-    started = time.time()
-    deadline = time.monotonic() + budget_s
-    done = 0
-    while time.monotonic() < deadline:
-        if not _refresh_left(index, view, started):
-            outcome.complete = True
-            break
-        step = refresher.tick(limit=REFRESH_STEP, view=view, min_age_s=0)
-        outcome.listed += step.listed
-        outcome.removed += step.removed
-        if on_step is not None:
-            on_step(step.listed)
-        if not step.listed:
-            outcome.note = f"the NAS is {refresher.monitor.state.value}; stopped"
-            break
-        now_done = _refreshed_since(index, view, started)
-        if now_done <= done and not step.removed:  # listings that change nothing: don't go round in circles
-            outcome.note = "some collections could not be refreshed"
-            break
-        done = now_done
-    return outcome
-
-
-def _refresh_left(index: "Index", view: str, since: float) -> bool:
-    """Whether a collection of `view` has not been listed from the NAS since `since`."""
-    return index.db.query_one(
-        "SELECT 1 FROM entries WHERE view = ? AND is_dir = 1 AND local_only = 0"
-        " AND (listed = 0 OR (remote = 1 AND coalesce(listed_at, 0) < ?)) LIMIT 1",
-        (view, since),
-    ) is not None
-
-
-def _refreshed_since(index: "Index", view: str, since: float) -> int:
-    return index.db.query_one(
-        "SELECT count(*) FROM entries WHERE view = ? AND is_dir = 1 AND listed_at >= ?", (view, since)
-    )[0]
-
-
 def refresh(parts: Parts, budget_s: float = 3600.0) -> RefreshOutcome:
     """Bring the index in step with the NAS now, if it is awake (never waking it)."""
-    from balupi.sync.refresh import Refresher
+    from balupi.sync.refresh import Refresher, RefreshOutcome, refresh_all
 
     if not parts.nas_awake():
         return RefreshOutcome(note=f"the NAS is {parts.monitor.state.value}; refresh never wakes it")
     parts.index.ensure_root("", listed=False)
     refresher = Refresher(parts.settings, parts.index, parts.store, parts.client, parts.monitor)
-    total = parts.db.query_one("SELECT count(*) FROM entries WHERE is_dir = 1 AND local_only = 0")[0]
+    total = index.collection_count(parts.db)
     with progress(total, "refresh", unit="folder") as bar:
         return refresh_all(refresher, parts.index, budget_s=budget_s, on_step=bar.update)
 
@@ -419,17 +368,14 @@ def _content_size(store: "ContentStore", key: str) -> int | None:
 def _cached_entries(db: Database, after_id: int = 0, up_to_id: int | None = None) -> Iterator:
     last_id = after_id
     while True:
-        rows = db.query(
-            "SELECT id, view, path, size, cache_key, dirty, local_only FROM entries"
-            " WHERE cache_key IS NOT NULL AND is_dir = 0 AND id > ? AND id <= ? ORDER BY id LIMIT ?",
-            (last_id, up_to_id if up_to_id is not None else 2 ** 62, VERIFY_BATCH),
-        )
+        rows = index.cached_files_after(db, last_id, up_to_id if up_to_id is not None else 2 ** 62, VERIFY_BATCH)
         if not rows:
             return
         yield from rows
         last_id = rows[-1]["id"]
 
 
+OWNS = ("kv",)  # the only user of the core `kv` table (created by balupi.schema)
 VERIFY_CURSOR_KEY = "cache_verify_content_cursor"  # in `kv`: the entry id a budgeted run stopped after
 
 
@@ -494,7 +440,7 @@ def verify_cache(parts: Parts, repair: bool = False, now: float | None = None,
     report = VerifyReport()
     now = time.time() if now is None else now
     refetch: list[tuple[str, str]] = []
-    total = db.query_one("SELECT count(*) FROM entries WHERE cache_key IS NOT NULL AND is_dir = 0")[0]
+    total = index.counts(db)["cached"][0]
     with progress(total, "verify entries", unit="file") as bar:
         budget = content_budget_bytes
         stopped_after: int | None = None
@@ -520,7 +466,7 @@ def verify_cache(parts: Parts, repair: bool = False, now: float | None = None,
                 if repair and (meta is None or meta.path != row["path"] or meta.view != row["view"]):
                     _true_sidecar(store, key, row, meta, report)
                 continue
-            fresh = db.query_one("SELECT cache_key, dirty, local_only, path, size FROM entries WHERE id = ?", (row["id"],))
+            fresh = index.content_of(db, row["id"])
             if fresh is None or fresh["cache_key"] != key:
                 continue  # changed under us (rewritten, evicted, deleted): nothing to judge
             label = f"{row['view']}:{fresh['path']}" if row["view"] else fresh["path"]
@@ -589,15 +535,11 @@ def _refetch(parts: Parts, targets: list[tuple[str, str]], report: VerifyReport)
         if download is not None and download.wait_done(timeout_s=max(60.0, entry.size / 1e6)):
             report.refetched += 1
 def _uncache(db: Database, entry_id: int, key: str) -> bool:
-    with db.write() as d:
-        return d.execute("UPDATE entries SET cache_key = NULL WHERE id = ? AND cache_key = ? AND dirty = 0",
-                         (entry_id, key)).rowcount == 1
+    return index.drop_content(db, entry_id, key)
 
 
 def _referenced(db: Database, key: str) -> bool:
-    if db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is not None:
-        return True
-    return db.query_one("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1", (key,)) is not None
+    return index.key_in_use(db, key)
 
 
 def _quarantine_file(parts: Parts, path: str) -> str:

@@ -146,7 +146,7 @@ def register(api: "JsonApi", app: "BaluPi") -> None:
     @api.route("POST", "/cache/refresh")
     @admin_only
     def refresh(request: "Request"):
-        from balupi.maintenance import refresh_all
+        from balupi.sync.refresh import refresh_all
 
         need_nas()
         return 202, start_job("refresh", lambda: refresh_all(app.refresher, app.provider.index))

@@ -385,9 +385,7 @@ class Index:
 
     def key_in_use(self, key: str) -> bool:
         """Whether an entry or a pending change still names content `key`."""
-        if self.db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is not None:
-            return True
-        return journal.Journal(self.db).key_pending(key)
+        return key_in_use(self.db, key)
 
     def settle_upload(self, view: str, path: str, key: str, nas_etag: str | None) -> None:
         """The NAS holds `key`'s content at `path` now: the entry is clean and knows the NAS's ETag of
@@ -508,6 +506,12 @@ class Index:
         with self.db.write() as d:
             return self.delete_quietly(d, view, path)
 
+    def refresh_left(self, view: str, since: float) -> bool:
+        return refresh_left(self.db, view, since)
+
+    def refreshed_since(self, view: str, since: float) -> int:
+        return refreshed_since(self.db, view, since)
+
     _UNCACHED = f"SELECT {COLUMNS} FROM entries WHERE view = ? AND is_dir = 0 AND cache_key IS NULL AND local_only = 0"
 
     def uncached_matching(self, view: str, pattern: str, limit: int) -> list[Entry]:
@@ -561,3 +565,53 @@ def counts(db: Database) -> dict:
     cached = db.query_one("SELECT count(*), coalesce(sum(size), 0) FROM entries WHERE cache_key IS NOT NULL AND is_dir = 0")
     dirty = db.query_one("SELECT count(*), coalesce(sum(size), 0) FROM entries WHERE dirty = 1 AND is_dir = 0")
     return {"cached": (cached[0], cached[1]), "dirty": (dirty[0], dirty[1])}
+
+
+def cached_files_after(db: Database, after_id: int, up_to_id: int, limit: int) -> list:
+    """Cached files with `after_id` < id <= `up_to_id`, by id (rows: id, view, path, size, cache_key,
+    dirty, local_only): a content check walks the cache in batches of these."""
+    return db.query(
+        "SELECT id, view, path, size, cache_key, dirty, local_only FROM entries"
+        " WHERE cache_key IS NOT NULL AND is_dir = 0 AND id > ? AND id <= ? ORDER BY id LIMIT ?",
+        (after_id, up_to_id, limit),
+    )
+
+
+def content_of(db: Database, entry_id: int):
+    """(cache_key, dirty, local_only, path, size) of entry `entry_id` now, or None."""
+    return db.query_one("SELECT cache_key, dirty, local_only, path, size FROM entries WHERE id = ?", (entry_id,))
+
+
+def collection_count(db: Database) -> int:
+    """Collections the NAS has (or will have): what a full refresh lists."""
+    return db.query_one("SELECT count(*) FROM entries WHERE is_dir = 1 AND local_only = 0")[0]
+
+
+def refresh_left(db: Database, view: str, since: float) -> bool:
+    """Whether a collection of `view` has not been listed from the NAS since `since`."""
+    return db.query_one(
+        "SELECT 1 FROM entries WHERE view = ? AND is_dir = 1 AND local_only = 0"
+        " AND (listed = 0 OR (remote = 1 AND coalesce(listed_at, 0) < ?)) LIMIT 1",
+        (view, since),
+    ) is not None
+
+
+def refreshed_since(db: Database, view: str, since: float) -> int:
+    """Collections of `view` listed from the NAS since `since`."""
+    return db.query_one("SELECT count(*) FROM entries WHERE view = ? AND is_dir = 1 AND listed_at >= ?", (view, since))[0]
+
+
+def key_in_use(db: Database, key: str) -> bool:
+    """Whether an entry or a pending change still names content `key`."""
+    if db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is not None:
+        return True
+    return journal.Journal(db).key_pending(key)
+
+
+def glob_figures(db: Database, pattern: str) -> dict:
+    """Files whose path matches the GLOB `pattern`: how many, their bytes, and how much is cached."""
+    row = db.query_one(
+        "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(cache_key IS NOT NULL), 0),"
+        " coalesce(sum(CASE WHEN cache_key IS NOT NULL THEN size ELSE 0 END), 0)"
+        " FROM entries WHERE is_dir = 0 AND path GLOB ?", (pattern,))
+    return {"files": row[0], "bytes": row[1], "cached_files": row[2], "cached_bytes": row[3]}

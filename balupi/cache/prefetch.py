@@ -15,15 +15,25 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from balupi.cache.index import Entry
+from balupi.cache.downloads import Download, Downloads
+from balupi.cache.index import Entry, Index
+from balupi.cache.manager import CacheManager
 from balupi.errors import NasBusy
 from balupi.nas.monitor import NasMonitor
 from balupi.settings import Settings
 
-if TYPE_CHECKING:
-    from balupi.dav.provider import CacheProvider
+
+
+class Fetcher(Protocol):
+    """What the prefetch needs of whoever serves files (the WebDAV provider): it is handed one."""
+
+    index: Index
+    cache: CacheManager
+    downloads: Downloads
+
+    def start_download(self, entry: Entry, wake: bool = True) -> Download | None: ...
 
 log = logging.getLogger("balupi.cache.prefetch")
 
@@ -42,7 +52,7 @@ class PrefetchResult:
 
 
 class Prefetcher:
-    def __init__(self, settings: Settings, provider: "CacheProvider", monitor: NasMonitor):
+    def __init__(self, settings: Settings, provider: Fetcher, monitor: NasMonitor):
         self.provider, self.monitor = provider, monitor
         self.budget_bytes = int(settings.prefetch_budget_mb * 1e6)
         self.fetched_files = 0

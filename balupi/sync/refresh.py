@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from balupi.cache.index import Index
 from balupi.cache.store import ContentStore
@@ -104,3 +105,44 @@ class Refresher:
         for key in keys:
             self.store.remove(key)
         return 1
+
+
+# -- a whole refresh (`balupi refresh`, POST /api/cache/refresh) ------------------------------------
+
+REFRESH_STEP = 50  # listings per step of a whole refresh
+
+
+@dataclass
+class RefreshOutcome:
+    listed: int = 0
+    removed: int = 0
+    complete: bool = False
+    note: str = ""
+
+
+def refresh_all(refresher: "Refresher", index: Index, view: str = "", budget_s: float = 3600.0,
+                on_step: Callable[[int], None] | None = None) -> RefreshOutcome:
+    """List every collection the index knows from the NAS once (unlisted ones first), in steps of
+    `REFRESH_STEP` listings at the refresher's bounded pace, while the NAS stays awake."""
+    outcome = RefreshOutcome()
+    started = time.time()
+    deadline = time.monotonic() + budget_s
+    done = 0
+    while time.monotonic() < deadline:
+        if not index.refresh_left(view, started):
+            outcome.complete = True
+            break
+        step = refresher.tick(limit=REFRESH_STEP, view=view, min_age_s=0)
+        outcome.listed += step.listed
+        outcome.removed += step.removed
+        if on_step is not None:
+            on_step(step.listed)
+        if not step.listed:
+            outcome.note = f"the NAS is {refresher.monitor.state.value}; stopped"
+            break
+        now_done = index.refreshed_since(view, started)
+        if now_done <= done and not step.removed:  # listings that change nothing: don't go round in circles
+            outcome.note = "some collections could not be refreshed"
+            break
+        done = now_done
+    return outcome

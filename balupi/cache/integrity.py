@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 ALGORITHM = "blake2b-128"
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 20  # checksum block; also the block content is read, streamed and copied in
 DIGEST_BYTES = 16
 
 

@@ -15,26 +15,26 @@ WsgiDAV.
 
 from __future__ import annotations
 
-import functools
 import io
 import itertools
 import logging
 import os
 import secrets
 from urllib.parse import quote
-from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from wsgidav.dav_error import DAVError
 
-from balupi.cache.integrity import ContentDamaged, verified_range
+from balupi.cache.integrity import BLOCK_BYTES, ContentDamaged, verified_range
 from balupi.cache import versions
+from balupi.dav.guard import path_problem, wsgi_path
 from balupi.dav import propfind
 from balupi.cache.downloads import UpstreamError, UpstreamMissing
 from balupi.cache.index import Entry
 from balupi.dav.provider import WRITE_METHODS
 from balupi.errors import InsufficientStorage, NasUnavailable
 from balupi.events import Event
+from balupi.httpfields import etag_list, http_date, parse_http_date
 from balupi.httpio import FileSpan
 
 if TYPE_CHECKING:
@@ -44,29 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("balupi.dav")
 
 MAX_RANGES = 32
-BLOCK_BYTES = 1 << 20
 SMALL_FILE_BYTES = 256 * 1024  # read whole and sent in one piece
 SPAN_BYTES = 64 << 20  # one sendfile(2) call per 64 MiB of a large file
-
-
-@functools.lru_cache(maxsize=4096)
-
-
-def http_date(ts: float) -> str:
-    return formatdate(ts, usegmt=True)
-
-
-def _parse_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def _etag_list(value: str) -> list[str]:
-    return [tag.strip().removeprefix("W/").strip('"') for tag in value.split(",") if tag.strip()]
 
 
 def parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None:
@@ -119,13 +98,10 @@ def _file_blocks(f, start: int, length: int) -> Iterator[bytes]:
 
 def dav_path(raw: str) -> str | None:
     """PATH_INFO (WSGI latin-1) as the index's path, or None when WsgiDAV should judge it."""
-    try:
-        path = raw.encode("iso-8859-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return None
-    if "\x00" in path or "/./" in path or "/../" in path or path.endswith(("/.", "/..")) or "//" in path:
-        return None
-    if not path.startswith("/"):
+    path = wsgi_path(raw)
+    # The guard's checks (it refused such paths already), and what only the index cares about: an
+    # empty segment or a relative path is WsgiDAV's to judge.
+    if path is None or path_problem(path) is not None or "//" in path or not path.startswith("/"):
         return None
     return path.rstrip("/") or "/"
 
@@ -211,19 +187,19 @@ class FastLane:
         # Conditionals (RFC 9110 13.2.2 order).
         if_match = environ.get("HTTP_IF_MATCH")
         if if_match is not None:
-            if if_match.strip() != "*" and (not etag or etag not in _etag_list(if_match)):
+            if if_match.strip() != "*" and (not etag or etag not in etag_list(if_match)):
                 return self._error(start_response, 412, "If-Match failed", validators)
         else:
-            since = _parse_date(environ.get("HTTP_IF_UNMODIFIED_SINCE"))
+            since = parse_http_date(environ.get("HTTP_IF_UNMODIFIED_SINCE"))
             if since is not None and int(entry.mtime) > since:
                 return self._error(start_response, 412, "modified since", validators)
         if_none = environ.get("HTTP_IF_NONE_MATCH")
         if if_none is not None:
-            if if_none.strip() == "*" or (etag and etag in _etag_list(if_none)):
+            if if_none.strip() == "*" or (etag and etag in etag_list(if_none)):
                 start_response("304 Not Modified", validators)
                 return []
         else:
-            since = _parse_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
+            since = parse_http_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
             if since is not None and int(entry.mtime) <= since:
                 start_response("304 Not Modified", validators)
                 return []
@@ -235,7 +211,7 @@ class FastLane:
             if if_range.startswith('"') or if_range.startswith("W/"):
                 ok = bool(etag) and not if_range.startswith("W/") and if_range.strip('"') == etag
             else:
-                ok = _parse_date(if_range) is not None and int(entry.mtime) <= (_parse_date(if_range) or 0)
+                ok = parse_http_date(if_range) is not None and int(entry.mtime) <= (parse_http_date(if_range) or 0)
             if not ok:
                 range_header = None
         ranges = parse_ranges(range_header, size)

@@ -74,11 +74,18 @@ def path_problem(path: str) -> str | None:
     return None
 
 
-def wsgi_path_problem(raw: str) -> str | None:
-    """Like `path_problem`, for a WSGI PATH_INFO (latin-1 over the percent-decoded bytes)."""
+def wsgi_path(raw: str) -> str | None:
+    """A WSGI PATH_INFO (latin-1 over the percent-decoded bytes) as text; None if not UTF-8."""
     try:
-        path = raw.encode("iso-8859-1").decode("utf-8")  # strict: overlong forms and surrogates fail
+        return raw.encode("iso-8859-1").decode("utf-8")  # strict: overlong forms and surrogates fail
     except (UnicodeEncodeError, UnicodeDecodeError):
+        return None
+
+
+def wsgi_path_problem(raw: str) -> str | None:
+    """Like `path_problem`, for a WSGI PATH_INFO."""
+    path = wsgi_path(raw)
+    if path is None:
         return "the path is not valid UTF-8"
     return path_problem(path)
 

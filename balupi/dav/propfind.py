@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
-from email.utils import formatdate
 from functools import lru_cache
 from urllib.parse import quote
 from xml.sax.saxutils import escape
@@ -27,6 +26,7 @@ from defusedxml import ElementTree as ET
 from balupi.cache.index import Entry
 from balupi.dav import locks, props
 from balupi.dav.props import storage_url
+from balupi.httpfields import http_date
 from balupi.db import Database
 
 MAX_BODY_BYTES = 64 * 1024
@@ -93,22 +93,9 @@ def dead_props_reader(db: Database, entry: Entry) -> Callable[[Entry], dict[str,
         url = storage_url(member.view, ref_url(member))
         if url not in urls:
             return {}
-        return {name: _element_xml(value) for name, value in props.stored_values(db, url)}
+        return {name: props.element_xml(value) for name, value in props.stored_values(db, url)}
 
     return read
-
-
-def _element_xml(value) -> bytes:
-    """A stored dead property as the XML of its element (without an XML declaration)."""
-    data = value.encode() if isinstance(value, str) else bytes(value)
-    if data.startswith(b"<?xml"):
-        data = data[data.index(b"?>") + 2:].lstrip()
-    return data
-
-
-@lru_cache(maxsize=8192)
-def http_date(ts: float) -> str:
-    return formatdate(ts, usegmt=True)
 
 
 @lru_cache(maxsize=8192)

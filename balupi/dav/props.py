@@ -58,9 +58,18 @@ def stored_values(db: Database, url: str) -> list[tuple[str, bytes]]:
     return [(name, value) for name, value in db.query("SELECT name, value FROM dav_props WHERE url = ?", (url,))]
 
 
-def dead_prop_values(db: Database, view: str, ref: str) -> list:
-    """The stored values of the dead properties of ref URL `ref` in `view` (write-back copies them)."""
-    return [value for _, value in stored_values(db, storage_url(view, ref))]
+def dead_prop_values(db: Database, view: str, ref: str) -> list[bytes]:
+    """The dead properties of ref URL `ref` in `view`, each the XML of its element (write-back
+    copies them to the NAS)."""
+    return [element_xml(value) for _, value in stored_values(db, storage_url(view, ref))]
+
+
+def element_xml(value) -> bytes:
+    """A stored dead property as the XML of its element (without an XML declaration)."""
+    data = value.encode() if isinstance(value, str) else bytes(value)
+    if data.startswith(b"<?xml"):
+        data = data[data.index(b"?>") + 2:].lstrip()
+    return data
 
 
 def view_of(environ) -> str:

@@ -58,7 +58,7 @@ RUN_BUDGET_S = 60.0
 RUN_LOCK_FILENAME = "sync.lock"  # in data_dir: one run at a time across processes (server, `balupi sync`)
 
 
-# The dead properties of a resource, as stored XML values: (view, URL path as WebDAV stores it).
+# The dead properties of a resource, each the XML of its element: (view, ref URL as WebDAV keys it).
 DeadProps = Callable[[str, str], list]
 
 
@@ -477,7 +477,7 @@ class SyncWorker:
         props = self.dead_props(view, ref)
         if not props:
             return
-        values = b"".join(_without_declaration(value) for value in props)
+        values = b"".join(props)
         body = (b'<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>'
                 + values + b"</D:prop></D:set></D:propertyupdate>")
         response = self.client.request("PROPPATCH", path, wake=False, data=body,
@@ -499,11 +499,3 @@ def _file_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _without_declaration(value) -> bytes:
-    """A stored dead property (XML of one element, perhaps with an XML declaration) as an element."""
-    data = value.encode() if isinstance(value, str) else bytes(value)
-    if data.startswith(b"<?xml"):
-        data = data[data.index(b"?>") + 2:].lstrip()
-    return data

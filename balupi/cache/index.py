@@ -615,3 +615,51 @@ def glob_figures(db: Database, pattern: str) -> dict:
         " coalesce(sum(CASE WHEN cache_key IS NOT NULL THEN size ELSE 0 END), 0)"
         " FROM entries WHERE is_dir = 0 AND path GLOB ?", (pattern,))
     return {"files": row[0], "bytes": row[1], "cached_files": row[2], "cached_bytes": row[3]}
+
+
+def cached_bytes_matching(db: Database, patterns: Iterable[str]) -> int:
+    """Cached bytes of files whose path matches any of the GLOB `patterns`."""
+    patterns = tuple(patterns)
+    if not patterns:
+        return 0
+    where = " OR ".join("path GLOB ?" for _ in patterns)
+    row = db.query_one("SELECT coalesce(sum(size), 0) FROM entries WHERE cache_key IS NOT NULL AND is_dir = 0"
+                       f" AND ({where})", patterns)
+    return int(row[0])
+
+
+def record_damage(db: Database, key: str, kept_as: str, error: str, now: float) -> tuple[list, set, bool, int]:
+    """Content `key` was found damaged (and moved aside as `kept_as`): clean entries forget it (the
+    NAS's copy is fetched again); a change only the Pi held goes back to the NAS's version it was
+    based on (or away, if there was none) and is listed with the conflicts for a person, as is
+    every pending upload of it. Returns ((view, path) of the entries that held it, (view, path)
+    recorded as conflicts, whether a change was lost, entries that just became uncached)."""
+    pending = False
+    clean = 0
+    with db.write() as d:
+        rows = d.execute("SELECT id, view, path, dirty, local_only, remote, base_etag FROM entries WHERE cache_key = ?",
+                         (key,)).fetchall()
+        jrows = journal.set_aside_damaged(d, key, error)
+        for row in rows:
+            entry_id, view, path, dirty, local_only, remote, base_etag = row
+            if not dirty and not local_only:
+                d.execute("UPDATE entries SET cache_key = NULL WHERE id = ?", (entry_id,))
+                clean += 1
+                continue
+            pending = True
+            if base_etag or remote:
+                # Back to the NAS's version this change was based on; the next listing of the folder
+                # brings its size and times.
+                d.execute("UPDATE entries SET cache_key = NULL, dirty = 0, remote = 1, etag = coalesce(?, etag),"
+                          " nas_etag = ?, base_etag = NULL WHERE id = ?", (base_etag, base_etag, entry_id))
+                d.execute("UPDATE entries SET listed = 0 WHERE view = ? AND path = ?", (view, parent_of(path) or "/"))
+            else:
+                d.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+            journal.add_conflict(d, view, path, kept_as, None, None, at=now, kind=journal.ConflictKind.DAMAGED)
+        recorded = {(r[1], r[2]) for r in rows}
+        for _, view, path in jrows:
+            pending = True
+            if (view, path) not in recorded:  # an older version of the file, superseded but still waiting
+                journal.add_conflict(d, view, path, kept_as, None, None, at=now, kind=journal.ConflictKind.DAMAGED)
+                recorded.add((view, path))
+    return [(r[1], r[2]) for r in rows], recorded, pending, clean

@@ -37,6 +37,7 @@ class ChangeState(enum.StrEnum):
     PENDING = "pending"  # waits for the NAS
     DONE = "done"  # applied on the NAS; purged after DONE_RETENTION_S
     QUARANTINED = "quarantined"  # the NAS refuses it for good: set aside for a person
+    DAMAGED = "damaged"  # its content was found damaged on the Pi's disk: never uploaded (balupi.cache.damage)
 
 
 class ConflictKind(enum.StrEnum):
@@ -70,6 +71,15 @@ def rebase(d, view: str, path: str, base_etag: str | None, ops: tuple[Op, ...]) 
     marks = ", ".join("?" for _ in ops)
     d.execute(f"UPDATE journal SET base_etag = ? WHERE state = 'pending' AND op IN ({marks}) AND view = ? AND path = ?",
               (base_etag, *map(str, ops), view, path))
+
+
+def set_aside_damaged(d, key: str, error: str) -> list:
+    """Pending changes that upload content `key` (found damaged) will never be applied: mark them.
+    Returns their (id, view, path)."""
+    rows = d.execute("SELECT id, view, path FROM journal WHERE state = 'pending' AND cache_key = ?", (key,)).fetchall()
+    d.execute("UPDATE journal SET state = 'damaged', last_error = ? WHERE state = 'pending' AND cache_key = ?",
+              (error[:500], key))
+    return rows
 
 
 def not_needed_by_other_pending() -> str:
@@ -113,6 +123,12 @@ class Journal:
             "SELECT count(*), coalesce(sum(size), 0), min(at) FROM journal WHERE state = 'pending'"
         )
         return {"count": row[0], "bytes": row[1], "oldest_at": row[2]}
+
+    def pending_detail(self) -> dict:
+        """`pending()` and how many of the pending changes failed at least once."""
+        row = self.db.query_one("SELECT count(*), coalesce(sum(size), 0), min(at), coalesce(sum(last_error IS NOT NULL), 0)"
+                                " FROM journal WHERE state = 'pending'")
+        return {"count": row[0], "bytes": row[1], "oldest_at": row[2], "failing": row[3]}
 
     def has_pending(self) -> bool:
         return self.db.query_one("SELECT 1 FROM journal WHERE state = 'pending' LIMIT 1") is not None

@@ -348,3 +348,13 @@ def export_csv(db: Database, window: Window, resolution: Resolution, plug_id: in
         writer.writerow([r[0], names.get(r[0], ""), _iso(start, zone), _iso(end, zone), round(r[2], 3), round(r[3], 3),
                          round(r[4], 1), r[5], round(r[6], 4), None if price is None else round(price, 4)])
     return out.getvalue()
+
+
+def plugs_and_latest_samples(db) -> list[tuple]:
+    """Each plug (id, name, role) with its newest sample (at, power_w) or None, by plug id."""
+    out = []
+    for plug in db.query("SELECT id, name, role FROM energy_plugs ORDER BY id"):
+        sample = db.query_one("SELECT at, power_w FROM energy_samples WHERE plug_id = ? ORDER BY at DESC LIMIT 1",
+                              (plug["id"],))
+        out.append((plug, sample))
+    return out

@@ -45,6 +45,14 @@ SHUTDOWN_RETRY_AFTER_S = 30  # told to a client whose wait was cut short by shut
 WAKE_VETO_RETRY_AFTER_S = 300  # told to a client whose wake a plugin refused
 
 
+OWNS = ("nas_transitions",)
+
+
+def last_transition(db: Database):
+    """The newest recorded state change (at, to_state, cause), or None."""
+    return db.query_one("SELECT at, to_state, cause FROM nas_transitions ORDER BY at DESC, id DESC LIMIT 1")
+
+
 class NasState(enum.Enum):
     UNCONFIGURED = "unconfigured"  # no NAS WebDAV URL: nothing to wake, nothing to ask
     UNKNOWN = "unknown"  # no evidence yet (just started)

@@ -663,3 +663,69 @@ def record_damage(db: Database, key: str, kept_as: str, error: str, now: float) 
                 journal.add_conflict(d, view, path, kept_as, None, None, at=now, kind=journal.ConflictKind.DAMAGED)
                 recorded.add((view, path))
     return [(r[1], r[2]) for r in rows], recorded, pending, clean
+
+
+# -- taking content back after a lost or restored database (balupi.cache.recovery) --------------------
+
+def row_at(d, view: str, path: str):
+    """(id, is_dir, cache_key, dirty, etag, nas_etag, remote, size) of `path`, or None."""
+    return d.execute("SELECT id, is_dir, cache_key, dirty, etag, nas_etag, remote, size FROM entries"
+                     " WHERE view = ? AND path = ?", (view, path)).fetchone()
+
+
+def exists_at(d, view: str, path: str) -> bool:
+    return d.execute("SELECT 1 FROM entries WHERE view = ? AND path = ?", (view, path)).fetchone() is not None
+
+
+def add_unlisted_folder(d, view: str, folder: str, now: float) -> None:
+    """A folder the index lacks, unlisted (the NAS lists it later)."""
+    d.execute(
+        "INSERT OR IGNORE INTO entries (view, path, parent, name, is_dir, mtime, ctime, content_type, listed, remote)"
+        " VALUES (?, ?, ?, ?, 1, ?, ?, 'httpd/unix-directory', 0, 0)",
+        (view, folder, parent_of(folder), name_of(folder) if folder != "/" else "", now, now),
+    )
+
+
+def add_recovered_file(d, view: str, path: str, size: int, mtime: float, now: float, etag: str | None,
+                       nas_etag: str | None, content_type: str, key: str, dirty: bool, local_only: bool, remote: bool,
+                       base_etag: str | None) -> None:
+    d.execute(
+        "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, nas_etag, content_type,"
+        " cache_key, dirty, local_only, listed, remote, base_etag, last_access)"
+        " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+        (view, path, parent_of(path), name_of(path), size, mtime, now, etag, nas_etag, content_type, key,
+         int(dirty), int(local_only), int(remote), base_etag, now),
+    )
+
+
+def take_back_change(d, entry_id: int, key: str, size: int, mtime: float, etag: str, dirty: bool, local_only: bool,
+                     base_etag: str | None) -> None:
+    """Entry `entry_id` (clean) gets a newer version the Pi held: content `key`."""
+    d.execute(
+        "UPDATE entries SET cache_key = ?, size = ?, mtime = ?, etag = ?, dirty = ?, local_only = ?,"
+        " base_etag = ? WHERE id = ?",
+        (key, size, mtime, etag, int(dirty), int(local_only), base_etag, entry_id),
+    )
+
+
+def adopt_content(d, entry_id: int, key: str, size: int) -> None:
+    """Entry `entry_id` (clean, not cached) holds content `key` of its version again."""
+    d.execute("UPDATE entries SET cache_key = ?, size = ? WHERE id = ?", (key, size, entry_id))
+
+
+def settle_restored_upload(d, view: str, path: str, key: str, nas_etag: str | None, content_kept: bool) -> None:
+    """An upload a restored backup still had pending went to the NAS after that backup."""
+    d.execute("UPDATE entries SET dirty = 0, remote = 1, base_etag = NULL, nas_etag = coalesce(?, nas_etag),"
+              " cache_key = CASE WHEN ? THEN cache_key ELSE NULL END WHERE view = ? AND path = ? AND cache_key = ?",
+              (nas_etag, int(content_kept), view, path, key))
+
+
+def cached_keys(d) -> list:
+    """(id, cache_key) of every entry that names content."""
+    return d.execute("SELECT id, cache_key FROM entries WHERE cache_key IS NOT NULL").fetchall()
+
+
+def uncache_lost(d, entry_id: int, key: str) -> None:
+    """Entry `entry_id`'s content `key` is gone from the disk: uncached, unless a pending change needs it."""
+    d.execute("UPDATE entries SET cache_key = NULL, dirty = 0 WHERE id = ? AND cache_key = ?"
+              f" AND {journal.not_needed_by_pending_key()}", (entry_id, key))

@@ -48,11 +48,22 @@ class ConflictKind(enum.StrEnum):
 # -- inside the caller's write transaction --------------------------------------------------------
 
 def add(d, view: str, op: Op, path: str, dest: str | None = None, cache_key: str | None = None,
-        size: int | None = None, base_etag: str | None = None) -> None:
+        size: int | None = None, base_etag: str | None = None, at: float | None = None) -> None:
     d.execute(
         "INSERT INTO journal (at, view, op, path, dest, cache_key, size, base_etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (time.time(), view, str(op), path, dest, cache_key, size, base_etag),
+        (time.time() if at is None else at, view, str(op), path, dest, cache_key, size, base_etag),
     )
+
+
+def pending_uploads(d) -> list:
+    """(id, view, path, cache_key) of every pending upload."""
+    return d.execute("SELECT id, view, path, cache_key FROM journal WHERE state = 'pending' AND op = 'put'"
+                     " AND cache_key IS NOT NULL").fetchall()
+
+
+def mark_done(d, change_id: int, note: str) -> None:
+    """Change `change_id` reached the NAS by another way (`note` says how)."""
+    d.execute("UPDATE journal SET state = 'done', done_at = ?, last_error = ? WHERE id = ?", (time.time(), note, change_id))
 
 
 def last_pending(d) -> tuple[str, str, str] | None:

@@ -358,3 +358,13 @@ def plugs_and_latest_samples(db) -> list[tuple]:
                               (plug["id"],))
         out.append((plug, sample))
     return out
+
+
+def plug_addresses(conn) -> list:
+    """(id, name, role, host, port) of every plug, by id (`conn`: anything with sqlite3's `execute`)."""
+    return conn.execute("SELECT id, name, role, host, port FROM energy_plugs ORDER BY id").fetchall()
+
+
+def newest_sample_at(conn) -> float | None:
+    """When the newest sample was taken (`conn`: anything with sqlite3's `execute`)."""
+    return conn.execute("SELECT MAX(at) FROM energy_samples").fetchone()[0]

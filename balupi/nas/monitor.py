@@ -48,6 +48,11 @@ WAKE_VETO_RETRY_AFTER_S = 300  # told to a client whose wake a plugin refused
 OWNS = ("nas_transitions",)
 
 
+def newest_transition_at(conn) -> float | None:
+    """When the newest state change was recorded (`conn`: anything with sqlite3's `execute`)."""
+    return conn.execute("SELECT MAX(at) FROM nas_transitions").fetchone()[0]
+
+
 def last_transition(db: Database):
     """The newest recorded state change (at, to_state, cause), or None."""
     return db.query_one("SELECT at, to_state, cause FROM nas_transitions ORDER BY at DESC, id DESC LIMIT 1")

@@ -138,7 +138,7 @@ class FastLane:
         try:
             if method == "PROPFIND":
                 return self.propfind(environ, start_response, path)
-            provider, parts = self.provider, self.parts
+            provider = self.provider
             entry = provider.lookup(provider.view_for(environ), path, method)
             if entry is not None and entry.is_dir and not environ.get("PATH_INFO", "/").endswith("/"):
                 # WsgiDAV's own redirect would drop the /dav mount from Location.

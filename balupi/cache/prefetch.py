@@ -52,8 +52,8 @@ class PrefetchResult:
 
 
 class Prefetcher:
-    def __init__(self, settings: Settings, provider: Fetcher, monitor: NasMonitor):
-        self.provider, self.monitor = provider, monitor
+    def __init__(self, settings: Settings, fetcher: Fetcher, monitor: NasMonitor):
+        self.fetcher, self.monitor = fetcher, monitor
         self.budget_bytes = int(settings.prefetch_budget_mb * 1e6)
         self.fetched_files = 0
         self.fetched_bytes = 0
@@ -83,7 +83,7 @@ class Prefetcher:
         Candidates come in batches, asked again after each batch, so one run goes on until the
         budget, the room or the tree is used up (files fetched leave the "not cached" set; files
         skipped or failed are remembered and not tried twice in a run)."""
-        cache = self.provider.cache
+        cache = self.fetcher.cache
         tried: set[int] = set()
         for phase, query, may_evict in (("pinned", self._pinned, True), ("hot", self._hot, False),
                                         ("recent", self._recent, False)):
@@ -113,24 +113,24 @@ class Prefetcher:
 
     @property
     def pinned(self) -> tuple[str, ...]:
-        return self.provider.cache.pinned  # the setting's and those added at run time
+        return self.fetcher.cache.pinned  # the setting's and those added at run time
 
     def _pinned(self, view: str, limit: int) -> list[Entry]:
         out: list[Entry] = []
         for pattern in self.pinned:
-            out += self.provider.index.uncached_matching(view, pattern, limit)
+            out += self.fetcher.index.uncached_matching(view, pattern, limit)
         return out
 
     def _hot(self, view: str, limit: int) -> list[Entry]:
-        return self.provider.index.uncached_hottest(view, limit)
+        return self.fetcher.index.uncached_hottest(view, limit)
 
     def _recent(self, view: str, limit: int) -> list[Entry]:
-        return self.provider.index.uncached_newest(view, limit)
+        return self.fetcher.index.uncached_newest(view, limit)
 
     def _yield_to_clients(self) -> bool:
         """Wait while a client's download runs (it needs the NAS more than we do)."""
         deadline = time.monotonic() + YIELD_MAX_S
-        while self.provider.downloads.count() > 0:
+        while self.fetcher.downloads.count() > 0:
             if time.monotonic() > deadline:
                 return False
             time.sleep(YIELD_POLL_S)
@@ -138,7 +138,7 @@ class Prefetcher:
 
     def _fetch(self, entry: Entry) -> bool:
         try:
-            download = self.provider.start_download(entry, wake=False)  # never wake the NAS for a prefetch
+            download = self.fetcher.start_download(entry, wake=False)  # never wake the NAS for a prefetch
         except NasBusy:  # clients' downloads fill every slot: they come first
             return False
         if download is None:

@@ -729,3 +729,9 @@ def uncache_lost(d, entry_id: int, key: str) -> None:
     """Entry `entry_id`'s content `key` is gone from the disk: uncached, unless a pending change needs it."""
     d.execute("UPDATE entries SET cache_key = NULL, dirty = 0 WHERE id = ? AND cache_key = ?"
               f" AND {journal.not_needed_by_pending_key()}", (entry_id, key))
+
+
+def is_dir_anywhere(db: Database, path: str) -> bool | None:
+    """Whether `path` (in any view) is a folder; None when no view has it."""
+    row = db.query_one("SELECT is_dir FROM entries WHERE path = ? LIMIT 1", (path,))
+    return None if row is None else bool(row[0])

@@ -204,3 +204,30 @@ class Journal:
     def conflict_recorded(self, view: str, path: str, conflict_path: str) -> bool:
         return self.db.query_one("SELECT 1 FROM conflicts WHERE view = ? AND path = ? AND conflict_path = ?",
                                  (view, path, conflict_path)) is not None
+
+
+# -- what the API shows (GET /api/cache/conflicts, /api/cache/stats) ----------------------------------
+
+def damaged_unresolved(db: Database, view: str | None = None) -> int:
+    """Unresolved conflicts of kind 'damaged'; only `view`'s when given."""
+    return db.query_one("SELECT count(*) FROM conflicts WHERE kind = 'damaged' AND resolved = 0 AND (? OR view = ?)",
+                        (int(view is None), view or ""))[0]
+
+
+def conflicts(db: Database, view: str | None = None, unresolved_only: bool = False, limit: int = 100) -> dict:
+    """Conflicts newest first (at most `limit`) with the counts; only `view`'s when given."""
+    where, params = ["1"], []
+    if view is not None:
+        where.append("view = ?")
+        params.append(view)
+    counted = " AND ".join(where)
+    if unresolved_only:
+        where.append("resolved = 0")
+    rows = db.query(
+        "SELECT id, at, view, path, conflict_path, nas_etag, base_etag, resolved, kind FROM conflicts"
+        f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+        (*params, limit),
+    )
+    total = db.query_one(f"SELECT count(*), coalesce(sum(resolved = 0), 0) FROM conflicts WHERE {counted}", tuple(params))
+    return {"count": total[0], "unresolved": int(total[1]),
+            "conflicts": [{**dict(row), "resolved": bool(row["resolved"])} for row in rows]}

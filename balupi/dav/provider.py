@@ -114,7 +114,7 @@ class CacheProvider(DAVProvider):
         """Content `key` failed its checksum: take it aside (see balupi.cache.damage)."""
         self.verified.discard(key)
         self.verified.note_damaged()
-        return handle_damaged(self.index.db, self.store, key, detail)
+        return handle_damaged(self.parts.db, self.store, key, detail)
 
     def checked_key(self, key: str) -> str:
         """`key`, once its whole content is verified (for WsgiDAV's own GET and for COPY, which read

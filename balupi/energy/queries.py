@@ -368,3 +368,17 @@ def plug_addresses(conn) -> list:
 def newest_sample_at(conn) -> float | None:
     """When the newest sample was taken (`conn`: anything with sqlite3's `execute`)."""
     return conn.execute("SELECT MAX(at) FROM energy_samples").fetchone()[0]
+
+
+def power_buckets(db, plug_id: int, start: float, end: float, bucket_s: float) -> list:
+    """(bucket start, average W, maximum W) of `plug_id`'s samples in [start, end), per `bucket_s`."""
+    return db.query(
+        "SELECT CAST(at / ? AS INTEGER) * ? AS bucket, avg(power_w), max(power_w) FROM energy_samples"
+        " WHERE plug_id = ? AND at >= ? AND at < ? AND power_w IS NOT NULL GROUP BY bucket ORDER BY bucket",
+        (bucket_s, bucket_s, plug_id, start, end),
+    )
+
+
+def open_gap_count(db) -> int:
+    """Gaps in the record not filled yet."""
+    return db.query_one("SELECT COUNT(*) FROM energy_gaps WHERE status = 'open'")[0]

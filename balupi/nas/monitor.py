@@ -53,6 +53,16 @@ def newest_transition_at(conn) -> float | None:
     return conn.execute("SELECT MAX(at) FROM nas_transitions").fetchone()[0]
 
 
+def transitions_between(db: Database, start: float, end: float) -> tuple:
+    """The state change in force at `start` ((to_state, cause) or None) and those in [start, end)
+    (rows of at, to_state, cause), in order."""
+    before = db.query_one("SELECT to_state, cause FROM nas_transitions WHERE at < ? ORDER BY at DESC, id DESC LIMIT 1",
+                          (start,))
+    rows = db.query("SELECT at, to_state, cause FROM nas_transitions WHERE at >= ? AND at < ? ORDER BY at, id",
+                    (start, end))
+    return before, rows
+
+
 def last_transition(db: Database):
     """The newest recorded state change (at, to_state, cause), or None."""
     return db.query_one("SELECT at, to_state, cause FROM nas_transitions ORDER BY at DESC, id DESC LIMIT 1")

@@ -12,6 +12,7 @@ safely and closes the database. The HTTP server itself lives in `balupi.server`.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable, Iterable
 
@@ -20,7 +21,8 @@ from balupi.api import Response, json_error_app, respond
 from balupi.api.context import ApiContext
 from balupi.api.routes import build_api
 from balupi.auth.service import Authenticator
-from balupi.db import Database, open_database
+from balupi.db import DB_FILENAME, Database, open_database
+from balupi.dav.props import dead_prop_values
 from balupi.dav.refusals import log_refusal
 from balupi.errors import ServiceBusy
 from balupi.events import Event, Events
@@ -41,7 +43,6 @@ from balupi.websec import WebGuard
 
 log = logging.getLogger("balupi")
 
-DB_FILENAME = "balupi.db"
 
 
 class Dispatcher:
@@ -105,7 +106,7 @@ class BaluPi:
             self.recovery = recover_from_store(self.db, self.provider.store)
         self.dav = build_dav_app(self, self.provider)
         self.sync = SyncWorker(settings, self.db, self.provider.index, self.provider.store, self.nas_client,
-                               self.nas, self.events)
+                               self.nas, self.events, dead_props=functools.partial(dead_prop_values, self.db))
         self.nas.has_pending_work = self.sync.has_pending
         self.sync.wake_reason = self.plugins.sync_wake_reason
         self.refresher = Refresher(settings, self.provider.index, self.provider.store, self.nas_client, self.nas)
@@ -135,7 +136,7 @@ class BaluPi:
 
     def _refresh_all(self) -> None:
         """POST /api/cache/refresh: list every folder the index knows from the NAS once."""
-        from balupi.maintenance import refresh_all
+        from balupi.sync.refresh import refresh_all
 
         refresh_all(self.refresher, self.provider.index)
 

@@ -117,7 +117,7 @@ def _port(value: int) -> None:
 
 def _mac(value: str) -> None:
     if value:
-        from balupi.nas.wol import parse_mac
+        from balupi.macaddr import parse_mac
 
         parse_mac(value)
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from balupi.api import ApiError, Request, Route
+from balupi.cache import index as cache_index
+from balupi.cache import journal as cache_journal
 from balupi.cache import pins as cache_pins
 from balupi.cache import stats as cache_stats
 from balupi.errors import NasUnavailable
 from balupi.nas.wakes import WakeCause, WakeKind
+from balupi.sync.worker import SYNC_WAKE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from balupi.api.context import ApiContext
 
 CONFLICTS_LIMIT = 500
-SYNC_WAKE_TIMEOUT_S = 120.0
 
 
 def _job_running(ctx: "ApiContext", name: str) -> bool:
@@ -40,11 +42,7 @@ def _need_nas(ctx: "ApiContext") -> None:
 
 
 def _pin_figures(ctx: "ApiContext", pattern: str) -> dict:
-    row = ctx.db.query_one(
-        "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(cache_key IS NOT NULL), 0),"
-        " coalesce(sum(CASE WHEN cache_key IS NOT NULL THEN size ELSE 0 END), 0)"
-        " FROM entries WHERE is_dir = 0 AND path GLOB ?", (pattern,))
-    return {"files": row[0], "bytes": row[1], "cached_files": row[2], "cached_bytes": row[3]}
+    return cache_index.glob_figures(ctx.db, pattern)
 
 
 def stats(request: Request) -> dict:
@@ -63,9 +61,8 @@ def stats(request: Request) -> dict:
             "verified_files": ctx.verified.checked_files,
             "verified_bytes": ctx.verified.checked_bytes,
             "damaged_found": ctx.verified.damaged_found,
-            "damaged_unresolved": ctx.db.query_one(
-                "SELECT count(*) FROM conflicts WHERE kind = 'damaged' AND resolved = 0 AND (? OR view = ?)",
-                (int(request.user.is_admin), request.user.view))[0],
+            "damaged_unresolved": cache_journal.damaged_unresolved(
+                ctx.db, None if request.user.is_admin else request.user.view),
         },
         # Admins see every view's set-aside changes; any other user those of their own view.
         "quarantined": ctx.sync.quarantined(None if request.user.is_admin else request.user.view),
@@ -80,25 +77,8 @@ def conflicts(request: Request) -> dict:
     if limit is None or limit < 1:
         raise ApiError(400, "query parameter 'limit' must be at least 1")
     user = request.user
-    where, params = ["1"], []
-    if user is not None and not user.is_admin:
-        where.append("view = ?")
-        params.append(user.view)
-    counted = " AND ".join(where)
-    if request.query.get("unresolved") in ("1", "true"):
-        where.append("resolved = 0")
-    rows = ctx.db.query(
-        "SELECT id, at, view, path, conflict_path, nas_etag, base_etag, resolved, kind FROM conflicts"
-        f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-        (*params, limit),
-    )
-    total = ctx.db.query_one(f"SELECT count(*), coalesce(sum(resolved = 0), 0) FROM conflicts WHERE {counted}",
-                             tuple(params))
-    return {
-        "count": total[0],
-        "unresolved": int(total[1]),
-        "conflicts": [{**dict(row), "resolved": bool(row["resolved"])} for row in rows],
-    }
+    view = user.view if user is not None and not user.is_admin else None
+    return cache_journal.conflicts(ctx.db, view, request.query.get("unresolved") in ("1", "true"), limit)
 
 
 def sync(request: Request):
@@ -179,8 +159,7 @@ def pins_add(request: Request):
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
     if not any(c in pattern for c in "*?["):
-        row = ctx.db.query_one("SELECT is_dir FROM entries WHERE path = ? LIMIT 1", (pattern,))
-        if row is not None and row[0]:
+        if cache_index.is_dir_anywhere(ctx.db, pattern):
             pattern += "/*"  # a folder: everything below it
     added = cache_pins.add(ctx.db, pattern, getattr(request.user, "username", None))
     ctx.cache.reload_pins()

@@ -63,7 +63,7 @@ class ApiContext:
     verified: "VerifiedKeys"  # content read whole and found intact since the start
     sync: "SyncWorker"
     prefetcher: "Prefetcher"
-    refresh_all: Callable[[], object]  # list every known folder from the NAS once (balupi.maintenance.refresh_all)
+    refresh_all: Callable[[], object]  # list every known folder from the NAS once (balupi.sync.refresh.refresh_all)
 
     @property
     def energy_enabled(self) -> bool:

@@ -34,6 +34,7 @@ from balupi.energy.queries import (
     export_csv,
     gaps_in,
     idle_power_w,
+    open_gap_count,
     period_window,
     raw_points,
     rollup_points,
@@ -223,7 +224,7 @@ def summary(request: Request) -> dict:
             "power_w": nas_plug.last.power_w if nas_plug.last and svc.is_online(nas_plug) else None,
             "is_online": svc.is_online(nas_plug),
         }
-    open_gaps = svc.db.query_one("SELECT COUNT(*) FROM energy_gaps WHERE status = 'open'")[0]
+    open_gaps = open_gap_count(svc.db)
     return {
         "devices": len(plugs),
         "devices_online": len(online),

@@ -6,7 +6,9 @@ import time
 from datetime import date, datetime, timedelta
 
 from balupi.api import ApiError, Request, Route
+from balupi.energy.queries import power_buckets
 from balupi.errors import WakeNotPossible
+from balupi.nas.monitor import transitions_between
 from balupi.nas.wakes import WakeCause, WakeKind
 
 RETRY_SUFFIX = " (retry)"
@@ -139,10 +141,7 @@ def _intervals(db, start: float, end: float) -> list[dict]:
     """The NAS's states over [start, end) from its recorded transitions, as back-to-back intervals."""
     if end <= start:
         return []
-    before = db.query_one("SELECT to_state, cause FROM nas_transitions WHERE at < ? ORDER BY at DESC, id DESC"
-                              " LIMIT 1", (start,))
-    rows = db.query("SELECT at, to_state, cause FROM nas_transitions WHERE at >= ? AND at < ? ORDER BY at, id",
-                        (start, end))
+    before, rows = transitions_between(db, start, end)
     out: list[dict] = []
     state, cause, since = (before[0], before[1], start) if before else (None, None, start)
     for at, to_state, why in rows:
@@ -155,11 +154,7 @@ def _intervals(db, start: float, end: float) -> list[dict]:
 
 
 def _power(db, plug_id: int, start: float, end: float) -> list[dict]:
-    rows = db.query(
-        "SELECT CAST(at / ? AS INTEGER) * ? AS bucket, avg(power_w), max(power_w) FROM energy_samples"
-        " WHERE plug_id = ? AND at >= ? AND at < ? AND power_w IS NOT NULL GROUP BY bucket ORDER BY bucket",
-        (POWER_BUCKET_S, POWER_BUCKET_S, plug_id, start, end),
-    )
+    rows = power_buckets(db, plug_id, start, end, POWER_BUCKET_S)
     return [{"at": float(r[0]), "avg_power_w": round(r[1], 2), "max_power_w": round(r[2], 2)} for r in rows]
 
 

@@ -1,6 +1,6 @@
 """Verifiable content: a checksum per block of every content file, checked before bytes go out.
 
-Every content file in the store has a sidecar (`<key>.meta`, see `balupi.dav.store`) written
+Every content file in the store has a sidecar (`<key>.meta`, see `balupi.cache.store`) written
 durably with it: what the content is (view, path, state, size, the NAS's ETag) and a checksum of
 each `BLOCK_BYTES` block (BLAKE2b, 128 bits: a Pi 3's A53 has no SHA instructions, and BLAKE2b is
 the faster of hashlib's strong hashes there). The checksum is computed while the bytes are written
@@ -32,7 +32,7 @@ from typing import Iterator
 from balupi.errors import ContentDamaged
 
 ALGORITHM = "blake2b-128"
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 20  # checksum block; also the block content is read, streamed and copied in
 DIGEST_BYTES = 16
 
 

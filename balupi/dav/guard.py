@@ -10,7 +10,7 @@ Per request, before anything else looks at it:
    never maps request paths to files anyway: content files are named by random keys.) WsgiDAV's
    share of the HTML listing's assets (`/:dir_browser`) is read-only: writes, and COPY/MOVE into
    it, are 403. A name a PUT, MKCOL, LOCK, MOVE or COPY would create that the NAS cannot store
-   (`balupi.dav.names`: over 255 bytes, a reserved character) is 400 too.
+   (`balupi.nas.names`: over 255 bytes, a reserved character) is 400 too.
 2. Who is asking: HTTP Basic credentials, judged by the `Authenticator` (balupi.auth.service).
    Missing or refused: 401 with the same `WWW-Authenticate: Basic realm="BaluPi"` and body WsgiDAV
    sends; throttled: 429 with `Retry-After`. With no NAS configured, requests are anonymous.
@@ -43,7 +43,7 @@ from balupi.auth.service import (Authenticator, Identity, LoginRefused, LoginThr
                                  OpenModeRefused)
 from balupi.dav import locks
 from balupi.dav.auth_dc import REALM, set_wsgidav_identity
-from balupi.dav.names import CREATING_METHODS, nas_name_problem
+from balupi.nas.names import CREATING_METHODS, nas_name_problem
 
 log = logging.getLogger("balupi.dav.guard")
 
@@ -74,11 +74,18 @@ def path_problem(path: str) -> str | None:
     return None
 
 
-def wsgi_path_problem(raw: str) -> str | None:
-    """Like `path_problem`, for a WSGI PATH_INFO (latin-1 over the percent-decoded bytes)."""
+def wsgi_path(raw: str) -> str | None:
+    """A WSGI PATH_INFO (latin-1 over the percent-decoded bytes) as text; None if not UTF-8."""
     try:
-        path = raw.encode("iso-8859-1").decode("utf-8")  # strict: overlong forms and surrogates fail
+        return raw.encode("iso-8859-1").decode("utf-8")  # strict: overlong forms and surrogates fail
     except (UnicodeEncodeError, UnicodeDecodeError):
+        return None
+
+
+def wsgi_path_problem(raw: str) -> str | None:
+    """Like `path_problem`, for a WSGI PATH_INFO."""
+    path = wsgi_path(raw)
+    if path is None:
         return "the path is not valid UTF-8"
     return path_problem(path)
 
@@ -168,7 +175,7 @@ class DavGuard:
         return _InView(result, identity.view)  # WsgiDAV does its work while its answer is iterated
 
     def _name_problem(self, environ: dict) -> str | None:
-        """A name this request would create that the NAS cannot store (balupi.dav.names)."""
+        """A name this request would create that the NAS cannot store (balupi.nas.names)."""
         method = environ["REQUEST_METHOD"].upper()
         if method in CREATING_METHODS:
             path = environ.get("PATH_INFO", "/").encode("iso-8859-1").decode("utf-8")  # checked above

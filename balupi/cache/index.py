@@ -735,3 +735,10 @@ def is_dir_anywhere(db: Database, path: str) -> bool | None:
     """Whether `path` (in any view) is a folder; None when no view has it."""
     row = db.query_one("SELECT is_dir FROM entries WHERE path = ? LIMIT 1", (path,))
     return None if row is None else bool(row[0])
+
+
+def uncached_files(db: Database, pattern: str) -> list[Entry]:
+    """Files of every view, not cached, whose path matches the GLOB `pattern`."""
+    rows = db.query(f"SELECT {COLUMNS} FROM entries WHERE is_dir = 0 AND cache_key IS NULL AND local_only = 0"
+                    " AND path GLOB ?", (pattern,))
+    return [Entry.from_row(r) for r in rows]

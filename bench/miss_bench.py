@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bench import pi_class
 from bench import pyspy_top
+from bench.servers import free_port
 from bench.dav_bench import GB, MB, BenchError, curl_get_timed, first_login, run_tool
 from bench.dav_servers import (
     KINDS_BY_KEY,
@@ -92,8 +93,6 @@ def bench_server(key: str, args, work: Path) -> dict:
         if key == "balupi":
             server_cm = RunningServer(KINDS_BY_KEY["balupi"], work / "nas-root", work, cgroup=cgroup, nas=nas)
         else:
-            from bench.dav_servers import free_port
-
             port = free_port()
             server_cm = RunningServer(RCLONE, work / "nas-root", work, cgroup=cgroup,
                                       launch=rclone_launch(port, nas, work), port=port)

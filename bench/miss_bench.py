@@ -30,7 +30,6 @@ from pathlib import Path
 
 from bench import pi_class
 from bench import pyspy_top
-from bench.servers import free_port
 from bench.dav_bench import GB, MB, BenchError, curl_get_timed, first_login, run_tool
 from bench.dav_servers import (
     KINDS_BY_KEY,
@@ -43,6 +42,7 @@ from bench.dav_servers import (
     SimNasProcess,
     _clean_env,
 )
+from bench.servers import free_port
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WARM_BYTES = 1 << 20

@@ -27,7 +27,7 @@ from wsgidav.dav_error import DAVError
 
 from balupi.cache.integrity import BLOCK_BYTES, ContentDamaged, verified_range
 from balupi.cache import versions
-from balupi.dav.guard import path_problem, wsgi_path
+from balupi.dav.guard import CHECKED_PATH_KEY, path_problem, wsgi_path
 from balupi.dav import propfind
 from balupi.cache.downloads import UpstreamError, UpstreamMissing
 from balupi.cache.index import Entry
@@ -96,12 +96,18 @@ def _file_blocks(f, start: int, length: int) -> Iterator[bytes]:
             yield block
 
 
-def dav_path(raw: str) -> str | None:
+def dav_path(environ: dict) -> str | None:
     """PATH_INFO (WSGI latin-1) as the index's path, or None when WsgiDAV should judge it."""
-    path = wsgi_path(raw)
-    # The guard's checks (it refused such paths already), and what only the index cares about: an
-    # empty segment or a relative path is WsgiDAV's to judge.
-    if path is None or path_problem(path) is not None or "//" in path or not path.startswith("/"):
+    raw = environ.get("PATH_INFO", "/")
+    checked = environ.get(CHECKED_PATH_KEY)
+    if checked is not None and checked[0] == raw:
+        path = checked[1]  # the guard decoded and checked it
+    else:
+        path = wsgi_path(raw)
+        if path is None or path_problem(path) is not None:
+            return None
+    # What only the index cares about: an empty segment or a relative path is WsgiDAV's to judge.
+    if "//" in path or not path.startswith("/"):
         return None
     return path.rstrip("/") or "/"
 
@@ -132,7 +138,7 @@ class FastLane:
                 if refusal is not None:
                     return refusal
             return self.next_app(environ, start_response)
-        path = dav_path(environ.get("PATH_INFO", "/"))
+        path = dav_path(environ)
         if path is None or "HTTP_IF" in environ:  # WebDAV's If header (tokens, tags): WsgiDAV judges it
             return self.next_app(environ, start_response)
         try:

@@ -53,6 +53,7 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
 STREAMED_BODY_METHODS = frozenset({"GET", "HEAD", "PUT"})
 MAX_XML_DEPTH = 64
 UNAUTHORIZED_BODY = HTTPAuthenticator.error_message_401.encode()
+CHECKED_PATH_KEY = "balupi.dav.checked_path"  # environ: (PATH_INFO, its decoded path) that passed `path_problem`
 _DOUBLE_ENCODED = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 
 
@@ -141,7 +142,9 @@ class DavGuard:
         self.refused = 0  # requests answered 400/401/413/429 here
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        problem = wsgi_path_problem(environ.get("PATH_INFO", "/"))
+        raw = environ.get("PATH_INFO", "/")
+        path = wsgi_path(raw)
+        problem = "the path is not valid UTF-8" if path is None else path_problem(path)
         if problem is None and environ.get("HTTP_DESTINATION"):
             problem = destination_problem(environ["HTTP_DESTINATION"], environ.get("SCRIPT_NAME", "") or "/")
         if problem is None:
@@ -157,6 +160,7 @@ class DavGuard:
             self.refused += 1
             return identity
         set_wsgidav_identity(environ, identity)
+        environ[CHECKED_PATH_KEY] = (raw, path)  # the fast lane need not check it again
         method = environ["REQUEST_METHOD"].upper()
         if method == "PUT" and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             environ["wsgi.input"] = _ChunkedInput(environ["wsgi.input"])

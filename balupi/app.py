@@ -12,13 +12,17 @@ safely and closes the database. The HTTP server itself lives in `balupi.server`.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable, Iterable
 
-from balupi import __version__
-from balupi.api import JsonApi, Response, json_error_app, respond
+from balupi import __version__, jobs
+from balupi.api import Response, json_error_app, respond
+from balupi.api.context import ApiContext
+from balupi.api.routes import build_api
 from balupi.auth.service import Authenticator
-from balupi.db import Database, open_database
+from balupi.db import DB_FILENAME, Database, open_database
+from balupi.dav.props import dead_prop_values
 from balupi.dav.refusals import log_refusal
 from balupi.errors import ServiceBusy
 from balupi.events import Event, Events
@@ -31,7 +35,6 @@ from balupi.plugins import PluginHost
 from balupi.scheduler import Scheduler
 from balupi.settings import Settings
 from balupi.cache.prefetch import Prefetcher
-from balupi.sync.refresh import TICK_S as REFRESH_TICK_S
 from balupi.sync.refresh import Refresher
 from balupi.sync.worker import SyncWorker
 from balupi.web import StaticFiles, wants_json
@@ -40,11 +43,6 @@ from balupi.websec import WebGuard
 
 log = logging.getLogger("balupi")
 
-DB_FILENAME = "balupi.db"
-SYSTEM_SAMPLE_INTERVAL_S = 5.0
-ACCESS_FLUSH_INTERVAL_S = 30.0
-CACHE_SWEEP_INTERVAL_S = 300.0
-PREFETCH_INTERVAL_S = 3600.0
 
 
 class Dispatcher:
@@ -85,13 +83,6 @@ class BaluPi:
     """One running BaluPi: everything the HTTP layers and background jobs share."""
 
     def __init__(self, settings: Settings):
-        from balupi.api import auth as auth_api
-        from balupi.api import cache as cache_api
-        from balupi.api import nas as nas_api
-        from balupi.api import plugins as plugins_api
-        from balupi.api import energy as energy_api
-        from balupi.api import system as system_api
-        from balupi.api import tapo as tapo_api
         from balupi.energy.service import EnergyService
         from balupi.dav.app import build_dav_app, build_provider
 
@@ -108,14 +99,6 @@ class BaluPi:
         self.auth = Authenticator(settings, self.db, self.nas_client, self.nas)
         self.energy = EnergyService(settings, self.db, self.events)
         self.energy.plug_driver = self.plugins.plug_driver
-        self.api = JsonApi()
-        auth_api.register(self.api, self)  # first: its hook authenticates before any other runs
-        system_api.register(self.api, self)
-        nas_api.register(self.api, self)
-        energy_api.register(self.api, self)
-        tapo_api.register(self.api, self)
-        cache_api.register(self.api, self)
-        plugins_api.register(self.api, self)
         self.provider = build_provider(self)
         if self.db.fresh:  # a new database (lost, or damaged and moved aside): take back what the cache holds
             from balupi.cache.recovery import recover_from_store
@@ -123,11 +106,18 @@ class BaluPi:
             self.recovery = recover_from_store(self.db, self.provider.store)
         self.dav = build_dav_app(self, self.provider)
         self.sync = SyncWorker(settings, self.db, self.provider.index, self.provider.store, self.nas_client,
-                               self.nas, self.events)
+                               self.nas, self.events, dead_props=functools.partial(dead_prop_values, self.db))
         self.nas.has_pending_work = self.sync.has_pending
         self.sync.wake_reason = self.plugins.sync_wake_reason
         self.refresher = Refresher(settings, self.provider.index, self.provider.store, self.nas_client, self.nas)
         self.prefetcher = Prefetcher(settings, self.provider, self.nas)
+        self.api_context = ApiContext(
+            settings=settings, db=self.db, auth=self.auth, scheduler=self.scheduler, system=self.system, nas=self.nas,
+            nas_client=self.nas_client, energy=self.energy, plugins=self.plugins, cache=self.provider.cache,
+            cache_stats=self.provider.stats, verified=self.provider.verified, sync=self.sync,
+            prefetcher=self.prefetcher, refresh_all=self._refresh_all)
+        self.api = build_api(self.api_context)
+        self.plugins.register_routes(self.api, self)  # under /api/plugins/<name>/, behind the same login
         self.metrics = Metrics(self)
         self.web = StaticFiles()
         self.wsgi = WebGuard(Dispatcher({"/dav": self.dav, "/api": self.api, "/metrics": self.metrics.wsgi,
@@ -135,33 +125,20 @@ class BaluPi:
                              settings.http_allowed_hosts)
         self._started = False
 
-    @property
-    def energy_enabled(self) -> bool:
-        """Energy monitoring is on and has something to watch (Tapo credentials or a plug)."""
-        return self.settings.energy_enabled and (bool(self.settings.tapo_username) or bool(self.energy.plugs()))
-
     def nas_summary(self) -> dict:
-        state = self.nas.state
-        messages = {
-            NasState.UNCONFIGURED: "no NAS configured: serving only what the cache holds",
-            NasState.UNREACHABLE: f"the NAS is {self.nas.state_words()}: serving only what the cache holds",
-            NasState.ASLEEP: "the NAS is asleep: cached files are served, others wake it",
-        }
-        return {
-            "configured": self.nas.configured,
-            "state": state.value,
-            "online": state is NasState.AWAKE,
-            "message": messages.get(state, ""),
-            "state_words": self.nas.state_words(),  # "unreachable: certificate not trusted (fingerprint ...)"
-            "problem": self.nas.problem,
-            **({} if self.nas.configured else {"access": self.auth.open_access()}),
-        }
+        return self.api_context.nas_summary()
 
     def _on_nas_state(self, to_state: NasState, **_: object) -> None:
         """The NAS woke (for whatever reason): use the awake time."""
         if to_state is NasState.AWAKE and self._started:
             self.scheduler.run_soon("sync", self.sync.tick)
             self.scheduler.run_soon("awake-time", self._use_awake_time)
+
+    def _refresh_all(self) -> None:
+        """POST /api/cache/refresh: list every folder the index knows from the NAS once."""
+        from balupi.sync.refresh import refresh_all
+
+        refresh_all(self.refresher, self.provider.index)
 
     def _use_awake_time(self) -> None:
         """After a wake: first learn the folders the index has never listed (so the prefetch sees
@@ -188,20 +165,11 @@ class BaluPi:
             return
         self._started = True
         self.nas.wake_log.close_stale()
-        self.scheduler.every(SYSTEM_SAMPLE_INTERVAL_S, "system-sample", self.system.sample)
-        self.scheduler.every(ACCESS_FLUSH_INTERVAL_S, "cache-access-flush", self.provider.index.flush_access)
-        self.scheduler.every(CACHE_SWEEP_INTERVAL_S, "cache-sweep", self.provider.cache.sweep)
         if self.nas.configured:
             self.events.subscribe(Event.NAS_STATE_CHANGED, self._on_nas_state)
-            self.scheduler.every(self.settings.nas_probe_interval_s, "nas-probe", self.nas.probe, run_now=True)
-            self.scheduler.every(60, "nas-idle-suspend", self.nas.check_idle)
-            self.scheduler.every(self.settings.sync_interval_s, "sync", self.sync.tick)
-            self.scheduler.every(3600, "sync-purge", self.sync.purge_done)
-            self.scheduler.every(REFRESH_TICK_S, "refresh", self.refresher.tick)
-            self.scheduler.every(PREFETCH_INTERVAL_S, "prefetch", self.prefetcher.run)
         if self.settings.energy_enabled:
-            self.energy.start()
-            self.energy.schedule(self.scheduler)
+            self.energy.start()  # its plugs loaded before the first poll
+        jobs.schedule(self.scheduler, jobs.app_jobs(self))  # every scheduled job: balupi/jobs.py
         self.plugins.start(self)
         self.scheduler.start()
         problem = self.provider.cache.volume_problem()

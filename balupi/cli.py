@@ -123,7 +123,8 @@ def _maintenance(args: argparse.Namespace):
     Refuses a data directory without a database (a wrong BALUPI_DATA_DIR would otherwise get a new,
     empty one and report zeros), unless --init."""
     from balupi.log import register_secret, setup_logging
-    from balupi.maintenance import DB_FILENAME, Parts
+    from balupi.db import DB_FILENAME
+    from balupi.maintenance import Parts
     from balupi.settings import SETTINGS, load_settings
 
     init = getattr(args, "init", False)
@@ -299,7 +300,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from balupi.maintenance import DB_FILENAME
+    from balupi.db import DB_FILENAME
     from balupi.status import main
 
     settings = _load(args)

@@ -37,6 +37,7 @@ from balupi.perthread import PerThread
 
 log = logging.getLogger("balupi.db")
 
+DB_FILENAME = "balupi.db"  # in data_dir
 BUSY_TIMEOUT_MS = 10_000
 LOCKED_RETRY_AFTER_S = 10  # another process holds the write lock: clients try again after this
 LOCKED_FAST_FAIL_S = 10.0  # after a write found the database locked, later ones wait only ...
@@ -46,7 +47,7 @@ CACHE_KIB_PER_CONNECTION = 256
 # Modules that define a module-level `migrations` (a sqlite_utils Migrations set), applied in this order.
 SCHEMA_MODULES = (
     "balupi.schema",
-    "balupi.dav.schema",
+    "balupi.cache.schema",
     "balupi.energy.schema",
     "balupi.auth.schema",
     "balupi.nas.wakes",

@@ -21,7 +21,7 @@ from balupi.hookspecs import hookimpl
 class HeatEviction:
     @hookimpl
     def balupi_eviction_order(self, db: Any, limit: int) -> list:
-        from balupi.cache.heat import coldest_first
+        from balupi.cache.index import coldest_first
 
         return coldest_first(db, limit)
 

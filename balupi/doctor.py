@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from balupi.db import DB_FILENAME
+from balupi.energy.queries import newest_sample_at, plug_addresses
+from balupi.nas.monitor import newest_transition_at
 from balupi.errors import ConfigError
 from balupi.settings import Settings, find_config_file, load_settings
 
-DB_FILENAME = "balupi.db"
 CLOCK_SLACK_S = 300.0  # the clock may be this far behind the newest stored time before it counts as wrong
 EARLIEST_SANE_YEAR = 2025
 
@@ -227,7 +229,7 @@ def check_plugs(settings: Settings, con: sqlite3.Connection | None) -> list[Chec
     from zoneinfo import ZoneInfo
 
     try:
-        rows = con.execute("SELECT id, name, role, host, port FROM energy_plugs ORDER BY id").fetchall() if con else []
+        rows = plug_addresses(con) if con else []
     except sqlite3.Error:
         rows = []
     if not rows:
@@ -268,9 +270,9 @@ def check_clock(con: sqlite3.Connection | None, now: float | None = None) -> Che
                      "let the Pi set its clock from the network (systemd-timesyncd; it has no battery-backed clock)")
     newest = None
     if con is not None:
-        for sql in ("SELECT MAX(at) FROM nas_transitions", "SELECT MAX(at) FROM energy_samples"):
+        for newest_at in (newest_transition_at, newest_sample_at):
             try:
-                value = con.execute(sql).fetchone()[0]
+                value = newest_at(con)
             except sqlite3.Error:
                 continue
             if value is not None:

@@ -1,8 +1,12 @@
 """BaluPi's own exceptions, named together in one place.
 
-Subsystems raise these; the HTTP layers map them to status codes (the API in `balupi.api.app`, the
-WebDAV provider through WsgiDAV's `DAVError`).
+Subsystems raise these; the HTTP layers map them to status codes (the API in `balupi.api`, the
+WebDAV guard and provider through WsgiDAV's `DAVError`). Every one is a `BaluPiError`, so the CLI
+prints any of them as one line. (The energy monitor's plug errors live beside the plug model in
+`balupi.energy.model`, also under `BaluPiError`; `balupi.api.ApiError` is an HTTP answer, not an error.)
 """
+
+from __future__ import annotations
 
 
 class BaluPiError(Exception):
@@ -60,3 +64,78 @@ class WakeNotPossible(BaluPiError):
 class InsufficientStorage(BaluPiError):
     """A write cannot be taken: the cache volume or the database's volume has no room for it (507).
     The message says which volume and how much room there is."""
+
+
+# -- logins and tokens (balupi.auth; the API answers 401/403/429/503, the WebDAV guard alike) ------------
+
+
+class LoginRefused(BaluPiError):
+    """Wrong name or password, unknown user, or no way to check: one answer for all."""
+
+
+class LoginUnverifiable(BaluPiError):
+    """The password could not be checked now (the NAS is waking up, or unreachable for a named
+    reason) and nothing stored decides it: 503 with Retry-After, never 401."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class OpenModeRefused(BaluPiError):
+    """No NAS is configured and this address may not use BaluPi anonymously. `challenge`: a local
+    admin password is set, so a login prompt (401) makes sense; otherwise 403."""
+
+    def __init__(self, message: str, challenge: bool):
+        super().__init__(message)
+        self.challenge = challenge
+
+
+class LoginThrottled(BaluPiError):
+    """Too many failed logins from this address or for this name: 429 with Retry-After."""
+
+    def __init__(self, retry_after_s: float):
+        super().__init__(f"too many failed logins; try again in {retry_after_s:.0f} s")
+        self.retry_after_s = retry_after_s
+
+
+class InvalidToken(BaluPiError):
+    """The token is not one BaluPi issued, or no longer valid. The message says why (for logs)."""
+
+
+# -- the NAS as upstream: downloads and the write-back --------------------------------------------------
+
+
+class UpstreamMissing(BaluPiError):
+    """The NAS says the file does not exist (404)."""
+
+
+class UpstreamError(BaluPiError):
+    """The NAS failed the download (status, dropped connection, short body, changed under us)."""
+
+
+# 4xx answers that a retry can change (credentials, a missing parent, a lock, a rate limit...);
+# any other 4xx is the NAS refusing this change for good.
+TRANSIENT_4XX = frozenset({401, 404, 408, 409, 412, 423, 424, 425, 429})
+
+
+class SyncError(BaluPiError):
+    """The NAS refused or failed a step of the write-back; the change is retried later, unless `permanent`."""
+
+    def __init__(self, message: str, status: int | None = None, permanent: bool | None = None):
+        super().__init__(message)
+        self.status = status
+        self.permanent = permanent if permanent is not None else (
+            status is not None and 400 <= status < 500 and status not in TRANSIENT_4XX)
+
+
+# -- the content store ----------------------------------------------------------------------------------
+
+
+class ContentDamaged(BaluPiError):
+    """Cached content no longer matches its checksum (or its sidecar is unreadable)."""
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(f"content {key} is damaged: {detail}")
+        self.key = key
+        self.detail = detail

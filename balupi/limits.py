@@ -44,7 +44,7 @@ KEEP_ALIVE_CONNECTIONS = 128  # idle keep-alive connections kept open (cheroot's
 PENDING_HEADS_PER_ADDRESS = 16  # connections of one address still sending their request head
 PENDING_HEADS_TOTAL = 128  # ... of all addresses; these wait in the selector, not on a worker
 FIXED_DESCRIPTORS = 20  # stdio, the listening socket, the selector, SQLite's shared memory, logs
-CONTENT_DIR_DESCRIPTORS = 2 + 256  # balupi.dav.store: data/, tmp/ and the 256 data/<xx>/ directories
+CONTENT_DIR_DESCRIPTORS = 2 + 256  # balupi.cache.store: data/, tmp/ and the 256 data/<xx>/ directories
 JOB_THREADS = 16  # scheduled jobs (at most one run of each at a time) plus the waker and watchdog
 PER_THREAD_DESCRIPTORS = 4  # SQLite database and WAL files, a keep-alive socket to the NAS, spare
 
@@ -52,7 +52,7 @@ PER_THREAD_DESCRIPTORS = 4  # SQLite database and WAL files, a keep-alive socket
 def descriptor_budget(settings) -> int:
     """The most descriptors BaluPi holds with these settings (each term is bounded in code)."""
     threads = settings.server_threads
-    downloads = nas_waiters(threads)  # balupi.dav.fetch.Downloads caps downloads at this
+    downloads = nas_waiters(threads)  # balupi.cache.downloads.Downloads caps downloads at this
     thread_count = threads + JOB_THREADS + downloads
     client_sockets = threads + KEEP_ALIVE_CONNECTIONS + PENDING_HEADS_TOTAL
     open_files = threads + downloads  # a content file per response being sent, a temp file per download

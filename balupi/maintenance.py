@@ -21,6 +21,7 @@ Long runs show a progress bar on stderr when it is a terminal.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -31,12 +32,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from tqdm import tqdm
 
-from balupi.dav.store import META_SUFFIX, QUARANTINE
-from balupi.db import Database, open_database
+from balupi.cache import index
+from balupi.cache.store import META_SUFFIX, QUARANTINE
+from balupi.db import DB_FILENAME, Database, open_database
 from balupi.errors import DatabaseError
 from balupi.errors import NasUnavailable
 from balupi.events import Event, Events
@@ -45,22 +47,19 @@ from balupi.settings import Settings
 
 if TYPE_CHECKING:
     from balupi.cache.manager import CacheManager
-    from balupi.dav.index import Index
+    from balupi.cache.index import Index
     from balupi.dav.provider import CacheProvider
-    from balupi.dav.store import ContentStore
+    from balupi.cache.store import ContentStore
     from balupi.nas.client import NasClient
     from balupi.nas.monitor import NasMonitor
-    from balupi.sync.refresh import Refresher
+    from balupi.sync.refresh import Refresher, RefreshOutcome
     from balupi.sync.worker import SyncWorker
 
 log = logging.getLogger("balupi.maintenance")
 
-DB_FILENAME = "balupi.db"
 ORPHAN_GRACE_S = 600.0
-SYNC_WAKE_TIMEOUT_S = 120.0
-REFRESH_STEP = 50
 VERIFY_BATCH = 1000
-CONTENT_NAME = re.compile(r"[0-9a-f]{32}")  # a content key (balupi.dav.store)
+CONTENT_NAME = re.compile(r"[0-9a-f]{32}")  # a content key (balupi.cache.store)
 
 
 def progress(total: int | None, desc: str, unit: str = "it", **kwargs) -> tqdm:
@@ -75,8 +74,8 @@ class Parts:
 
     def __init__(self, settings: Settings):
         from balupi.cache.manager import CacheManager
-        from balupi.dav.index import Index
-        from balupi.dav.store import ContentStore
+        from balupi.cache.index import Index
+        from balupi.cache.store import ContentStore
         from balupi.nas.client import NasClient
         from balupi.nas.monitor import NasMonitor
 
@@ -100,16 +99,19 @@ class Parts:
 
     def provider(self) -> "CacheProvider":
         if self._provider is None:
+            from balupi.dav.parts import CacheParts
             from balupi.dav.provider import CacheProvider
 
-            self._provider = CacheProvider(self.index, self.store, self.client, self.monitor, self.events,
-                                           local_only_names=self.settings.dav_local_only_names, cache=self.cache)
+            parts = CacheParts.build(self.index, self.store, self.client, self.monitor, self.events, self.cache)
+            self._provider = CacheProvider(parts, local_only_names=self.settings.dav_local_only_names)
         return self._provider
 
     def sync_worker(self) -> "SyncWorker":
+        from balupi.dav.props import dead_prop_values
         from balupi.sync.worker import SyncWorker
 
-        return SyncWorker(self.settings, self.db, self.index, self.store, self.client, self.monitor, self.events)
+        return SyncWorker(self.settings, self.db, self.index, self.store, self.client, self.monitor, self.events,
+                          dead_props=functools.partial(dead_prop_values, self.db))
 
     def nas_awake(self) -> bool:
         """Whether the NAS is awake, by one TCP connect (never an HTTP request: it would keep it up)."""
@@ -156,6 +158,8 @@ def sync(parts: Parts, wake: bool = False, budget_s: float = 3600.0) -> SyncOutc
             outcome.note = f"the NAS is {parts.monitor.state.value}; {pending} change(s) wait (--wake wakes it)"
             return outcome
         try:
+            from balupi.sync.worker import SYNC_WAKE_TIMEOUT_S
+
             parts.monitor.ensure_awake(timeout_s=max(parts.settings.nas_wake_timeout_s, SYNC_WAKE_TIMEOUT_S),
                                        reason=WakeCause(WakeKind.MANUAL, detail="balupi sync --wake",
                                                         pending_changes=pending))
@@ -210,66 +214,15 @@ def prefetch(parts: Parts, budget_mb: float | None = None):
         return prefetcher.run(budget_bytes=budget)
 
 
-@dataclass
-class RefreshOutcome:
-    listed: int = 0
-    removed: int = 0
-    complete: bool = False
-    note: str = ""
-
-
-def refresh_all(refresher: "Refresher", index: "Index", view: str = "", budget_s: float = 3600.0,
-                on_step: Callable[[int], None] | None = None) -> RefreshOutcome:
-    """List every collection the index knows from the NAS once (unlisted ones first), in steps of
-    `REFRESH_STEP` listings at the refresher's bounded pace, while the NAS stays awake."""
-    outcome = RefreshOutcome()
-    started = time.time()
-    deadline = time.monotonic() + budget_s
-    done = 0
-    while time.monotonic() < deadline:
-        if not _refresh_left(index, view, started):
-            outcome.complete = True
-            break
-        step = refresher.tick(limit=REFRESH_STEP, view=view, min_age_s=0)
-        outcome.listed += step.listed
-        outcome.removed += step.removed
-        if on_step is not None:
-            on_step(step.listed)
-        if not step.listed:
-            outcome.note = f"the NAS is {refresher.monitor.state.value}; stopped"
-            break
-        now_done = _refreshed_since(index, view, started)
-        if now_done <= done and not step.removed:  # listings that change nothing: don't go round in circles
-            outcome.note = "some collections could not be refreshed"
-            break
-        done = now_done
-    return outcome
-
-
-def _refresh_left(index: "Index", view: str, since: float) -> bool:
-    """Whether a collection of `view` has not been listed from the NAS since `since`."""
-    return index.db.query_one(
-        "SELECT 1 FROM entries WHERE view = ? AND is_dir = 1 AND local_only = 0"
-        " AND (listed = 0 OR (remote = 1 AND coalesce(listed_at, 0) < ?)) LIMIT 1",
-        (view, since),
-    ) is not None
-
-
-def _refreshed_since(index: "Index", view: str, since: float) -> int:
-    return index.db.query_one(
-        "SELECT count(*) FROM entries WHERE view = ? AND is_dir = 1 AND listed_at >= ?", (view, since)
-    )[0]
-
-
 def refresh(parts: Parts, budget_s: float = 3600.0) -> RefreshOutcome:
     """Bring the index in step with the NAS now, if it is awake (never waking it)."""
-    from balupi.sync.refresh import Refresher
+    from balupi.sync.refresh import Refresher, RefreshOutcome, refresh_all
 
     if not parts.nas_awake():
         return RefreshOutcome(note=f"the NAS is {parts.monitor.state.value}; refresh never wakes it")
     parts.index.ensure_root("", listed=False)
     refresher = Refresher(parts.settings, parts.index, parts.store, parts.client, parts.monitor)
-    total = parts.db.query_one("SELECT count(*) FROM entries WHERE is_dir = 1 AND local_only = 0")[0]
+    total = index.collection_count(parts.db)
     with progress(total, "refresh", unit="folder") as bar:
         return refresh_all(refresher, parts.index, budget_s=budget_s, on_step=bar.update)
 
@@ -334,7 +287,7 @@ def restore_db(settings: Settings, backup: Path) -> dict:
     with the SSD (`balupi.cache.recovery.reconcile_restored`): changes written after the backup
     come back from the cache's sidecars. The database it replaces is moved aside, never deleted."""
     from balupi.cache.recovery import reconcile_restored
-    from balupi.dav.store import ContentStore
+    from balupi.cache.store import ContentStore
     from balupi.db import move_aside
 
     backup = Path(backup)
@@ -415,17 +368,14 @@ def _content_size(store: "ContentStore", key: str) -> int | None:
 def _cached_entries(db: Database, after_id: int = 0, up_to_id: int | None = None) -> Iterator:
     last_id = after_id
     while True:
-        rows = db.query(
-            "SELECT id, view, path, size, cache_key, dirty, local_only FROM entries"
-            " WHERE cache_key IS NOT NULL AND is_dir = 0 AND id > ? AND id <= ? ORDER BY id LIMIT ?",
-            (last_id, up_to_id if up_to_id is not None else 2 ** 62, VERIFY_BATCH),
-        )
+        rows = index.cached_files_after(db, last_id, up_to_id if up_to_id is not None else 2 ** 62, VERIFY_BATCH)
         if not rows:
             return
         yield from rows
         last_id = rows[-1]["id"]
 
 
+OWNS = ("kv",)  # the only user of the core `kv` table (created by balupi.schema)
 VERIFY_CURSOR_KEY = "cache_verify_content_cursor"  # in `kv`: the entry id a budgeted run stopped after
 
 
@@ -490,7 +440,7 @@ def verify_cache(parts: Parts, repair: bool = False, now: float | None = None,
     report = VerifyReport()
     now = time.time() if now is None else now
     refetch: list[tuple[str, str]] = []
-    total = db.query_one("SELECT count(*) FROM entries WHERE cache_key IS NOT NULL AND is_dir = 0")[0]
+    total = index.counts(db)["cached"][0]
     with progress(total, "verify entries", unit="file") as bar:
         budget = content_budget_bytes
         stopped_after: int | None = None
@@ -516,7 +466,7 @@ def verify_cache(parts: Parts, repair: bool = False, now: float | None = None,
                 if repair and (meta is None or meta.path != row["path"] or meta.view != row["view"]):
                     _true_sidecar(store, key, row, meta, report)
                 continue
-            fresh = db.query_one("SELECT cache_key, dirty, local_only, path, size FROM entries WHERE id = ?", (row["id"],))
+            fresh = index.content_of(db, row["id"])
             if fresh is None or fresh["cache_key"] != key:
                 continue  # changed under us (rewritten, evicted, deleted): nothing to judge
             label = f"{row['view']}:{fresh['path']}" if row["view"] else fresh["path"]
@@ -585,15 +535,11 @@ def _refetch(parts: Parts, targets: list[tuple[str, str]], report: VerifyReport)
         if download is not None and download.wait_done(timeout_s=max(60.0, entry.size / 1e6)):
             report.refetched += 1
 def _uncache(db: Database, entry_id: int, key: str) -> bool:
-    with db.write() as d:
-        return d.execute("UPDATE entries SET cache_key = NULL WHERE id = ? AND cache_key = ? AND dirty = 0",
-                         (entry_id, key)).rowcount == 1
+    return index.drop_content(db, entry_id, key)
 
 
 def _referenced(db: Database, key: str) -> bool:
-    if db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is not None:
-        return True
-    return db.query_one("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1", (key,)) is not None
+    return index.key_in_use(db, key)
 
 
 def _quarantine_file(parts: Parts, path: str) -> str:

@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from balupi.cache import index as cache_index
+from balupi.cache import journal
 from balupi.auth.basic import split_authorization
 from balupi.auth.service import LoginRefused, is_loopback
 from balupi.nas.monitor import NasState
@@ -100,7 +102,7 @@ class BaluPiCollector:
         served.add_metric(["cache"], counts.hit_bytes)
         served.add_metric(["nas"], counts.miss_bytes)
         yield served
-        row = app.db.query_one("SELECT count(*), coalesce(sum(size), 0) FROM entries WHERE cache_key IS NOT NULL AND is_dir = 0")
+        row = cache_index.counts(app.db)["cached"]
         yield GaugeMetricFamily("balupi_cache_files", "Files held in the cache.", value=row[0])
         yield GaugeMetricFamily("balupi_cache_size_bytes", "Bytes of file content held in the cache.", value=row[1])
         yield GaugeMetricFamily("balupi_cache_limit_bytes", "The cache's size limit (cache_max_size_gb).",
@@ -112,12 +114,12 @@ class BaluPiCollector:
 
     def _sync(self) -> Iterable:
         app = self.app
-        pending = app.db.query_one("SELECT count(*), coalesce(sum(size), 0) FROM journal WHERE state = 'pending'")
-        yield GaugeMetricFamily("balupi_sync_pending_changes", "Changes waiting to be written to the NAS.", value=pending[0])
-        yield GaugeMetricFamily("balupi_sync_pending_bytes", "Bytes of the changes waiting for the NAS.", value=pending[1])
+        pending = journal.Journal(app.db).pending()
+        yield GaugeMetricFamily("balupi_sync_pending_changes", "Changes waiting to be written to the NAS.", value=pending["count"])
+        yield GaugeMetricFamily("balupi_sync_pending_bytes", "Bytes of the changes waiting for the NAS.", value=pending["bytes"])
         yield CounterMetricFamily("balupi_sync_errors", "Failed attempts to apply a change to the NAS, since start.",
                                   value=app.sync.errors)
-        conflicts = app.db.query_one("SELECT count(*), coalesce(sum(resolved = 0), 0) FROM conflicts")
+        conflicts = journal.counts(app.db)["conflicts"]
         yield GaugeMetricFamily("balupi_sync_conflicts", "Conflicts recorded (both copies kept).", value=conflicts[0])
         yield GaugeMetricFamily("balupi_sync_conflicts_unresolved", "Conflicts not marked resolved.", value=conflicts[1])
 
@@ -171,13 +173,7 @@ class BaluPiCollector:
 
 
 def pinned_bytes(app: "BaluPi") -> int:
-    patterns = app.provider.cache.pinned
-    if not patterns:
-        return 0
-    where = " OR ".join("path GLOB ?" for _ in patterns)
-    row = app.db.query_one("SELECT coalesce(sum(size), 0) FROM entries WHERE cache_key IS NOT NULL AND is_dir = 0"
-                           f" AND ({where})", tuple(patterns))
-    return int(row[0])
+    return cache_index.cached_bytes_matching(app.db, app.provider.cache.pinned)
 
 
 class Metrics:

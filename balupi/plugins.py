@@ -35,13 +35,12 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
-from urllib.parse import unquote, urlsplit
 
 import pluggy
 
 from balupi import hookspecs
 from balupi.events import Event, Events
-from balupi.hookspecs import ClientOp, WakeKind
+from balupi.hookspecs import WakeKind
 from balupi.settings import Setting  # noqa: F401  (for plugins: `from balupi.plugins import Setting, parse_int`)
 from balupi.settings import _parse_bool as parse_bool  # noqa: F401
 from balupi.settings import _parse_float as parse_float  # noqa: F401
@@ -54,7 +53,6 @@ log = logging.getLogger("balupi.plugins")
 
 ENTRY_POINT_GROUP = "balupi.plugins"
 STATUS_FILENAME = "plugins-status.json"  # in data_dir: the server's counts, for `balupi plugins`
-STATUS_INTERVAL_S = 60.0
 ENV_PREFIX = "BALUPI_PLUGINS_"
 OBSERVE_QUEUE_SIZE = 1000
 SHUTDOWN_GRACE_S = 2.0
@@ -300,7 +298,6 @@ class PluginHost:
         for plugin, jobs in self._call_each("balupi_scheduled_jobs", {"app": app}):
             for job in jobs or ():
                 app.scheduler.every(job.interval_s, f"plugin {plugin}: {job.name}", job.fn)
-        app.scheduler.every(STATUS_INTERVAL_S, "plugins-status", self.write_status, run_now=True)
         self.observe("balupi_startup", app=app)
 
     def stop(self, app: Any, grace_s: float = SHUTDOWN_GRACE_S) -> None:
@@ -353,61 +350,10 @@ class PluginHost:
 
     def register_routes(self, api: Any, app: Any) -> None:
         """Each plugin's routes under /api/plugins/<name>/, through the API's own dispatch (same login)."""
-        from balupi.api import admin_only
-
         for plugin, routes in self._call_each("balupi_api_routes", {"app": app}):
             for route in routes or ():
-                handler = _wrapped(route.handler)
-                if route.admin_only:
-                    admin_only(handler)
                 path = "/" + route.path.strip("/") if route.path.strip("/") else ""
-                api.route(route.method, f"/plugins/{plugin}{path}")(handler)
-
-
-# -- the client-operation veto, in front of /dav/ -----------------------------------------------------
-
-METHOD_OPS = {"PUT": ClientOp.WRITE, "PROPPATCH": ClientOp.WRITE, "DELETE": ClientOp.DELETE,
-              "MOVE": ClientOp.MOVE, "COPY": ClientOp.COPY, "MKCOL": ClientOp.MKCOL}
-
-
-class ClientOpVeto:
-    """WSGI middleware behind DavGuard (so the path is checked and the user known): asks
-    `balupi_before_client_op` before a changing method; a refusal is 403 with the plugin's message."""
-
-    def __init__(self, host: PluginHost, next_app: Callable):
-        self.host = host
-        self.next_app = next_app
-
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        method = environ["REQUEST_METHOD"].upper()
-        op = METHOD_OPS.get(method)
-        if op is None or not self.host.has_impls("balupi_before_client_op"):
-            return self.next_app(environ, start_response)
-        refusal = self.host.veto("balupi_before_client_op", op=op, method=method,
-                                 user=environ.get("wsgidav.auth.user_name") or "", path=_wsgi_path(environ.get("PATH_INFO", "/")),
-                                 destination=_destination_path(environ))
-        if refusal is None:
-            return self.next_app(environ, start_response)
-        body = f"refused by plugin {refusal}\n".encode()
-        start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8"),
-                                         ("Content-Length", str(len(body))), ("Connection", "close")])
-        return [body]
-
-
-def _wsgi_path(raw: str) -> str:
-    try:
-        return raw.encode("iso-8859-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return raw
-
-
-def _destination_path(environ: dict) -> str | None:
-    value = environ.get("HTTP_DESTINATION")
-    if not value:
-        return None
-    path = unquote(urlsplit(value.strip()).path)
-    mount = (environ.get("SCRIPT_NAME", "") or "").rstrip("/")
-    return path[len(mount):] if mount and path.startswith(mount + "/") else path
+                api.route(route.method, f"/plugins/{plugin}{path}", admin_only=route.admin_only)(route.handler)
 
 
 # -- loading helpers --------------------------------------------------------------------------------
@@ -478,10 +424,3 @@ def print_listing(settings: Any, as_json: bool = False) -> int:
         print(f"(dropped-event counts as of {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(listing['counts_at']))})")
     return 1 if listing["errors"] or any(p["errors"] for p in listing["plugins"]) else 0
 
-
-def _wrapped(handler: Callable) -> Callable:
-    def route_handler(request: Any) -> Any:
-        return handler(request)
-
-    route_handler.__doc__ = handler.__doc__
-    return route_handler

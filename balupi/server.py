@@ -21,6 +21,7 @@ import threading
 
 from cheroot import wsgi
 
+from balupi import jobs
 from balupi.app import BaluPi
 from balupi.errors import ConfigError
 from balupi.httpio import SendfileGateway
@@ -33,7 +34,6 @@ log = logging.getLogger("balupi.server")
 
 SHUTDOWN_TIMEOUT_S = 5
 M_ARENA_MAX = -8  # glibc mallopt parameter
-MEMORY_TRIM_INTERVAL_S = 10.0
 HEARTBEAT_MAX_S = 5.0  # the scheduler's heartbeat job runs this often (or at each watchdog interval if shorter)
 
 
@@ -87,7 +87,7 @@ class Server:
         self.watchdog = Watchdog(self.notifier, self.healthy)
         self.announcer = None  # balupi.announce.Announcer, when dnssd_enabled
 
-    def _heartbeat(self) -> None:
+    def heartbeat(self) -> None:
         """Scheduled: proves to the watchdog that the scheduler runs its jobs."""
         import time
 
@@ -124,8 +124,7 @@ class Server:
 
     def start(self) -> None:
         raise_descriptor_limit(self.app.settings)
-        self.app.scheduler.every(MEMORY_TRIM_INTERVAL_S, "memory-trim", release_free_memory)
-        self.app.scheduler.every(self.heartbeat_s, "heartbeat", self._heartbeat, run_now=True)
+        jobs.schedule(self.app.scheduler, jobs.server_jobs(self))
         try:
             self.httpd.prepare()  # binds; with port 0 the real port is in bind_addr afterwards
         except OSError as exc:  # port taken, or an address this machine does not have

@@ -117,7 +117,7 @@ def _port(value: int) -> None:
 
 def _mac(value: str) -> None:
     if value:
-        from balupi.nas.wol import parse_mac
+        from balupi.macaddr import parse_mac
 
         parse_mac(value)
 
@@ -239,10 +239,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sync_max_delay_minutes", 720.0, "Wake the NAS to write back once the oldest pending change is this old (changes are already safe on the Pi; meanwhile any wake syncs them). 0: never for age alone.", _parse_float, _at_least(0)),
     Setting("sync_max_pending_mb", 2048.0, "Wake the NAS to write back once this much data waits. 0: never for size alone.", _parse_float, _at_least(0)),
     Setting("sync_window", "", "Daily local time window in which pending changes wake the NAS, e.g. 01:00-05:00. Empty: none.", check=_time_window),
+    Setting("sync_done_retention_days", 7.0, "Days the journal keeps the rows of changes already written to the NAS (a record of recent write-back, for diagnosis), then purges them (checked hourly).", _parse_float, _at_least(0)),
     Setting("cache_min_free_gb", 2.0, "Keep at least this much space free on the cache volume.", _parse_float, _at_least(0)),
     Setting("cache_pinned", (), "Paths (glob patterns, e.g. /Photos/2024/*) that always stay cached and are fetched whenever the NAS is awake.", _parse_list),
     Setting("cache_heat_half_life_hours", 72.0, "How fast past use stops counting for what stays cached (half-life of the access count).", _parse_float, _at_least(0.1)),
     Setting("prefetch_budget_mb", 2048.0, "Most data fetched ahead per NAS wake (pinned and hot files first).", _parse_float, _at_least(0)),
+    Setting("prefetch_interval_minutes", 60.0, "While the NAS is awake, fetch ahead again this often (besides right after each wake). Each run asks the NAS for files and so restarts its idle timer: a shorter interval can keep it from falling asleep. 0: only after a wake.", _parse_float, _at_least(0)),
     Setting("refresh_walk_budget_s", 300.0, "After each wake, spend up to this long listing the folders the index has never seen (then the prefetch sees their files). 0: learn folders only as clients open them.", _parse_float, _at_least(0)),
     Setting("refresh_min_age_minutes", 60.0, "A folder is re-listed from the NAS at most this often (every request keeps the NAS awake a while longer).", _parse_float, _at_least(1)),
     Setting("refresh_collections_per_minute", 120, "Collections re-listed per minute while the NAS is awake (keeps the index current without crowding clients out).", _parse_int, _at_least(1)),
@@ -251,7 +253,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tapo_password", "", "TP-Link (Tapo) account password.", secret=True),
     Setting("energy_sample_interval_seconds", 30, "Seconds between plug polls.", _parse_int, _at_least(5)),
     Setting("energy_default_price_cents", 32.0, "Electricity price per kWh, in cents, when no tariff covers a time.", _parse_float, _at_least(0)),
-    Setting("energy_raw_retention_days", 7, "Days raw plug samples are kept (hourly rollups: two years; daily: forever).", _parse_int, _at_least(1)),
+    Setting("energy_raw_retention_days", 7, "Days raw plug samples are kept (hourly rollups: energy_hourly_retention_days; daily and monthly: forever).", _parse_int, _at_least(1)),
+    Setting("energy_hourly_retention_days", 730, "Days hourly energy rollups (and gaps and NAS power states) are kept; tariff changes reprice only what is still hourly. Daily and monthly rollups are kept forever.", _parse_int, _at_least(1)),
     Setting("energy_enabled", True, "Poll the Tapo plugs and keep the energy ledger.", _parse_bool),
     Setting("energy_poll_timeout_s", 10.0, "Overall deadline of one plug poll; a plug that does not answer in time counts as timed out (python-kasa alone can take over a minute).", _parse_float, _at_least(1)),
     Setting("energy_timezone", "", "IANA time zone for days, hours and tariffs (e.g. Europe/Berlin). Empty: the system's local zone.", check=_timezone),

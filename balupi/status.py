@@ -17,8 +17,10 @@ from pathlib import Path
 import requests
 
 from balupi.cache import stats as cache_stats
-from balupi.db import open_database
+from balupi.cache.journal import Journal
+from balupi.db import DB_FILENAME, open_database
 from balupi.events import Events
+from balupi.nas.monitor import last_transition
 from balupi.nas.wakes import WakeLog
 from balupi.settings import Settings
 
@@ -46,14 +48,14 @@ def _health(settings: Settings) -> dict | None:
 
 
 def collect(settings: Settings, now: float | None = None) -> dict:
-    from balupi.energy.queries import Window, energy_by_plug
+    from balupi.energy.queries import Window, energy_by_plug, plugs_and_latest_samples
     from balupi.energy.service import energy_zone
 
     now = time.time() if now is None else now
-    db = open_database(Path(settings.data_dir) / "balupi.db")
+    db = open_database(Path(settings.data_dir) / DB_FILENAME)
     try:
         health = _health(settings)
-        last = db.query_one("SELECT at, to_state, cause FROM nas_transitions ORDER BY at DESC, id DESC LIMIT 1")
+        last = last_transition(db)
         nas = {
             "configured": bool(settings.nas_webdav_url),
             "state": (health["nas"]["state"] if health else (last["to_state"] if last else "unknown"))
@@ -69,9 +71,7 @@ def collect(settings: Settings, now: float | None = None) -> dict:
         by_plug = energy_by_plug(db, today)
         stale_s = PLUG_STALE_FACTOR * settings.energy_sample_interval_seconds
         plugs = []
-        for p in db.query("SELECT id, name, role FROM energy_plugs ORDER BY id"):
-            sample = db.query_one("SELECT at, power_w FROM energy_samples WHERE plug_id = ? ORDER BY at DESC LIMIT 1",
-                                  (p["id"],))
+        for p, sample in plugs_and_latest_samples(db):
             online = sample is not None and now - sample["at"] <= stale_s
             plugs.append({"id": p["id"], "name": p["name"], "role": p["role"], "online": online,
                           "power_w": sample["power_w"] if sample else None, "sample_at": sample["at"] if sample else None,
@@ -84,10 +84,9 @@ def collect(settings: Settings, now: float | None = None) -> dict:
             "plugs": plugs,
         }
         cache = cache_stats.figures(db, settings.cache_max_size_gb)
-        pending = db.query_one("SELECT count(*), coalesce(sum(size), 0), min(at),"
-                               " coalesce(sum(last_error IS NOT NULL), 0) FROM journal WHERE state = 'pending'")
-        sync = {"pending_changes": pending[0], "pending_bytes": pending[1], "oldest_at": pending[2],
-                "failing": pending[3]}
+        pending = Journal(db).pending_detail()
+        sync = {"pending_changes": pending["count"], "pending_bytes": pending["bytes"], "oldest_at": pending["oldest_at"],
+                "failing": pending["failing"]}
         disk = shutil.disk_usage(settings.cache_dir) if Path(settings.cache_dir).exists() else None
         disk_percent = round(100.0 * disk.used / disk.total, 1) if disk else None
     finally:

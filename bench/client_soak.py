@@ -2,8 +2,8 @@
 write-back, refresh and eviction at short intervals and the NAS going to sleep and waking between
 rounds. Reports files written, files verified and files lost (must be 0).
 
-    .venv/bin/python bench/client_soak.py                 # 10 minutes
-    .venv/bin/python bench/client_soak.py --minutes 3
+    .venv/bin/python -m bench.client_soak                 # 10 minutes
+    .venv/bin/python -m bench.client_soak --minutes 3
 
 Needs root, /dev/fuse, davfs2 and rclone (as the tests in tests/clients/). Everything runs on
 127.0.0.1: a simulated NAS and a BaluPi server in this process, temporary directories only.
@@ -33,13 +33,12 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from balupi.app import BaluPi  # noqa: E402
-from balupi.server import Server  # noqa: E402
-from balupi.settings import load_settings  # noqa: E402
-from balupi.sim.nas import DEFAULT_MAC, PowerState, SimNas  # noqa: E402
-from tests.clients.davfs import DELAY_UPLOAD_S, DavfsMount  # noqa: E402
+from balupi.app import BaluPi
+from balupi.server import Server
+from balupi.settings import load_settings
+from balupi.sim.nas import DEFAULT_MAC, PowerState, SimNas
+from bench.servers import free_port
+from tests.clients.davfs import DELAY_UPLOAD_S, DavfsMount
 
 USER, PASSWORD = "soak", "soak-pw"
 NAMES = ["Bericht über Ärger", "café crème", "日本語のメモ", "emoji 😀", "plain", "with space", "data (1)"]
@@ -47,12 +46,6 @@ NAMES = ["Bericht über Ärger", "café crème", "日本語のメモ", "emoji �
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def content(rng: random.Random) -> bytes:

@@ -1,8 +1,8 @@
 """The dashboard's cost to the server: page weight, and `balupi serve`'s RSS with the dashboard open
 in headless Chromium, refreshing itself, for 10 minutes (issue 11: RSS must not grow).
 
-    /work/venv/bin/python bench/dashboard_rss.py                  # 10 minutes
-    /work/venv/bin/python bench/dashboard_rss.py --duration-s 60  # a smoke run
+    .venv/bin/python -m bench.dashboard_rss                  # 10 minutes
+    .venv/bin/python -m bench.dashboard_rss --duration-s 60  # a smoke run
 
 What runs, all on 127.0.0.1: the simulated NAS (the sample tree, asleep after a warm-up) and a
 simulated Tapo plug in front of it (in this process), `balupi serve` as a subprocess configured like
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,33 +29,14 @@ import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from balupi.demo import DEMO_PASSWORD, DEMO_USER, demo_settings, nas_power_w, write_settings_file  # noqa: E402
-from balupi.sim.nas import DEFAULT_MAC, SimNas, seed_sample_tree  # noqa: E402
-from balupi.sim.plug import SimulatedPlug  # noqa: E402
+from balupi.demo import DEMO_PASSWORD, DEMO_USER, demo_settings, nas_power_w, write_settings_file
+from balupi.sim.nas import DEFAULT_MAC, SimNas, seed_sample_tree
+from balupi.sim.plug import SimulatedPlug
+from bench.servers import free_port, wait_until_answers
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SAMPLE_EVERY_S = 10.0
 WARM_UP_S = 120.0  # RSS after the first two minutes is the baseline growth is measured against
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout_s:g} s")
 
 
 def browser(profile: Path):
@@ -105,7 +85,8 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     driver = None
     try:
-        wait_http(url + "/api/health")
+        wait_until_answers(port, path="/api/health", process=server, accept=lambda status: status < 400,
+                           timeout_s=60.0, name=url, error=SystemExit)
         admin = requests.Session()
         admin.auth = (DEMO_USER, DEMO_PASSWORD)
         added = admin.post(url + "/api/tapo/devices", json={"host": "127.0.0.1", "port": plug.port, "name": "NAS",

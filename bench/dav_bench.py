@@ -1,6 +1,6 @@
 """The WebDAV performance table in one run: BaluPi beside stock WsgiDAV, rclone and nginx (issues 4, 14).
 
-    /work/venv/bin/python bench/dav_bench.py [--quick] [--only balupi,nginx] [--profile] [--pi-class]
+    .venv/bin/python -m bench.dav_bench [--quick] [--only balupi,nginx] [--profile] [--pi-class]
 
 Every server runs on 127.0.0.1 over the same data (a large file, a 4 KiB file, a collection of
 2000 small files), one at a time, measured by the same clients: curl for GET, PUT and PROPFIND,
@@ -14,7 +14,6 @@ samples in bench/results/dav-<date>.json. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import http.client
 import json
@@ -33,11 +32,9 @@ from pathlib import Path
 from typing import Callable
 from xml.etree import ElementTree as ET
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import pi_class  # noqa: E402
-import pyspy_top  # noqa: E402
-from dav_servers import (  # noqa: E402
+from bench import pi_class
+from bench import pyspy_top
+from bench.dav_servers import (
     DEFAULT_KEYS,
     KINDS,
     KINDS_BY_KEY,

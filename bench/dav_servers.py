@@ -24,11 +24,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from bench.servers import ServerFailed, free_port, read_ready_line, stop_process_group, wait_until_answers
 
 BENCH_DIR = Path(__file__).resolve().parent
 NGINX_DAV_EXT_MODULE = Path("/usr/lib/nginx/modules/ngx_http_dav_ext_module.so")
@@ -38,10 +39,6 @@ STOP_TIMEOUT_S = 10.0
 LOG_TAIL_BYTES = 2000
 NAS_USER, NAS_PASSWORD = "bench", "bench-pw"  # the simulated NAS's admin, BaluPi's login in the benchmark
 NAS_MAC = "02:ba:1b:05:00:14"
-
-
-class ServerFailed(Exception):
-    """A server did not start or stopped answering; the message says why."""
 
 
 @dataclass
@@ -175,14 +172,6 @@ DEFAULT_KEYS = ("stock", "rclone", "nginx", "balupi")  # balupi-anon: with --onl
 KINDS_BY_KEY = {kind.key: kind for kind in KINDS}
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def basic_header(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -216,26 +205,15 @@ class SimNasProcess:
         self._log = open(work / "nas.log", "wb")
         self.process = subprocess.Popen(argv, env=_clean_env(PYTHONUNBUFFERED="1"), stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=self._log, start_new_session=True)
-        line = self._read_ready_line()
+        try:
+            line = read_ready_line(self.process, timeout_s=START_TIMEOUT_S, name="the simulated NAS",
+                                   log_tail=self.log_tail)
+        except ServerFailed as exc:
+            self.stop()
+            raise ServerFailed(f"the simulated NAS did not start: {exc}") from None
         ready = json.loads(line)
         self.port, self.wol_port, self.control_port = ready["port"], ready["wol_port"], ready["control_port"]
         self.dav_url, self.base_url = ready["dav_url"], ready["base_url"]
-
-    def _read_ready_line(self) -> str:
-        import selectors
-
-        sel = selectors.DefaultSelector()
-        sel.register(self.process.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if sel.select(0.2):
-                line = self.process.stdout.readline().decode()
-                if line:
-                    return line
-            if self.process.poll() is not None:
-                break
-        self.stop()
-        raise ServerFailed(f"the simulated NAS did not start: {(self.process.returncode, self.log_tail())}")
 
     def log_tail(self) -> str:
         self._log.flush()
@@ -254,17 +232,7 @@ class SimNasProcess:
         return self.control("GET", "/counters")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.process.wait(STOP_TIMEOUT_S)
+        stop_process_group(self.process, STOP_TIMEOUT_S)
         self.process.stdout.close()
         self._log.close()
 
@@ -321,24 +289,9 @@ class RunningServer:
         return f"{how}; its log: {self.log_tail()[-600:] or '(empty)'}"
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        last_error = "no answer"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServerFailed(f"did not start: {self.died_early()}")
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            try:
-                conn.request("OPTIONS", self.kind.root_path, headers=self.auth_headers())
-                status = conn.getresponse().status
-                if status < 500:
-                    return
-                last_error = f"OPTIONS {self.kind.root_path} answered {status}"
-            except OSError as exc:
-                last_error = str(exc)
-            finally:
-                conn.close()
-            time.sleep(0.1)
-        raise ServerFailed(f"did not answer within {timeout_s:.0f} s ({last_error}): {self.log_tail()[-600:]}")
+        wait_until_answers(self.port, method="OPTIONS", path=self.kind.root_path, headers=self.auth_headers(),
+                           process=self.process, timeout_s=timeout_s, name=self.kind.label,
+                           log_tail=lambda: self.log_tail()[-600:], error=ServerFailed)
 
     def processes(self) -> list[psutil.Process]:
         try:
@@ -375,20 +328,7 @@ class RunningServer:
             return
         self._exit_before_stop = self.process.poll()
         self._stopped = True
-        if self.process.poll() is None:
-            try:
-                self.process.send_signal(signal.SIGTERM)
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # anything left of its process group (nginx workers, a wedged server)
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pass
+        stop_process_group(self.process, STOP_TIMEOUT_S)  # its whole group: nginx workers, a wedged server
         self._log.close()
 
     def __enter__(self) -> "RunningServer":

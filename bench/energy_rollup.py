@@ -1,9 +1,9 @@
 """The energy rollup benchmark of issue 7: a year of 30-second samples for three plugs, then the
 day/week/month/year history and cost queries, each timed through the real API (target < 50 ms).
 
-    /work/venv/bin/python bench/energy_rollup.py              # a year: ~3.15 million samples, a few minutes
-    /work/venv/bin/python bench/energy_rollup.py --days 30    # quicker smoke run
-    /work/venv/bin/python bench/energy_rollup.py --keep       # keep the temp DB and print its path
+    .venv/bin/python -m bench.energy_rollup              # a year: ~3.15 million samples, a few minutes
+    .venv/bin/python -m bench.energy_rollup --days 30    # quicker smoke run
+    .venv/bin/python -m bench.energy_rollup --keep       # keep the temp DB and print its path
 
 What happens, all in a temp directory:
 1. Three plugs (a NAS that sleeps at night and works in bursts, a router, the Pi), and a
@@ -37,12 +37,10 @@ from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 from zoneinfo import ZoneInfo
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from balupi.app import BaluPi  # noqa: E402
-from balupi.energy.model import Reading  # noqa: E402
-from balupi.energy.recorder import PlugMeta  # noqa: E402
-from balupi.settings import load_settings  # noqa: E402
+from balupi.app import BaluPi
+from balupi.energy.model import Reading
+from balupi.energy.recorder import PlugMeta
+from balupi.settings import load_settings
 
 TZ_NAME = "Europe/Berlin"
 TZ = ZoneInfo(TZ_NAME)

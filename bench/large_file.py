@@ -1,6 +1,6 @@
 """Issue 4, behaviour 7 at full size: a 4 GiB file through BaluPi with flat memory.
 
-    /work/venv/bin/python bench/large_file.py [--size-gib 4] [--no-miss] [--limit-mib 64] [--keep]
+    .venv/bin/python -m bench.large_file [--size-gib 4] [--no-miss] [--limit-mib 64] [--keep]
 
 BaluPi runs as its own process (`balupi serve`, as the console script runs it) on 127.0.0.1, with a
 simulated NAS (in this process) as its NAS, so the server's memory is measured alone. Three phases,
@@ -39,9 +39,8 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from balupi.sim.nas import DEFAULT_MAC, PowerState, SimNas  # noqa: E402
+from balupi.sim.nas import DEFAULT_MAC, PowerState, SimNas
+from bench.servers import free_port, wait_until_answers
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -50,12 +49,6 @@ SEND_BYTES = MIB
 SAMPLE_S = 0.05
 START_TIMEOUT_S = 30.0
 NAS_USER, NAS_PASSWORD = "bench", "bench-pw"
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Pattern:
@@ -164,21 +157,9 @@ def start_balupi(work: Path, port: int, nas: SimNas) -> subprocess.Popen:
 
 
 def wait_ready(port: int, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-1500:]
-            raise SystemExit(f"BaluPi exited with {process.returncode} before answering; its log:\n{tail}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/api/health")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.1)
-        finally:
-            conn.close()
-    raise SystemExit("BaluPi did not answer within 30 s")
+    wait_until_answers(port, path="/api/health", process=process, accept=lambda status: status == 200,
+                       timeout_s=START_TIMEOUT_S, name="BaluPi",
+                       log_tail=lambda: "its log:\n" + log_path.read_text(errors="replace")[-1500:], error=SystemExit)
 
 
 def request(port: int, method: str, path: str, body=None, headers: dict | None = None, timeout_s: float = 60.0):

@@ -1,6 +1,6 @@
 """A cache miss streamed from an awake NAS: time to first byte and MB/s, BaluPi beside rclone (issue 14).
 
-    /work/venv/bin/python bench/miss_bench.py [--quick] [--pi-class] [--only balupi,rclone] [--profile]
+    .venv/bin/python -m bench.miss_bench [--quick] [--pi-class] [--only balupi,rclone] [--profile]
 
 Each server gets its own simulated NAS (`python -m balupi.sim.nas`, its own process, awake, never
 in the Pi-class cgroup: it stands for another machine) holding a warm-up file and `--runs` files of
@@ -28,12 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import pi_class  # noqa: E402
-import pyspy_top  # noqa: E402
-from dav_bench import GB, MB, BenchError, curl_get_timed, first_login, run_tool  # noqa: E402
-from dav_servers import (  # noqa: E402
+from bench import pi_class
+from bench import pyspy_top
+from bench.dav_bench import GB, MB, BenchError, curl_get_timed, first_login, run_tool
+from bench.dav_servers import (
     KINDS_BY_KEY,
     NAS_PASSWORD,
     NAS_USER,
@@ -44,6 +42,7 @@ from dav_servers import (  # noqa: E402
     SimNasProcess,
     _clean_env,
 )
+from bench.servers import free_port
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WARM_BYTES = 1 << 20
@@ -94,8 +93,6 @@ def bench_server(key: str, args, work: Path) -> dict:
         if key == "balupi":
             server_cm = RunningServer(KINDS_BY_KEY["balupi"], work / "nas-root", work, cgroup=cgroup, nas=nas)
         else:
-            from dav_servers import free_port
-
             port = free_port()
             server_cm = RunningServer(RCLONE, work / "nas-root", work, cgroup=cgroup,
                                       launch=rclone_launch(port, nas, work), port=port)

@@ -1,6 +1,6 @@
 """What the plugin hooks cost a cached GET and a PROPFIND, in process, in CPU time per request.
 
-    .venv/bin/python bench/plugin_overhead.py [--rounds 30] [--batch 200]
+    .venv/bin/python -m bench.plugin_overhead [--rounds 30] [--batch 200]
 
 Three BaluPis in one process (no NAS, data PUT through WebDAV, so every GET is a cache hit), each
 request a direct WSGI call (no sockets, so the HTTP server's noise is out):
@@ -29,10 +29,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from balupi.app import BaluPi  # noqa: E402
-from balupi.settings import load_settings  # noqa: E402
+from balupi.app import BaluPi
+from balupi.settings import load_settings
 
 PROPFIND_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/>'

@@ -4,7 +4,7 @@ The reference BaluPi is measured against: WsgiDAV as a user would set it up (in-
 manager and lock storage, 1 MiB block size, cheroot with the 50 threads of WsgiDAV's own CLI),
 with request logging off, as BaluPi has it. Runs until SIGTERM or SIGINT.
 
-    python bench/stock_wsgidav.py --root DIR --port PORT [--host 127.0.0.1]
+    .venv/bin/python -m bench.stock_wsgidav --root DIR --port PORT [--host 127.0.0.1]
 """
 
 from __future__ import annotations

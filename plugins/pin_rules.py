@@ -105,21 +105,19 @@ def balupi_nas_state_changed(to_state) -> None:
 
 def prefetch() -> int:
     """Fetch every pinned glob's uncached files while the NAS is awake. Returns files fetched."""
-    from balupi.dav.index import COLUMNS, Entry
+    from balupi.cache.index import uncached_files
 
     provider, fetched = _app.provider, 0
     for pattern in config["globs"]:
-        rows = _app.db.query(f"SELECT {COLUMNS} FROM entries WHERE is_dir = 0 AND cache_key IS NULL"
-                             " AND local_only = 0 AND path GLOB ?", (pattern,))
-        for row in rows:
+        for entry in uncached_files(_app.db, pattern):
             if not _app.nas.is_awake():
                 return fetched
             try:
-                download = provider.start_download(Entry.from_row(row), wake=False)
+                download = provider.start_download(entry, wake=False)
                 if download is not None and download.wait_done(300):
                     fetched += 1
             except Exception as exc:  # NAS went away, no credentials for a view: next wake
-                log.info("pin_rules: could not fetch %s: %s", row["path"], exc)
+                log.info("pin_rules: could not fetch %s: %s", entry.path, exc)
     if fetched:
         log.info("pin_rules: fetched %d pinned file(s)", fetched)
     return fetched

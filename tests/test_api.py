@@ -9,7 +9,7 @@ import time
 import pytest
 
 from balupi import __version__
-from balupi import app as app_module
+from balupi import jobs as jobs_module
 from balupi import system as system_module
 from balupi.api import ApiError
 from balupi.scheduler import TICK_S
@@ -77,7 +77,7 @@ def test_system_status_takes_cpu_from_the_background_sample(monkeypatch, running
         return 42.5
 
     monkeypatch.setattr(system_module.psutil, "cpu_percent", fake_cpu_percent)
-    monkeypatch.setattr(app_module, "SYSTEM_SAMPLE_INTERVAL_S", TICK_S)
+    monkeypatch.setattr(jobs_module, "SYSTEM_SAMPLE_INTERVAL_S", TICK_S)
     server = running_server()
     jobs = {job["name"]: job for job in http.get(server.url + "/api/system/jobs").json()["jobs"]}
     assert jobs["system-sample"]["interval_s"] == TICK_S
@@ -98,6 +98,23 @@ def test_jobs_lists_the_scheduled_jobs(server, http):
     jobs = http.get(server.url + "/api/system/jobs").json()["jobs"]
     sample = next(job for job in jobs if job["name"] == "system-sample")
     assert {"interval_s", "runs", "skipped", "running", "last_started", "last_duration_s", "last_error"} <= set(sample)
+
+
+def test_routes_are_a_table_of_module_level_handlers_callable_with_a_context(server):
+    from balupi.api import Request
+    from balupi.api import system as system_api
+    from balupi.api.routes import ROUTES
+
+    assert len({(r.method, r.path) for r in ROUTES}) == len(ROUTES)
+    assert [r for r in ROUTES if "<locals>" in r.handler.__qualname__] == []  # no closures
+    served = [(r.method, r.path) for r in server.app.api.endpoints()]
+    assert served[:len(ROUTES)] == [(r.method, r.path) for r in ROUTES]  # then plugins' routes, if any
+    route = server.app.api.find("GET", "/system/jobs")
+    assert route.handler is system_api.jobs and not route.admin_only and not route.public
+    assert server.app.api.find("DELETE", "/system/jobs") is None
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/system/jobs", "QUERY_STRING": ""}
+    body = system_api.jobs(Request(environ, {}, server.app.api_context))
+    assert "system-sample" in {job["name"] for job in body["jobs"]}
 
 
 def test_nas_status_without_a_nas(server, http):

@@ -173,11 +173,11 @@ def test_a_token_stops_working_when_the_nas_rejects_the_users_password(stack_fac
 
 
 def test_every_endpoint_but_health_and_login_needs_authentication(stack):
-    endpoints = stack.app.api.endpoints()
-    public = {(m, p) for m, p, h in endpoints if getattr(h, "public", False)}
+    endpoints = [(r.method, r.path) for r in stack.app.api.endpoints()]
+    public = {(r.method, r.path) for r in stack.app.api.endpoints() if r.public}
     assert public == {("GET", "/health"), ("POST", "/auth/login")}
     checked = 0
-    for method, pattern, _ in endpoints:
+    for method, pattern in endpoints:
         if (method, pattern) in public:
             continue
         assert_401(api(stack, method, concrete(pattern), json={} if method in ("POST", "PUT") else None))
@@ -188,7 +188,7 @@ def test_every_endpoint_but_health_and_login_needs_authentication(stack):
 
 def test_every_admin_only_endpoint_refuses_a_user_without_the_admin_role(stack_factory, tmp_path):
     stack = multi_user_stack(stack_factory, tmp_path)
-    admin_only = [(m, p) for m, p, h in stack.app.api.endpoints() if getattr(h, "admin_only", False)]
+    admin_only = [(r.method, r.path) for r in stack.app.api.endpoints() if r.admin_only]
     assert ("POST", "/nas/wol") in admin_only and len(admin_only) >= 5
     token = login(stack, BOB, BOB_PASSWORD)["access_token"]
     for method, pattern in admin_only:

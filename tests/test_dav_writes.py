@@ -22,7 +22,7 @@ from xml.etree import ElementTree
 import psutil
 import pytest
 
-from balupi.app import DB_FILENAME
+from balupi.db import DB_FILENAME
 from tests.davkit import (
     DAV,
     awake_walk,

@@ -124,11 +124,9 @@ def test_switching_off_the_nas_plug_needs_confirmation(rig: Rig) -> None:
 
 
 def test_every_changing_endpoint_is_marked_admin_only(rig: Rig) -> None:
-    for _, pattern, handlers in rig.app.api._routes:
-        if not pattern.startswith(("/energy", "/tapo")):
-            continue
-        for method, handler in handlers.items():
-            assert getattr(handler, "admin_only", False) is (method != "GET"), (method, pattern)
+    for route in rig.app.api.endpoints():
+        if route.path.startswith(("/energy", "/tapo")):
+            assert route.admin_only is (route.method != "GET"), (route.method, route.path)
 
 
 def test_discovery_finds_a_plug_on_loopback(rig_factory: Callable) -> None:
@@ -259,6 +257,21 @@ def test_export_csv_hourly_and_raw(rig: Rig) -> None:
     _, raw, _ = call(rig, "GET", f"/api/energy/export.csv?from=2024-05-10&to=2024-05-11&resolution=raw&device_id={plug['id']}")
     assert len(list(csv.DictReader(io.StringIO(raw)))) == 130
     assert call(rig, "GET", "/api/energy/export.csv?from=2024-05-11&to=2024-05-10")[0] == 400
+
+
+def test_from_and_to_take_unix_seconds_as_well_as_dates(rig: Rig) -> None:
+    add_via_api(rig, 60.0, name="Desk")
+    rig.poll(130)
+    start, end = int(local(2024, 5, 10).timestamp()), int(local(2024, 5, 11).timestamp())
+    by_date = call(rig, "GET", "/api/energy/history?resolution=hour&from=2024-05-10&to=2024-05-11")[1]
+    status, by_epoch, _ = call(rig, "GET", f"/api/energy/history?resolution=hour&from={start}&to={end}")
+    assert status == 200 and (by_epoch["from"], by_epoch["to"]) == (by_date["from"], by_date["to"])
+    assert by_epoch["points"] == by_date["points"] and by_epoch["total_energy_wh"] > 0
+    status, body, _ = call(rig, "GET", f"/api/energy/history?from={start}.5&to={end}")
+    assert status == 200 and body["from"].startswith("2024-05-10T00:00:00.5")
+    for odd in ("1e9", "nan", "tomorrow"):
+        status, body, _ = call(rig, "GET", f"/api/energy/history?from={odd}")
+        assert status == 400 and body["detail"].startswith("from: expected a date"), (odd, body)
 
 
 def test_a_running_server_polls_its_plugs_on_schedule(running_server: Callable, settings_factory: Callable, http: Any) -> None:

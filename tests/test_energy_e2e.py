@@ -415,3 +415,17 @@ def test_retention_drops_raw_data_after_its_days_and_keeps_the_rollups(rig_facto
     assert rig.db.query_one("SELECT MIN(start_s) FROM energy_ledger")[0] >= local(2024, 5, 1, 11).timestamp() - 1
     assert rig.daily_wh(plug.id)["2024-05-01"] == pytest.approx(100, abs=1)  # the rollups stay
     assert len(rig.hourly_wh(plug.id)) > 1
+
+
+def test_hourly_rollups_are_kept_for_the_energy_hourly_retention_days_setting(rig_factory: Callable) -> None:
+    rig = rig_factory(start=local(2024, 5, 1, 10, 0), energy_raw_retention_days=1, energy_hourly_retention_days=3)
+    sim, plug = rig.add(power_w=100.0)
+    rig.poll(121)  # an hour on 1 May
+    sim.turn_off()
+    rig.clock.set(local(2024, 5, 5, 10, 0))  # four days later: past the three days of hourly rows
+    rig.poll(3)
+    assert min(rig.hourly_wh(plug.id)) < local(2024, 5, 2, 10).timestamp()  # still there before retention ran
+    deleted = rig.energy.apply_retention()
+    assert deleted["energy_hourly"] > 0
+    assert min(rig.hourly_wh(plug.id)) >= local(2024, 5, 2, 10).timestamp()
+    assert rig.daily_wh(plug.id)["2024-05-01"] == pytest.approx(100, abs=1)  # the day keeps what it summed

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 import sqlite_utils
 
-from balupi.dav import schema as dav_schema
+from balupi.cache import schema as dav_schema
 from balupi.db import open_database
 from balupi import schema as core_schema
 from tests.davkit import listing, nas_get, wait_downloads_idle

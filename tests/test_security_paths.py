@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from balupi.dav.guard import destination_problem, path_problem, wsgi_path_problem
-from balupi.dav.store import ContentStore
+from balupi.cache.store import ContentStore
 from balupi.errors import ConfigError
 from tests.davkit import index_row, stack_with, wait_downloads_idle
 from tests.stack import stack_factory  # noqa: F401

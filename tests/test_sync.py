@@ -45,6 +45,20 @@ def test_changes_made_while_the_nas_sleeps_reach_it_in_order_after_it_wakes(stac
     assert entry.nas_etag and not entry.nas_etag.startswith("l-")  # the NAS's own is kept beside it
 
 
+def test_synced_journal_rows_are_purged_after_the_sync_done_retention_days_setting(stack_factory):
+    stack = stack_factory(sync_done_retention_days=1)
+    for name in ("old.txt", "new.txt"):
+        assert stack.http.put(stack.url("/" + name), data=name.encode()).status_code == 201
+    stack.app.sync.run_once()
+    done = "SELECT path FROM journal WHERE state = 'done' ORDER BY path"
+    assert [r[0] for r in stack.app.db.query(done)] == ["/new.txt", "/old.txt"]
+    day = 86400
+    stack.app.db.raw().execute("UPDATE journal SET done_at = done_at - ? WHERE path = '/old.txt'", (1.5 * day,))
+    stack.app.db.raw().execute("UPDATE journal SET done_at = done_at - ? WHERE path = '/new.txt'", (0.5 * day,))
+    assert stack.app.sync.purge_done() == 1
+    assert [r[0] for r in stack.app.db.query(done)] == ["/new.txt"]
+
+
 def test_uploads_go_to_a_temporary_name_then_move_into_place(stack):
     stack.http.request("PROPFIND", stack.url("/"), headers={"Depth": "1"})
     assert stack.http.put(stack.url("/photo.jpg"), data=b"\xff\xd8" + b"x" * 100000).status_code == 201

@@ -1,6 +1,9 @@
 """The JSON sub-app mounted at /api/: a small router, requests, responses and JSON errors.
 
-Each endpoint module (`system.py`, `nas.py`, ...) has a `register(api, app)` that adds its routes.
+The routes are a table: each endpoint module (`system.py`, `nas.py`, ...) ends in a `ROUTES` tuple of
+`Route(method, path, handler, admin_only=..., public=...)` naming module-level handlers, and
+`balupi.api.routes` joins them. A handler takes the `Request` and finds what it works with in
+`request.ctx` (an `ApiContext`, handed in by the composition root: the API never imports `balupi.app`).
 Every error is JSON with a `detail` field: unknown route 404, wrong method 405 (with `Allow`),
 bad input 400/422, and an unexpected exception 500 without a traceback in the body.
 """
@@ -46,12 +49,13 @@ class Response:
 
 
 class Request:
-    def __init__(self, environ: dict, params: dict[str, str]):
+    def __init__(self, environ: dict, params: dict[str, str], ctx: Any = None):
         self.environ = environ
         self.method = environ["REQUEST_METHOD"].upper()
         self.path = environ.get("PATH_INFO", "/")
         self.params = params
         self.query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        self.ctx = ctx  # the ApiContext (balupi.api.context): what handlers work with
         self._json: Any = None
         self.user: Any = None  # set by authentication
 
@@ -101,62 +105,84 @@ class Request:
 Handler = Callable[[Request], Any]
 
 
-def admin_only(handler: Handler) -> Handler:
-    """Mark an endpoint that changes things or controls hardware: only admins may call it."""
-    handler.admin_only = True  # type: ignore[attr-defined]
-    return handler
+@dataclass(frozen=True)
+class Route:
+    """One row of the route table. `admin_only`: changes things or controls hardware, so only admins
+    may call it. `public`: anyone may call it without logging in (GET /api/health, the login itself)."""
 
+    method: str
+    path: str  # a pattern: `/tapo/devices/{id}` puts the segment in `request.params["id"]`
+    handler: Handler
+    admin_only: bool = False
+    public: bool = False
 
-def public(handler: Handler) -> Handler:
-    """Mark an endpoint anyone may call without logging in (GET /api/health, the login itself)."""
-    handler.public = True  # type: ignore[attr-defined]
-    return handler
 
 _PARAM = re.compile(r"\{(\w+)\}")
 
 
 class JsonApi:
-    """A WSGI app routing (method, path pattern) to handlers. Patterns like `/tapo/devices/{id}`."""
+    """A WSGI app routing (method, path pattern) to the handlers of a route table.
 
-    def __init__(self) -> None:
-        self._routes: list[tuple[re.Pattern, str, dict[str, Handler]]] = []
-        self.before_request: list[Callable[[Request, Handler], None]] = []
+    `before_request` hooks run, in order, with the request and its `Route` before the handler (the
+    authentication in `balupi.api.auth` is the first)."""
 
-    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+    def __init__(self, routes: Iterable[Route] = (), ctx: Any = None) -> None:
+        self.ctx = ctx
+        self._paths: list[tuple[re.Pattern, str, dict[str, Route]]] = []  # in the order added
+        self.before_request: list[Callable[[Request, Route], None]] = []
+        for route in routes:
+            self.add(route)
+
+    def add(self, route: Route) -> Route:
+        """Add a route (a later one for the same method and path replaces the earlier)."""
+        route = Route(route.method.upper(), route.path, route.handler, route.admin_only, route.public)
+        for _, pattern, by_method in self._paths:
+            if pattern == route.path:
+                by_method[route.method] = route
+                break
+        else:
+            regex = re.compile("^" + _PARAM.sub(r"(?P<\1>[^/]+)", route.path) + "/?$")
+            self._paths.append((regex, route.path, {route.method: route}))
+        return route
+
+    def route(self, method: str, path: str, *, admin_only: bool = False,
+              public: bool = False) -> Callable[[Handler], Handler]:
+        """Decorator form of `add`, for routes made at run time (plugins' routes)."""
         def register(handler: Handler) -> Handler:
-            for regex, pat, handlers in self._routes:
-                if pat == pattern:
-                    handlers[method.upper()] = handler
-                    break
-            else:
-                regex = re.compile("^" + _PARAM.sub(r"(?P<\1>[^/]+)", pattern) + "/?$")
-                self._routes.append((regex, pattern, {method.upper(): handler}))
+            self.add(Route(method, path, handler, admin_only, public))
             return handler
 
         return register
 
     def routes(self) -> list[tuple[str, str]]:
-        return [(m, pat) for _, pat, handlers in self._routes for m in handlers]
+        return [(m, pattern) for _, pattern, by_method in self._paths for m in by_method]
 
-    def endpoints(self) -> list[tuple[str, str, Handler]]:
-        """(method, pattern, handler) of every route: what the marks (`public`, `admin_only`) are on."""
-        return [(m, pat, h) for _, pat, handlers in self._routes for m, h in handlers.items()]
+    def endpoints(self) -> list[Route]:
+        """Every route, with its marks (`admin_only`, `public`)."""
+        return [route for _, _, by_method in self._paths for route in by_method.values()]
+
+    def find(self, method: str, path: str) -> Route | None:
+        """The route answering `method` on `path` (a concrete path or a route's own pattern), or None."""
+        for regex, pattern, by_method in self._paths:
+            if pattern == path or regex.match(path):
+                return by_method.get(method.upper())
+        return None
 
     def _dispatch(self, environ: dict) -> Response:
         path = environ.get("PATH_INFO", "") or "/"
         method = environ["REQUEST_METHOD"].upper()
-        for regex, _, handlers in self._routes:
+        for regex, _, by_method in self._paths:
             match = regex.match(path)
             if not match:
                 continue
-            handler = handlers.get(method) or (handlers.get("GET") if method == "HEAD" else None)
-            if handler is None:
-                allow = ", ".join(sorted(handlers))
+            route = by_method.get(method) or (by_method.get("GET") if method == "HEAD" else None)
+            if route is None:
+                allow = ", ".join(sorted(by_method))
                 raise ApiError(405, f"method {method} not allowed on {path}; allowed: {allow}", {"Allow": allow})
-            request = Request(environ, match.groupdict())
+            request = Request(environ, match.groupdict(), self.ctx)
             for hook in self.before_request:
-                hook(request, handler)
-            result = handler(request)
+                hook(request, route)
+            result = route.handler(request)
             if isinstance(result, Response):
                 return result
             if isinstance(result, tuple):

@@ -14,17 +14,11 @@ and a browser may not use Basic credentials for it (browsers resend those by the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from balupi.api import ApiError, Request, public
+from balupi.api import ApiError, Request, Route
 from balupi.auth.basic import parse_basic, split_authorization
-from balupi.auth.service import (Authenticator, Identity, LoginRefused, LoginThrottled, LoginUnverifiable,
-                                 OpenModeRefused)
+from balupi.auth.service import Authenticator, Identity
+from balupi.errors import LoginRefused, LoginThrottled, LoginUnverifiable, OpenModeRefused
 from balupi.websec import SAFE_METHODS, cross_site_problem, from_browser
-
-if TYPE_CHECKING:
-    from balupi.api import JsonApi
-    from balupi.app import BaluPi
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="BaluPi", Basic realm="BaluPi"'}
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="BaluPi", error="invalid_token"'}
@@ -73,46 +67,49 @@ def identify(auth: Authenticator, request: Request) -> Identity:
     raise ApiError(401, "authentication required", CHALLENGE)
 
 
-def register(api: "JsonApi", app: "BaluPi") -> None:
-    auth = app.auth
+def authenticate(request: Request, route: Route) -> None:
+    """The API's first `before_request` hook: refuse what another web site could have sent, then
+    find who is asking (unless the route is public) and whether they may (admin-only routes)."""
+    problem = cross_site_problem(request.environ)
+    if problem is not None:
+        raise ApiError(*problem)
+    if route.public:
+        return
+    scheme, _ = split_authorization(request.header("Authorization"))
+    if scheme == "basic" and request.method not in SAFE_METHODS and from_browser(request.environ):
+        # A browser resends Basic credentials by itself (ambient authority): a page must use a token.
+        raise ApiError(403, "a browser must use a Bearer token (POST /api/auth/login) to change things")
+    request.user = identify(request.ctx.auth, request)
+    request.environ["balupi.user"] = request.user.username  # who a NAS wake is for (balupi.nas.wakes)
+    if route.admin_only and not request.user.is_admin:
+        raise ApiError(403, "this endpoint needs the admin role")
 
-    def authenticate(request: Request, handler) -> None:
-        problem = cross_site_problem(request.environ)
-        if problem is not None:
-            raise ApiError(*problem)
-        if getattr(handler, "public", False):
-            return
-        scheme, _ = split_authorization(request.header("Authorization"))
-        if scheme == "basic" and request.method not in SAFE_METHODS and from_browser(request.environ):
-            # A browser resends Basic credentials by itself (ambient authority): a page must use a token.
-            raise ApiError(403, "a browser must use a Bearer token (POST /api/auth/login) to change things")
-        request.user = identify(auth, request)
-        request.environ["balupi.user"] = request.user.username  # who a NAS wake is for (balupi.nas.wakes)
-        if getattr(handler, "admin_only", False) and not request.user.is_admin:
-            raise ApiError(403, "this endpoint needs the admin role")
 
-    api.before_request.insert(0, authenticate)
+def login(request: Request) -> dict:
+    auth = request.ctx.auth
+    if auth.open_mode:
+        raise ApiError(409, "no NAS is configured, so there is nothing to log in against; requests are anonymous")
+    body = request.json_object()
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise ApiError(422, "username and password (strings) are required")
+    try:
+        identity = auth.login(username, password, request.environ.get("REMOTE_ADDR", ""))
+    except LoginThrottled as exc:
+        raise _throttled(exc) from None
+    except LoginUnverifiable as exc:
+        raise _unverifiable(exc) from None
+    except LoginRefused:
+        raise ApiError(401, "invalid user name or password", CHALLENGE) from None
+    token, expires_at = auth.issue_token(identity)
+    return {"access_token": token, "token_type": "bearer", "expires_at": expires_at, "user": identity.public()}
 
-    @api.route("POST", "/auth/login")
-    @public
-    def login(request: Request) -> dict:
-        if auth.open_mode:
-            raise ApiError(409, "no NAS is configured, so there is nothing to log in against; requests are anonymous")
-        body = request.json_object()
-        username, password = body.get("username"), body.get("password")
-        if not isinstance(username, str) or not isinstance(password, str):
-            raise ApiError(422, "username and password (strings) are required")
-        try:
-            identity = auth.login(username, password, request.environ.get("REMOTE_ADDR", ""))
-        except LoginThrottled as exc:
-            raise _throttled(exc) from None
-        except LoginUnverifiable as exc:
-            raise _unverifiable(exc) from None
-        except LoginRefused:
-            raise ApiError(401, "invalid user name or password", CHALLENGE) from None
-        token, expires_at = auth.issue_token(identity)
-        return {"access_token": token, "token_type": "bearer", "expires_at": expires_at, "user": identity.public()}
 
-    @api.route("GET", "/auth/me")
-    def me(request: Request) -> dict:
-        return {"user": request.user.public(), "open_mode": auth.open_mode}
+def me(request: Request) -> dict:
+    return {"user": request.user.public(), "open_mode": request.ctx.auth.open_mode}
+
+
+ROUTES = (
+    Route("POST", "/auth/login", login, public=True),
+    Route("GET", "/auth/me", me),
+)

@@ -17,7 +17,7 @@ import contextlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Iterator
 
-from balupi.api import ApiError, Response, admin_only
+from balupi.api import ApiError, Request, Response, Route
 from balupi.energy.model import (
     ConfirmationRequired,
     PlugConflict,
@@ -34,6 +34,7 @@ from balupi.energy.queries import (
     export_csv,
     gaps_in,
     idle_power_w,
+    open_gap_count,
     period_window,
     raw_points,
     rollup_points,
@@ -44,18 +45,17 @@ from balupi.energy.queries import (
 from balupi.energy.tariffs import parse_time
 
 if TYPE_CHECKING:
-    from balupi.api import JsonApi, Request
-    from balupi.app import BaluPi
+    from balupi.api.context import ApiContext
     from balupi.energy.service import EnergyService
 
 COST_RESOLUTION = {Period.DAY: Resolution.HOUR, Period.WEEK: Resolution.DAY, Period.MONTH: Resolution.DAY,
                    Period.YEAR: Resolution.MONTH}
 
 
-def energy_service(app: "BaluPi") -> "EnergyService":
-    if not app.settings.energy_enabled:
+def energy_service(ctx: "ApiContext") -> "EnergyService":
+    if not ctx.settings.energy_enabled:
         raise ApiError(503, "energy monitoring is disabled (BALUPI_ENERGY_ENABLED=false)")
-    return app.energy
+    return ctx.energy
 
 
 @contextlib.contextmanager
@@ -85,7 +85,7 @@ def _enum(cls, raw: str | None, name: str, default=None):
         raise ApiError(400, f"query parameter {name!r} must be one of {allowed}, got {raw!r}") from None
 
 
-def _plug_id(request: "Request", svc: "EnergyService") -> int | None:
+def _plug_id(request: Request, svc: "EnergyService") -> int | None:
     plug_id = request.query_int("device_id")
     if plug_id is not None:
         with plug_errors():
@@ -93,7 +93,7 @@ def _plug_id(request: "Request", svc: "EnergyService") -> int | None:
     return plug_id
 
 
-def _window(request: "Request", svc: "EnergyService", period: Period) -> Window:
+def _window(request: Request, svc: "EnergyService", period: Period) -> Window:
     now = svc.clock()
     window = period_window(period, now, svc.zone)
     start, end = window.start_s, window.end_s
@@ -113,187 +113,196 @@ def _iso(svc: "EnergyService", t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, svc.zone).isoformat()
 
 
-def register(api: "JsonApi", app: "BaluPi") -> None:
-    @api.route("GET", "/energy/current")
-    def current(request: "Request") -> dict:
-        svc = energy_service(app)
-        devices = []
-        total = 0.0
-        for plug in svc.plugs():
-            r = plug.last
-            online = svc.is_online(plug)
-            if online and r is not None:
-                total += r.power_w
-            devices.append({
-                "device_id": plug.id,
-                "device_name": plug.name,
-                "role": plug.role.value,
-                "power_w": r.power_w if r else None,
-                "voltage_v": r.voltage_v if r else None,
-                "current_a": r.current_a if r else None,
-                "is_on": r.is_on if r else None,
-                "is_online": online,
-                "timestamp": _iso(svc, r.at if r else None),
-                "error_kind": plug.health.error_kind.value if plug.health.error_kind else None,
-            })
-        return {"devices": devices, "total_power_w": round(total, 3), "timestamp": _iso(svc, svc.clock())}
+def current(request: Request) -> dict:
+    svc = energy_service(request.ctx)
+    devices = []
+    total = 0.0
+    for plug in svc.plugs():
+        r = plug.last
+        online = svc.is_online(plug)
+        if online and r is not None:
+            total += r.power_w
+        devices.append({
+            "device_id": plug.id,
+            "device_name": plug.name,
+            "role": plug.role.value,
+            "power_w": r.power_w if r else None,
+            "voltage_v": r.voltage_v if r else None,
+            "current_a": r.current_a if r else None,
+            "is_on": r.is_on if r else None,
+            "is_online": online,
+            "timestamp": _iso(svc, r.at if r else None),
+            "error_kind": plug.health.error_kind.value if plug.health.error_kind else None,
+        })
+    return {"devices": devices, "total_power_w": round(total, 3), "timestamp": _iso(svc, svc.clock())}
 
-    @api.route("GET", "/energy/history")
-    def history(request: "Request") -> dict:
-        svc = energy_service(app)
-        period = _enum(Period, request.query.get("period"), "period", Period.DAY)
-        resolution = _enum(Resolution, request.query.get("resolution"), "resolution", DEFAULT_RESOLUTION[period])
-        plug_id = _plug_id(request, svc)
-        window = _window(request, svc, period)
-        if resolution is Resolution.RAW:
-            if plug_id is None:
-                raise ApiError(400, "resolution=raw needs a device_id (raw samples of different plugs do not add up)")
-            points = raw_points(svc.db, plug_id, window)
-        else:
-            points = rollup_points(svc.db, plug_id, window, resolution)
-        energy = sum(p.get("energy_wh") or 0 for p in points)
-        cost = sum(p.get("cost_cents") or 0 for p in points)
-        return {
-            "device_id": plug_id,
-            "period": period.value,
-            "resolution": resolution.value,
-            "from": _iso(svc, window.start_s),
-            "to": _iso(svc, window.end_s),
-            "timezone": svc.zone.key,
-            "currency": svc.book.currency,
-            "points": points,
-            "total_energy_wh": round(energy, 3),
-            "total_cost_cents": round(cost, 3),
-            "gaps": gaps_in(svc.db, plug_id, window),
-        }
 
-    @api.route("GET", "/energy/costs")
-    def costs(request: "Request") -> dict:
-        svc = energy_service(app)
-        period = _enum(Period, request.query.get("period"), "period", Period.MONTH)
-        plug_id = _plug_id(request, svc)
-        window = _window(request, svc, period)
-        resolution = COST_RESOLUTION[period]
+def history(request: Request) -> dict:
+    svc = energy_service(request.ctx)
+    period = _enum(Period, request.query.get("period"), "period", Period.DAY)
+    resolution = _enum(Resolution, request.query.get("resolution"), "resolution", DEFAULT_RESOLUTION[period])
+    plug_id = _plug_id(request, svc)
+    window = _window(request, svc, period)
+    if resolution is Resolution.RAW:
+        if plug_id is None:
+            raise ApiError(400, "resolution=raw needs a device_id (raw samples of different plugs do not add up)")
+        points = raw_points(svc.db, plug_id, window)
+    else:
         points = rollup_points(svc.db, plug_id, window, resolution)
+    energy = sum(p.get("energy_wh") or 0 for p in points)
+    cost = sum(p.get("cost_cents") or 0 for p in points)
+    return {
+        "device_id": plug_id,
+        "period": period.value,
+        "resolution": resolution.value,
+        "from": _iso(svc, window.start_s),
+        "to": _iso(svc, window.end_s),
+        "timezone": svc.zone.key,
+        "currency": svc.book.currency,
+        "points": points,
+        "total_energy_wh": round(energy, 3),
+        "total_cost_cents": round(cost, 3),
+        "gaps": gaps_in(svc.db, plug_id, window),
+    }
+
+
+def costs(request: Request) -> dict:
+    svc = energy_service(request.ctx)
+    period = _enum(Period, request.query.get("period"), "period", Period.MONTH)
+    plug_id = _plug_id(request, svc)
+    window = _window(request, svc, period)
+    resolution = COST_RESOLUTION[period]
+    points = rollup_points(svc.db, plug_id, window, resolution)
+    by_plug = energy_by_plug(svc.db, window)
+    names = {p.id: p.name for p in svc.plugs()}
+    devices = [
+        {"device_id": pid, "device_name": names.get(pid, ""), "energy_kwh": round(e / 1000, 4), "cost_cents": round(c, 3)}
+        for pid, (e, c) in sorted(by_plug.items())
+        if plug_id is None or pid == plug_id
+    ]
+    energy = sum(d["energy_kwh"] for d in devices)
+    energy_cost = sum(d["cost_cents"] for d in devices)
+    standing = standing_charges(svc.book, window) if plug_id is None else 0.0
+    return {
+        "period": period.value,
+        "from": _iso(svc, window.start_s),
+        "to": _iso(svc, window.end_s),
+        "currency": svc.book.currency,
+        "resolution": resolution.value,
+        "energy_kwh": round(energy, 4),
+        "energy_cost_cents": round(energy_cost, 3),
+        "standing_charge_cents": round(standing, 3),
+        "total_cost_cents": round(energy_cost + standing, 3),
+        "price_now": svc.book.current(svc.clock()),
+        "devices": devices,
+        "points": [{k: p[k] for k in ("timestamp", "energy_wh", "cost_cents", "coverage")} for p in points],
+    }
+
+
+def summary(request: Request) -> dict:
+    svc = energy_service(request.ctx)
+    now = svc.clock()
+    local = datetime.fromtimestamp(now, svc.zone)
+    today = Window(local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp(), now + 1, svc.zone)
+    month = Window(local.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp(), now + 1, svc.zone)
+    plugs = svc.plugs()
+    online = [p for p in plugs if svc.is_online(p)]
+
+    def totals(window: Window) -> dict:
         by_plug = energy_by_plug(svc.db, window)
-        names = {p.id: p.name for p in svc.plugs()}
-        devices = [
-            {"device_id": pid, "device_name": names.get(pid, ""), "energy_kwh": round(e / 1000, 4), "cost_cents": round(c, 3)}
-            for pid, (e, c) in sorted(by_plug.items())
-            if plug_id is None or pid == plug_id
-        ]
-        energy = sum(d["energy_kwh"] for d in devices)
-        energy_cost = sum(d["cost_cents"] for d in devices)
-        standing = standing_charges(svc.book, window) if plug_id is None else 0.0
-        return {
-            "period": period.value,
-            "from": _iso(svc, window.start_s),
-            "to": _iso(svc, window.end_s),
-            "currency": svc.book.currency,
-            "resolution": resolution.value,
-            "energy_kwh": round(energy, 4),
-            "energy_cost_cents": round(energy_cost, 3),
-            "standing_charge_cents": round(standing, 3),
-            "total_cost_cents": round(energy_cost + standing, 3),
-            "price_now": svc.book.current(svc.clock()),
-            "devices": devices,
-            "points": [{k: p[k] for k in ("timestamp", "energy_wh", "cost_cents", "coverage")} for p in points],
+        return {"energy_wh": round(sum(e for e, _ in by_plug.values()), 3),
+                "cost_cents": round(sum(c for _, c in by_plug.values()), 3)}
+
+    tracker = svc.recorder.nas_tracker
+    nas_plug = next((p for p in plugs if p.role is PlugRole.NAS), None)
+    nas_state = None
+    if nas_plug is not None:
+        nas_state = {
+            "device_id": nas_plug.id,
+            "state": tracker.state.value if tracker and tracker.state else None,
+            "since": _iso(svc, tracker.since if tracker else None),
+            "power_w": nas_plug.last.power_w if nas_plug.last and svc.is_online(nas_plug) else None,
+            "is_online": svc.is_online(nas_plug),
         }
+    open_gaps = open_gap_count(svc.db)
+    return {
+        "devices": len(plugs),
+        "devices_online": len(online),
+        "total_power_w": round(sum(p.last.power_w for p in online if p.last), 3),
+        "today": totals(today),
+        "month": totals(month),
+        "currency": svc.book.currency,
+        "price_now": svc.book.current(now),
+        "nas_state": nas_state,
+        "open_gaps": open_gaps,
+        "timestamp": _iso(svc, now),
+    }
 
-    @api.route("GET", "/energy/summary")
-    def summary(request: "Request") -> dict:
-        svc = energy_service(app)
-        now = svc.clock()
-        local = datetime.fromtimestamp(now, svc.zone)
-        today = Window(local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp(), now + 1, svc.zone)
-        month = Window(local.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp(), now + 1, svc.zone)
-        plugs = svc.plugs()
-        online = [p for p in plugs if svc.is_online(p)]
 
-        def totals(window: Window) -> dict:
-            by_plug = energy_by_plug(svc.db, window)
-            return {"energy_wh": round(sum(e for e, _ in by_plug.values()), 3),
-                    "cost_cents": round(sum(c for _, c in by_plug.values()), 3)}
+def savings(request: Request) -> dict:
+    svc = energy_service(request.ctx)
+    period = _enum(Period, request.query.get("period"), "period", Period.MONTH)
+    window = _window(request, svc, period)
+    plugs = svc.plugs()
+    nas = next((p for p in plugs if p.role is PlugRole.NAS), None)
+    pi = next((p for p in plugs if p.role is PlugRole.PI), None)
+    base = {"period": period.value, "from": _iso(svc, window.start_s), "to": _iso(svc, window.end_s),
+            "currency": svc.book.currency}
+    if nas is None:
+        return {**base, "available": False, "detail": "no plug has the role 'nas'"}
+    idle_w = idle_power_w(svc.db, nas.id, svc.clock())
+    if idle_w is None:
+        return {**base, "available": False,
+                "detail": "the NAS's idle power is not measured yet (it needs at least 10 minutes in 'idle')"}
+    days = savings_by_day(svc.db, window, nas.id, idle_w, pi.id if pi else None, svc.settings.energy_pi_power_w)
+    total = sum_savings(days, 0)
+    return {
+        **base,
+        "available": True,
+        "idle_power_w": round(idle_w, 2),
+        "pi": {"source": "plug", "device_id": pi.id} if pi else
+              {"source": "setting", "power_w": svc.settings.energy_pi_power_w},
+        "days": days,
+        "months": sum_savings(days, 7),
+        "total": total[0] if total else None,
+    }
 
-        tracker = svc.recorder.nas_tracker
-        nas_plug = next((p for p in plugs if p.role is PlugRole.NAS), None)
-        nas_state = None
-        if nas_plug is not None:
-            nas_state = {
-                "device_id": nas_plug.id,
-                "state": tracker.state.value if tracker and tracker.state else None,
-                "since": _iso(svc, tracker.since if tracker else None),
-                "power_w": nas_plug.last.power_w if nas_plug.last and svc.is_online(nas_plug) else None,
-                "is_online": svc.is_online(nas_plug),
-            }
-        open_gaps = svc.db.query_one("SELECT COUNT(*) FROM energy_gaps WHERE status = 'open'")[0]
-        return {
-            "devices": len(plugs),
-            "devices_online": len(online),
-            "total_power_w": round(sum(p.last.power_w for p in online if p.last), 3),
-            "today": totals(today),
-            "month": totals(month),
-            "currency": svc.book.currency,
-            "price_now": svc.book.current(now),
-            "nas_state": nas_state,
-            "open_gaps": open_gaps,
-            "timestamp": _iso(svc, now),
-        }
 
-    @api.route("GET", "/energy/savings")
-    def savings(request: "Request") -> dict:
-        svc = energy_service(app)
-        period = _enum(Period, request.query.get("period"), "period", Period.MONTH)
-        window = _window(request, svc, period)
-        plugs = svc.plugs()
-        nas = next((p for p in plugs if p.role is PlugRole.NAS), None)
-        pi = next((p for p in plugs if p.role is PlugRole.PI), None)
-        base = {"period": period.value, "from": _iso(svc, window.start_s), "to": _iso(svc, window.end_s),
-                "currency": svc.book.currency}
-        if nas is None:
-            return {**base, "available": False, "detail": "no plug has the role 'nas'"}
-        idle_w = idle_power_w(svc.db, nas.id, svc.clock())
-        if idle_w is None:
-            return {**base, "available": False,
-                    "detail": "the NAS's idle power is not measured yet (it needs at least 10 minutes in 'idle')"}
-        days = savings_by_day(svc.db, window, nas.id, idle_w, pi.id if pi else None, svc.settings.energy_pi_power_w)
-        total = sum_savings(days, 0)
-        return {
-            **base,
-            "available": True,
-            "idle_power_w": round(idle_w, 2),
-            "pi": {"source": "plug", "device_id": pi.id} if pi else
-                  {"source": "setting", "power_w": svc.settings.energy_pi_power_w},
-            "days": days,
-            "months": sum_savings(days, 7),
-            "total": total[0] if total else None,
-        }
+def prices(request: Request) -> dict:
+    svc = energy_service(request.ctx)
+    return {
+        "currency": svc.book.currency,
+        "default_price_cents_per_kwh": svc.settings.energy_default_price_cents,
+        "current": svc.book.current(svc.clock()),
+        "tariffs": [t.as_dict(svc.zone) for t in sorted(svc.book.tariffs, key=lambda t: t.id or 0)],
+    }
 
-    @api.route("GET", "/energy/prices")
-    def prices(request: "Request") -> dict:
-        svc = energy_service(app)
-        return {
-            "currency": svc.book.currency,
-            "default_price_cents_per_kwh": svc.settings.energy_default_price_cents,
-            "current": svc.book.current(svc.clock()),
-            "tariffs": [t.as_dict(svc.zone) for t in sorted(svc.book.tariffs, key=lambda t: t.id or 0)],
-        }
 
-    @api.route("POST", "/energy/prices")
-    @admin_only
-    def add_price(request: "Request") -> tuple[int, dict]:
-        svc = energy_service(app)
-        with plug_errors():
-            tariff, repriced = svc.add_tariff(request.json_object())
-        return 201, {"tariff": tariff.as_dict(svc.zone), "repriced_hours": repriced}
+def add_price(request: Request) -> tuple[int, dict]:
+    svc = energy_service(request.ctx)
+    with plug_errors():
+        tariff, repriced = svc.add_tariff(request.json_object())
+    return 201, {"tariff": tariff.as_dict(svc.zone), "repriced_hours": repriced}
 
-    @api.route("GET", "/energy/export.csv")
-    def export(request: "Request") -> Response:
-        svc = energy_service(app)
-        resolution = _enum(Resolution, request.query.get("resolution"), "resolution", Resolution.HOUR)
-        plug_id = _plug_id(request, svc)
-        window = _window(request, svc, Period.WEEK)
-        names = {p.id: p.name for p in svc.plugs()}
-        body = export_csv(svc.db, window, resolution, plug_id, names).encode()
-        filename = f"balupi-energy-{window.first_day}-{resolution.value}.csv"
-        return Response(body, 200, "text/csv; charset=utf-8", {"Content-Disposition": f'attachment; filename="{filename}"'})
+
+def export(request: Request) -> Response:
+    svc = energy_service(request.ctx)
+    resolution = _enum(Resolution, request.query.get("resolution"), "resolution", Resolution.HOUR)
+    plug_id = _plug_id(request, svc)
+    window = _window(request, svc, Period.WEEK)
+    names = {p.id: p.name for p in svc.plugs()}
+    body = export_csv(svc.db, window, resolution, plug_id, names).encode()
+    filename = f"balupi-energy-{window.first_day}-{resolution.value}.csv"
+    return Response(body, 200, "text/csv; charset=utf-8", {"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+ROUTES = (
+    Route("GET", "/energy/current", current),
+    Route("GET", "/energy/history", history),
+    Route("GET", "/energy/costs", costs),
+    Route("GET", "/energy/summary", summary),
+    Route("GET", "/energy/savings", savings),
+    Route("GET", "/energy/prices", prices),
+    Route("POST", "/energy/prices", add_price, admin_only=True),
+    Route("GET", "/energy/export.csv", export),
+)

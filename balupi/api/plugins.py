@@ -1,20 +1,15 @@
-"""GET /api/plugins (admin), and every plugin's own routes under /api/plugins/<name>/ (balupi.plugins)."""
+"""GET /api/plugins (admin). Every plugin's own routes go under /api/plugins/<name>/; the composition
+root adds them (`balupi.plugins.PluginHost.register_routes`), since plugins are handed the whole app."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from balupi.api import admin_only
-
-if TYPE_CHECKING:
-    from balupi.api import JsonApi, Request
-    from balupi.app import BaluPi
+from balupi.api import Request, Route
 
 
-def register(api: "JsonApi", app: "BaluPi") -> None:
-    @api.route("GET", "/plugins")
-    @admin_only
-    def plugins_list(request: "Request") -> dict:
-        return app.plugins.listing()
+def plugins_list(request: Request) -> dict:
+    return request.ctx.plugins.listing()
 
-    app.plugins.register_routes(api, app)
+
+ROUTES = (
+    Route("GET", "/plugins", plugins_list, admin_only=True),
+)

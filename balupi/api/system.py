@@ -1,39 +1,38 @@
-"""GET /api/health (no auth) and GET /api/system/status."""
+"""GET /api/health (no auth), GET /api/system/status and GET /api/system/jobs."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from balupi import __version__
-from balupi.api import public
-
-if TYPE_CHECKING:
-    from balupi.api import JsonApi, Request
-    from balupi.app import BaluPi
+from balupi.api import Request, Route
 
 
-def register(api: "JsonApi", app: "BaluPi") -> None:
-    @api.route("GET", "/health")
-    @public
-    def health(request: "Request"):
-        problems = [p for p in (app.provider.cache.volume_problem(),) if p]
-        body = {
-            "status": "error" if problems else "ok",
-            "version": __version__,
-            "service": "balupi",
-            "cache_enabled": True,
-            "energy_enabled": app.energy_enabled,
-            "nas": app.nas_summary(),
-        }
-        if problems:
-            body["problems"] = problems
-            return 503, body
-        return body
+def health(request: Request):
+    ctx = request.ctx
+    problems = [p for p in (ctx.cache.volume_problem(),) if p]
+    body = {
+        "status": "error" if problems else "ok",
+        "version": __version__,
+        "service": "balupi",
+        "cache_enabled": True,
+        "energy_enabled": ctx.energy_enabled,
+        "nas": ctx.nas_summary(),
+    }
+    if problems:
+        body["problems"] = problems
+        return 503, body
+    return body
 
-    @api.route("GET", "/system/status")
-    def system_status(request: "Request") -> dict:
-        return app.system.status()
 
-    @api.route("GET", "/system/jobs")
-    def jobs(request: "Request") -> dict:
-        return {"jobs": app.scheduler.status()}
+def system_status(request: Request) -> dict:
+    return request.ctx.system.status()
+
+
+def jobs(request: Request) -> dict:
+    return {"jobs": request.ctx.scheduler.status()}
+
+
+ROUTES = (
+    Route("GET", "/health", health, public=True),
+    Route("GET", "/system/status", system_status),
+    Route("GET", "/system/jobs", jobs),
+)

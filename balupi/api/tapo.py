@@ -13,15 +13,11 @@ off the `nas` plug cuts the NAS's power, so it needs "confirm_nas_off": true.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from balupi.api import ApiError, admin_only
+from balupi.api import ApiError, Request, Route
 from balupi.api.energy import energy_service, plug_errors
 from balupi.energy.model import PlugRole
-
-if TYPE_CHECKING:
-    from balupi.api import JsonApi, Request
-    from balupi.app import BaluPi
 
 _UNSET: Any = False  # "port" not given (None means: no port override)
 
@@ -54,75 +50,80 @@ def _text(body: dict, key: str, required: bool = False) -> str | None:
     return value.strip()
 
 
-def _id(request: "Request") -> int:
+def _device(svc, plug) -> dict:
+    return plug.as_dict(svc.is_online(plug))
+
+
+def _id(request: Request) -> int:
     try:
         return int(request.params["id"])
     except ValueError:
         raise ApiError(404, f"no plug with id {request.params['id']!r}") from None
 
 
-def register(api: "JsonApi", app: "BaluPi") -> None:
-    def device(plug) -> dict:
-        return plug.as_dict(app.energy.is_online(plug))
+def list_devices(request: Request) -> dict:
+    svc = energy_service(request.ctx)
+    return {"devices": [_device(svc, p) for p in svc.plugs()], "sample_interval_s": svc.interval_s}
 
-    @api.route("GET", "/tapo/devices")
-    def list_devices(request: "Request") -> dict:
-        svc = energy_service(app)
-        return {"devices": [device(p) for p in svc.plugs()], "sample_interval_s": svc.interval_s}
 
-    @api.route("POST", "/tapo/devices")
-    @admin_only
-    def add_device(request: "Request") -> tuple[int, dict]:
-        svc = energy_service(app)
-        body = request.json_object()
-        host = _text(body, "host", required=True)
-        assert host is not None
-        with plug_errors():
-            plug = svc.add_plug(host, _port(body), _text(body, "name"), _role(body.get("role"), PlugRole.GENERIC))
-        return 201, device(plug)
+def add_device(request: Request) -> tuple[int, dict]:
+    svc = energy_service(request.ctx)
+    body = request.json_object()
+    host = _text(body, "host", required=True)
+    assert host is not None
+    with plug_errors():
+        plug = svc.add_plug(host, _port(body), _text(body, "name"), _role(body.get("role"), PlugRole.GENERIC))
+    return 201, _device(svc, plug)
 
-    @api.route("POST", "/tapo/devices/discover")
-    @admin_only
-    def discover(request: "Request") -> dict:
-        svc = energy_service(app)
-        with plug_errors():
-            return {"devices": svc.discover(), "target": svc.settings.tapo_discovery_target}
 
-    @api.route("GET", "/tapo/devices/{id}")
-    def get_device(request: "Request") -> dict:
-        svc = energy_service(app)
-        with plug_errors():
-            return device(svc.plug(_id(request)))
+def discover(request: Request) -> dict:
+    svc = energy_service(request.ctx)
+    with plug_errors():
+        return {"devices": svc.discover(), "target": svc.settings.tapo_discovery_target}
 
-    @api.route("PUT", "/tapo/devices/{id}")
-    @admin_only
-    def update_device(request: "Request") -> dict:
-        svc = energy_service(app)
-        body = request.json_object()
-        port = _port(body) if "port" in body else _UNSET
-        with plug_errors():
-            plug = svc.update_plug(_id(request), name=_text(body, "name"), role=_role(body.get("role"), None),
-                                   host=_text(body, "host"), port=port)
-        return device(plug)
 
-    @api.route("DELETE", "/tapo/devices/{id}")
-    @admin_only
-    def delete_device(request: "Request") -> dict:
-        svc = energy_service(app)
-        plug_id = _id(request)
-        with plug_errors():
-            svc.remove_plug(plug_id)
-        return {"deleted": True, "id": plug_id}
+def get_device(request: Request) -> dict:
+    svc = energy_service(request.ctx)
+    with plug_errors():
+        return _device(svc, svc.plug(_id(request)))
 
-    @api.route("POST", "/tapo/devices/{id}/toggle")
-    @admin_only
-    def toggle(request: "Request") -> dict:
-        svc = energy_service(app)
-        body = request.json_object()
-        on = body.get("on")
-        if on is not None and not isinstance(on, bool):
-            raise ApiError(422, "on: expected true, false or nothing (toggle)")
-        confirm = body.get("confirm_nas_off", False) is True
-        with plug_errors():
-            is_on = svc.set_on(_id(request), on, confirm)
-        return {"id": _id(request), "is_on": is_on}
+
+def update_device(request: Request) -> dict:
+    svc = energy_service(request.ctx)
+    body = request.json_object()
+    port = _port(body) if "port" in body else _UNSET
+    with plug_errors():
+        plug = svc.update_plug(_id(request), name=_text(body, "name"), role=_role(body.get("role"), None),
+                               host=_text(body, "host"), port=port)
+    return _device(svc, plug)
+
+
+def delete_device(request: Request) -> dict:
+    svc = energy_service(request.ctx)
+    plug_id = _id(request)
+    with plug_errors():
+        svc.remove_plug(plug_id)
+    return {"deleted": True, "id": plug_id}
+
+
+def toggle(request: Request) -> dict:
+    svc = energy_service(request.ctx)
+    body = request.json_object()
+    on = body.get("on")
+    if on is not None and not isinstance(on, bool):
+        raise ApiError(422, "on: expected true, false or nothing (toggle)")
+    confirm = body.get("confirm_nas_off", False) is True
+    with plug_errors():
+        is_on = svc.set_on(_id(request), on, confirm)
+    return {"id": _id(request), "is_on": is_on}
+
+
+ROUTES = (
+    Route("GET", "/tapo/devices", list_devices),
+    Route("POST", "/tapo/devices", add_device, admin_only=True),
+    Route("POST", "/tapo/devices/discover", discover, admin_only=True),
+    Route("GET", "/tapo/devices/{id}", get_device),
+    Route("PUT", "/tapo/devices/{id}", update_device, admin_only=True),
+    Route("DELETE", "/tapo/devices/{id}", delete_device, admin_only=True),
+    Route("POST", "/tapo/devices/{id}/toggle", toggle, admin_only=True),
+)

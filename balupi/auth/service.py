@@ -59,11 +59,12 @@ from typing import TYPE_CHECKING
 
 from balupi.auth.basic import MAX_PASSWORD_CHARS, valid_username
 from balupi.auth.throttle import Throttle
-from balupi.auth.tokens import InvalidToken, TokenIssuer, load_signing_key
+from balupi.auth.tokens import TokenIssuer, load_signing_key
 from balupi.auth.verifiers import (VerifierStore, check_verifier, dummy_verifier, make_verifier, password_bytes,
                                    verifier_binding)
 from balupi.db import Database
-from balupi.errors import NasUnavailable
+from balupi.errors import (InvalidToken, LoginRefused, LoginThrottled, LoginUnverifiable, NasUnavailable,
+                           OpenModeRefused)
 from balupi.log import register_secret
 from balupi.nas.monitor import NasState
 from balupi.settings import Settings
@@ -116,35 +117,7 @@ class Identity:
         return {"username": self.username, "role": self.role.value, "view": self.view, "method": self.method.value}
 
 
-class LoginRefused(Exception):
-    """Wrong name or password, unknown user, or no way to check: one answer for all."""
-
-
-class LoginUnverifiable(Exception):
-    """The password could not be checked now (the NAS is waking up, or unreachable for a named
-    reason) and nothing stored decides it: 503 with Retry-After, never 401."""
-
-    def __init__(self, message: str, retry_after_s: float):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class OpenModeRefused(Exception):
-    """No NAS is configured and this address may not use BaluPi anonymously. `challenge`: a local
-    admin password is set, so a login prompt (401) makes sense; otherwise 403."""
-
-    def __init__(self, message: str, challenge: bool):
-        super().__init__(message)
-        self.challenge = challenge
-
-
 LOCAL_ADMIN_USER = "admin"
-
-
-class LoginThrottled(Exception):
-    def __init__(self, retry_after_s: float):
-        super().__init__(f"too many failed logins; try again in {retry_after_s:.0f} s")
-        self.retry_after_s = retry_after_s
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from balupi.errors import ConfigError
+from balupi.errors import ConfigError, InvalidToken
 from balupi.log import register_secret
 from balupi.settings import Settings, warn_if_readable_by_others
 
@@ -33,10 +33,6 @@ AUDIENCE = "balupi-api"
 KEY_FILENAME = "secret.key"
 KEY_BYTES = 32
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "iss", "aud")
-
-
-class InvalidToken(Exception):
-    """The token is not one BaluPi issued, or no longer valid. The message says why (for logs)."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from balupi.db import Database
 
+OWNS = ("auth_verifiers",)
+
 SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1

@@ -15,16 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from balupi.dav.index import parent_of
+from balupi.cache import index
 
 if TYPE_CHECKING:
-    from balupi.dav.store import ContentStore
+    from balupi.cache.store import ContentStore
     from balupi.db import Database
 
 log = logging.getLogger("balupi.cache.integrity")
-
-KIND_DAMAGED = "damaged"
-
 
 @dataclass
 class Damage:
@@ -37,44 +34,14 @@ class Damage:
 def handle_damaged(db: "Database", store: "ContentStore", key: str, detail: str) -> Damage:
     where = store.quarantine(key)
     now = time.time()
-    pending = False
-    clean = 0
-    with db.write() as d:
-        rows = d.execute("SELECT id, view, path, dirty, local_only, remote, base_etag FROM entries WHERE cache_key = ?",
-                         (key,)).fetchall()
-        jrows = d.execute("SELECT id, view, path FROM journal WHERE state = 'pending' AND cache_key = ?", (key,)).fetchall()
-        d.execute("UPDATE journal SET state = 'damaged', last_error = ? WHERE state = 'pending' AND cache_key = ?",
-                  (f"content damaged on the Pi's disk: {detail}"[:500], key))
-        for row in rows:
-            entry_id, view, path, dirty, local_only, remote, base_etag = row
-            if not dirty and not local_only:
-                d.execute("UPDATE entries SET cache_key = NULL WHERE id = ?", (entry_id,))
-                clean += 1
-                continue
-            pending = True
-            if base_etag or remote:
-                # Back to the NAS's version this change was based on; the next listing of the folder
-                # brings its size and times.
-                d.execute("UPDATE entries SET cache_key = NULL, dirty = 0, remote = 1, etag = coalesce(?, etag),"
-                          " nas_etag = ?, base_etag = NULL WHERE id = ?", (base_etag, base_etag, entry_id))
-                d.execute("UPDATE entries SET listed = 0 WHERE view = ? AND path = ?", (view, parent_of(path) or "/"))
-            else:
-                d.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
-            d.execute("INSERT INTO conflicts (at, view, path, conflict_path, kind) VALUES (?, ?, ?, ?, ?)",
-                      (now, view, path, str(where or key), KIND_DAMAGED))
-        recorded = {(r[1], r[2]) for r in rows}
-        for _, view, path in jrows:
-            pending = True
-            if (view, path) not in recorded:  # an older version of the file, superseded but still waiting
-                d.execute("INSERT INTO conflicts (at, view, path, conflict_path, kind) VALUES (?, ?, ?, ?, ?)",
-                          (now, view, path, str(where or key), KIND_DAMAGED))
-                recorded.add((view, path))
+    rows, recorded, pending, clean = index.record_damage(db, key, str(where or key),
+                                                         f"content damaged on the Pi's disk: {detail}", now)
     paths = ", ".join(sorted({p for _, p in recorded})) or "no entry"
     if pending:
         log.error("DAMAGED: content %s of %s no longer matches its checksum (%s); it is NOT uploaded. Kept in %s"
                   " for a person to resolve (GET /api/cache/conflicts)", key, paths, detail, where)
     else:
         log.error("damaged: cached content %s of %s no longer matches its checksum (%s); moved to %s, the NAS's"
-                  " copy is fetched again when asked for", key, ", ".join(sorted({r[2] for r in rows})) or "no entry",
+                  " copy is fetched again when asked for", key, ", ".join(sorted({path for _, path in rows})) or "no entry",
                   detail, where)
     return Damage(key, str(where) if where else None, pending, clean)

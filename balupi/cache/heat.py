@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import math
 
+from balupi.settings import SETTINGS_BY_NAME
+
+# The default half-life, where none is configured (the setting's default is the one definition).
+HALF_LIFE_S = SETTINGS_BY_NAME["cache_heat_half_life_hours"].default * 3600.0
 SIZE_WEIGHT = 0.25
 SIZE_UNIT_BYTES = 1 << 20
 
@@ -34,10 +38,3 @@ def heat_key(heat: float, t: float, size_bytes: int, half_life_s: float) -> floa
     return (math.log2(max(heat, 1e-9)) + t / half_life_s
             - SIZE_WEIGHT * math.log2(max(size_bytes, SIZE_UNIT_BYTES) / SIZE_UNIT_BYTES))
 
-
-def coldest_first(db, limit: int) -> list:
-    """Up to `limit` cached, clean entries, coldest first (lowest heat_key): the default eviction order."""
-    return db.query(
-        "SELECT id, path, cache_key, size FROM entries WHERE cache_key IS NOT NULL AND dirty = 0"
-        f" ORDER BY heat_key LIMIT {int(limit)}"
-    )

@@ -1,6 +1,6 @@
 """Verifiable content: a checksum per block of every content file, checked before bytes go out.
 
-Every content file in the store has a sidecar (`<key>.meta`, see `balupi.dav.store`) written
+Every content file in the store has a sidecar (`<key>.meta`, see `balupi.cache.store`) written
 durably with it: what the content is (view, path, state, size, the NAS's ETag) and a checksum of
 each `BLOCK_BYTES` block (BLAKE2b, 128 bits: a Pi 3's A53 has no SHA instructions, and BLAKE2b is
 the faster of hashlib's strong hashes there). The checksum is computed while the bytes are written
@@ -29,8 +29,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
+from balupi.errors import ContentDamaged
+
 ALGORITHM = "blake2b-128"
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 20  # checksum block; also the block content is read, streamed and copied in
 DIGEST_BYTES = 16
 
 
@@ -40,15 +42,6 @@ class State(str, enum.Enum):
     PENDING = "pending"  # written on the Pi, not yet on the NAS: the only copy
     CLEAN = "clean"  # the NAS has it (downloaded, or uploaded since)
     LOCAL = "local"  # never goes to the NAS (client noise such as .DS_Store)
-
-
-class ContentDamaged(Exception):
-    """Content no longer matches its checksum (or its sidecar is unreadable)."""
-
-    def __init__(self, key: str, detail: str):
-        super().__init__(f"content {key} is damaged: {detail}")
-        self.key = key
-        self.detail = detail
 
 
 def _new_hash():

@@ -19,6 +19,7 @@ Lock order: `CacheManager._lock` before `Database._write_lock`.
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import logging
 import shutil
@@ -29,8 +30,10 @@ from pathlib import Path
 from typing import Callable
 
 from balupi.cache import pins
-from balupi.cache.heat import coldest_first
-from balupi.dav.store import ContentStore
+from balupi.cache import index
+from balupi.cache.index import coldest_first
+from balupi.cache.journal import Journal
+from balupi.cache.store import ContentStore
 from balupi.db import Database
 from balupi.errors import InsufficientStorage
 from balupi.events import Event, Events
@@ -51,9 +54,16 @@ def floor_bytes(volume: Path, most_bytes: int) -> int:
 REFUSAL_LOG_INTERVAL_S = 60.0
 
 
+
+class EvictReason(enum.StrEnum):
+    """Why content left the cache (the plugins' `reason`; stored and sent as these strings)."""
+
+    ROOM = "room"  # to make room: over the size limit, or below the free-space floor
+
 class CacheManager:
     def __init__(self, settings: Settings, db: Database, store: ContentStore, events: Events):
         self.db, self.store, self.events = db, store, events
+        self._journal = Journal(db)
         self.max_bytes = int(settings.cache_max_size_gb * 1e9)
         self.min_free_bytes = int(settings.cache_min_free_gb * 1e9)
         self._configured_pins = tuple(settings.cache_pinned)
@@ -80,8 +90,7 @@ class CacheManager:
         return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.pinned)
 
     def used_bytes(self) -> int:
-        row = self.db.query_one("SELECT coalesce(sum(size), 0) FROM entries WHERE cache_key IS NOT NULL")
-        return int(row[0])
+        return int(index.cached_bytes(self.db))
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.volume).free
@@ -177,11 +186,7 @@ class CacheManager:
 
     def _evictable_bytes(self) -> int:
         """At most this much could be evicted now (pinned and open files are not subtracted)."""
-        row = self.db.query_one(
-            "SELECT coalesce(sum(size), 0) FROM entries e WHERE cache_key IS NOT NULL AND dirty = 0 AND NOT EXISTS"
-            " (SELECT 1 FROM journal j WHERE j.state = 'pending' AND j.cache_key = e.cache_key)"
-        )
-        return int(row[0])
+        return int(index.evictable_bytes(self.db))
 
     def release(self, size: int) -> None:
         """The reserved bytes were committed (they count in the index now) or dropped."""
@@ -221,19 +226,15 @@ class CacheManager:
             for row in candidates:
                 key = row["cache_key"]
                 if (self.is_pinned(row["path"]) or self._open.get(key) or self._journal_needs(key)
-                        or self.evict_veto is not None and self.evict_veto(row["path"], row["size"], "room")):
+                        or self.evict_veto is not None and self.evict_veto(row["path"], row["size"], EvictReason.ROOM)):
                     skip.add(row["id"])
                     continue
-                with self.db.write() as d:
-                    changed = d.execute(
-                        "UPDATE entries SET cache_key = NULL WHERE id = ? AND cache_key = ? AND dirty = 0", (row["id"], key)
-                    ).rowcount
-                if changed:
+                if index.drop_content(self.db, row["id"], key):
                     self.store.remove(key)
                     freed += row["size"]
                     self.evictions += 1
                     self.evicted_bytes += row["size"]
-                    self.events.emit(Event.CACHE_FILE_EVICTED, path=row["path"], size_bytes=row["size"], reason="room")
+                    self.events.emit(Event.CACHE_FILE_EVICTED, path=row["path"], size_bytes=row["size"], reason=EvictReason.ROOM)
                 else:
                     skip.add(row["id"])
                 if freed >= want:
@@ -241,4 +242,4 @@ class CacheManager:
         return freed
 
     def _journal_needs(self, key: str) -> bool:
-        return self.db.query_one("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1", (key,)) is not None
+        return self._journal.key_pending(key)

@@ -13,6 +13,8 @@ from sqlite_utils.migrations import Migrations
 
 from balupi.db import Database
 
+OWNS = ("cache_pins",)
+
 migrations = Migrations("cache_pins")
 
 MAX_PATTERN_CHARS = 1000

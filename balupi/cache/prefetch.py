@@ -15,15 +15,25 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from balupi.dav.index import COLUMNS, Entry
+from balupi.cache.downloads import Download, Downloads
+from balupi.cache.index import Entry, Index
+from balupi.cache.manager import CacheManager
 from balupi.errors import NasBusy
 from balupi.nas.monitor import NasMonitor
 from balupi.settings import Settings
 
-if TYPE_CHECKING:
-    from balupi.dav.provider import CacheProvider
+
+
+class Fetcher(Protocol):
+    """What the prefetch needs of whoever serves files (the WebDAV provider): it is handed one."""
+
+    index: Index
+    cache: CacheManager
+    downloads: Downloads
+
+    def start_download(self, entry: Entry, wake: bool = True) -> Download | None: ...
 
 log = logging.getLogger("balupi.cache.prefetch")
 
@@ -42,8 +52,8 @@ class PrefetchResult:
 
 
 class Prefetcher:
-    def __init__(self, settings: Settings, provider: "CacheProvider", monitor: NasMonitor):
-        self.provider, self.monitor = provider, monitor
+    def __init__(self, settings: Settings, fetcher: Fetcher, monitor: NasMonitor):
+        self.fetcher, self.monitor = fetcher, monitor
         self.budget_bytes = int(settings.prefetch_budget_mb * 1e6)
         self.fetched_files = 0
         self.fetched_bytes = 0
@@ -73,7 +83,7 @@ class Prefetcher:
         Candidates come in batches, asked again after each batch, so one run goes on until the
         budget, the room or the tree is used up (files fetched leave the "not cached" set; files
         skipped or failed are remembered and not tried twice in a run)."""
-        cache = self.provider.cache
+        cache = self.fetcher.cache
         tried: set[int] = set()
         for phase, query, may_evict in (("pinned", self._pinned, True), ("hot", self._hot, False),
                                         ("recent", self._recent, False)):
@@ -101,32 +111,26 @@ class Prefetcher:
                         result.files += 1
                         result.bytes += entry.size
 
-    def _rows(self, sql: str, params: tuple) -> list[Entry]:
-        return [Entry.from_row(r) for r in self.provider.index.db.query(sql, params)]
-
-    def _uncached(self) -> str:
-        return f"SELECT {COLUMNS} FROM entries WHERE view = ? AND is_dir = 0 AND cache_key IS NULL AND local_only = 0"
-
     @property
     def pinned(self) -> tuple[str, ...]:
-        return self.provider.cache.pinned  # the setting's and those added at run time
+        return self.fetcher.cache.pinned  # the setting's and those added at run time
 
     def _pinned(self, view: str, limit: int) -> list[Entry]:
         out: list[Entry] = []
         for pattern in self.pinned:
-            out += self._rows(self._uncached() + " AND path GLOB ? LIMIT ?", (view, pattern, limit))
+            out += self.fetcher.index.uncached_matching(view, pattern, limit)
         return out
 
     def _hot(self, view: str, limit: int) -> list[Entry]:
-        return self._rows(self._uncached() + " AND heat > 0 ORDER BY heat_key DESC LIMIT ?", (view, limit))
+        return self.fetcher.index.uncached_hottest(view, limit)
 
     def _recent(self, view: str, limit: int) -> list[Entry]:
-        return self._rows(self._uncached() + " ORDER BY mtime DESC LIMIT ?", (view, limit))
+        return self.fetcher.index.uncached_newest(view, limit)
 
     def _yield_to_clients(self) -> bool:
         """Wait while a client's download runs (it needs the NAS more than we do)."""
         deadline = time.monotonic() + YIELD_MAX_S
-        while self.provider.downloads.count() > 0:
+        while self.fetcher.downloads.count() > 0:
             if time.monotonic() > deadline:
                 return False
             time.sleep(YIELD_POLL_S)
@@ -134,7 +138,7 @@ class Prefetcher:
 
     def _fetch(self, entry: Entry) -> bool:
         try:
-            download = self.provider.start_download(entry, wake=False)  # never wake the NAS for a prefetch
+            download = self.fetcher.start_download(entry, wake=False)  # never wake the NAS for a prefetch
         except NasBusy:  # clients' downloads fill every slot: they come first
             return False
         if download is None:

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from balupi.cache.integrity import ContentDamaged, Meta, State
-from balupi.dav import versions
-from balupi.dav.index import guess_type, name_of, parent_of
-from balupi.dav.store import KEY_PATTERN
+from balupi.cache import index, journal, versions
+from balupi.cache.index import guess_type, name_of, parent_of
+from balupi.cache.store import KEY_PATTERN
 
 if TYPE_CHECKING:
-    from balupi.dav.store import ContentStore
+    from balupi.cache.store import ContentStore
     from balupi.db import Database
 
 log = logging.getLogger("balupi.cache.recovery")
@@ -66,36 +66,26 @@ def _ensure_parents(d, view: str, path: str, now: float) -> None:
     missing = []
     parent = parent_of(path)
     while parent is not None:
-        if d.execute("SELECT 1 FROM entries WHERE view = ? AND path = ?", (view, parent)).fetchone():
+        if index.exists_at(d, view, parent):
             break
         missing.append(parent)
         parent = parent_of(parent)
     for folder in reversed(missing):
-        d.execute(
-            "INSERT OR IGNORE INTO entries (view, path, parent, name, is_dir, mtime, ctime, content_type, listed, remote)"
-            " VALUES (?, ?, ?, ?, 1, ?, ?, 'httpd/unix-directory', 0, 0)",
-            (view, folder, parent_of(folder), name_of(folder) if folder != "/" else "", now, now),
-        )
+        index.add_unlisted_folder(d, view, folder, now)
 
 
 def _insert_file(d, meta: Meta, path: str, key: str, pending: bool, local: bool, now: float) -> None:
     _ensure_parents(d, meta.view, path, now)
     clean = not (pending or local)
-    # The ETag clients see (balupi.dav.versions): the Pi's own for content written here, else the NAS's.
+    # The ETag clients see (balupi.cache.versions): the Pi's own for content written here, else the NAS's.
     etag = (meta.client_etag or versions.nas_version_etag(meta.etag)) if clean else versions.local_version_etag(key)
-    d.execute(
-        "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, nas_etag, content_type,"
-        " cache_key, dirty, local_only, listed, remote, base_etag, last_access)"
-        " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
-        (meta.view, path, parent_of(path), name_of(path), meta.size, meta.mtime or meta.at, now, etag,
-         meta.etag if clean else None, meta.content_type or guess_type(path), key, int(pending), int(local),
-         int(clean), meta.base_etag if pending else None, now),
-    )
+    index.add_recovered_file(d, meta.view, path, meta.size, meta.mtime or meta.at, now, etag,
+                             meta.etag if clean else None, meta.content_type or guess_type(path), key, pending, local,
+                             clean, meta.base_etag if pending else None)
 
 
 def _journal_put(d, meta: Meta, path: str, key: str, base_etag: str | None) -> None:
-    d.execute("INSERT INTO journal (at, view, op, path, cache_key, size, base_etag) VALUES (?, ?, 'put', ?, ?, ?, ?)",
-              (meta.at, meta.view, path, key, meta.size, base_etag))
+    journal.add(d, meta.view, journal.Op.PUT, path, cache_key=key, size=meta.size, base_etag=base_etag, at=meta.at)
 
 
 def take_back(db: "Database", store: "ContentStore", key: str) -> tuple[str, str]:
@@ -111,9 +101,7 @@ def take_back(db: "Database", store: "ContentStore", key: str) -> tuple[str, str
     label = f"{meta.view}:{meta.path}" if meta.view else meta.path
     drop: str | None = None
     with db.write() as d:
-        row = d.execute("SELECT id, is_dir, cache_key, dirty, etag, nas_etag, remote, size FROM entries"
-                        " WHERE view = ? AND path = ?",
-                        (meta.view, meta.path)).fetchone()
+        row = index.row_at(d, meta.view, meta.path)
         if meta.state in (State.PENDING, State.LOCAL):
             pending, local = meta.state == State.PENDING, meta.state == State.LOCAL
             path = meta.path
@@ -122,15 +110,12 @@ def take_back(db: "Database", store: "ContentStore", key: str) -> tuple[str, str
             elif not row["is_dir"] and not row["dirty"]:
                 # Only the NAS's version is there (a restored backup, a listing): this change is newer.
                 drop = row["cache_key"]
-                d.execute(
-                    "UPDATE entries SET cache_key = ?, size = ?, mtime = ?, etag = ?, dirty = ?, local_only = ?,"
-                    " base_etag = ? WHERE id = ?",
-                    (key, meta.size, meta.mtime or meta.at, versions.local_version_etag(key), int(pending), int(local),
-                     (meta.base_etag or (row["nas_etag"] if row["remote"] else None)) if pending else None, row["id"]),
-                )
+                index.take_back_change(d, row["id"], key, meta.size, meta.mtime or meta.at,
+                                       versions.local_version_etag(key), pending, local,
+                                       (meta.base_etag or (row["nas_etag"] if row["remote"] else None)) if pending else None)
             else:  # a folder, or another change of the same file: keep both
                 path = recovered_name(meta.path, meta.at)
-                if d.execute("SELECT 1 FROM entries WHERE view = ? AND path = ?", (meta.view, path)).fetchone():
+                if index.exists_at(d, meta.view, path):
                     path = recovered_name(meta.path + f".{key[:8]}", meta.at)
                 _insert_file(d, meta, path, key, pending, local, now)
                 label += f" (as {path})"
@@ -146,7 +131,7 @@ def take_back(db: "Database", store: "ContentStore", key: str) -> tuple[str, str
                 outcome = Outcome.ADOPTED
             elif (not row["is_dir"] and not row["dirty"] and row["cache_key"] is None
                   and versions.same_nas_version(row["nas_etag"], row["size"], meta.etag, meta.size)):
-                d.execute("UPDATE entries SET cache_key = ?, size = ? WHERE id = ?", (key, meta.size, row["id"]))
+                index.adopt_content(d, row["id"], key, meta.size)
                 outcome = Outcome.ADOPTED
             else:
                 outcome = Outcome.REDUNDANT
@@ -160,9 +145,7 @@ def take_back(db: "Database", store: "ContentStore", key: str) -> tuple[str, str
 
 
 def _referenced(db: "Database", key: str) -> bool:
-    if db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is not None:
-        return True
-    return db.query_one("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1", (key,)) is not None
+    return index.key_in_use(db, key)
 
 
 def recover_from_store(db: "Database", store: "ContentStore") -> RecoveryReport:
@@ -208,8 +191,7 @@ def reconcile_restored(db: "Database", store: "ContentStore") -> dict:
     """
     settled = uncached = 0
     with db.write() as d:
-        rows = d.execute("SELECT id, view, path, cache_key FROM journal WHERE state = 'pending' AND op = 'put'"
-                         " AND cache_key IS NOT NULL").fetchall()
+        rows = journal.pending_uploads(d)
         for row_id, view, path, key in rows:
             meta = None
             if store.exists(key):
@@ -219,16 +201,12 @@ def reconcile_restored(db: "Database", store: "ContentStore") -> dict:
                     continue  # the sync finds it damaged and takes it aside
                 if meta is None or meta.state != State.CLEAN:
                     continue
-            d.execute("UPDATE journal SET state = 'done', done_at = ?, last_error = ? WHERE id = ?",
-                      (time.time(), "synced after the backup that was restored", row_id))
-            d.execute("UPDATE entries SET dirty = 0, remote = 1, base_etag = NULL, nas_etag = coalesce(?, nas_etag),"
-                      " cache_key = CASE WHEN ? THEN cache_key ELSE NULL END WHERE view = ? AND path = ? AND cache_key = ?",
-                      (meta.etag if meta else None, int(meta is not None), view, path, key))
+            journal.mark_done(d, row_id, "synced after the backup that was restored")
+            index.settle_restored_upload(d, view, path, key, meta.etag if meta else None, meta is not None)
             settled += 1
-        for entry_id, key in d.execute("SELECT id, cache_key FROM entries WHERE cache_key IS NOT NULL").fetchall():
+        for entry_id, key in index.cached_keys(d):
             if not store.exists(key):
-                d.execute("UPDATE entries SET cache_key = NULL, dirty = 0 WHERE id = ? AND NOT EXISTS"
-                          " (SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ?)", (entry_id, key))
+                index.uncache_lost(d, entry_id, key)
                 uncached += 1
     report = recover_from_store(db, store)
     return {"settled": settled, "uncached": uncached, "recovered": len(report.recovered), "adopted": report.adopted,

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from balupi.cache import index, journal
 from balupi.db import Database
 
 BYTES_PER_MB = 1e6
@@ -19,11 +20,9 @@ def percent(part: float, whole: float) -> float | None:
 
 def figures(db: Database, max_size_gb: float) -> dict:
     """Cached files and bytes, dirty files, pending and quarantined changes, and conflicts."""
-    cached = db.query_one("SELECT count(*), coalesce(sum(size), 0) FROM entries WHERE cache_key IS NOT NULL AND is_dir = 0")
-    dirty = db.query_one("SELECT count(*), coalesce(sum(size), 0) FROM entries WHERE dirty = 1 AND is_dir = 0")
-    pending = db.query_one("SELECT count(*), min(at) FROM journal WHERE state = 'pending'")
-    conflicts = db.query_one("SELECT count(*), coalesce(sum(resolved = 0), 0) FROM conflicts")
-    quarantined = db.query_one("SELECT count(*) FROM journal WHERE state = 'quarantined'")
+    tree, changes = index.counts(db), journal.counts(db)
+    cached, dirty, pending = tree["cached"], tree["dirty"], changes["pending"]
+    conflicts, quarantined = changes["conflicts"], changes["quarantined"]
     used_bytes = int(cached[1])
     return {
         "total_files": cached[0],
@@ -35,5 +34,5 @@ def figures(db: Database, max_size_gb: float) -> dict:
         "pending_changes": pending[0],
         "oldest_pending_change": pending[1],
         "conflicts": {"count": conflicts[0], "unresolved": int(conflicts[1])},
-        "quarantined_changes": quarantined[0],  # refused by the NAS for good; the Pi keeps the files
+        "quarantined_changes": quarantined,  # refused by the NAS for good; the Pi keeps the files
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.error_printer import ErrorPrinter
@@ -16,17 +16,42 @@ from balupi.cache.manager import CacheManager
 from balupi.dav.auth_dc import AUTHENTICATOR_CONFIG_KEY, NasDomainController
 from balupi.dav.fastlane import FastLane
 from balupi.dav.guard import DavGuard
-from balupi.dav.index import Index
+from balupi.cache.index import Index
 from balupi.dav.locks import SqliteLockStorage
+from balupi.dav.parts import CacheParts
 from balupi.dav.props import SqlitePropertyManager
 from balupi.dav.provider import CacheProvider
 from balupi.dav.refusals import ServiceRefusals
-from balupi.dav.store import ContentStore
-from balupi.plugins import ClientOpVeto
+from balupi.dav.veto import ClientOpVeto, VetoHost
+from balupi.cache.store import ContentStore
 from balupi.websec import LISTING_KEY
 
 if TYPE_CHECKING:
-    from balupi.app import BaluPi
+    from balupi.auth.service import Authenticator
+    from balupi.db import Database
+    from balupi.events import Events
+    from balupi.nas.client import NasClient
+    from balupi.nas.monitor import NasMonitor
+    from balupi.settings import Settings
+
+
+class Plugins(VetoHost, Protocol):
+    def eviction_order(self, db: "Database", limit: int) -> list: ...
+
+    def veto_evict(self, path: str, size_bytes: int, reason: str) -> str | None: ...
+
+
+class Host(Protocol):
+    """What building the WebDAV tree takes from the application (`balupi.app.BaluPi`), which
+    hands itself in: the WebDAV side never imports the composition root."""
+
+    settings: "Settings"
+    db: "Database"
+    events: "Events"
+    plugins: Plugins
+    auth: "Authenticator"
+    nas: "NasMonitor"
+    nas_client: "NasClient"
 
 DAV_MOUNT_PATH = "/dav"
 log = logging.getLogger("balupi.dav")
@@ -52,7 +77,7 @@ def _unmarked(next_app):
     return app
 
 
-def build_provider(app: "BaluPi") -> CacheProvider:
+def build_provider(app: Host) -> CacheProvider:
     settings = app.settings
     store = ContentStore(settings.cache_dir)
     removed = store.clear_temp()
@@ -60,13 +85,12 @@ def build_provider(app: "BaluPi") -> CacheProvider:
         log.info("removed %d unfinished temp files from an earlier run", removed)
     cache = CacheManager(settings, app.db, store, app.events)
     cache.eviction_order, cache.evict_veto = app.plugins.eviction_order, app.plugins.veto_evict
-    return CacheProvider(
-        Index(app.db, half_life_s=settings.cache_heat_half_life_hours * 3600), store, app.nas_client, app.nas,
-        app.events, local_only_names=settings.dav_local_only_names, cache=cache,
-    )
+    index = Index(app.db, half_life_s=settings.cache_heat_half_life_hours * 3600)
+    parts = CacheParts.build(index, store, app.nas_client, app.nas, app.events, cache)
+    return CacheProvider(parts, local_only_names=settings.dav_local_only_names)
 
 
-def build_dav_app(app: "BaluPi", provider: CacheProvider) -> DavGuard:
+def build_dav_app(app: Host, provider: CacheProvider) -> DavGuard:
     """WsgiDAV behind the fast lane, behind the guard (paths, who is asking, XML bodies)."""
     settings = app.settings
     config = {
@@ -89,5 +113,5 @@ def build_dav_app(app: "BaluPi", provider: CacheProvider) -> DavGuard:
     }
     dav = WsgiDAVApp(config)
     logging.getLogger("wsgidav").setLevel(logging.WARNING)
-    return DavGuard(app.auth, ClientOpVeto(app.plugins, FastLane(provider, dav)), settings.dav_max_xml_body_kib * 1024,
+    return DavGuard(app.auth, ClientOpVeto(app.plugins, FastLane(provider, provider.parts, dav)), settings.dav_max_xml_body_kib * 1024,
                     settings.nas_reserved_name_chars)

@@ -8,63 +8,44 @@ index and the SSD: `Content-Length`, `Accept-Ranges`, `Last-Modified`, a strong 
 conditionals `If-Match`, `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`, `If-Range`;
 single ranges as 206, several as `multipart/byteranges`, unsatisfiable ones as 416. (Stock WsgiDAV
 4.4.0 answers `bytes=0-9,20-29` with only the last range.) A miss streams from the NAS through the
-shared download (`balupi.dav.fetch`); a ranged miss is passed through to the NAS as a ranged GET
+shared download (`balupi.cache.downloads`); a ranged miss is passed through to the NAS as a ranged GET
 while the whole file is fetched into the cache behind it. Collections and everything else go on to
 WsgiDAV.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import itertools
 import logging
 import os
 import secrets
 from urllib.parse import quote
-from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from wsgidav.dav_error import DAVError
 
-from balupi.cache.integrity import ContentDamaged, verified_range
-from balupi.dav import propfind, versions
-from balupi.dav.fetch import UpstreamError, UpstreamMissing
-from balupi.dav.index import Entry
+from balupi.cache.integrity import BLOCK_BYTES, ContentDamaged, verified_range
+from balupi.cache import versions
+from balupi.dav.guard import CHECKED_PATH_KEY, path_problem, wsgi_path
+from balupi.dav import propfind
+from balupi.cache.downloads import UpstreamError, UpstreamMissing
+from balupi.cache.index import Entry
 from balupi.dav.provider import WRITE_METHODS
 from balupi.errors import InsufficientStorage, NasUnavailable
 from balupi.events import Event
+from balupi.httpfields import etag_list, http_date, parse_http_date
 from balupi.httpio import FileSpan
 
 if TYPE_CHECKING:
+    from balupi.dav.parts import CacheParts
     from balupi.dav.provider import CacheProvider
 
 log = logging.getLogger("balupi.dav")
 
 MAX_RANGES = 32
-BLOCK_BYTES = 1 << 20
 SMALL_FILE_BYTES = 256 * 1024  # read whole and sent in one piece
 SPAN_BYTES = 64 << 20  # one sendfile(2) call per 64 MiB of a large file
-
-
-@functools.lru_cache(maxsize=4096)
-
-
-def http_date(ts: float) -> str:
-    return formatdate(ts, usegmt=True)
-
-
-def _parse_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
-def _etag_list(value: str) -> list[str]:
-    return [tag.strip().removeprefix("W/").strip('"') for tag in value.split(",") if tag.strip()]
 
 
 def parse_ranges(header: str | None, size: int) -> list[tuple[int, int]] | None:
@@ -115,15 +96,18 @@ def _file_blocks(f, start: int, length: int) -> Iterator[bytes]:
             yield block
 
 
-def dav_path(raw: str) -> str | None:
+def dav_path(environ: dict) -> str | None:
     """PATH_INFO (WSGI latin-1) as the index's path, or None when WsgiDAV should judge it."""
-    try:
-        path = raw.encode("iso-8859-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return None
-    if "\x00" in path or "/./" in path or "/../" in path or path.endswith(("/.", "/..")) or "//" in path:
-        return None
-    if not path.startswith("/"):
+    raw = environ.get("PATH_INFO", "/")
+    checked = environ.get(CHECKED_PATH_KEY)
+    if checked is not None and checked[0] == raw:
+        path = checked[1]  # the guard decoded and checked it
+    else:
+        path = wsgi_path(raw)
+        if path is None or path_problem(path) is not None:
+            return None
+    # What only the index cares about: an empty segment or a relative path is WsgiDAV's to judge.
+    if "//" in path or not path.startswith("/"):
         return None
     return path.rstrip("/") or "/"
 
@@ -141,8 +125,9 @@ def _file_spans(f, start: int, length: int) -> Iterator[bytes]:
 class FastLane:
     """WSGI app in front of WsgiDAV (mounted at `/dav`)."""
 
-    def __init__(self, provider: "CacheProvider", next_app: Callable):
-        self.provider = provider
+    def __init__(self, provider: "CacheProvider", parts: "CacheParts", next_app: Callable):
+        self.provider = provider  # its methods: lookups (which may list from the NAS), downloads, deletes
+        self.parts = parts
         self.next_app = next_app
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -153,7 +138,7 @@ class FastLane:
                 if refusal is not None:
                     return refusal
             return self.next_app(environ, start_response)
-        path = dav_path(environ.get("PATH_INFO", "/"))
+        path = dav_path(environ)
         if path is None or "HTTP_IF" in environ:  # WebDAV's If header (tokens, tags): WsgiDAV judges it
             return self.next_app(environ, start_response)
         try:
@@ -183,7 +168,7 @@ class FastLane:
         if length and not length.isdigit():
             return self._error(start_response, 400, "invalid Content-Length", [("Connection", "close")])
         try:
-            self.provider.cache.check_db_volume()
+            self.parts.cache.check_db_volume()
         except InsufficientStorage as exc:
             return self._error(start_response, 507, str(exc), [("Connection", "close")] if length not in ("", "0") else None)
         return None
@@ -208,19 +193,19 @@ class FastLane:
         # Conditionals (RFC 9110 13.2.2 order).
         if_match = environ.get("HTTP_IF_MATCH")
         if if_match is not None:
-            if if_match.strip() != "*" and (not etag or etag not in _etag_list(if_match)):
+            if if_match.strip() != "*" and (not etag or etag not in etag_list(if_match)):
                 return self._error(start_response, 412, "If-Match failed", validators)
         else:
-            since = _parse_date(environ.get("HTTP_IF_UNMODIFIED_SINCE"))
+            since = parse_http_date(environ.get("HTTP_IF_UNMODIFIED_SINCE"))
             if since is not None and int(entry.mtime) > since:
                 return self._error(start_response, 412, "modified since", validators)
         if_none = environ.get("HTTP_IF_NONE_MATCH")
         if if_none is not None:
-            if if_none.strip() == "*" or (etag and etag in _etag_list(if_none)):
+            if if_none.strip() == "*" or (etag and etag in etag_list(if_none)):
                 start_response("304 Not Modified", validators)
                 return []
         else:
-            since = _parse_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
+            since = parse_http_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
             if since is not None and int(entry.mtime) <= since:
                 start_response("304 Not Modified", validators)
                 return []
@@ -232,7 +217,7 @@ class FastLane:
             if if_range.startswith('"') or if_range.startswith("W/"):
                 ok = bool(etag) and not if_range.startswith("W/") and if_range.strip('"') == etag
             else:
-                ok = _parse_date(if_range) is not None and int(entry.mtime) <= (_parse_date(if_range) or 0)
+                ok = parse_http_date(if_range) is not None and int(entry.mtime) <= (parse_http_date(if_range) or 0)
             if not ok:
                 range_header = None
         ranges = parse_ranges(range_header, size)
@@ -244,15 +229,15 @@ class FastLane:
         if ranges == []:
             return self._error(start_response, 416, "range not satisfiable", [("Content-Range", f"bytes */{size}")] + validators)
 
-        provider = self.provider
+        provider, parts = self.provider, self.parts
         f = None
         if entry.cache_key and not head:
             try:
-                f = open(provider.store.open_content(entry.cache_key), "rb", buffering=0)
+                f = open(parts.store.open_content(entry.cache_key), "rb", buffering=0)
             except FileNotFoundError:
                 log.warning("cached content of %s is missing; fetching it again", entry.path)
         if f is None and not head:
-            if not provider.monitor.configured:
+            if not parts.monitor.configured:
                 return self._error(start_response, 404, "not cached, and no NAS is configured")
             return self._serve_miss(environ, start_response, entry, ranges, headers)
         if head:
@@ -260,15 +245,15 @@ class FastLane:
                 start_response("200 OK", headers + [("Content-Length", str(size))])
                 return []
         else:
-            provider.index.note_access(entry.view, entry.path)
-            provider.stats.hits += 1
+            parts.index.note_access(entry.view, entry.path)
+            parts.stats.hits += 1
 
         meta = None
         key = entry.cache_key or ""
-        if f is not None and key not in provider.verified:
+        if f is not None and key not in parts.verified:
             # Not yet read whole by this process: every block is checked before it goes out.
             try:
-                meta = provider.store.read_meta(key)
+                meta = parts.store.read_meta(key)
                 if meta is not None and meta.size != size:
                     raise ContentDamaged(key, f"its sidecar says {meta.size} bytes, the index {size}")
             except ContentDamaged as exc:
@@ -282,10 +267,10 @@ class FastLane:
                     body = self._prime(self._checked(f, key, meta, 0, size, whole=True))
                 except ContentDamaged:
                     return self._after_damage(environ, start_response, entry, ranges, headers)
-                provider.stats.hit_bytes += size
+                parts.stats.hit_bytes += size
                 start_response("200 OK", headers + [("Content-Length", str(size))])
                 return self._held(key, body)
-            provider.stats.hit_bytes += size
+            parts.stats.hit_bytes += size
             start_response("200 OK", headers + [("Content-Length", str(size))])
             if size <= SMALL_FILE_BYTES:
                 with f:
@@ -306,16 +291,16 @@ class FastLane:
             start_response("206 Partial Content", headers)
             if head:
                 return []
-            provider.stats.hit_bytes += end - start + 1
+            parts.stats.hit_bytes += end - start + 1
             return self._held(entry.cache_key, body if body is not None else self._body(environ, f, start, end - start + 1))
         if f is not None:
             f.close()
         if meta is not None:
             return self._multipart(start_response, headers, ctype, size, ranges, head,
-                                   lambda s, n: self._checked(open(provider.store.open_content(key), "rb", buffering=0),
+                                   lambda s, n: self._checked(open(parts.store.open_content(key), "rb", buffering=0),
                                                               key, meta, s, n, whole=False))
         return self._multipart(start_response, headers, ctype, size, ranges, head,
-                               lambda s, n: _file_blocks(open(provider.store.open_content(key), "rb", buffering=0), s, n))
+                               lambda s, n: _file_blocks(open(parts.store.open_content(key), "rb", buffering=0), s, n))
 
     @staticmethod
     def _prime(blocks: Iterator[bytes]) -> Iterator[bytes]:
@@ -330,7 +315,7 @@ class FastLane:
         """`length` bytes of content `key` from `start`, each block checked against its checksum
         before it is yielded; closes `f`. Damage found takes the content aside and raises
         ContentDamaged: after the first block, that cuts the client's connection (a short body)."""
-        provider = self.provider
+        provider, parts = self.provider, self.parts
         with f:
             try:
                 yield from verified_range(f.fileno(), key, meta, start, length)
@@ -338,14 +323,14 @@ class FastLane:
                 provider.content_damaged(key, exc.detail)
                 raise
         if whole:
-            provider.verified.add(key, meta.size)
+            parts.verified.add(key, meta.size)
 
     def _after_damage(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
         """The content of `entry` was found damaged before a byte went out (and taken aside): a
         clean file is fetched again from the NAS; a change only the Pi had is an error."""
-        fresh = self.provider.index.get(entry.view, entry.path)
+        fresh = self.parts.index.get(entry.view, entry.path)
         if (fresh is not None and not fresh.cache_key and not fresh.dirty and fresh.remote
-                and fresh.etag == entry.etag and self.provider.monitor.configured):
+                and fresh.etag == entry.etag and self.parts.monitor.configured):
             return self._serve_miss(environ, start_response, fresh, ranges, headers)
         return self._error(start_response, 500, "the Pi's copy of this file is damaged; it was taken aside"
                                                 " for a person to resolve (see /api/cache/conflicts)")
@@ -359,7 +344,7 @@ class FastLane:
 
     def _held(self, key: str, blocks: Iterator[bytes]) -> Iterator[bytes]:
         """Stream `blocks` while the cache keeps `key` from eviction."""
-        cache = self.provider.cache
+        cache = self.parts.cache
         cache.hold(key)
         try:
             yield from blocks
@@ -414,7 +399,7 @@ class FastLane:
         request = propfind.parse_request(body)
         if request is None:
             return self.next_app(environ, start_response)
-        provider = self.provider
+        provider, parts = self.provider, self.parts
         view = provider.view_for(environ)
         entry = provider.lookup(view, path, "PROPFIND")
         if entry is None:
@@ -422,10 +407,10 @@ class FastLane:
         entries = [entry]
         if depth == "1" and entry.is_dir:
             provider.ensure_listed(entry)
-            entries += provider.index.children(view, entry.path)
-        if propfind.locks_in_play(provider.index.db, view):
+            entries += parts.index.children(view, entry.path)
+        if propfind.locks_in_play(parts.db, view):
             return self.next_app(environ, start_response)
-        dead_of = propfind.dead_props_reader(provider.index.db, entry)
+        dead_of = propfind.dead_props_reader(parts.db, entry)
         chunks = propfind.multistatus_chunks(provider.mount_path + provider.share_path, entries, request, dead_of)
         first = next(chunks)
         second = next(chunks, None)
@@ -439,12 +424,12 @@ class FastLane:
     # -- misses ----------------------------------------------------------------------------------
 
     def _serve_miss(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
-        provider = self.provider
-        provider.stats.misses += 1
-        if provider.downloads.active(entry.view, entry.path) is not None:
+        provider, parts = self.provider, self.parts
+        parts.stats.misses += 1
+        if parts.downloads.active(entry.view, entry.path) is not None:
             # Joining a download (perhaps one finishing its publication: checksums, fsyncs): a read
             # like any other for the heat; the download's own publication counts only its starter.
-            provider.index.note_access(entry.view, entry.path)
+            parts.index.note_access(entry.view, entry.path)
         try:
             download = None if ranges is not None else provider.start_download(entry)
             if download is None:
@@ -466,17 +451,17 @@ class FastLane:
                 headers.append(("ETag", f'"{etag}"'))
             headers.append(("Last-Modified", http_date(download.mtime or entry.mtime)))
         start_response("200 OK", headers + [("Content-Length", str(size))])
-        provider.stats.miss_bytes += size
-        provider.events.emit(Event.MISS_SERVED, user=environ.get("wsgidav.auth.user_name") or "", path=entry.path, size_bytes=size)
+        parts.stats.miss_bytes += size
+        parts.events.emit(Event.MISS_SERVED, user=environ.get("wsgidav.auth.user_name") or "", path=entry.path, size_bytes=size)
         return download.stream(spans=bool(environ.get("balupi.sendfile")))
 
     def _pass_through(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
         """A ranged (or too large to cache) miss: ask the NAS for exactly that; cache the file behind it."""
-        provider = self.provider
+        provider, parts = self.provider, self.parts
         upstream_headers = {}
         if environ.get("HTTP_RANGE") and ranges is not None:
             upstream_headers["Range"] = "bytes=" + ",".join(f"{s}-{e}" for s, e in ranges)
-        response = provider.client.request("GET", entry.path, wake=True, headers=upstream_headers, stream=True,
+        response = parts.client.request("GET", entry.path, wake=True, headers=upstream_headers, stream=True,
                                            view=entry.view)
         if response.status_code == 404:
             response.close()
@@ -504,7 +489,7 @@ class FastLane:
                     block = response.raw.read(BLOCK_BYTES)
                     if not block:
                         return
-                    provider.stats.miss_bytes += len(block)
+                    parts.stats.miss_bytes += len(block)
                     yield block
 
         return body()

@@ -10,7 +10,7 @@ Per request, before anything else looks at it:
    never maps request paths to files anyway: content files are named by random keys.) WsgiDAV's
    share of the HTML listing's assets (`/:dir_browser`) is read-only: writes, and COPY/MOVE into
    it, are 403. A name a PUT, MKCOL, LOCK, MOVE or COPY would create that the NAS cannot store
-   (`balupi.dav.names`: over 255 bytes, a reserved character) is 400 too.
+   (`balupi.nas.names`: over 255 bytes, a reserved character) is 400 too.
 2. Who is asking: HTTP Basic credentials, judged by the `Authenticator` (balupi.auth.service).
    Missing or refused: 401 with the same `WWW-Authenticate: Basic realm="BaluPi"` and body WsgiDAV
    sends; throttled: 429 with `Retry-After`. With no NAS configured, requests are anonymous.
@@ -43,7 +43,7 @@ from balupi.auth.service import (Authenticator, Identity, LoginRefused, LoginThr
                                  OpenModeRefused)
 from balupi.dav import locks
 from balupi.dav.auth_dc import REALM, set_wsgidav_identity
-from balupi.dav.names import CREATING_METHODS, nas_name_problem
+from balupi.nas.names import CREATING_METHODS, nas_name_problem
 
 log = logging.getLogger("balupi.dav.guard")
 
@@ -53,6 +53,7 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
 STREAMED_BODY_METHODS = frozenset({"GET", "HEAD", "PUT"})
 MAX_XML_DEPTH = 64
 UNAUTHORIZED_BODY = HTTPAuthenticator.error_message_401.encode()
+CHECKED_PATH_KEY = "balupi.dav.checked_path"  # environ: (PATH_INFO, its decoded path) that passed `path_problem`
 _DOUBLE_ENCODED = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 
 
@@ -74,11 +75,18 @@ def path_problem(path: str) -> str | None:
     return None
 
 
-def wsgi_path_problem(raw: str) -> str | None:
-    """Like `path_problem`, for a WSGI PATH_INFO (latin-1 over the percent-decoded bytes)."""
+def wsgi_path(raw: str) -> str | None:
+    """A WSGI PATH_INFO (latin-1 over the percent-decoded bytes) as text; None if not UTF-8."""
     try:
-        path = raw.encode("iso-8859-1").decode("utf-8")  # strict: overlong forms and surrogates fail
+        return raw.encode("iso-8859-1").decode("utf-8")  # strict: overlong forms and surrogates fail
     except (UnicodeEncodeError, UnicodeDecodeError):
+        return None
+
+
+def wsgi_path_problem(raw: str) -> str | None:
+    """Like `path_problem`, for a WSGI PATH_INFO."""
+    path = wsgi_path(raw)
+    if path is None:
         return "the path is not valid UTF-8"
     return path_problem(path)
 
@@ -134,7 +142,9 @@ class DavGuard:
         self.refused = 0  # requests answered 400/401/413/429 here
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        problem = wsgi_path_problem(environ.get("PATH_INFO", "/"))
+        raw = environ.get("PATH_INFO", "/")
+        path = wsgi_path(raw)
+        problem = "the path is not valid UTF-8" if path is None else path_problem(path)
         if problem is None and environ.get("HTTP_DESTINATION"):
             problem = destination_problem(environ["HTTP_DESTINATION"], environ.get("SCRIPT_NAME", "") or "/")
         if problem is None:
@@ -150,6 +160,7 @@ class DavGuard:
             self.refused += 1
             return identity
         set_wsgidav_identity(environ, identity)
+        environ[CHECKED_PATH_KEY] = (raw, path)  # the fast lane need not check it again
         method = environ["REQUEST_METHOD"].upper()
         if method == "PUT" and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             environ["wsgi.input"] = _ChunkedInput(environ["wsgi.input"])
@@ -168,7 +179,7 @@ class DavGuard:
         return _InView(result, identity.view)  # WsgiDAV does its work while its answer is iterated
 
     def _name_problem(self, environ: dict) -> str | None:
-        """A name this request would create that the NAS cannot store (balupi.dav.names)."""
+        """A name this request would create that the NAS cannot store (balupi.nas.names)."""
         method = environ["REQUEST_METHOD"].upper()
         if method in CREATING_METHODS:
             path = environ.get("PATH_INFO", "/").encode("iso-8859-1").decode("utf-8")  # checked above

@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from wsgidav.dav_error import HTTP_INSUFFICIENT_STORAGE, DAVError
 from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
 
-from balupi.dav.index import subtree_bounds
+from balupi.cache.index import subtree_bounds
 from balupi.dav.props import storage_url
 from balupi.db import Database
 
@@ -32,6 +32,15 @@ LOCK_TIMEOUT_MAX_S = 4 * 604800
 MAX_LOCKS_PER_RESOURCE = 32
 MAX_LOCKS_PER_VIEW = 4096
 _COLUMNS = "token, root, depth, scope, type, owner, principal, timeout, expire"
+
+
+OWNS = ("dav_locks",)
+
+
+def any_in_view(db: Database, view: str) -> bool:
+    """Whether any lock exists in `view` (another view's locks are invisible to it)."""
+    lo = storage_url(view, "/")
+    return db.query_one("SELECT 1 FROM dav_locks WHERE root >= ? AND root < ? LIMIT 1", (lo, lo[:-1] + "0")) is not None
 
 
 def _unscoped(stored_root: str) -> str | None:

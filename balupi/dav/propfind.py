@@ -17,15 +17,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
-from email.utils import formatdate
 from functools import lru_cache
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from defusedxml import ElementTree as ET
 
-from balupi.dav.index import Entry
+from balupi.cache.index import Entry
+from balupi.dav import locks, props
 from balupi.dav.props import storage_url
+from balupi.httpfields import http_date
 from balupi.db import Database
 
 MAX_BODY_BYTES = 64 * 1024
@@ -69,8 +70,7 @@ def parse_request(body: bytes) -> PropfindRequest | None:
 def locks_in_play(db: Database, view: str) -> bool:
     """Whether any lock exists in `view` (then WsgiDAV builds the answer, with its lockdiscovery).
     Another view's locks are invisible to this one, so they do not send its listings the slow way."""
-    lo = storage_url(view, "/")
-    return db.query_one("SELECT 1 FROM dav_locks WHERE root >= ? AND root < ? LIMIT 1", (lo, lo[:-1] + "0")) is not None
+    return locks.any_in_view(db, view)
 
 
 def ref_url(entry: Entry) -> str:
@@ -82,13 +82,7 @@ def ref_url(entry: Entry) -> str:
 
 def dead_urls(db: Database, entry: Entry) -> set[str]:
     """Storage URLs of `entry` and everything below it that have dead properties (one range query)."""
-    ref = storage_url(entry.view, quote(entry.path.rstrip("/")))
-    lo, hi = ref + "/", ref + "0"
-    rows = db.query(
-        "SELECT DISTINCT url FROM dav_props WHERE url = ? OR url = ? OR (url > ? AND url < ?)",
-        (ref if entry.path.rstrip("/") else storage_url(entry.view, "/"), lo, lo, hi),
-    )
-    return {r[0] for r in rows}
+    return props.urls_with_props(db, entry.view, entry.path)
 
 
 def dead_props_reader(db: Database, entry: Entry) -> Callable[[Entry], dict[str, bytes]]:
@@ -99,22 +93,9 @@ def dead_props_reader(db: Database, entry: Entry) -> Callable[[Entry], dict[str,
         url = storage_url(member.view, ref_url(member))
         if url not in urls:
             return {}
-        return {name: _element_xml(value) for name, value in db.query("SELECT name, value FROM dav_props WHERE url = ?", (url,))}
+        return {name: props.element_xml(value) for name, value in props.stored_values(db, url)}
 
     return read
-
-
-def _element_xml(value) -> bytes:
-    """A stored dead property as the XML of its element (without an XML declaration)."""
-    data = value.encode() if isinstance(value, str) else bytes(value)
-    if data.startswith(b"<?xml"):
-        data = data[data.index(b"?>") + 2:].lstrip()
-    return data
-
-
-@lru_cache(maxsize=8192)
-def http_date(ts: float) -> str:
-    return formatdate(ts, usegmt=True)
 
 
 @lru_cache(maxsize=8192)

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import threading
 import time
+from urllib.parse import quote
 
 from wsgidav.dav_error import HTTP_INSUFFICIENT_STORAGE, DAVError
 
-from balupi.dav.index import subtree_bounds
+from balupi.cache.index import subtree_bounds
 from balupi.db import Database
 
 MAX_VALUE_BYTES = 16 * 1024
@@ -35,6 +36,40 @@ PENDING_KEY = "balupi.dav.props_pending"  # environ: what a PROPPATCH's dry run 
 def storage_url(view: str, url: str) -> str:
     """The `dav_props.url` (and `dav_locks.root`) key of `url` in `view`."""
     return url if not view else f"@{view}:{url}"
+
+
+OWNS = ("dav_props",)
+
+
+def urls_with_props(db: Database, view: str, path: str) -> set[str]:
+    """Storage URLs of `path` (a decoded path) and everything below it, in `view`, that have dead
+    properties: one range query (a PROPFIND reads a whole listing's properties from it)."""
+    ref = storage_url(view, quote(path.rstrip("/")))
+    lo, hi = ref + "/", ref + "0"
+    rows = db.query(
+        "SELECT DISTINCT url FROM dav_props WHERE url = ? OR url = ? OR (url > ? AND url < ?)",
+        (ref if path.rstrip("/") else storage_url(view, "/"), lo, lo, hi),
+    )
+    return {r[0] for r in rows}
+
+
+def stored_values(db: Database, url: str) -> list[tuple[str, bytes]]:
+    """(name, stored value) of every dead property of storage URL `url`."""
+    return [(name, value) for name, value in db.query("SELECT name, value FROM dav_props WHERE url = ?", (url,))]
+
+
+def dead_prop_values(db: Database, view: str, ref: str) -> list[bytes]:
+    """The dead properties of ref URL `ref` in `view`, each the XML of its element (write-back
+    copies them to the NAS)."""
+    return [element_xml(value) for _, value in stored_values(db, storage_url(view, ref))]
+
+
+def element_xml(value) -> bytes:
+    """A stored dead property as the XML of its element (without an XML declaration)."""
+    data = value.encode() if isinstance(value, str) else bytes(value)
+    if data.startswith(b"<?xml"):
+        data = data[data.index(b"?>") + 2:].lstrip()
+    return data
 
 
 def view_of(environ) -> str:

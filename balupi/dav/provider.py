@@ -15,25 +15,22 @@ import fnmatch
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from wsgidav.dav_error import HTTP_NOT_FOUND, DAVError
 from wsgidav.dav_provider import DAVProvider
 
 from balupi.cache.damage import Damage, handle_damaged
-from balupi.cache.integrity import ContentDamaged, Meta, State, VerifiedKeys, check_whole
-from balupi.cache.manager import CacheManager
+from balupi.cache.integrity import ContentDamaged, Meta, State, check_whole
 from balupi.auth.service import IDENTITY_KEY
-from balupi.dav.fetch import Downloads, UpstreamError, UpstreamMissing
-from balupi.dav.index import Entry, Index, name_of, parent_of
-from balupi.dav import versions
+from balupi.cache.downloads import UpstreamError, UpstreamMissing
+from balupi.cache.index import Entry, Index, name_of, parent_of
+from balupi.cache import versions
+from balupi.dav.parts import CacheParts
 from balupi.dav.resources import CacheCollection, CacheFile
-from balupi.dav.store import ContentStore
 from balupi.errors import NasUnavailable
-from balupi.events import Event, Events
-from balupi.nas.client import NasClient
-from balupi.nas.monitor import NasMonitor, NasState
+from balupi.events import Event
+from balupi.nas.monitor import NasState
 
 log = logging.getLogger("balupi.dav")
 
@@ -44,31 +41,17 @@ def unavailable(exc: NasUnavailable) -> DAVError:
     return DAVError(503, str(exc), add_headers=[("Retry-After", str(exc.retry_after_s))])
 
 
-@dataclass
-class CacheStats:
-    hits: int = 0
-    misses: int = 0
-    hit_bytes: int = 0
-    miss_bytes: int = 0
-
-
 class CacheProvider(DAVProvider):
-    def __init__(self, index: Index, store: ContentStore, client: NasClient, monitor: NasMonitor, events: Events,
-                 local_only_names: tuple[str, ...], cache: CacheManager):
+    def __init__(self, parts: CacheParts, local_only_names: tuple[str, ...]):
         super().__init__()
-        self.index = index
-        self.store = store
-        self.client = client
-        self.monitor = monitor
-        self.events = events
-        self.cache = cache
-        self.downloads = Downloads(store, index, client, events, hold=cache.hold, unhold=cache.unhold,
-                                   finished=lambda d: cache.release(d.reserved_bytes))
-        self.stats = CacheStats()
-        self.verified = VerifiedKeys()  # content read whole and found intact by this process
+        self.parts = parts
+        # The composition root and the CLI's commands use these (never the fast lane or resources).
+        self.index, self.store, self.client, self.monitor = parts.index, parts.store, parts.client, parts.monitor
+        self.events, self.cache, self.downloads = parts.events, parts.cache, parts.downloads
+        self.stats, self.verified = parts.stats, parts.verified
         self._noise = tuple(p.lower() for p in local_only_names)
         for view in ("",):
-            index.ensure_root(view, listed=not monitor.configured)
+            parts.index.ensure_root(view, listed=not parts.monitor.configured)
 
     def __repr__(self) -> str:
         return "BaluPi CacheProvider"
@@ -112,8 +95,7 @@ class CacheProvider(DAVProvider):
         if entry.listed:
             return
         if not self.monitor.configured:
-            with self.index.db.write() as d:
-                d.execute("UPDATE entries SET listed = 1 WHERE id = ?", (entry.id,))
+            self.index.mark_listed(entry.id)
             entry.listed = True
             return
         try:
@@ -132,7 +114,7 @@ class CacheProvider(DAVProvider):
         """Content `key` failed its checksum: take it aside (see balupi.cache.damage)."""
         self.verified.discard(key)
         self.verified.note_damaged()
-        return handle_damaged(self.index.db, self.store, key, detail)
+        return handle_damaged(self.parts.db, self.store, key, detail)
 
     def checked_key(self, key: str) -> str:
         """`key`, once its whole content is verified (for WsgiDAV's own GET and for COPY, which read
@@ -163,7 +145,8 @@ class CacheProvider(DAVProvider):
         return self.resource_for(entry, environ) if entry is not None else None
 
     def resource_for(self, entry: Entry, environ: dict):
-        return CacheCollection(self, entry, environ) if entry.is_dir else CacheFile(self, entry, environ)
+        return (CacheCollection(self, self.parts, entry, environ) if entry.is_dir
+                else CacheFile(self, self.parts, entry, environ))
 
     # -- content ---------------------------------------------------------------------------------
 
@@ -284,9 +267,6 @@ class CacheProvider(DAVProvider):
     def _drop_content(self, keys: list[str]) -> None:
         """Remove content nothing needs any more: no entry names it and no pending change uploads it
         (the sync removes the latter once applied)."""
-        db = self.index.db
         for key in keys:
-            if (db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is None
-                    and db.query_one("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1",
-                                     (key,)) is None):
+            if not self.index.key_in_use(key):
                 self.store.remove(key)

@@ -19,10 +19,12 @@ from wsgidav.dav_error import (ERROR_DESCRIPTIONS, HTTP_BAD_REQUEST, HTTP_FORBID
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
 from balupi.cache.integrity import BlockHasher, ContentDamaged, PipelinedHasher
-from balupi.dav.index import Entry, join
+from balupi.cache.index import Entry, join
 from balupi.errors import InsufficientStorage
 
 if TYPE_CHECKING:
+    from balupi.cache.manager import CacheManager
+    from balupi.dav.parts import CacheParts
     from balupi.dav.provider import CacheProvider
 
 log = logging.getLogger("balupi.dav")
@@ -43,7 +45,7 @@ def is_no_space(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == 13  # SQLITE_FULL
 
 
-def insufficient_storage(provider: "CacheProvider", kind: str, cause: str, environ: dict | None = None,
+def insufficient_storage(cache: "CacheManager", kind: str, cause: str, environ: dict | None = None,
                          logged: bool = False) -> DAVError:
     """A 507 for WsgiDAV, the refusal logged (once a minute per kind) by the cache manager.
 
@@ -52,7 +54,7 @@ def insufficient_storage(provider: "CacheProvider", kind: str, cause: str, envir
     and it decodes a chunked body a second time)."""
     if not logged:
         try:
-            provider.cache.refuse(kind, cause)
+            cache.refuse(kind, cause)
         except InsufficientStorage:
             pass
     if environ is not None:
@@ -64,9 +66,9 @@ def insufficient_storage(provider: "CacheProvider", kind: str, cause: str, envir
 class _Writer:
     """The file object WsgiDAV's PUT writes into: a temp file in the cache volume."""
 
-    def __init__(self, provider: "CacheProvider"):
-        self.provider = provider
-        self.key, self.tmp, self._file = provider.store.open_temp()
+    def __init__(self, parts: "CacheParts"):
+        self.parts = parts
+        self.key, self.tmp, self._file = parts.store.open_temp()
         self.written = 0
         self.hasher = PipelinedHasher()  # the checksums, computed on the bytes as they arrive
 
@@ -75,7 +77,7 @@ class _Writer:
             self._file.write(data)
         except OSError as exc:
             if is_no_space(exc):  # a body of unknown length ran out of room
-                raise insufficient_storage(self.provider, "cache-during", f"the cache volume filled up during an upload"
+                raise insufficient_storage(self.parts.cache, "cache-during", f"the cache volume filled up during an upload"
                                                                    f" after {self.written / 1e6:.1f} MB") from None
             raise
         self.hasher.update(data)
@@ -133,7 +135,7 @@ class _ResourceMixin:
         if secs is None:
             return False
         if not dry_run:
-            self.provider.index.set_mtime(self.entry.view, dest_path.rstrip("/") or "/", float(secs))
+            self.parts.index.set_mtime(self.entry.view, dest_path.rstrip("/") or "/", float(secs))
         return True
 
     def delete(self):
@@ -146,7 +148,7 @@ class _ResourceMixin:
 
     def move_recursive(self, dest_path):
         dest_path = dest_path.rstrip("/") or "/"
-        self.provider.index.move(self.entry.view, self.entry.path, dest_path)
+        self.parts.index.move(self.entry.view, self.entry.path, dest_path)
         self.provider.sidecars_follow(self.entry.view, dest_path)
         if self.provider.prop_manager:
             dest_res = self.provider.get_resource_inst(dest_path, self.environ)
@@ -161,9 +163,10 @@ class _ResourceMixin:
 
 
 class CacheFile(_ResourceMixin, DAVNonCollection):
-    def __init__(self, provider: "CacheProvider", entry: Entry, environ: dict):
+    def __init__(self, provider: "CacheProvider", parts: "CacheParts", entry: Entry, environ: dict):
         super().__init__(entry.path, environ)
         self.provider = provider
+        self.parts = parts
         self.entry = entry
         self.name = entry.name
         self._writer: _Writer | None = None
@@ -191,7 +194,7 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
         except ContentDamaged as exc:
             raise DAVError(HTTP_INTERNAL_ERROR, f"the Pi's copy of this file is damaged ({exc.detail});"
                                                 " it was taken aside") from None
-        return self.provider.store.open_read(key)
+        return self.parts.store.open_read(key)
 
     def begin_write(self, *, content_type=None):
         if self.provider.is_readonly():
@@ -202,17 +205,17 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
         try:
             # Room is made before the bytes arrive, and a write that cannot fit is refused before
             # anything is written or evicted.
-            self.provider.cache.reserve_write(expected or 0)
+            self.parts.cache.reserve_write(expected or 0)
         except InsufficientStorage as exc:
-            raise insufficient_storage(self.provider, "cache", str(exc), self.environ, logged=True) from None
+            raise insufficient_storage(self.parts.cache, "cache", str(exc), self.environ, logged=True) from None
         self._reserved = expected or 0
         self._content_type = content_type
         try:
-            self._writer = _Writer(self.provider)
+            self._writer = _Writer(self.parts)
         except OSError as exc:
-            self.provider.cache.release(self._reserved)
+            self.parts.cache.release(self._reserved)
             if is_no_space(exc):
-                raise insufficient_storage(self.provider, "cache", "the cache volume is full", self.environ) from None
+                raise insufficient_storage(self.parts.cache, "cache", "the cache volume is full", self.environ) from None
             raise
         return self._writer
 
@@ -224,26 +227,26 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
         try:
             self._commit(writer, with_errors)
         finally:
-            self.provider.cache.release(self._reserved)
+            self.parts.cache.release(self._reserved)
 
     def _commit(self, writer: _Writer, with_errors: bool) -> None:
         if with_errors:
-            self.provider.store.discard_temp(writer.tmp)
+            self.parts.store.discard_temp(writer.tmp)
             return
         expected = _expected_length(self.environ)
         if expected is not None and expected != writer.written:
-            self.provider.store.discard_temp(writer.tmp)
+            self.parts.store.discard_temp(writer.tmp)
             raise DAVError(HTTP_BAD_REQUEST, f"body ended after {writer.written} of {expected} bytes")
         try:
             self.entry = self.provider.commit_content(self.entry, writer.key, writer.tmp, writer.written,
                                                       self._content_type, self.environ,
                                                       blocks=writer.hasher.blocks_hex())
         except (OSError, sqlite3.Error) as exc:
-            self.provider.store.discard_temp(writer.tmp)  # commit_content removed what it published
+            self.parts.store.discard_temp(writer.tmp)  # commit_content removed what it published
             if not is_no_space(exc):
                 raise
             volume = "the database's volume" if isinstance(exc, sqlite3.Error) else "the cache volume"
-            raise insufficient_storage(self.provider, "db" if isinstance(exc, sqlite3.Error) else "cache",
+            raise insufficient_storage(self.parts.cache, "db" if isinstance(exc, sqlite3.Error) else "cache",
                                        f"{volume} filled up while the upload was committed ({exc})") from None
 
     def copy_move_single(self, dest_path, *, is_move):
@@ -252,9 +255,10 @@ class CacheFile(_ResourceMixin, DAVNonCollection):
 
 
 class CacheCollection(_ResourceMixin, DAVCollection):
-    def __init__(self, provider: "CacheProvider", entry: Entry, environ: dict):
+    def __init__(self, provider: "CacheProvider", parts: "CacheParts", entry: Entry, environ: dict):
         super().__init__(entry.path, environ)
         self.provider = provider
+        self.parts = parts
         self.entry = entry
         self.name = entry.name
 
@@ -263,16 +267,16 @@ class CacheCollection(_ResourceMixin, DAVCollection):
 
     def get_member_names(self):
         self.provider.ensure_listed(self.entry)
-        return self.provider.index.child_names(self.entry.view, self.entry.path)
+        return self.parts.index.child_names(self.entry.view, self.entry.path)
 
     def get_member(self, name):
-        entry = self.provider.index.get(self.entry.view, join(self.entry.path, name))
+        entry = self.parts.index.get(self.entry.view, join(self.entry.path, name))
         return self.provider.resource_for(entry, self.environ) if entry else None
 
     def get_member_list(self):
         """All members from one index query (not one lookup per name)."""
         self.provider.ensure_listed(self.entry)
-        return [self.provider.resource_for(e, self.environ) for e in self.provider.index.children(self.entry.view, self.entry.path)]
+        return [self.provider.resource_for(e, self.environ) for e in self.parts.index.children(self.entry.view, self.entry.path)]
 
     def create_empty_resource(self, name):
         """A new file: recorded at once for LOCK (a lock-null URL becomes an empty file), but for PUT
@@ -286,8 +290,8 @@ class CacheCollection(_ResourceMixin, DAVCollection):
         placeholder = Entry(0, self.entry.view, path, self.entry.path, name, False, 0, time.time(), time.time(),
                             None, None, None, False, False, True, False, None)
         if self.environ.get("REQUEST_METHOD") == "PUT":
-            return CacheFile(self.provider, placeholder, self.environ)
-        key, tmp, f = self.provider.store.open_temp()
+            return CacheFile(self.provider, self.parts, placeholder, self.environ)
+        key, tmp, f = self.parts.store.open_temp()
         f.close()
         entry = self.provider.commit_content(placeholder, key, tmp, 0, None, self.environ, new=True,
                                              blocks=BlockHasher().blocks_hex())
@@ -299,7 +303,7 @@ class CacheCollection(_ResourceMixin, DAVCollection):
 
     def copy_move_single(self, dest_path, *, is_move):
         dest_path = dest_path.rstrip("/")
-        if self.provider.index.get(self.entry.view, dest_path) is None:
+        if self.parts.index.get(self.entry.view, dest_path) is None:
             self.provider.make_collection(self.entry.view, dest_path)
         self._copy_props(dest_path)
 

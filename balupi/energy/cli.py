@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import time
 
-from balupi.db import open_database
+from balupi.db import DB_FILENAME, open_database
 from balupi.energy.model import PlugRole
 from balupi.energy.nasstate import Thresholds, propose_thresholds
 from balupi.errors import BaluPiError
 from balupi.settings import Settings
 
-DB_FILENAME = "balupi.db"
 NAMES = ("nas_power_off_below_w", "nas_power_standby_below_w", "nas_power_idle_below_w")
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from balupi.errors import BaluPiError
+from balupi.nas.power import NasPowerState  # noqa: F401  (the energy monitor's classification of a reading)
 
 # A plug whose clock reads a year before this has lost its time (Tapo plugs restart at 2000-01-01).
 MIN_VALID_YEAR = 2020
@@ -52,24 +53,6 @@ class GapStatus(enum.Enum):
     PARTIAL = "partial"  # part of it stays unknown (no counter or history covers it)
 
 
-class NasPowerState(enum.Enum):
-    """What the `nas` plug's power says about the NAS. Ordered by draw."""
-
-    OFF = "off"
-    STANDBY = "standby"  # suspended
-    IDLE = "idle"
-    ACTIVE = "active"
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
-
-    @property
-    def asleep(self) -> bool:
-        return self in (NasPowerState.OFF, NasPowerState.STANDBY)
-
-
-_RANK = {s: i for i, s in enumerate(NasPowerState)}
 
 
 @dataclass

@@ -348,3 +348,37 @@ def export_csv(db: Database, window: Window, resolution: Resolution, plug_id: in
         writer.writerow([r[0], names.get(r[0], ""), _iso(start, zone), _iso(end, zone), round(r[2], 3), round(r[3], 3),
                          round(r[4], 1), r[5], round(r[6], 4), None if price is None else round(price, 4)])
     return out.getvalue()
+
+
+def plugs_and_latest_samples(db) -> list[tuple]:
+    """Each plug (id, name, role) with its newest sample (at, power_w) or None, by plug id."""
+    out = []
+    for plug in db.query("SELECT id, name, role FROM energy_plugs ORDER BY id"):
+        sample = db.query_one("SELECT at, power_w FROM energy_samples WHERE plug_id = ? ORDER BY at DESC LIMIT 1",
+                              (plug["id"],))
+        out.append((plug, sample))
+    return out
+
+
+def plug_addresses(conn) -> list:
+    """(id, name, role, host, port) of every plug, by id (`conn`: anything with sqlite3's `execute`)."""
+    return conn.execute("SELECT id, name, role, host, port FROM energy_plugs ORDER BY id").fetchall()
+
+
+def newest_sample_at(conn) -> float | None:
+    """When the newest sample was taken (`conn`: anything with sqlite3's `execute`)."""
+    return conn.execute("SELECT MAX(at) FROM energy_samples").fetchone()[0]
+
+
+def power_buckets(db, plug_id: int, start: float, end: float, bucket_s: float) -> list:
+    """(bucket start, average W, maximum W) of `plug_id`'s samples in [start, end), per `bucket_s`."""
+    return db.query(
+        "SELECT CAST(at / ? AS INTEGER) * ? AS bucket, avg(power_w), max(power_w) FROM energy_samples"
+        " WHERE plug_id = ? AND at >= ? AND at < ? AND power_w IS NOT NULL GROUP BY bucket ORDER BY bucket",
+        (bucket_s, bucket_s, plug_id, start, end),
+    )
+
+
+def open_gap_count(db) -> int:
+    """Gaps in the record not filled yet."""
+    return db.query_one("SELECT COUNT(*) FROM energy_gaps WHERE status = 'open'")[0]

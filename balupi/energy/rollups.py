@@ -5,9 +5,9 @@
 - Daily rows are recomputed from the hourly rows of the days touched, monthly rows from the daily
   ones, so they can never drift from what they sum.
 - `reprice` applies a tariff change to every hour it covers (and the days and months above them).
-  Days older than the hourly retention (two years) keep the cost they had.
+  Days older than the hourly retention (`energy_hourly_retention_days`) keep the cost they had.
 - `apply_retention`: raw samples and ledger pieces for `energy_raw_retention_days`, hourly rows,
-  gaps and plug-day counters for two years, daily and monthly rows forever. The newest sample of
+  gaps and plug-day counters for `energy_hourly_retention_days` (two years), daily and monthly rows forever. The newest sample of
   every plug is always kept: it is where the ledger continues from.
 
 All writers expect to run inside `Database.write()` (they take the sqlite-utils handle it yields).
@@ -24,7 +24,6 @@ from zoneinfo import ZoneInfo
 from balupi.energy.model import LedgerKind, NasPowerState
 from balupi.energy.tariffs import TariffBook
 
-HOURLY_RETENTION_DAYS = 730
 DAY_S = 86400
 STATES = tuple(s.value for s in NasPowerState)
 STATE_COLUMNS = tuple(f"{s}_{u}" for s in STATES for u in ("s", "wh"))
@@ -133,7 +132,7 @@ def refresh_days(d, days: Iterable[tuple[int, str]]) -> None:
     )
 
 
-def reprice(d, book: TariffBook, from_s: float, to_s: float | None, now_s: float) -> int:
+def reprice(d, book: TariffBook, from_s: float, to_s: float | None, now_s: float, hourly_retention_days: int) -> int:
     """Recompute price and cost of every hourly row in [from_s, to_s), and the days above. Returns hours repriced."""
     if to_s is None:
         rows = d.execute("SELECT DISTINCT hour_s FROM energy_hourly WHERE hour_s >= ?", (from_s,)).fetchall()
@@ -143,7 +142,7 @@ def reprice(d, book: TariffBook, from_s: float, to_s: float | None, now_s: float
         ).fetchall()
     hours = [r[0] for r in rows]
     # Days at the retention horizon have lost hours; recomputing them from what is left would shrink them.
-    complete_from = datetime.fromtimestamp(now_s - (HOURLY_RETENTION_DAYS - 1) * DAY_S, book.zone).date().isoformat()
+    complete_from = datetime.fromtimestamp(now_s - (hourly_retention_days - 1) * DAY_S, book.zone).date().isoformat()
     hours = [h for h in hours if datetime.fromtimestamp(h, book.zone).date().isoformat() >= complete_from]
     if not hours:
         return 0
@@ -163,10 +162,10 @@ def reprice(d, book: TariffBook, from_s: float, to_s: float | None, now_s: float
     return len(hours)
 
 
-def apply_retention(d, now_s: float, raw_retention_days: int) -> dict[str, int]:
+def apply_retention(d, now_s: float, raw_retention_days: int, hourly_retention_days: int) -> dict[str, int]:
     """Delete what has outlived its retention. Returns rows deleted per table."""
     raw_cutoff = now_s - raw_retention_days * DAY_S
-    long_cutoff = now_s - HOURLY_RETENTION_DAYS * DAY_S
+    long_cutoff = now_s - hourly_retention_days * DAY_S
     deleted = {}
     deleted["energy_samples"] = d.execute(
         "DELETE FROM energy_samples WHERE at < ? AND id NOT IN (SELECT MAX(id) FROM energy_samples GROUP BY plug_id)",

@@ -65,7 +65,6 @@ def _credentials(username: str, password: str):
 
 log = logging.getLogger("balupi.energy")
 
-RETENTION_INTERVAL_S = 3600
 ONLINE_FACTOR = 3  # a plug is online while its last good poll is younger than 3 sample intervals
 ADD_TIMEOUT_FACTOR = 3  # adding a plug may try several protocols: 3 poll deadlines
 
@@ -158,10 +157,6 @@ class EnergyService:
         self.loop.start()
         self._ingest = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="balupi-energy-ingest")
         log.info("energy monitor started: %d plug(s), polled every %g s", len(self._plugs), self.interval_s)
-
-    def schedule(self, scheduler) -> None:
-        scheduler.every(self.interval_s, "energy-poll", self.poll_all, run_now=True)
-        scheduler.every(RETENTION_INTERVAL_S, "energy-retention", self.apply_retention)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         ingest, self._ingest = self._ingest, None
@@ -454,13 +449,15 @@ class EnergyService:
         tariff_id = store_tariff(self.db, tariff)
         self.book = book = self._load_book()
         with self.db.write() as d:
-            repriced = reprice(d, book, tariff.valid_from_s, tariff.valid_to_s, self.clock())
+            repriced = reprice(d, book, tariff.valid_from_s, tariff.valid_to_s, self.clock(),
+                               self.settings.energy_hourly_retention_days)
         log.info("tariff %d (%s) stored; %d hour(s) repriced", tariff_id, tariff.name, repriced)
         return next(t for t in book.tariffs if t.id == tariff_id), repriced
 
     def apply_retention(self) -> dict[str, int]:
         with self.db.write() as d:
-            deleted = apply_retention(d, self.clock(), self.settings.energy_raw_retention_days)
+            deleted = apply_retention(d, self.clock(), self.settings.energy_raw_retention_days,
+                                      self.settings.energy_hourly_retention_days)
         if any(deleted.values()):
             log.debug("energy retention: %s", deleted)
         return deleted

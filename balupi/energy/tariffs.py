@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -24,6 +25,9 @@ from zoneinfo import ZoneInfo
 from balupi.db import Database
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Unix seconds written out, as in a query string (`?from=1715300000`): digits, maybe a fraction.
+# Any all-digit text is seconds, never a compact date: `20240510` is 1970-08-23, not 2024-05-10.
+EPOCH_TEXT = re.compile(r"[+-]?\d+(\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -100,12 +104,15 @@ class Tariff:
 
 
 def parse_time(value: Any, zone: ZoneInfo, name: str) -> float:
-    """A time from JSON: epoch seconds, 'YYYY-MM-DD' (local midnight) or an ISO date-time (local if naive)."""
+    """A time from JSON or a query string: epoch seconds (a number, or its digits as text), 'YYYY-MM-DD'
+    (local midnight) or an ISO date-time (local if naive)."""
     if isinstance(value, bool):
         raise ValueError(f"{name}: expected a date, a date-time or epoch seconds, got {value!r}")
     if isinstance(value, (int, float)) and math.isfinite(value):
         return float(value)
     if isinstance(value, str):
+        if EPOCH_TEXT.fullmatch(value.strip()):
+            return float(value)
         try:
             if len(value.strip()) == 10:
                 d = date.fromisoformat(value.strip())

@@ -23,13 +23,14 @@ import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Callable, Iterator
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 from defusedxml import ElementTree as ET
+
 from balupi.errors import NasUnavailable, NoViewCredentials
+from balupi.httpfields import parse_http_date, strip_etag
 from balupi.nas.monitor import NasMonitor, NasState
 from balupi.nas.tls import configure_session
 from balupi.nas.wakes import cause_for_request
@@ -246,8 +247,8 @@ class NasClient:
                 path=rel,
                 is_collection=is_collection,
                 size_bytes=int(size_text) if size_text and size_text.strip().isdigit() else 0,
-                mtime=_http_date(mtime_text),
-                etag=(etag_text or "").strip().removeprefix("W/").strip('"'),
+                mtime=_http_date_or_now(mtime_text),
+                etag=strip_etag(etag_text) or "",
                 content_type=(ctype or "").strip() or ("httpd/unix-directory" if is_collection else "application/octet-stream"),
             )
 
@@ -291,10 +292,6 @@ class NasClient:
         response.raise_for_status()
 
 
-def _http_date(text: str | None) -> float:
-    if not text:
-        return time.time()
-    try:
-        return parsedate_to_datetime(text.strip()).timestamp()
-    except (TypeError, ValueError):
-        return time.time()
+def _http_date_or_now(text: str | None) -> float:
+    when = parse_http_date(text)
+    return time.time() if when is None else when

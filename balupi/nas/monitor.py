@@ -32,6 +32,7 @@ from balupi.errors import NasNotConfigured, NasUnavailable, WakeNotPossible
 from balupi.nas.waiters import NasWaiters, nas_waiters
 from balupi.events import Event, Events
 from balupi.nas import wol
+from balupi.nas.power import NasPowerState
 from balupi.nas.wakes import WakeCause, WakeKind, WakeLog, as_cause
 from balupi.settings import Settings
 
@@ -42,6 +43,29 @@ POWER_READING_FRESH_S_FACTOR = 3  # a plug reading counts as current for 3 sampl
 WAKER_GIVE_UP_FACTOR = 4  # the waker keeps trying for 4 x the expected boot time
 SHUTDOWN_RETRY_AFTER_S = 30  # told to a client whose wait was cut short by shutdown
 WAKE_VETO_RETRY_AFTER_S = 300  # told to a client whose wake a plugin refused
+
+
+OWNS = ("nas_transitions",)
+
+
+def newest_transition_at(conn) -> float | None:
+    """When the newest state change was recorded (`conn`: anything with sqlite3's `execute`)."""
+    return conn.execute("SELECT MAX(at) FROM nas_transitions").fetchone()[0]
+
+
+def transitions_between(db: Database, start: float, end: float) -> tuple:
+    """The state change in force at `start` ((to_state, cause) or None) and those in [start, end)
+    (rows of at, to_state, cause), in order."""
+    before = db.query_one("SELECT to_state, cause FROM nas_transitions WHERE at < ? ORDER BY at DESC, id DESC LIMIT 1",
+                          (start,))
+    rows = db.query("SELECT at, to_state, cause FROM nas_transitions WHERE at >= ? AND at < ? ORDER BY at, id",
+                    (start, end))
+    return before, rows
+
+
+def last_transition(db: Database):
+    """The newest recorded state change (at, to_state, cause), or None."""
+    return db.query_one("SELECT at, to_state, cause FROM nas_transitions ORDER BY at DESC, id DESC LIMIT 1")
 
 
 class NasState(enum.Enum):
@@ -144,7 +168,8 @@ class NasMonitor:
     def _answered_before(self) -> bool:
         """Whether the NAS has ever answered BaluPi (a recorded transition to awake)."""
         try:
-            return self.db.query_one("SELECT 1 FROM nas_transitions WHERE to_state = 'awake' LIMIT 1") is not None
+            return self.db.query_one("SELECT 1 FROM nas_transitions WHERE to_state = ? LIMIT 1",
+                                     (NasState.AWAKE.value,)) is not None
         except Exception:
             return False
 
@@ -263,6 +288,9 @@ class NasMonitor:
         self.last_power_reading_at = time.monotonic()
         self.last_power_w = power_w
         name = self.last_power_state = getattr(power_state, "value", power_state)
+        power = NasPowerState.of(power_state)
+        sleeping = power is not None and power.asleep
+        drawing = power is not None and not power.asleep
         reading = f"plug reads {power_w:.1f} W ({name})"
         recent_success_s = 2 * self.settings.energy_sample_interval_seconds
         # A reading is weighed with the NAS's port (one TCP connect, made before taking the lock):
@@ -272,17 +300,17 @@ class NasMonitor:
         #   much): open -> awake; closed -> waking, watched until it answers, so a request failing
         #   during the boot does not flip the state back to asleep.
         reach = None
-        if name in ("off", "standby") and self.state is NasState.AWAKE and time.monotonic() - self.last_used < recent_success_s:
+        if sleeping and self.state is NasState.AWAKE and time.monotonic() - self.last_used < recent_success_s:
             reach = self._probe(self.host, self.port, self.settings.nas_connect_timeout_s)
-        elif name in ("idle", "active") and self.state in (NasState.ASLEEP, NasState.UNKNOWN) and self._waker is None:
+        elif drawing and self.state in (NasState.ASLEEP, NasState.UNKNOWN) and self._waker is None:
             reach = self._probe(self.host, self.port, self.settings.nas_connect_timeout_s)
         with self._cond:
-            if name in ("off", "standby"):
+            if sleeping:
                 if reach and self.state is NasState.AWAKE:
                     return
                 if self.state in (NasState.AWAKE, NasState.UNKNOWN, NasState.SUSPENDING, NasState.UNREACHABLE):
                     self._set_state(NasState.ASLEEP, reading + (", port closed" if reach is not None else ""))
-            elif name in ("idle", "active") and reach is not None:
+            elif drawing and reach is not None:
                 if self.state in (NasState.ASLEEP, NasState.UNKNOWN) and self._waker is None:
                     if reach:
                         self._set_state(NasState.AWAKE, f"{reading}, port answers")

@@ -36,6 +36,8 @@ from balupi.events import Event, Events
 
 log = logging.getLogger("balupi.nas.wakes")
 
+OWNS = ("nas_wakes",)
+
 migrations = Migrations("nas_wakes")
 
 current_request: contextvars.ContextVar[dict | None] = contextvars.ContextVar("balupi_current_request", default=None)

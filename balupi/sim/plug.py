@@ -1,16 +1,18 @@
 """A simulated TP-Link Tapo P110/P115 smart plug that speaks KLAP v2 over real HTTP.
 
 The simulator is a real HTTP server on 127.0.0.1 that the *real* python-kasa client (0.12.0) can
-talk to, plus an energy meter whose power draw is scripted by tests. `SimulatedPlug` is the plug
-and its control surface (faults, clock, power); the parts live beside it:
+talk to, plus an energy meter whose power draw is scripted by tests. `SimulatedPlug` is a facade: the
+plug's identity and control surface (faults, clock, power), each call handed to the part that
+owns it:
 
-- `balupi.sim.plug_klap`: the KLAP v2 handshakes, sessions and request cipher (the wire protocol,
-  described there);
+- `balupi.sim.plug_klap`: the KLAP v2 handshakes, sessions, request cipher and the routing of a
+  POST below ``/app`` (the wire protocol, described there);
 - `balupi.sim.plug_device`: the SMART JSON methods (``get_device_info``, ``get_energy_usage``,
   ``get_energy_data``, ...) and their error codes;
-- `balupi.sim.plug_meter`: the clock (`ManualClock` for tests) and the integer-Wh meter bucketed
-  by the plug's local hour (midnight and month resets, a plug without a clock books into 2000);
-- `balupi.sim.plug_http`: the HTTP port;
+- `balupi.sim.plug_meter`: the clock (`ManualClock` for tests), the relay and its power profile
+  (`PlugPower`), and the integer-Wh meter bucketed by the plug's local hour (midnight and month
+  resets, a plug without a clock books into 2000);
+- `balupi.sim.plug_http`: the TCP port (`PlugPort`: HTTP while up, refusing while down, hang);
 - `balupi.sim.plug_discovery`: the UDP discovery answer (ports 20002/20004 only);
 - `balupi.sim.plug_cli`: ``python -m balupi.sim.plug --port 8110 --user u@example.com
   --password pw --power-w 25`` for a stand-alone plug (see ``--help``).
@@ -26,11 +28,8 @@ meter keeps counting, as a real plug does when Wi-Fi drops.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import secrets
-import socket
-import struct
 import sys
 import threading
 import time
@@ -47,9 +46,9 @@ from kasa.transports.klaptransport import KlapTransportV2
 
 from balupi.sim.plug_device import DeviceRequests, SmartCallError, SmartError
 from balupi.sim.plug_discovery import DISCOVERY_PORTS, DiscoveryResponder
-from balupi.sim.plug_http import PlugHttpServer
+from balupi.sim.plug_http import PlugPort
 from balupi.sim.plug_klap import HttpAnswer, KlapSessions
-from balupi.sim.plug_meter import EnergyInterval, ManualClock, Meter, PowerProfile
+from balupi.sim.plug_meter import EnergyInterval, ManualClock, Meter, PlugPower, PowerProfile
 
 __all__ = [
     "DISCOVERY_PORTS",
@@ -68,8 +67,6 @@ LOOPBACK_HOST = "127.0.0.1"
 DEFAULT_SESSION_TIMEOUT_S = 86_400
 #: Nominal mains voltage of the simulated grid.
 DEFAULT_VOLTAGE_V = 230.0
-
-_Y2000 = (2000, 1, 1)
 
 
 class PlugModel(str, Enum):
@@ -90,8 +87,8 @@ class SimulatedPlug:
             plug.advance(3600)          # +100 Wh
             await dev.update()
 
-    Thread-safe: HTTP requests are served on worker threads, the test thread calls
-    the control methods; all state is guarded by one lock.
+    Thread-safe: HTTP requests are served on worker threads, the test thread calls the control
+    methods; the relay, the meter and the clock are guarded by one lock (:attr:`lock`).
     """
 
     def __init__(
@@ -141,19 +138,14 @@ class SimulatedPlug:
         """
         if discovery_port is not None and discovery_port not in DISCOVERY_PORTS:
             raise ValueError(f"python-kasa only listens for discovery answers from ports {DISCOVERY_PORTS}")
-        if sample_interval_s <= 0:
-            raise ValueError("sample_interval_s must be positive")
         self.host = LOOPBACK_HOST
-        self._requested_port = port
         self._username = username
         self._password = password
-        self._clock = clock
         self.tz = ZoneInfo(timezone)
         self.timezone_name = timezone
         self.model = PlugModel(model)
         self.nickname = nickname
         self.voltage_v = float(voltage_v)
-        self.sample_interval_s = float(sample_interval_s)
         self.session_timeout_s = int(session_timeout_s)
         self.discovery_port = discovery_port
         self._auto_tick_s = auto_tick_s
@@ -164,36 +156,26 @@ class SimulatedPlug:
         self.fw_id = ident[8:40]
         self.oem_id = ident[32:64]
 
+        self._power = PlugPower(
+            clock=clock, tz=self.tz, profile=power_w, relay_on=device_on, sample_interval_s=sample_interval_s
+        )
         #: Guards the relay, the meter and the clock offset (re-entrant: the SMART methods
         #: call the public control methods with it held).
-        self.lock = threading.RLock()
-        self._profile: PowerProfile = power_w
-        self._relay_on = bool(device_on)
-        now_s = clock()
-        self._on_since_s: float | None = now_s if device_on else None
-        self._last_integrated_s = now_s
-        self.meter = Meter(self.tz)
-        self._clock_offset_s = 0.0
-        self._resync_at_s: float | None = None
-
+        self.lock = self._power.lock
+        #: The integer-Wh counters (read by the SMART energy methods and by tests).
+        self.meter: Meter = self._power.meter
         self._klap = KlapSessions(
             KlapTransportV2.generate_auth_hash(Credentials(username, password)), self.session_timeout_s
         )
         self._klap.refuse_password = bool(refuse_password)
         self._device = DeviceRequests(self)
-        self._hang = bool(hang)
-        self._down = bool(down)
-        self._hang_cond = threading.Condition()
-
-        self._server: PlugHttpServer | None = None
-        self._server_thread: threading.Thread | None = None
-        self._placeholder: socket.socket | None = None
+        self._port = PlugPort(self.host, port, self._answer, down=down, hang=hang)
         self._discovery: DiscoveryResponder | None = None
         self._ticker_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._running = False
 
-        #: How often each SMART method was called (also "handshake1"/"handshake2").
+        #: How often each SMART method was called (also "handshake1"/"handshake2"/"discovery").
         self.calls: Counter[str] = Counter()
 
     # ------------------------------------------------------------ lifecycle
@@ -201,7 +183,7 @@ class SimulatedPlug:
     @property
     def port(self) -> int:
         """The TCP port (the real one once started with port=0)."""
-        return self._requested_port
+        return self._port.port
 
     @property
     def url(self) -> str:
@@ -218,10 +200,8 @@ class SimulatedPlug:
         self._stopping.clear()
         self._running = True
         try:
-            if self._down:
-                self._open_placeholder()
-            else:
-                self._open_http()
+            self._port.open()
+            _LOGGER.info("simulated %s listening on %s", self.model.value, self.url)
             if self.discovery_port is not None:
                 self._discovery = DiscoveryResponder(self, self.discovery_port)
             if self._auto_tick_s:
@@ -234,10 +214,7 @@ class SimulatedPlug:
     def stop(self) -> None:
         """Stop serving and close every socket. Counters survive; start() again reuses the port."""
         self._stopping.set()
-        with self._hang_cond:
-            self._hang_cond.notify_all()
-        self._close_http()
-        self._close_placeholder()
+        self._port.close()
         if self._discovery is not None:
             self._discovery.close()
             self._discovery = None
@@ -252,56 +229,16 @@ class SimulatedPlug:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _open_http(self) -> None:
-        server = PlugHttpServer((self.host, self._requested_port), self)
-        self._requested_port = server.server_address[1]
-        self._server = server
-        self._server_thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"sim-plug-{self.port}", daemon=True
-        )
-        self._server_thread.start()
-        _LOGGER.info("simulated %s listening on %s", self.model.value, self.url)
-
-    def _close_http(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.closing.set()
-        with self._hang_cond:
-            self._hang_cond.notify_all()
-        server.shutdown()
-        server.drop_connections()
-        server.server_close()  # joins the worker threads
-        if self._server_thread is not None:
-            self._server_thread.join(timeout=5)
-            self._server_thread = None
-
-    def _open_placeholder(self) -> None:
-        # A bound socket that never listens keeps the port ours while the kernel
-        # answers every connection attempt with a reset ("connection refused").
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self._requested_port))
-        self._requested_port = sock.getsockname()[1]
-        self._placeholder = sock
-
-    def _close_placeholder(self) -> None:
-        if self._placeholder is not None:
-            self._placeholder.close()
-            self._placeholder = None
-
     # ------------------------------------------------------------ fault switches
 
     @property
     def hang(self) -> bool:
         """While True, HTTP requests are accepted and read but never answered."""
-        return self._hang
+        return self._port.hang
 
     @hang.setter
     def hang(self, value: bool) -> None:
-        with self._hang_cond:
-            self._hang = bool(value)
-            self._hang_cond.notify_all()
+        self._port.hang = value
 
     @property
     def refuse_password(self) -> bool:
@@ -316,54 +253,30 @@ class SimulatedPlug:
     @property
     def down(self) -> bool:
         """While True the port refuses connections and discovery is not answered."""
-        return self._down
+        return self._port.down
 
     @down.setter
     def down(self, value: bool) -> None:
-        value = bool(value)
-        if value == self._down:
-            return
-        self._down = value
-        if not self._running:
-            return
-        if value:
-            self._close_http()
-            self._open_placeholder()
+        self._port.down = value
+        if self._port.down:
             self._klap.clear()
-        else:
-            self._close_placeholder()
-            self._open_http()
 
-    def wait_while_hung(self, closing: threading.Event) -> bool:
-        """Block a request while hung (until unhung, stopped or ``closing``); True means: drop it."""
-        with self._hang_cond:
-            if not self._hang:
-                return False
-            while self._hang and not self._stopping.is_set() and not closing.is_set():
-                self._hang_cond.wait(0.5)
-            return True
-
-    # ------------------------------------------------------------ clock
+    # ------------------------------------------------------------ clock (see PlugPower)
 
     def now_s(self) -> float:
         """True time from the injected clock (epoch s)."""
-        return self._clock()
+        return self._power.clock()
 
     def device_time_s(self) -> float:
         """What the plug believes the time is (differs after lose_clock())."""
-        with self.lock:
-            now_s = self._clock()
-            self._integrate_to(now_s)
-            return now_s + self._clock_offset_s
+        return self._power.device_time_s()
 
     def device_datetime(self) -> datetime:
         return datetime.fromtimestamp(self.device_time_s(), self.tz)
 
     @property
     def clock_synced(self) -> bool:
-        with self.lock:
-            self._integrate_to(self._clock())
-            return self._clock_offset_s == 0.0
+        return self._power.clock_synced
 
     def lose_clock(self, *, resync_after_s: float | None = None) -> None:
         """Power-cycle without network time: the plug's clock restarts at 2000-01-01 00:00 local.
@@ -372,38 +285,25 @@ class SimulatedPlug:
         :meth:`sync_clock`, a ``set_device_time`` call, or ``resync_after_s``
         (simulator-clock seconds) later when it gets NTP again.
         """
-        with self.lock:
-            now_s = self._clock()
-            self._integrate_to(now_s)
-            y2000_s = datetime(*_Y2000, tzinfo=self.tz).timestamp()
-            self._clock_offset_s = y2000_s - now_s
-            self._resync_at_s = None if resync_after_s is None else now_s + resync_after_s
+        self._power.lose_clock(resync_after_s)
 
     def set_device_time(self, timestamp_s: float) -> None:
         """The plug is told the time (``set_device_time``): its clock reads ``timestamp_s`` now."""
-        with self.lock:
-            self._integrate_to(self._clock())
-            self._clock_offset_s = timestamp_s - self._clock()
-            self._resync_at_s = None
+        self._power.set_device_time(timestamp_s)
 
     def sync_clock(self) -> None:
         """Network time is back: the plug's clock equals the simulator clock again."""
-        with self.lock:
-            self._integrate_to(self._clock())
-            self._clock_offset_s = 0.0
-            self._resync_at_s = None
+        self._power.sync_clock()
 
     # ------------------------------------------------------------ power profile / relay
 
     def set_power_w(self, power_w: float) -> None:
         """Draw a constant ``power_w`` from now on (while the relay is on)."""
-        self.set_profile(float(power_w))
+        self._power.set_profile(float(power_w))
 
     def set_profile(self, profile: PowerProfile) -> None:
         """Replace the power profile from now on: watts or ``f(now_s) -> watts``."""
-        with self.lock:
-            self._integrate_to(self._clock())
-            self._profile = profile
+        self._power.set_profile(profile)
 
     def follow(self, source: Callable[[], float], *, tick_s: float | None = 1.0) -> None:
         """Draw whatever ``source()`` says right now (e.g. a simulated NAS's state power).
@@ -422,18 +322,11 @@ class SimulatedPlug:
 
     @property
     def is_on(self) -> bool:
-        return self._relay_on
+        return self._power.is_on
 
     def set_on(self, on: bool) -> None:
         """Switch the relay (as the button or the app would)."""
-        with self.lock:
-            now_s = self._clock()
-            self._integrate_to(now_s)
-            if on and not self._relay_on:
-                self._on_since_s = now_s
-            elif not on:
-                self._on_since_s = None
-            self._relay_on = bool(on)
+        self._power.set_on(on)
 
     def turn_on(self) -> None:
         self.set_on(True)
@@ -444,93 +337,43 @@ class SimulatedPlug:
     @property
     def power_w(self) -> float:
         """Instantaneous power (0 while off)."""
-        with self.lock:
-            now_s = self._clock()
-            self._integrate_to(now_s)
-            return self._power_at(now_s)
+        return self._power.power_w
 
     def on_time_s(self) -> int:
         """Seconds since the relay was switched on (0 while off)."""
-        with self.lock:
-            if not self._relay_on or self._on_since_s is None:
-                return 0
-            return int(self._clock() - self._on_since_s)
+        return self._power.on_time_s()
 
     @property
     def current_a(self) -> float:
         return self.power_w / self.voltage_v
 
-    def _power_at(self, t_s: float) -> float:
-        if not self._relay_on:
-            return 0.0
-        profile = self._profile
-        watts = profile(t_s) if callable(profile) else profile
-        return max(0.0, float(watts))
-
     # ------------------------------------------------------------ energy
 
     def tick(self) -> None:
         """Integrate energy up to the clock's now (requests do this implicitly)."""
-        with self.lock:
-            self._integrate_to(self._clock())
+        self._power.tick()
 
     def advance(self, seconds: float) -> None:
         """Move a :class:`ManualClock` forward and integrate (tests only)."""
-        if not isinstance(self._clock, ManualClock):
-            raise TypeError("advance() needs the plug to run on a ManualClock")
-        with self.lock:
-            self._clock.advance(seconds)
-            self._integrate_to(self._clock())
-
-    def _offset_at(self, t_s: float) -> float:
-        if self._resync_at_s is not None and t_s >= self._resync_at_s:
-            return 0.0
-        return self._clock_offset_s
-
-    def _integrate_to(self, now_s: float) -> None:
-        t_s = self._last_integrated_s
-        if now_s <= t_s:
-            return
-        constant = not callable(self._profile)
-        while t_s < now_s:
-            device_s = t_s + self._offset_at(t_s)
-            next_hour_s = self.meter.hour_start_s(device_s) + 3600 - self._offset_at(t_s)
-            end_s = min(now_s, next_hour_s)
-            if not constant:
-                end_s = min(end_s, t_s + self.sample_interval_s)
-            if self._resync_at_s is not None and t_s < self._resync_at_s:
-                end_s = min(end_s, self._resync_at_s)
-            self.meter.add(device_s, end_s - t_s, self._power_at(t_s), self._relay_on)
-            t_s = end_s
-        self._last_integrated_s = now_s
-        if self._resync_at_s is not None and now_s >= self._resync_at_s:
-            self._clock_offset_s = 0.0
-            self._resync_at_s = None
+        self._power.advance(seconds)
 
     @property
     def today_energy_wh(self) -> int:
         """Today's counter (plug-local day), as get_energy_usage reports it."""
-        with self.lock:
-            return self.meter.daily_wh.get(self.meter.local(self.device_time_s()).date(), 0)
+        return self._power.today_energy_wh
 
     @property
     def month_energy_wh(self) -> int:
-        with self.lock:
-            local = self.meter.local(self.device_time_s())
-            return self.meter.monthly_wh.get((local.year, local.month), 0)
+        return self._power.month_energy_wh
 
     @property
     def total_energy_wh(self) -> int:
         """Lifetime counter (all buckets)."""
-        with self.lock:
-            self.tick()
-            return self.meter.total_wh
+        return self._power.total_energy_wh
 
     def hourly_energy_wh(self, start_s: float, end_s: float) -> list[int]:
         """Hourly buckets (device time) whose start lies in [start_s, end_s)."""
-        with self.lock:
-            self.tick()
-            return self.meter.hourly(start_s, end_s)
+        return self._power.hourly_energy_wh(start_s, end_s)
 
     def energy_data(self, start_s: int, end_s: int, interval: EnergyInterval | int) -> dict[str, Any]:
         """What ``get_energy_data`` answers (raises ValueError for invalid parameters)."""
@@ -563,56 +406,15 @@ class SimulatedPlug:
 
     # ------------------------------------------------------------ the network side (its threads)
 
-    def handle_http(self, path: str, query: dict[str, list[str]], session_id: str | None, body: bytes) -> HttpAnswer:
-        """The answer to one POST on the plug's HTTP port."""
-        if path == "/app/handshake1":
-            self.count_call("handshake1")
-            return self._klap.handshake1(body)
-        if path == "/app/handshake2":
-            self.count_call("handshake2")
-            return self._klap.handshake2(session_id, body)
-        if path != "/app/request":
-            return 404, [], b""
-        cipher = self._klap.cipher_for(session_id)
-        if cipher is None:
-            return 403, [], b""
-        try:
-            seq = int(query["seq"][0])
-            plaintext = cipher.decrypt(seq, body)
-        except (KeyError, ValueError, struct.error):
-            return 400, [], b""
-        try:
-            response = self._device.dispatch(json.loads(plaintext))
-        except (ValueError, TypeError, AttributeError, KeyError):
-            response = {"error_code": int(SmartError.JSON_DECODE_FAIL)}
-        return 200, [], cipher.encrypt(seq, json.dumps(response, separators=(",", ":")).encode())
-
     def count_call(self, name: str) -> None:
         """Count one call of a SMART method, handshake or discovery (see :attr:`calls`)."""
         with self.lock:
             self.calls[name] += 1
 
-    def discovery_result(self) -> dict[str, Any]:
-        """The JSON ``result`` the plug answers a discovery probe with."""
-        return {
-            "device_id": self.device_id,
-            "owner": self.oem_id,
-            "device_type": "SMART.TAPOPLUG",
-            "device_model": f"{self.model.value}(EU)",
-            "ip": self.host,
-            "mac": self.mac,
-            "is_support_iot_cloud": True,
-            "obd_src": "tplink",
-            "factory_default": False,
-            "mgt_encrypt_schm": {
-                "is_support_https": False,
-                "encrypt_type": "KLAP",
-                "http_port": self.port,
-                "lv": 2,
-            },
-        }
-
-    # ------------------------------------------------------------ background ticker
+    def _answer(self, path: str, query: dict[str, list[str]], session_id: str | None, body: bytes) -> HttpAnswer:
+        return self._klap.answer(
+            path, query, session_id, body, dispatch=self._device.answer_json, count=self.count_call
+        )
 
     def _start_ticker(self, interval_s: float) -> None:
         def run() -> None:
@@ -624,7 +426,7 @@ class SimulatedPlug:
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
-        return f"<SimulatedPlug {self.model.value} {self.host}:{self.port} {state} on={self._relay_on}>"
+        return f"<SimulatedPlug {self.model.value} {self.host}:{self.port} {state} on={self.is_on}>"
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ interface (`balupi.sim.plug.SimulatedPlug`).
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -62,6 +63,14 @@ class DeviceRequests:
 
     def __init__(self, plug: SimulatedPlug) -> None:
         self.plug = plug
+
+    def answer_json(self, request: bytes) -> bytes:
+        """One decrypted request in, its JSON answer out (a malformed request gets -1003)."""
+        try:
+            response = self.dispatch(json.loads(request))
+        except (ValueError, TypeError, AttributeError, KeyError):
+            response = {"error_code": int(SmartError.JSON_DECODE_FAIL)}
+        return json.dumps(response, separators=(",", ":")).encode()
 
     def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
         method = request["method"]

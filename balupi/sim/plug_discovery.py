@@ -15,7 +15,7 @@ import secrets
 import socket
 import struct
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from balupi.sim.plug import SimulatedPlug
@@ -51,8 +51,29 @@ class DiscoveryResponder:
         self._sock.close()
         self._thread.join(timeout=5)
 
+    def result(self) -> dict[str, Any]:
+        """The JSON ``result`` the plug answers a discovery probe with."""
+        plug = self.plug
+        return {
+            "device_id": plug.device_id,
+            "owner": plug.oem_id,
+            "device_type": "SMART.TAPOPLUG",
+            "device_model": f"{plug.model.value}(EU)",
+            "ip": plug.host,
+            "mac": plug.mac,
+            "is_support_iot_cloud": True,
+            "obd_src": "tplink",
+            "factory_default": False,
+            "mgt_encrypt_schm": {
+                "is_support_https": False,
+                "encrypt_type": "KLAP",
+                "http_port": plug.port,
+                "lv": 2,
+            },
+        }
+
     def answer(self) -> bytes:
-        payload = json.dumps({"error_code": 0, "result": self.plug.discovery_result()}).encode()
+        payload = json.dumps({"error_code": 0, "result": self.result()}).encode()
         # version 2, type 0, op 1, size, flags 17, pad, serial, crc placeholder
         header = struct.pack(">BBHHBBII", 2, 0, 1, len(payload), 17, 0, secrets.randbits(32), 0x5A6B7C8D)
         datagram = bytearray(header + payload)

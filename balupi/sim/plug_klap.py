@@ -35,6 +35,7 @@ import secrets
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import padding
@@ -99,6 +100,39 @@ class KlapSessions:
         self.refuse_password = False
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
+
+    def answer(
+        self,
+        path: str,
+        query: dict[str, list[str]],
+        session_id: str | None,
+        body: bytes,
+        *,
+        dispatch: Callable[[bytes], bytes],
+        count: Callable[[str], None],
+    ) -> HttpAnswer:
+        """The answer to one POST below ``/app``: a handshake, or a request ``dispatch`` decides.
+
+        ``dispatch`` turns the decrypted JSON request into the JSON answer (bytes to bytes);
+        ``count`` is told of every handshake.
+        """
+        if path == "/app/handshake1":
+            count("handshake1")
+            return self.handshake1(body)
+        if path == "/app/handshake2":
+            count("handshake2")
+            return self.handshake2(session_id, body)
+        if path != "/app/request":
+            return 404, [], b""
+        cipher = self.cipher_for(session_id)
+        if cipher is None:
+            return 403, [], b""
+        try:
+            seq = int(query["seq"][0])
+            plaintext = cipher.decrypt(seq, body)
+        except (KeyError, ValueError, struct.error):
+            return 400, [], b""
+        return 200, [], cipher.encrypt(seq, dispatch(plaintext))
 
     def clear(self) -> None:
         """Forget every session (clients must handshake again)."""

@@ -1,4 +1,4 @@
-"""The simulated plug's clock and energy meter: integer watt-hour counters by the plug's local hour.
+"""The simulated plug's clock, relay and energy meter: integer watt-hour counters by the plug's local hour.
 
 Power follows a *profile*: a constant in watts, or a callable ``f(now_s) -> watts`` (``now_s`` is
 the simulator's clock in epoch seconds). Energy is integrated lazily into *integer* watt-hour
@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from enum import IntEnum
 from zoneinfo import ZoneInfo
 
-__all__ = ["EnergyInterval", "ManualClock", "Meter", "PowerProfile", "MAX_HOURLY_SPAN_S"]
+__all__ = ["EnergyInterval", "ManualClock", "Meter", "PlugPower", "PowerProfile", "MAX_HOURLY_SPAN_S"]
 
 #: ``get_energy_data`` with hourly interval accepts at most this span.
 MAX_HOURLY_SPAN_S = 8 * 86_400
@@ -152,3 +152,179 @@ class Meter:
                 break
             data.append(self.monthly_wh.get((first.year, month), 0))
         return data
+
+
+_Y2000 = (2000, 1, 1)
+
+
+class PlugPower:
+    """The relay, what it draws, the plug's own clock and the meter they feed.
+
+    True time comes from the injected ``clock``; the plug's clock is that plus an offset (zero
+    while it has network time; after `lose_clock` it restarts in the year 2000). Energy is
+    integrated lazily, on every read and every change, in steps of at most ``sample_interval_s``
+    for callable profiles and never across a local-hour boundary, so each step lands in one bucket.
+
+    Every method takes :attr:`lock`; it is re-entrant because the SMART methods call these with it
+    held.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        tz: ZoneInfo,
+        profile: PowerProfile,
+        relay_on: bool,
+        sample_interval_s: float,
+    ) -> None:
+        if sample_interval_s <= 0:
+            raise ValueError("sample_interval_s must be positive")
+        self.lock = threading.RLock()
+        self.clock = clock
+        self.tz = tz
+        self.sample_interval_s = float(sample_interval_s)
+        self.meter = Meter(tz)
+        self._profile = profile
+        self._relay_on = bool(relay_on)
+        now_s = clock()
+        self._on_since_s: float | None = now_s if relay_on else None
+        self._last_integrated_s = now_s
+        self._clock_offset_s = 0.0
+        self._resync_at_s: float | None = None
+
+    # ------------------------------------------------------------ clock
+
+    def device_time_s(self) -> float:
+        """What the plug believes the time is (differs after lose_clock())."""
+        with self.lock:
+            now_s = self.clock()
+            self._integrate_to(now_s)
+            return now_s + self._clock_offset_s
+
+    @property
+    def clock_synced(self) -> bool:
+        with self.lock:
+            self._integrate_to(self.clock())
+            return self._clock_offset_s == 0.0
+
+    def lose_clock(self, resync_after_s: float | None) -> None:
+        with self.lock:
+            now_s = self.clock()
+            self._integrate_to(now_s)
+            y2000_s = datetime(*_Y2000, tzinfo=self.tz).timestamp()
+            self._clock_offset_s = y2000_s - now_s
+            self._resync_at_s = None if resync_after_s is None else now_s + resync_after_s
+
+    def set_device_time(self, timestamp_s: float) -> None:
+        with self.lock:
+            self._integrate_to(self.clock())
+            self._clock_offset_s = timestamp_s - self.clock()
+            self._resync_at_s = None
+
+    def sync_clock(self) -> None:
+        with self.lock:
+            self._integrate_to(self.clock())
+            self._clock_offset_s = 0.0
+            self._resync_at_s = None
+
+    # ------------------------------------------------------------ relay and profile
+
+    def set_profile(self, profile: PowerProfile) -> None:
+        with self.lock:
+            self._integrate_to(self.clock())
+            self._profile = profile
+
+    @property
+    def is_on(self) -> bool:
+        return self._relay_on
+
+    def set_on(self, on: bool) -> None:
+        with self.lock:
+            now_s = self.clock()
+            self._integrate_to(now_s)
+            if on and not self._relay_on:
+                self._on_since_s = now_s
+            elif not on:
+                self._on_since_s = None
+            self._relay_on = bool(on)
+
+    @property
+    def power_w(self) -> float:
+        with self.lock:
+            now_s = self.clock()
+            self._integrate_to(now_s)
+            return self._power_at(now_s)
+
+    def on_time_s(self) -> int:
+        with self.lock:
+            if not self._relay_on or self._on_since_s is None:
+                return 0
+            return int(self.clock() - self._on_since_s)
+
+    def _power_at(self, t_s: float) -> float:
+        if not self._relay_on:
+            return 0.0
+        profile = self._profile
+        watts = profile(t_s) if callable(profile) else profile
+        return max(0.0, float(watts))
+
+    # ------------------------------------------------------------ energy
+
+    def tick(self) -> None:
+        with self.lock:
+            self._integrate_to(self.clock())
+
+    def advance(self, seconds: float) -> None:
+        if not isinstance(self.clock, ManualClock):
+            raise TypeError("advance() needs the plug to run on a ManualClock")
+        with self.lock:
+            self.clock.advance(seconds)
+            self._integrate_to(self.clock())
+
+    @property
+    def today_energy_wh(self) -> int:
+        with self.lock:
+            return self.meter.daily_wh.get(self.meter.local(self.device_time_s()).date(), 0)
+
+    @property
+    def month_energy_wh(self) -> int:
+        with self.lock:
+            local = self.meter.local(self.device_time_s())
+            return self.meter.monthly_wh.get((local.year, local.month), 0)
+
+    @property
+    def total_energy_wh(self) -> int:
+        with self.lock:
+            self.tick()
+            return self.meter.total_wh
+
+    def hourly_energy_wh(self, start_s: float, end_s: float) -> list[int]:
+        with self.lock:
+            self.tick()
+            return self.meter.hourly(start_s, end_s)
+
+    def _offset_at(self, t_s: float) -> float:
+        if self._resync_at_s is not None and t_s >= self._resync_at_s:
+            return 0.0
+        return self._clock_offset_s
+
+    def _integrate_to(self, now_s: float) -> None:
+        t_s = self._last_integrated_s
+        if now_s <= t_s:
+            return
+        constant = not callable(self._profile)
+        while t_s < now_s:
+            device_s = t_s + self._offset_at(t_s)
+            next_hour_s = self.meter.hour_start_s(device_s) + 3600 - self._offset_at(t_s)
+            end_s = min(now_s, next_hour_s)
+            if not constant:
+                end_s = min(end_s, t_s + self.sample_interval_s)
+            if self._resync_at_s is not None and t_s < self._resync_at_s:
+                end_s = min(end_s, self._resync_at_s)
+            self.meter.add(device_s, end_s - t_s, self._power_at(t_s), self._relay_on)
+            t_s = end_s
+        self._last_integrated_s = now_s
+        if self._resync_at_s is not None and now_s >= self._resync_at_s:
+            self._clock_offset_s = 0.0
+            self._resync_at_s = None

@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 
-from balupi.dav.index import Index
-from balupi.dav.store import ContentStore
+from balupi.cache.index import Index
+from balupi.cache.store import ContentStore
 from balupi.errors import NasUnavailable
 from balupi.nas.client import NasClient
 from balupi.nas.monitor import NasMonitor
@@ -88,30 +89,60 @@ class Refresher:
         return total
 
     def _unlisted(self, view: str, limit: int) -> list[str]:
-        rows = self.index.db.query(
-            "SELECT path FROM entries WHERE view = ? AND is_dir = 1 AND listed = 0 AND local_only = 0"
-            " ORDER BY length(path), path LIMIT ?",
-            (view, limit),
-        )
-        return [r[0] for r in rows]
+        return self.index.unlisted_collections(view, limit)
 
     def _next_collections(self, view: str, limit: int, min_age_s: float) -> list[str]:
         paths = self._unlisted(view, limit)
         if len(paths) < limit:
-            rows = self.index.db.query(
-                "SELECT path FROM entries WHERE view = ? AND is_dir = 1 AND listed = 1 AND remote = 1"
-                " AND coalesce(listed_at, 0) < ? ORDER BY coalesce(listed_at, 0) LIMIT ?",
-                (view, time.time() - min_age_s, limit - len(paths)),
-            )
-            paths += [r[0] for r in rows]
+            paths += self.index.stalest_collections(view, time.time() - min_age_s, limit - len(paths))
         return paths
 
     def _vanished(self, view: str, path: str) -> int:
         """The NAS no longer has this collection: drop what the Pi does not still need."""
         if path == "/":
             return 0
-        with self.index.db.write() as d:
-            keys = self.index.delete_quietly(d, view, path)
+        keys = self.index.forget_vanished(view, path)
         for key in keys:
             self.store.remove(key)
         return 1
+
+
+# -- a whole refresh (`balupi refresh`, POST /api/cache/refresh) ------------------------------------
+
+REFRESH_STEP = 50  # listings per step of a whole refresh
+
+
+@dataclass
+class RefreshOutcome:
+    listed: int = 0
+    removed: int = 0
+    complete: bool = False
+    note: str = ""
+
+
+def refresh_all(refresher: "Refresher", index: Index, view: str = "", budget_s: float = 3600.0,
+                on_step: Callable[[int], None] | None = None) -> RefreshOutcome:
+    """List every collection the index knows from the NAS once (unlisted ones first), in steps of
+    `REFRESH_STEP` listings at the refresher's bounded pace, while the NAS stays awake."""
+    outcome = RefreshOutcome()
+    started = time.time()
+    deadline = time.monotonic() + budget_s
+    done = 0
+    while time.monotonic() < deadline:
+        if not index.refresh_left(view, started):
+            outcome.complete = True
+            break
+        step = refresher.tick(limit=REFRESH_STEP, view=view, min_age_s=0)
+        outcome.listed += step.listed
+        outcome.removed += step.removed
+        if on_step is not None:
+            on_step(step.listed)
+        if not step.listed:
+            outcome.note = f"the NAS is {refresher.monitor.state.value}; stopped"
+            break
+        now_done = index.refreshed_since(view, started)
+        if now_done <= done and not step.removed:  # listings that change nothing: don't go round in circles
+            outcome.note = "some collections could not be refreshed"
+            break
+        done = now_done
+    return outcome

@@ -17,7 +17,7 @@ Each pending change (`journal` row) is applied only while the NAS is awake; when
 - Damaged content is never uploaded: every block is checked against its checksum as it is read for
   the PUT; a damaged pending file is taken aside (balupi.cache.damage) and the run goes on.
 - A synced file stays cached and becomes clean; the NAS's ETag of it is recorded (`nas_etag`), the
-  ETag clients see does not change (the content did not: see `balupi.dav.versions`).
+  ETag clients see does not change (the content did not: see `balupi.cache.versions`).
 """
 
 from __future__ import annotations
@@ -32,18 +32,17 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import quote
 
 from balupi.cache.damage import handle_damaged
 from balupi.cache.integrity import ContentDamaged, State, VerifyingReader
-from balupi.dav import versions
-from balupi.dav.index import Index, name_of, parent_of, subtree_bounds
-from balupi.dav.names import nas_name_problem
-from balupi.dav.props import storage_url
-from balupi.dav.store import ContentStore
+from balupi.cache.index import Index, name_of, parent_of
+from balupi.cache.journal import Journal, Op
+from balupi.nas.names import nas_name_problem
+from balupi.cache.store import ContentStore
 from balupi.db import Database
-from balupi.errors import NasUnavailable, NoViewCredentials
+from balupi.errors import NasUnavailable, NoViewCredentials, SyncError
 from balupi.events import Event, Events
 from balupi.nas.client import NasClient, RemoteEntry
 from balupi.nas.monitor import NasMonitor
@@ -54,30 +53,19 @@ from balupi.sync.policy import WakePolicy
 log = logging.getLogger("balupi.sync")
 
 RETRY_MAX_S = 300.0
+SYNC_WAKE_TIMEOUT_S = 120.0  # at least this long for the NAS to wake for write-back (its disks spin up)
 RUN_BUDGET_S = 60.0
-DONE_RETENTION_S = 7 * 86400
 RUN_LOCK_FILENAME = "sync.lock"  # in data_dir: one run at a time across processes (server, `balupi sync`)
 
 
-class Phase(enum.Enum):
+# The dead properties of a resource, each the XML of its element: (view, ref URL as WebDAV keys it).
+DeadProps = Callable[[str, str], list]
+
+
+class Phase(enum.StrEnum):
     UPLOADING = "uploading"  # a PUT to the temporary name started (a partial temp file may be there)
     UPLOADED = "uploaded"  # content is at the temporary name on the NAS; the MOVE may follow any moment
     MOVED = "moved"  # content is at its final name on the NAS
-
-
-# 4xx answers that a retry can change (credentials, a missing parent, a lock, a rate limit...);
-# any other 4xx is the NAS refusing this change for good.
-TRANSIENT_4XX = frozenset({401, 404, 408, 409, 412, 423, 424, 425, 429})
-
-
-class SyncError(Exception):
-    """The NAS refused or failed a step; the change is retried later, unless `permanent`."""
-
-    def __init__(self, message: str, status: int | None = None, permanent: bool | None = None):
-        super().__init__(message)
-        self.status = status
-        self.permanent = permanent if permanent is not None else (
-            status is not None and 400 <= status < 500 and status not in TRANSIENT_4XX)
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -112,9 +100,11 @@ def conflict_name(path: str, host: str, when: float) -> str:
 
 class SyncWorker:
     def __init__(self, settings: Settings, db: Database, index: Index, store: ContentStore, client: NasClient,
-                 monitor: NasMonitor, events: Events):
+                 monitor: NasMonitor, events: Events, dead_props: DeadProps | None = None):
         self.settings = settings
         self.db, self.index, self.store, self.client, self.monitor, self.events = db, index, store, client, monitor, events
+        self.journal = Journal(db)
+        self.dead_props = dead_props or (lambda view, ref: [])  # given by the WebDAV side (balupi.dav.props)
         self.policy = WakePolicy(settings)
         self.wake_reason = self.policy.wake_reason  # the app sets the plugins' balupi_sync_wake_reason
         self.host = socket.gethostname().split(".")[0] or "balupi"
@@ -126,13 +116,10 @@ class SyncWorker:
     # -- what waits ------------------------------------------------------------------------------
 
     def pending(self) -> dict:
-        row = self.db.query_one(
-            "SELECT count(*), coalesce(sum(size), 0), min(at) FROM journal WHERE state = 'pending'"
-        )
-        return {"count": row[0], "bytes": row[1], "oldest_at": row[2]}
+        return self.journal.pending()
 
     def has_pending(self) -> bool:
-        return self.db.query_one("SELECT 1 FROM journal WHERE state = 'pending' LIMIT 1") is not None
+        return self.journal.has_pending()
 
     # -- scheduling ------------------------------------------------------------------------------
 
@@ -146,7 +133,7 @@ class SyncWorker:
                 return None
             try:
                 cause = WakeCause(WakeKind.SYNC, detail=reason, pending_changes=self.pending()["count"])
-                self.monitor.ensure_awake(timeout_s=max(self.settings.nas_wake_timeout_s, 120), reason=cause)
+                self.monitor.ensure_awake(timeout_s=max(self.settings.nas_wake_timeout_s, SYNC_WAKE_TIMEOUT_S), reason=cause)
             except NasUnavailable as exc:
                 log.info("sync: the NAS did not wake (%s); will try again", exc)
                 return None
@@ -168,11 +155,7 @@ class SyncWorker:
         waiting_views: set[str] = set()  # views whose user's credentials are not in memory
         last_id = 0
         while time.monotonic() < deadline and self.monitor.is_awake():
-            row = self.db.query_one(
-                "SELECT id, at, view, op, path, dest, cache_key, size, base_etag, attempts, phase, next_at"
-                " FROM journal WHERE state = 'pending' AND id > ? ORDER BY id LIMIT 1",
-                (last_id,),
-            )
+            row = self.journal.next_pending(last_id)
             if row is None:
                 break
             last_id = row["id"]
@@ -215,7 +198,7 @@ class SyncWorker:
                 held.setdefault(view, []).extend(paths)
                 continue
             self._done(row["id"])
-            if row["op"] == "put":
+            if row["op"] == Op.PUT:
                 self._drop_unneeded(row["cache_key"])
             result.applied += 1
             result.conflicts += int(conflict)
@@ -227,34 +210,23 @@ class SyncWorker:
     def _quarantine(self, row, exc: SyncError) -> None:
         """The NAS will never take this change: set it aside (the Pi's copy stays, dirty)."""
         self.last_error = f"{row['op']} {row['path']}: {exc}"
-        with self.db.write() as d:
-            d.execute("UPDATE journal SET state = 'quarantined', attempts = attempts + 1, done_at = ?, last_error = ?"
-                      " WHERE id = ?", (time.time(), str(exc)[:500], row["id"]))
+        self.journal.quarantine(row["id"], str(exc))
         log.warning("sync: %s %s quarantined: the NAS refuses it for good (%s); the Pi keeps its copy",
                     row["op"], row["path"], exc)
 
     def quarantined(self, view: str | None = None, limit: int = 100) -> list[dict]:
         """Changes set aside (newest first); only `view`'s when given."""
-        where, args = ("AND view = ?", (view,)) if view is not None else ("", ())
-        rows = self.db.query(
-            "SELECT id, at, view, op, path, dest, last_error FROM journal WHERE state = 'quarantined'"
-            f" {where} ORDER BY id DESC LIMIT ?", (*args, limit))
-        return [dict(r) for r in rows]
+        return self.journal.quarantined(view, limit)
 
     def _done(self, row_id: int) -> None:
-        with self.db.write() as d:
-            d.execute("UPDATE journal SET state = 'done', done_at = ?, last_error = NULL WHERE id = ?", (time.time(), row_id))
+        self.journal.done(row_id)
 
     def _failed(self, row, exc: Exception) -> None:
         attempts = row["attempts"] + 1
         delay_s = min(RETRY_MAX_S, 2.0 ** attempts)
         self.last_error = f"{row['op']} {row['path']}: {exc}"
         self.errors += 1
-        with self.db.write() as d:
-            d.execute(
-                "UPDATE journal SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
-                (attempts, time.time() + delay_s, str(exc)[:500], row["id"]),
-            )
+        self.journal.failed(row["id"], attempts, time.time() + delay_s, str(exc))
         level = logging.WARNING if attempts in (1, 5) or attempts % 20 == 0 else logging.DEBUG
         log.log(level, "sync: %s %s failed (attempt %d, next in %.0f s): %s", row["op"], row["path"], attempts, delay_s, exc)
 
@@ -263,17 +235,14 @@ class SyncWorker:
         it (a version replaced or deleted before it was synced is kept for the sync until now)."""
         if not key:
             return
-        if self.db.query_one("SELECT 1 FROM entries WHERE cache_key = ? LIMIT 1", (key,)) is None and \
-                self.db.query_one("SELECT 1 FROM journal WHERE state = 'pending' AND cache_key = ? LIMIT 1", (key,)) is None:
+        if not self.index.key_in_use(key):
             self.store.remove(key)
 
     def _set_phase(self, row_id: int, phase: Phase) -> None:
-        with self.db.write() as d:
-            d.execute("UPDATE journal SET phase = ? WHERE id = ?", (phase.value, row_id))
+        self.journal.set_phase(row_id, phase)
 
     def purge_done(self) -> int:
-        with self.db.write() as d:
-            return d.execute("DELETE FROM journal WHERE state = 'done' AND done_at < ?", (time.time() - DONE_RETENTION_S,)).rowcount
+        return self.journal.purge_done(self.settings.sync_done_retention_days * 86400)
 
     # -- the operations ----------------------------------------------------------------------------
 
@@ -284,17 +253,17 @@ class SyncWorker:
             problem = nas_name_problem(path, self.settings.nas_reserved_name_chars) if path else None
             if problem is not None:  # journaled before BaluPi knew to refuse such names
                 raise SyncError(f"{path}: {problem}", permanent=True)
-        if op == "put":
+        if op == Op.PUT:
             return self._put(row)
-        if op == "mkcol":
+        if op == Op.MKCOL:
             self._mkcol(row["path"])
             return False
-        if op == "delete":
+        if op == Op.DELETE:
             return self._delete(row)
-        if op in ("move", "copy"):
+        if op in (Op.MOVE, Op.COPY):
             self._move_or_copy(row)
             return False
-        if op == "proppatch":
+        if op == Op.PROPPATCH:
             self._proppatch(row)
             return False
         raise SyncError(f"unknown journal operation {op!r}")
@@ -325,15 +294,12 @@ class SyncWorker:
         # attempt left: the temp file beside the target, and the conflict copy named for the change.
         temp = (parent_of(path) or "/").rstrip("/") + f"/.balupi-upload-{key[:16]}.part"
         copy_path = conflict_name(path, self.host, row["at"])
-        later = self.db.query_one(
-            "SELECT 1 FROM journal WHERE state = 'pending' AND op = 'put' AND view = ? AND path = ? AND id > ? LIMIT 1",
-            (view, path, row["id"]),
-        )
+        later = self.journal.later_put(view, path, row["id"])
         if row["phase"]:  # an earlier attempt got somewhere (and then failed, or BaluPi was killed)
-            resumed = self._resume(row, temp, copy_path, superseded=later is not None)
+            resumed = self._resume(row, temp, copy_path, superseded=later)
             if resumed is not None:
                 return resumed
-        if later is not None:
+        if later:
             return False  # a newer version of the same file follows: upload that one only
         if not self.store.exists(key):
             raise SyncError(f"content {key} of {path} is missing from the cache")
@@ -399,12 +365,11 @@ class SyncWorker:
             response = self.client.request("DELETE", temp, wake=False)  # not wanted any more
             self._check(response, (200, 204, 404), f"DELETE {temp}")
             return False
-        if row["phase"] == Phase.UPLOADING.value:
+        if row["phase"] == Phase.UPLOADING:
             return None  # the PUT never completed: nothing of it is left
         copy = self._stat(copy_path)
         if copy is not None and copy.size_bytes == size:  # it went to the conflict name
-            if self.db.query_one("SELECT 1 FROM conflicts WHERE view = ? AND path = ? AND conflict_path = ?",
-                                 (view, path, copy_path)) is None:
+            if not self.journal.conflict_recorded(view, path, copy_path):
                 self._record_conflict(view, path, copy_path, key, copy, self._stat(path), row["base_etag"])
             return True
         remote = self._stat(path)
@@ -417,23 +382,8 @@ class SyncWorker:
         return False
 
     def _settle(self, view: str, path: str, key: str, remote: RemoteEntry) -> None:
-        """The NAS holds `key`'s content at `path` now: the entry is clean and knows the NAS's ETag of
-        it; the ETag clients see stays (same content)."""
-        with self.db.write() as d:
-            d.execute(
-                "UPDATE entries SET dirty = 0, remote = 1, nas_etag = ?, base_etag = NULL"
-                " WHERE view = ? AND path = ? AND cache_key = ?",
-                (remote.etag or None, view, path, key),
-            )
-            # A newer local version (written during the upload) is now based on what we uploaded,
-            # and so is a later delete or move of the path.
-            d.execute("UPDATE entries SET base_etag = ?, nas_etag = ? WHERE view = ? AND path = ? AND dirty = 1",
-                      (remote.etag, remote.etag or None, view, path))
-            d.execute(
-                "UPDATE journal SET base_etag = ? WHERE state = 'pending' AND op IN ('put', 'delete', 'move')"
-                " AND view = ? AND path = ?",
-                (remote.etag, view, path),
-            )
+        """The NAS holds `key`'s content at `path` now (see `Index.settle_upload`)."""
+        self.index.settle_upload(view, path, key, remote.etag)
         # The sidecar says so too: after a lost database this content is not uploaded again.
         self.store.update_meta(key, state=State.CLEAN, etag=remote.etag or None, base_etag=None)
         self.events.emit(Event.SYNC_DONE, path=path, action="put")
@@ -441,38 +391,7 @@ class SyncWorker:
     def _record_conflict(self, view: str, path: str, conflict_path: str, key: str, uploaded: RemoteEntry,
                          nas_version: RemoteEntry | None, base_etag: str | None) -> None:
         now = time.time()
-        with self.db.write() as d:
-            # The Pi's version now lives (clean) under the conflict name ...
-            moved = d.execute(
-                "UPDATE entries SET path = ?, name = ?, dirty = 0, remote = 1, nas_etag = ?, base_etag = NULL"
-                " WHERE view = ? AND path = ? AND cache_key = ?",
-                (conflict_path, name_of(conflict_path), uploaded.etag or None, view, path, key),
-            ).rowcount
-            if not moved:  # a newer version replaced it on the Pi meanwhile: the copy gets its own entry
-                d.execute(
-                    "INSERT OR IGNORE INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag,"
-                    " nas_etag, content_type, cache_key, listed, remote) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 1, 1)",
-                    (view, conflict_path, parent_of(conflict_path), name_of(conflict_path), uploaded.size_bytes,
-                     uploaded.mtime, now, versions.local_version_etag(key), uploaded.etag or None,
-                     uploaded.content_type, key),
-                )
-            # ... and the NAS's version keeps the name (not cached: it is fetched when asked for),
-            # unless a client wrote a newer version meanwhile: that one stays, dirty, and its own
-            # upload will meet the NAS's version the same way.
-            if nas_version is not None:
-                d.execute(
-                    "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, nas_etag,"
-                    " content_type, listed, remote) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, 1, 1)"
-                    " ON CONFLICT (view, path) DO UPDATE SET is_dir = 0, size = excluded.size,"
-                    " mtime = excluded.mtime, etag = excluded.etag, nas_etag = excluded.nas_etag,"
-                    " content_type = excluded.content_type, cache_key = NULL, remote = 1 WHERE dirty = 0",
-                    (view, path, parent_of(path), name_of(path), nas_version.size_bytes, nas_version.mtime, now,
-                     versions.nas_version_etag(nas_version.etag), nas_version.etag or None, nas_version.content_type),
-                )
-            d.execute(
-                "INSERT INTO conflicts (at, view, path, conflict_path, nas_etag, base_etag) VALUES (?, ?, ?, ?, ?, ?)",
-                (now, view, path, conflict_path, nas_version.etag if nas_version else None, base_etag),
-            )
+        self.index.record_conflict(view, path, conflict_path, key, uploaded, nas_version, base_etag, now)
         self.store.update_meta(key, path=conflict_path, state=State.CLEAN, etag=uploaded.etag or None, base_etag=None)
         log.warning("sync: conflict on %s: the NAS's version keeps the name, the Pi's is saved as %s", path, conflict_path)
         self.events.emit(Event.SYNC_CONFLICT, path=path, conflict_path=conflict_path, at=now)
@@ -484,12 +403,7 @@ class SyncWorker:
             return False
         if row["base_etag"] and not remote.is_collection and remote.etag != row["base_etag"]:
             # Changed on the NAS since the Pi saw it: keep the NAS's version, let the index learn it again.
-            with self.db.write() as d:
-                d.execute("UPDATE entries SET listed = 0 WHERE view = ? AND path = ?", (view, parent_of(path) or "/"))
-                d.execute(
-                    "INSERT INTO conflicts (at, view, path, conflict_path, nas_etag, base_etag) VALUES (?, ?, ?, ?, ?, ?)",
-                    (time.time(), view, path, path, remote.etag, row["base_etag"]),
-                )
+            self.index.refuse_delete(view, path, remote.etag, row["base_etag"])
             self.events.emit(Event.SYNC_CONFLICT, path=path, conflict_path=path, at=time.time())
             return True
         response = self.client.request("DELETE", path, wake=False)
@@ -520,39 +434,15 @@ class SyncWorker:
             return
         self._check(response, (201, 204), f"{op.upper()} {src} -> {dest}")
         remote = self._stat(dest)
-        if remote is not None and op == "move":
-            with self.db.write() as d:
-                d.execute(
-                    "UPDATE entries SET remote = 1, nas_etag = CASE WHEN dirty = 0 THEN ? ELSE nas_etag END"
-                    " WHERE view = ? AND path = ?",
-                    (remote.etag or None, view, dest),
-                )
+        if remote is not None and op == Op.MOVE:
+            self.index.learn_moved(view, dest, remote.etag)
         if remote is not None:
             self._rebase(view, dest, remote)
             self._settle_moved(view, dest, remote, row["id"])
         self.events.emit(Event.SYNC_DONE, path=dest, action=op)
 
     def _settle_moved(self, view: str, dest: str, remote: RemoteEntry, row_id: int) -> None:
-        """Content written on the Pi and moved before its upload reached the NAS under the old name,
-        and this move brought it to `dest`. Whatever no pending change still needs is clean now
-        (else it would stay dirty for ever: never evicted, never refreshed)."""
-        lo, hi = subtree_bounds(dest)
-        pending = (f"NOT EXISTS (SELECT 1 FROM journal j WHERE j.state = 'pending' AND j.id != {int(row_id)}"
-                   " AND j.view = entries.view"
-                   " AND (j.path = entries.path OR j.dest = entries.path OR j.cache_key = entries.cache_key))")
-        with self.db.write() as d:
-            if not remote.is_collection:
-                d.execute(
-                    f"UPDATE entries SET dirty = 0, remote = 1, nas_etag = ?, base_etag = NULL"
-                    f" WHERE view = ? AND path = ? AND dirty = 1 AND {pending}",
-                    (remote.etag or None, view, dest),
-                )
-            else:  # the members' NAS ETags come with the next listing of their folders
-                d.execute(
-                    f"UPDATE entries SET dirty = 0, remote = 1, base_etag = NULL"
-                    f" WHERE view = ? AND (path = ? OR (path > ? AND path < ?)) AND dirty = 1 AND {pending}",
-                    (view, dest, lo, hi),
-                )
+        self.index.settle_moved(view, dest, remote, row_id)
 
     def _rebase(self, view: str, path: str, remote: RemoteEntry) -> None:
         """The NAS's file at `path` is our own doing now (a synced move or copy): local changes of
@@ -561,11 +451,7 @@ class SyncWorker:
         change and keep both as a conflict."""
         if remote.is_collection:
             return
-        with self.db.write() as d:
-            d.execute("UPDATE entries SET base_etag = ? WHERE view = ? AND path = ? AND dirty = 1",
-                      (remote.etag or None, view, path))
-            d.execute("UPDATE journal SET base_etag = ? WHERE state = 'pending' AND op = 'put' AND view = ? AND path = ?",
-                      (remote.etag or None, view, path))
+        self.index.rebase(view, path, remote.etag)
 
     def _proppatch(self, row) -> None:
         view, path = row["view"], row["path"]
@@ -573,21 +459,18 @@ class SyncWorker:
         if entry is None:
             return  # gone since; nothing to copy
         ref = quote(path) + ("/" if entry.is_dir and path != "/" else "")
-        props = self.db.query("SELECT name, value FROM dav_props WHERE url = ?", (storage_url(view, ref),))
+        props = self.dead_props(view, ref)
         if not props:
             return
-        values = b"".join(_without_declaration(p["value"]) for p in props)
+        values = b"".join(props)
         body = (b'<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>'
                 + values + b"</D:prop></D:set></D:propertyupdate>")
         response = self.client.request("PROPPATCH", path, wake=False, data=body,
                                        headers={"Content-Type": "application/xml; charset=utf-8"})
-        if response.status_code == 404 and self.db.query_one(
-                "SELECT 1 FROM journal WHERE state = 'pending' AND op = 'put' AND view = ? AND path = ? AND id > ?"
-                " LIMIT 1", (view, path, row["id"])) is not None:
+        if response.status_code == 404 and self.journal.later_put(view, path, row["id"]):
             # The file reaches the NAS only with a later version (an earlier one was superseded
             # before its upload): copy the properties after that upload.
-            with self.db.write() as d:
-                self.index._journal(d, view, "proppatch", path)
+            self.journal.proppatch_again(view, path)
             return
         self._check(response, (200, 207), f"PROPPATCH {path}")
 
@@ -601,11 +484,3 @@ def _file_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _without_declaration(value) -> bytes:
-    """A stored dead property (XML of one element, perhaps with an XML declaration) as an element."""
-    data = value.encode() if isinstance(value, str) else bytes(value)
-    if data.startswith(b"<?xml"):
-        data = data[data.index(b"?>") + 2:].lstrip()
-    return data

@@ -28,17 +28,13 @@ from pathlib import Path
 
 import requests
 
+from bench.servers import free_port, read_ready_line, wait_until_answers
+
 REPO = Path(__file__).resolve().parents[2]
 GUARD_SITE = REPO / "tests" / "guard_site"
 USER, PASSWORD = "alice", "alice-pw"
 START_TIMEOUT_S = 30.0
 MAC = "02:00:00:ba:10:01"
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def child_env(home: Path, **env: str) -> dict[str, str]:
@@ -104,9 +100,8 @@ class NasProcess:
             [sys.executable, "-m", "balupi.sim.nas", "--root", str(self.root), "--user", f"{USER}:{PASSWORD}:admin",
              "--mac", MAC, "--boot-delay-s", str(self.boot_delay_s), "--threads", str(self.threads)],
             env=child_env(self.root.parent), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError("the simulated NAS did not start (see nas.log)")
+        line = read_ready_line(self.process, name="the simulated NAS", log_tail=lambda: "see nas.log",
+                               error=RuntimeError)
         self.info = json.loads(line)
         return self
 
@@ -345,17 +340,10 @@ class BaluPiProcess:
         self.process = subprocess.Popen([sys.executable, "-c", boot], cwd=self.work, env=self.env,
                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         preexec_fn=self._preexec)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"balupi serve exited with {self.process.returncode}:\n{self.log()[-2000:]}")
-            try:
-                if requests.get(self.url + "/api/health", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"balupi serve did not answer within {START_TIMEOUT_S} s:\n{self.log()[-2000:]}")
+        wait_until_answers(self.port, path="/api/health", process=self.process, accept=lambda status: status == 200,
+                           timeout_s=START_TIMEOUT_S, name="balupi serve", log_tail=lambda: "\n" + self.log()[-2000:],
+                           error=RuntimeError)
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -28,18 +28,14 @@ from typing import Callable, Iterator
 
 import requests
 
+from bench.servers import free_port
+
 USER, PASSWORD = "alice", "alice-pw"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MB = 1 << 20
 
 
 # -- the rig ------------------------------------------------------------------------------------------
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LogTap(logging.Handler):
@@ -65,7 +61,7 @@ class Rig:
         from balupi.sim.nas import DEFAULT_MAC, SimNas
 
         self.root = root
-        self.nas = SimNas(root / "nas", users={USER: (PASSWORD, "admin")}, wol_port=_free_udp_port(),
+        self.nas = SimNas(root / "nas", users={USER: (PASSWORD, "admin")}, wol_port=free_port(socket.SOCK_DGRAM),
                           control_port=None, boot_delay_s=0.3)
         self.nas.start()
         self.seed(files or {})  # before BaluPi starts: it lists the NAS's root as soon as it sees it awake

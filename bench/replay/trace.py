@@ -1,7 +1,7 @@
 """The workload of the replay benchmark: a seeded tree and a seeded sequence of client operations.
 
 Everything here is a pure function of the plan and the seed, so two runs (and the offline cache
-models in `replay_offline`) see exactly the same trace.
+models in `bench.replay.offline`) see exactly the same trace.
 
 Tree: `files` files spread over `top_folders` folders at the root, each with `sub_folders`
 subfolders (folders get log-normal shares of the files, so some are crowded). File sizes are

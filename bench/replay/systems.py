@@ -15,8 +15,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import select
-import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from replay_trace import Op, Trace, content_blocks, content_header
+from bench.replay.trace import Op, Trace, content_blocks, content_header
+from bench.servers import free_port, read_ready_line, stop_process_group, wait_until_answers
 
 NAS_USER = NAS_PASSWORD = "admin"
 NAS_MAC = "02:ba:1b:05:00:51"
@@ -99,37 +98,11 @@ class Proc:
 
     def read_line(self, timeout_s: float) -> str:
         """One line of stdout (the sim's ready line), waiting at most `timeout_s`."""
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        buf = b""
-        fd = self.process.stdout.fileno()
-        while not buf.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ReplayError(f"{self.name}: no ready line within {timeout_s:.0f} s; log: {self.log_tail(600)}")
-            ready, _, _ = select.select([fd], [], [], min(left, 0.5))
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    raise ReplayError(f"{self.name} exited ({self.process.poll()}); log: {self.log_tail(600)}")
-                buf += chunk
-        return buf.decode()
+        return read_ready_line(self.process, timeout_s=timeout_s, name=self.name,
+                               log_tail=lambda: self.log_tail(600), error=ReplayError)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.process.send_signal(signal.SIGTERM)
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pass
+        stop_process_group(self.process, STOP_TIMEOUT_S)
         if self.process.stdout is not None:
             self.process.stdout.close()
         self._log.close()
@@ -143,14 +116,6 @@ def stop_all() -> None:
         procs = list(PROCESSES)
     for proc in reversed(procs):
         proc.stop()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_json(port: int, method: str, path: str, body: dict | None = None, timeout_s: float = CONTROL_TIMEOUT_S) -> dict:
@@ -311,24 +276,8 @@ def _b64(text: str) -> str:
 
 
 def _wait_http(port: int, method: str, path: str, proc: Proc) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if proc.process.poll() is not None:
-            raise ReplayError(f"{proc.name} exited with {proc.process.returncode}; log: {proc.log_tail(800)}")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            conn.request(method, path)
-            status = conn.getresponse().status
-            if status < 500:
-                return
-            last = f"{method} {path}: {status}"
-        except OSError as exc:
-            last = str(exc)
-        finally:
-            conn.close()
-        time.sleep(0.1)
-    raise ReplayError(f"{proc.name} did not answer within {START_TIMEOUT_S:.0f} s ({last}); log: {proc.log_tail(800)}")
+    wait_until_answers(port, method=method, path=path, process=proc.process, timeout_s=START_TIMEOUT_S,
+                       name=proc.name, log_tail=lambda: proc.log_tail(800), error=ReplayError)
 
 
 # ---------------------------------------------------------------- the client

@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 
-from replay_trace import Trace
+from bench.replay.trace import Trace
 
 DAV_PREFIX = "/dav"
 CONTAIN_SLACK_S = 0.005

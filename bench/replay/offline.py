@@ -28,7 +28,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from replay_trace import Trace
+from bench.replay.trace import Trace
 
 SIZE_UNIT_BYTES = 1 << 20
 INF = float("inf")

@@ -1,11 +1,11 @@
 """Issue 5, item 8: a workload replay against BaluPi and rclone, each in front of a simulated NAS that sleeps.
 
-    /work/venv/bin/python bench/replay.py            # full run: 2000 files, ~1500 operations, about 7 minutes
-    /work/venv/bin/python bench/replay.py --quick    # smoke run: 300 files, ~250 operations, under 2 minutes
-    /work/venv/bin/python bench/replay.py --reanalyse bench/results/replay-....json   # evaluate a run again
-    /work/venv/bin/python bench/replay.py --only balupi --seed 7 --scenarios b
+    .venv/bin/python -m bench.replay            # full run: 2000 files, ~1500 operations, about 7 minutes
+    .venv/bin/python -m bench.replay --quick    # smoke run: 300 files, ~250 operations, under 2 minutes
+    .venv/bin/python -m bench.replay --reanalyse bench/results/replay-....json   # evaluate a run again
+    .venv/bin/python -m bench.replay --only balupi --seed 7 --scenarios b
 
-One seeded trace (`replay_trace`: a tree with log-normal sizes, Zipf popularity, listings, reads,
+One seeded trace (`bench.replay.trace`: a tree with log-normal sizes, Zipf popularity, listings, reads,
 writes and renames in bursts separated by idle gaps longer than the NAS's idle timer) is played, in
 each scenario, against BaluPi and against `rclone serve webdav --vfs-cache-mode full`, each with its
 own simulated NAS (`python -m balupi.sim.nas`) and its own fresh copy of the tree, both at once:
@@ -16,7 +16,7 @@ own simulated NAS (`python -m balupi.sim.nas`) and its own fresh copy of the tre
 BaluPi's NAS sleeps in suspend mode (its port refuses; BaluPi wakes it with a magic packet to the
 sim's UDP port); rclone cannot send magic packets, so its NAS sleeps in soft-sleep mode, where any
 request wakes it, after the same delay. Both count their wakes the same way (sim counters: boots +
-soft-sleep wake-ups). Offline models (`replay_offline`) compute Belady's greedy optimum, LRU and
+soft-sleep wake-ups). Offline models (`bench.replay.offline`) compute Belady's greedy optimum, LRU and
 BaluPi's heat policy on the same trace. Output: a table on stdout, every number in
 bench/results/replay-<date>-<time>[-quick].json, and the section "Workload replay (issue 5)" of
 docs/performance.md (unless --no-docs). Exit status: 0 when every run completed (targets missed
@@ -40,18 +40,16 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import replay_offline as offline  # noqa: E402
-import replay_report as report  # noqa: E402
-from replay_analysis import analyse, locate  # noqa: E402
-from replay_systems import (  # noqa: E402
+from bench.replay import offline
+from bench.replay import report
+from bench.replay.analysis import analyse, locate
+from bench.replay.systems import (
     IDLE_SUSPEND_S, BaluPiProc, Client, RcloneProc, ReplayError, SimNasProc, balupi_settings, play,
     rclone_flags, snapshot_source, stop_all,
 )
-from replay_trace import Trace, TracePlan, generate, make_pattern, write_tree  # noqa: E402
+from bench.replay.trace import Trace, TracePlan, generate, make_pattern, write_tree
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO / "bench" / "results"
 DOC = REPO / "docs" / "performance.md"
 TIME_SCALE = 300.0  # one trace second stands for five real minutes
@@ -187,7 +185,7 @@ def wake_floor(trace: Trace, analysis: dict, raw: dict, scale: float) -> dict:
     times = analysis["wake_times"]
     if not times:
         return {}
-    from replay_systems import _default
+    from bench.replay.systems import _default
 
     max_delay_s = _default("sync_max_delay_minutes") * 60 / scale
     t_end = raw["span"][1]
@@ -453,7 +451,7 @@ def finish(result: dict, trace: Trace, out_path: Path, write_docs: bool) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller tree, fewer operations (smoke run)")
     parser.add_argument("--only", choices=("balupi", "rclone"), help="play against one system only")
     parser.add_argument("--seed", type=int, default=1)

@@ -21,22 +21,21 @@ import os
 import contextvars
 import threading
 import time
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
-from balupi.cache.integrity import BlockHasher, Meta, State
-from balupi.dav.index import Entry, Index
-from balupi.dav.store import ContentStore
-from balupi.errors import NasBusy, NasUnavailable
+from balupi.cache.integrity import BLOCK_BYTES, BlockHasher, Meta, State
+from balupi.cache.index import Entry, Index
+from balupi.cache.store import ContentStore
+from balupi.errors import NasBusy, NasUnavailable, UpstreamError, UpstreamMissing
 from balupi.events import Event, Events
+from balupi.httpfields import parse_http_date, strip_etag
 from balupi.httpio import FileSpan
 from balupi.nas.client import NasClient
 from balupi.nas.waiters import RETRY_AFTER_S
 
-log = logging.getLogger("balupi.dav.fetch")
+log = logging.getLogger("balupi.cache.downloads")
 
-BLOCK_BYTES = 1 << 20
 HEADERS_WAIT_S = 120.0
 DOWNLOAD_SLOT_WAIT_S = 10.0  # a miss waits this long for one of the capped download slots, then 503
 
@@ -46,14 +45,6 @@ class DownloadState(enum.Enum):
     STREAMING = "streaming"
     DONE = "done"
     FAILED = "failed"
-
-
-class UpstreamMissing(Exception):
-    """The NAS says the file does not exist (404)."""
-
-
-class UpstreamError(Exception):
-    """The NAS failed the download (status, dropped connection, short body, changed under us)."""
 
 
 class Download:
@@ -71,7 +62,7 @@ class Download:
         self.state = DownloadState.STARTING
         self.written = 0
         self.size_bytes: int | None = None
-        self.etag: str | None = None  # the NAS's ETag (clients see the entry's: balupi.dav.versions)
+        self.etag: str | None = None  # the NAS's ETag (clients see the entry's: balupi.cache.versions)
         self.mtime: float | None = None
         self.content_type: str | None = None
         self.error: BaseException | None = None
@@ -114,8 +105,8 @@ class Download:
             self._set(
                 state=DownloadState.STREAMING,
                 size_bytes=int(length) if length and length.isdigit() else None,
-                etag=_strip_etag(response.headers.get("ETag")),
-                mtime=_http_time(response.headers.get("Last-Modified")),
+                etag=strip_etag(response.headers.get("ETag")),
+                mtime=parse_http_date(response.headers.get("Last-Modified")),
                 content_type=response.headers.get("Content-Type"),
             )
             raw = response.raw
@@ -155,7 +146,7 @@ class Download:
                 # the byte count matched. Keep it rather than fetch it again on the next wake.
                 log.info("cached %s without the ETag re-check: the NAS went to sleep", self.entry.path)
             else:
-                if _strip_etag(head.headers.get("ETag")) != self.etag:
+                if strip_etag(head.headers.get("ETag")) != self.etag:
                     raise UpstreamError(f"{self.entry.path} changed on the NAS during the download")
         meta = Meta(view=self.entry.view, path=self.entry.path, state=State.CLEAN, size=self.written,
                     blocks=self._hasher.blocks_hex(), mtime=self.mtime, etag=self.etag, content_type=self.content_type)
@@ -304,18 +295,3 @@ class Downloads:
     def count(self) -> int:
         with self._lock:
             return len(self._active)
-
-
-def _strip_etag(value: str | None) -> str | None:
-    if not value:
-        return None
-    return value.strip().removeprefix("W/").strip('"')
-
-
-def _http_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None

@@ -2,7 +2,7 @@
 
 `entries` mirrors the NAS tree as BaluPi last saw it, plus what only the Pi has:
 - `path` is the WebDAV path without trailing slash ("/" is the root), `parent` its parent path;
-- `etag` is the ETag clients see: it follows the content's versions (`balupi.dav.versions`);
+- `etag` is the ETag clients see: it follows the content's versions (`balupi.cache.versions`);
 - `nas_etag` is the NAS's ETag of the same content (only for talking to the NAS);
 - `cache_key` names the content file in the cache store (NULL: not cached);
 - `dirty`: the Pi holds changes the NAS does not have yet; `local_only`: never synced (client noise);

@@ -6,7 +6,7 @@ import re
 import textwrap
 from pathlib import Path
 
-from replay_systems import _default
+from bench.replay.systems import _default
 
 HEADING = "## Workload replay (issue 5)"
 READ_TARGET = 0.95
@@ -215,11 +215,11 @@ def section(result: dict, json_name: str) -> str:
         "(b) when the cache holds a fifth of the bytes, BaluPi's byte hit rate is within 10% of Belady's offline "
         "optimum (read here as: at least 0.9 times it), reported beside LRU.",
         "",
-        "    /work/venv/bin/python bench/replay.py            # full run, about 7 minutes",
-        "    /work/venv/bin/python bench/replay.py --quick    # smoke run, under 2 minutes",
-        "    /work/venv/bin/python bench/replay.py --only balupi --scenarios b --seed 7",
+        "    .venv/bin/python -m bench.replay            # full run, about 7 minutes",
+        "    .venv/bin/python -m bench.replay --quick    # smoke run, under 2 minutes",
+        "    .venv/bin/python -m bench.replay --only balupi --scenarios b --seed 7",
         "",
-        "**Trace** (`bench/replay_trace.py`, seeded): "
+        "**Trace** (`bench/replay/trace.py`, seeded): "
         f"{s['files']} files in {s['folders']} folders ({_bytes(s['tree_bytes'])}, log-normal sizes, median 24 kB, "
         f"largest {_bytes(s['largest_file_bytes'])}), Zipf popularity (s = {s['plan']['zipf_s']:g}), "
         f"{s['ops']} operations ({', '.join(f'{n} {k}' for k, n in s['ops_by_kind'].items())}: listings are PROPFIND "
@@ -267,7 +267,7 @@ def section(result: dict, json_name: str) -> str:
         f"Belady, LRU and heat then all score {_pct(off['at_tree_fifth']['belady']['byte_hit_rate'])} of bytes, the "
         "on-demand bound, so that test would not tell policies apart.",
         "",
-        "**Hits** come from the sim's request log (`bench/replay_analysis.py`): an operation is served without "
+        "**Hits** come from the sim's request log (`bench/replay/analysis.py`): an operation is served without "
         "the NAS when no NAS request concerning its path (the path, an ancestor collection, or for writes a "
         "sibling upload) arrived while it ran; a listing counts only if it also ended before the operation did "
         "(the operation waited for it, unlike a namespace refresh passing by). *Bytes hit* are the bytes of reads "
@@ -280,7 +280,7 @@ def section(result: dict, json_name: str) -> str:
         "",
         *live_rows(result),
         "",
-        "Offline models on the same trace (`bench/replay_offline.py`): Belady is the standard greedy variant for "
+        "Offline models on the same trace (`bench/replay/offline.py`): Belady is the standard greedy variant for "
         "files of different sizes (a missed file is admitted, and the "
         "cached files whose next read is farthest in the future leave first until the missed file fits; a "
         "second line lets the missed file itself be left out, a stronger reference BaluPi cannot follow since it "

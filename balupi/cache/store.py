@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from balupi.cache.integrity import BlockHasher, ContentDamaged, Meta, check_block
+from balupi.cache.integrity import BLOCK_BYTES, BlockHasher, ContentDamaged, Meta, check_block
 from balupi.errors import ConfigError
 
-log = logging.getLogger("balupi.dav.store")
+log = logging.getLogger("balupi.cache.store")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOT_A_PLAIN_DIR = (errno.ELOOP, errno.ENOTDIR)
@@ -252,7 +252,7 @@ class ContentStore:
             hasher = BlockHasher()
             offset = 0
             while offset < size:
-                block = os.pread(fd, 1 << 20, offset)
+                block = os.pread(fd, BLOCK_BYTES, offset)
                 if not block:
                     break
                 hasher.update(block)
@@ -294,7 +294,7 @@ class ContentStore:
             with f, self.open_read(key) as src:
                 index = 0
                 while True:
-                    block = src.read(source_meta.block_bytes if source_meta else 1 << 20)
+                    block = src.read(source_meta.block_bytes if source_meta else BLOCK_BYTES)
                     if source_meta is not None and (block or index == 0):
                         check_block(key, source_meta, index, block)
                     if not block:

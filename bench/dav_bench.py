@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pi_class  # noqa: E402
 import pyspy_top  # noqa: E402
 from dav_servers import (  # noqa: E402
-    BASE_SRC_ENV,
     DEFAULT_KEYS,
     KINDS,
     KINDS_BY_KEY,
@@ -615,7 +614,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if "balupi-base" in keys and args.base_src is None:
         parser.error("--only balupi-base needs --base-src")
     if args.base_src is not None:
-        os.environ[BASE_SRC_ENV] = str(args.base_src.resolve())
+        os.environ["BENCH_BASE_SRC"] = str(args.base_src.resolve())  # dav_servers.BASE_SRC_ENV
     return args
 
 

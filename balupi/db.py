@@ -42,7 +42,7 @@ BUSY_TIMEOUT_MS = 10_000
 LOCKED_RETRY_AFTER_S = 10  # another process holds the write lock: clients try again after this
 LOCKED_FAST_FAIL_S = 10.0  # after a write found the database locked, later ones wait only ...
 LOCKED_BUSY_TIMEOUT_MS = 1_000  # ... this long for the lock
-CACHE_KIB_PER_CONNECTION = 256
+CACHE_KIB_PER_CONNECTION = 64
 
 # Modules that define a module-level `migrations` (a sqlite_utils Migrations set), applied in this order.
 SCHEMA_MODULES = (
@@ -81,8 +81,9 @@ class Database:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             # One connection per cheroot thread: SQLite's default 2 MB page cache each would be
-            # 64 MB on a 1 GB Pi (256 KiB each: RSS after the WebDAV benchmark 66 -> 64 MB). The OS page
-            # cache holds the file anyway.
+            # 64 MB on a 1 GB Pi (256 KiB each: RSS after the WebDAV benchmark 66 -> 64 MB; 64 KiB,
+            # 16 pages, still holds a lookup's B-tree path: 77-79 -> 73 MB with logins on). The OS
+            # page cache holds the file anyway, and a write elsewhere empties this cache regardless.
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB_PER_CONNECTION}")
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc

@@ -41,6 +41,17 @@ class HeadGatedServer(wsgi.Server):
     """cheroot's server, handing a connection to a worker only once its request head is here
     (`balupi.limits.HeadGate`); until then it waits in the connection manager's selector."""
 
+    @property
+    def can_add_keepalive_connection(self):
+        # cheroot counts the open connections under its selector's lock at every answer; under a
+        # CPU quota that lock, held by a stopped thread, stalls every worker. The length of the
+        # selector's map read without it (one dict length, atomic) is as good for a limit.
+        try:
+            count = len(self._connections._selector._selector.get_map()) - 1  # less the listening socket
+        except (AttributeError, TypeError):  # another cheroot: its own count
+            return super().can_add_keepalive_connection
+        return self.ready and count < self.keep_alive_conn_limit
+
     def process_conn(self, conn):
         gate = self.balupi_limits.heads
         if gate.ready(conn, self.max_request_header_size or 1 << 20):

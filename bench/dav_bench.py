@@ -593,6 +593,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="as --profile, but sampling every running thread instead of the GIL holder")
     parser.add_argument("--balupi-env", action="append", default=[], metavar="BALUPI_NAME=VALUE",
                         help="an extra setting for BaluPi's environment, e.g. BALUPI_SERVER_THREADS=8 (repeatable)")
+    parser.add_argument("--base-src", type=Path, default=None,
+                        help="a source tree of BaluPi to measure as balupi-base (before a change), e.g. from git archive")
     parser.add_argument("--tmpdir", default=None, help="where the temporary data goes (needs ~3x the big file)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     args = parser.parse_args(argv)
@@ -606,6 +608,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bad:
         parser.error(f"--balupi-env takes BALUPI_NAME=VALUE, not {', '.join(bad)}")
     args.balupi_env = {name: value for name, _, value in pairs}
+    if "balupi-base" in keys and args.base_src is None:
+        parser.error("--only balupi-base needs --base-src")
+    if args.base_src is not None:
+        os.environ["BENCH_BASE_SRC"] = str(args.base_src.resolve())  # dav_servers.BASE_SRC_ENV
     return args
 
 
@@ -660,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind in args.kinds:
                 print(f"dav_bench: {kind.label} ...", file=sys.stderr, flush=True)
                 profile_to = (args.results, stamp, args.profile_cpu) if args.profile or args.profile_cpu else None
-                extra_env = args.balupi_env if kind.key == "balupi" else {}
+                extra_env = args.balupi_env if kind.key in ("balupi", "balupi-base") else {}
                 res = bench_server(kind, plan, work / "data", work, profile_to, extra_env,
                                    args.cfs_period_ms * 1000 if args.pi_class else None)
                 report["servers"][kind.key] = res

@@ -153,12 +153,26 @@ def _launch_balupi(port: int, data: Path, work: Path, nas: "SimNasProcess | None
     return Launch([sys.executable, "-c", "import sys; from balupi.cli import main; sys.exit(main(['serve']))"], env, work)
 
 
+def _launch_balupi_base(port: int, data: Path, work: Path, nas: "SimNasProcess | None" = None) -> Launch:
+    """BaluPi from another source tree (`BENCH_BASE_SRC`, e.g. `git archive` of the commit before a
+    change), so a change is measured before and after in one run."""
+    source = os.environ.get(BASE_SRC_ENV)
+    if not source or not (Path(source) / "balupi" / "__init__.py").is_file():
+        raise ServerFailed(f"balupi-base: set {BASE_SRC_ENV} (--base-src) to a source tree holding balupi/")
+    launch = _launch_balupi(port, data, work, nas)
+    launch.env["PYTHONPATH"] = source  # before site-packages, so before the editable install
+    return launch
+
+
+BASE_SRC_ENV = "BENCH_BASE_SRC"
+
 LAUNCHERS = {
     "stock": _launch_stock_wsgidav,
     "rclone": _launch_rclone,
     "nginx": _launch_nginx,
     "balupi": _launch_balupi,
     "balupi-anon": _launch_balupi,
+    "balupi-base": _launch_balupi_base,
 }
 
 KINDS = (  # the column order of the table
@@ -167,8 +181,9 @@ KINDS = (  # the column order of the table
     ServerKind("nginx", "nginx dav", "/", ("nginx",), ("nginx", "libnginx-mod-http-dav-ext")),
     ServerKind("balupi", "BaluPi", "/dav/", needs_upload=True, python=True, nas=True),
     ServerKind("balupi-anon", "BaluPi anonymous", "/dav/", needs_upload=True, python=True),
+    ServerKind("balupi-base", "BaluPi before (logins on)", "/dav/", needs_upload=True, python=True, nas=True),
 )
-DEFAULT_KEYS = ("stock", "rclone", "nginx", "balupi")  # balupi-anon: with --only
+DEFAULT_KEYS = ("stock", "rclone", "nginx", "balupi")  # balupi-anon, balupi-base: with --only
 KINDS_BY_KEY = {kind.key: kind for kind in KINDS}
 
 

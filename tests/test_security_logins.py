@@ -113,3 +113,26 @@ def test_a_refused_login_costs_the_same_work_for_known_and_unknown_names(users, 
         assert answer.status == 401
         work[name] = len(computed)
     assert work[BOB] == work["nobody-here"] == work[CAROL] >= 1, work
+
+
+def test_a_remembered_webdav_header_is_checked_with_the_nas_again_after_the_recheck_time(users):
+    bob = (BOB, BOB_PASSWORD)
+    assert dav(users, "GET", "/b.txt", auth=bob).status_code == 200
+    assert dav(users, "GET", "/b.txt", auth=bob).status_code == 200  # the same header: from memory
+    users.nas.set_password(BOB, "bob-new-pw")
+    recheck_due()
+    assert dav(users, "GET", "/b.txt", auth=bob).status_code == 401  # the NAS was asked, not the memory
+    assert dav(users, "GET", "/b.txt", auth=(BOB, "bob-new-pw")).status_code == 200
+    users.suspend_nas()
+    assert dav(users, "GET", "/b.txt", auth=bob).status_code == 401  # the old password is not stored either
+
+
+def test_a_remembered_webdav_header_keeps_the_role_until_the_recheck_then_follows_the_nas(users):
+    users.nas.set_role(CAROL, "admin")
+    carol = (CAROL, CAROL_PASSWORD)
+    root = dav(users, "PROPFIND", "/", auth=carol, headers={"Depth": "1"})
+    assert root.status_code == 207 and "/dav/home/" in root.text  # an admin sees the NAS root
+    users.nas.set_role(CAROL, "user")
+    recheck_due()
+    own = dav(users, "PROPFIND", "/", auth=carol, headers={"Depth": "1"})
+    assert own.status_code == 207 and "c.txt" in own.text and "/dav/home/" not in own.text

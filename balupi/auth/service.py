@@ -4,6 +4,9 @@ A login (`login(username, password, address)`) is decided, in this order:
 
 1. A login checked less than `auth_recheck_s` ago with the same name and password is accepted from
    memory (an HMAC of name and password under a per-process key: no scrypt, no NAS request).
+   WebDAV's Basic headers have a second key into the same memo (`login_basic`: an HMAC of the
+   header's credentials as sent), so a repeated header costs one HMAC and one dict lookup; such an
+   entry is as old as the check it copies and is dropped with it (`forget`).
 2. An address still in its throttle delay is refused with the time to wait (`LoginThrottled`),
    before anything is checked; so is a name in its delay, unless the password matches the name's
    stored verifier (others guessing a member's name from elsewhere must not lock the member out).
@@ -57,7 +60,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from balupi.auth.basic import MAX_PASSWORD_CHARS, valid_username
+from balupi.auth.basic import MAX_PASSWORD_CHARS, parse_basic, valid_username
 from balupi.auth.throttle import Throttle
 from balupi.auth.tokens import TokenIssuer, load_signing_key
 from balupi.auth.verifiers import (VerifierStore, check_verifier, dummy_verifier, make_verifier, password_bytes,
@@ -124,6 +127,12 @@ LOCAL_ADMIN_USER = "admin"
 class _Remembered:
     identity: Identity
     checked_at_s: float  # time.monotonic()
+    recalled: Identity | None = None  # `identity` as a remembered login (AuthMethod.REMEMBERED)
+
+    def __post_init__(self):
+        if self.recalled is None:
+            self.recalled = Identity(self.identity.username, self.identity.role, self.identity.view,
+                                     AuthMethod.REMEMBERED)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -256,6 +265,41 @@ class Authenticator:
             self._remembered[key] = _Remembered(identity, time.monotonic())
         return identity
 
+    def login_basic(self, encoded: str, address: str) -> Identity:
+        """`login` for the credentials of a Basic header (`encoded`: the part after 'Basic ').
+
+        A header whose login was checked (or recalled) less than `auth_recheck_s` ago is found by
+        an HMAC of `encoded` alone: no base64 decoding, name check or second HMAC. The entry copies
+        the time of the check it stands for, so a password is rechecked as often as through
+        `login`, and `forget` drops it with the login's own entry. LoginRefused for a malformed
+        header (not counted by the throttle, as before)."""
+        if self.open_mode:
+            raise LoginRefused("no NAS is configured to check logins against")
+        header_key = self._header_memo(encoded)
+        found = self._remembered.get(header_key)  # a dict read is atomic; writers hold the lock
+        if found is not None and time.monotonic() - found.checked_at_s <= self.settings.auth_recheck_s:
+            view = found.identity.view
+            if view != SHARED_VIEW or not self.settings.nas_username:  # the view's NAS requests use them
+                credentials = parse_basic(encoded)
+                self.client.set_credentials(view, credentials.username, credentials.password)
+            return found.recalled
+        credentials = parse_basic(encoded)
+        if credentials is None:
+            raise LoginRefused("malformed Basic credentials")
+        identity = self.login(credentials.username, credentials.password, address)
+        with self._lock:  # with `forget`'s lock: an entry it just dropped is not copied back
+            entry = self._remembered.get(self._memo(credentials.username, credentials.password))
+            if entry is not None:
+                if len(self._remembered) >= MEMO_MAX:
+                    self._remembered.clear()
+                self._remembered[header_key] = entry
+        return identity
+
+    def _header_memo(self, encoded: str) -> bytes:
+        # surrogatepass: one-to-one for any str, so two headers never share a key
+        return hmac.new(self._memo_key, b"basic\x00" + encoded.encode("utf-8", "surrogatepass"),
+                        hashlib.sha256).digest()
+
     def _matches_stored(self, username: str, password: str) -> bool:
         """Whether `password` matches `username`'s stored verifier (one scrypt, dummy when none)."""
         stored = self.verifiers.get(username)
@@ -266,7 +310,7 @@ class Authenticator:
             found = self._remembered.get(key)
         if found is None or time.monotonic() - found.checked_at_s > self.settings.auth_recheck_s:
             return None
-        return Identity(found.identity.username, found.identity.role, found.identity.view, AuthMethod.REMEMBERED)
+        return found.recalled
 
     def _login_lock(self, key: bytes) -> threading.Lock:
         with self._lock:

@@ -209,8 +209,8 @@ class DavGuard:
         address = environ.get("REMOTE_ADDR", "")
         auth = self.authenticator
         scheme, value = split_authorization(environ.get("HTTP_AUTHORIZATION"))
-        credentials = parse_basic(value) if scheme == "basic" else None
         if auth.open_mode:
+            credentials = parse_basic(value) if scheme == "basic" else None
             try:
                 return auth.open_identity(address, credentials)
             except LoginThrottled as exc:
@@ -222,10 +222,10 @@ class DavGuard:
                 if exc.challenge:
                     return self._challenge(start_response)
                 return _text(start_response, "403 Forbidden", str(exc))
-        if credentials is None:
+        if scheme != "basic":
             return self._challenge(start_response)
         try:
-            return auth.login(credentials.username, credentials.password, address)
+            return auth.login_basic(value, address)
         except LoginThrottled as exc:
             retry = str(max(1, round(exc.retry_after_s)))
             return _text(start_response, "429 Too Many Requests", str(exc), [("Retry-After", retry)])

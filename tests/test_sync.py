@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from balupi.sim.nas import DAV_PREFIX
 from tests.helpers import sha
 from tests.stack import stack, stack_factory  # noqa: F401
 
@@ -238,3 +239,31 @@ def test_a_listing_asked_before_a_folder_move_reached_the_nas_does_not_undo_it(s
     got = stack.http.get(stack.url("/Music/live-2026/track.mp3"))
     assert got.status_code == 200 and got.content == b"track " * 500
     assert stack.http.get(stack.url("/Music/live/track.mp3")).status_code == 404
+
+
+
+def test_a_moved_folder_the_nas_lacks_until_the_write_back_is_not_listed_again_at_every_refresh(stack_factory):
+    """While the move waits (for the write-back, or for its user's login) the NAS has no folder under
+    the new name: the refresh must neither drop it nor ask for it at every tick (each request keeps
+    the NAS awake)."""
+    stack = stack_factory(sync_interval_s=3600)
+    (stack.nas.root / "Photos" / "2025").mkdir(parents=True)
+    (stack.nas.root / "Photos" / "2025" / "beach.jpg").write_bytes(b"\xff\xd8 beach")
+    assert stack.http.request("PROPFIND", stack.url("/Photos/2025/"), headers={"Depth": "1"}).status_code == 207
+    moved = stack.http.request("MOVE", stack.url("/Photos/2025/"),
+                               headers={"Destination": stack.url("/Photos/summer-2025/"), "Overwrite": "F"})
+    assert moved.status_code == 201
+    stack.app.db.raw().execute("UPDATE entries SET listed_at = listed_at - 7200")  # every folder due again
+    prefix = DAV_PREFIX + "/Photos/summer-2025"
+
+    listings = []
+    for _ in range(3):
+        before = stack.nas.request_count("PROPFIND", path_prefix=prefix)
+        stack.app.refresher.tick()
+        listings.append(stack.nas.request_count("PROPFIND", path_prefix=prefix) - before)
+
+    assert listings == [1, 0, 0], f"PROPFINDs of the moved folder per refresh tick: {listings}"
+    assert stack.app.provider.index.get("", "/Photos/summer-2025/beach.jpg") is not None  # not dropped
+    stack.app.sync.run_once()
+    got = stack.http.get(stack.url("/Photos/summer-2025/beach.jpg"))
+    assert got.status_code == 200 and got.content == b"\xff\xd8 beach"

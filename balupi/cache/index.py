@@ -312,8 +312,14 @@ class Index:
         now = time.time()
         with self.db.write() as d:
             gone, made = journal.renames_unseen_by(d, view, asked_at)
-            if path != "/" and (self.get(view, path) is None or _within_any(path, made)):
-                return stale  # what the NAS has under this name is not (yet) what the Pi has
+            if path != "/" and self.get(view, path) is None:
+                return stale  # removed or moved away meanwhile: nothing to merge into
+            if path != "/" and _within_any(path, made):
+                # What the NAS has under this name is not yet what the Pi has. Counted as listed
+                # now all the same, so the walk and the refresh do not ask again at every turn (each
+                # request keeps the NAS awake) while the move waits for the write-back.
+                self._listed_as_is(d, view, path, now)
+                return stale
             existing = {e.name: e for e in self.children(view, path)}
             for m in members:
                 name = name_of("/" + m.path) if m.path else ""
@@ -522,8 +528,13 @@ class Index:
         with self.db.write() as d:
             _gone, made = journal.renames_unseen_by(d, view, asked_at)
             if _within_any(path, made):
+                self._listed_as_is(d, view, path, time.time())  # see apply_listing
                 return []
             return self.delete_quietly(d, view, path)
+
+    @staticmethod
+    def _listed_as_is(d, view: str, path: str, now: float) -> None:
+        d.execute("UPDATE entries SET listed = 1, listed_at = ? WHERE view = ? AND path = ?", (now, view, path))
 
     def refresh_left(self, view: str, since: float) -> bool:
         return refresh_left(self.db, view, since)

@@ -86,8 +86,10 @@ def misses(long: bool) -> dict:
                     ok += sum(pool.map(get, range((round_no - 1) * per_round, round_no * per_round)))
                     figures[f"round{round_no}_s"] = round(time.monotonic() - started, 1)
                     time.sleep(1.0)  # the last downloads' threads end
-                    figures[f"fds_after_round{round_no}"] = balupi.fds()
+                    threads_before = balupi.threads()  # a download's thread may still be ending: its
+                    figures[f"fds_after_round{round_no}"] = balupi.fds()  # connection counts until it has
                     figures[f"fd_kinds_after_round{round_no}"] = fd_kinds(balupi.pid)
+                    figures[f"threads_at_round{round_no}"] = max(threads_before, balupi.threads())
                     figures[f"rss_mb_after_round{round_no}"] = round(balupi.rss_mb(), 1)
             figures["served_right"] = ok
             figures["threads_after"] = balupi.threads()

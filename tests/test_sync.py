@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from balupi.sim.nas import DAV_PREFIX
 from tests.helpers import sha
 from tests.stack import stack, stack_factory  # noqa: F401
 
@@ -179,3 +180,90 @@ def test_a_users_changes_waiting_for_their_login_do_not_hold_up_other_users(stac
     stack.app.sync.run_once()
     assert pending(stack) == []
     assert (stack.nas.home_of(BOB) / "bob-note.txt").read_bytes() == b"from bob"
+
+
+def test_a_listing_between_a_rename_and_its_write_back_keeps_the_new_name(stack_factory):
+    """The replay's lost file (issue 13 follow-up): a folder listed from the NAS after a client renamed
+    an uncached file in it, before the write-back's MOVE, showed the NAS's state of that moment. The
+    new name is missing from it and the old name is still there; a listing must not drop the one nor
+    bring back the other while the change is pending, else the renamed file answers 404 until the
+    folder is listed again (refresh_min_age_minutes later)."""
+    stack = stack_factory(sync_interval_s=3600)  # the write-back runs only when the test says so
+    (stack.nas.root / "Films").mkdir()
+    (stack.nas.root / "Films" / "holiday.mkv").write_bytes(b"holiday film " * 1000)
+    assert stack.http.request("PROPFIND", stack.url("/Films/"), headers={"Depth": "1"}).status_code == 207
+    moved = stack.http.request("MOVE", stack.url("/Films/holiday.mkv"),
+                               headers={"Destination": stack.url("/Films/holiday-2026.mkv"), "Overwrite": "F"})
+    assert moved.status_code == 201
+    assert [tuple(r) for r in pending(stack)] == [("move", "/Films/holiday.mkv")]
+
+    stack.app.refresher.tick(min_age_s=0)  # lists /Films while the NAS still has the old name
+
+    assert pending(stack) != []  # the listing came before the write-back
+    index = stack.app.provider.index
+    assert index.get("", "/Films/holiday-2026.mkv") is not None, "the listing dropped the renamed file"
+    assert index.get("", "/Films/holiday.mkv") is None, "the listing brought the old name back"
+    stack.app.sync.run_once()
+    assert pending(stack) == []
+    assert (stack.nas.root / "Films" / "holiday-2026.mkv").exists()
+    got = stack.http.get(stack.url("/Films/holiday-2026.mkv"))
+    assert got.status_code == 200 and got.content == b"holiday film " * 1000
+    assert stack.http.get(stack.url("/Films/holiday.mkv")).status_code == 404
+    listing = stack.http.request("PROPFIND", stack.url("/Films/"), headers={"Depth": "1"}).text
+    assert "holiday-2026.mkv" in listing and "holiday.mkv<" not in listing and "/holiday.mkv" not in listing
+
+
+def test_a_listing_asked_before_a_folder_move_reached_the_nas_does_not_undo_it(stack_factory):
+    """The same for a renamed folder, and for a listing the NAS answered before the write-back's MOVE
+    but merged after it (the refresh's PROPFIND and the write-back run side by side)."""
+    stack = stack_factory(sync_interval_s=3600)
+    (stack.nas.root / "Music" / "live").mkdir(parents=True)
+    (stack.nas.root / "Music" / "live" / "track.mp3").write_bytes(b"track " * 500)
+    assert stack.http.request("PROPFIND", stack.url("/Music/live/"), headers={"Depth": "1"}).status_code == 207
+    moved = stack.http.request("MOVE", stack.url("/Music/live/"),
+                               headers={"Destination": stack.url("/Music/live-2026/"), "Overwrite": "F"})
+    assert moved.status_code == 201
+
+    stack.app.refresher.tick(min_age_s=0)  # lists /Music and /Music/live-2026 (the NAS: no such folder yet)
+    index = stack.app.provider.index
+    assert index.get("", "/Music/live-2026/track.mp3") is not None, "the refresh dropped the moved folder"
+    assert index.get("", "/Music/live") is None, "the refresh brought the old folder back"
+
+    asked_at = time.time()
+    before_sync = stack.app.provider.client.propfind("/Music", "1", wake=False)  # answered before the MOVE
+    stack.app.sync.run_once()
+    assert pending(stack) == [] and (stack.nas.root / "Music" / "live-2026" / "track.mp3").exists()
+    index.apply_listing("", "/Music", [m for m in before_sync if m.path != "Music"], asked_at)  # merged after it
+
+    assert index.get("", "/Music/live-2026") is not None and index.get("", "/Music/live") is None
+    got = stack.http.get(stack.url("/Music/live-2026/track.mp3"))
+    assert got.status_code == 200 and got.content == b"track " * 500
+    assert stack.http.get(stack.url("/Music/live/track.mp3")).status_code == 404
+
+
+
+def test_a_moved_folder_the_nas_lacks_until_the_write_back_is_not_listed_again_at_every_refresh(stack_factory):
+    """While the move waits (for the write-back, or for its user's login) the NAS has no folder under
+    the new name: the refresh must neither drop it nor ask for it at every tick (each request keeps
+    the NAS awake)."""
+    stack = stack_factory(sync_interval_s=3600)
+    (stack.nas.root / "Photos" / "2025").mkdir(parents=True)
+    (stack.nas.root / "Photos" / "2025" / "beach.jpg").write_bytes(b"\xff\xd8 beach")
+    assert stack.http.request("PROPFIND", stack.url("/Photos/2025/"), headers={"Depth": "1"}).status_code == 207
+    moved = stack.http.request("MOVE", stack.url("/Photos/2025/"),
+                               headers={"Destination": stack.url("/Photos/summer-2025/"), "Overwrite": "F"})
+    assert moved.status_code == 201
+    stack.app.db.raw().execute("UPDATE entries SET listed_at = listed_at - 7200")  # every folder due again
+    prefix = DAV_PREFIX + "/Photos/summer-2025"
+
+    listings = []
+    for _ in range(3):
+        before = stack.nas.request_count("PROPFIND", path_prefix=prefix)
+        stack.app.refresher.tick()
+        listings.append(stack.nas.request_count("PROPFIND", path_prefix=prefix) - before)
+
+    assert listings == [1, 0, 0], f"PROPFINDs of the moved folder per refresh tick: {listings}"
+    assert stack.app.provider.index.get("", "/Photos/summer-2025/beach.jpg") is not None  # not dropped
+    stack.app.sync.run_once()
+    got = stack.http.get(stack.url("/Photos/summer-2025/beach.jpg"))
+    assert got.status_code == 200 and got.content == b"\xff\xd8 beach"

@@ -49,6 +49,11 @@ def subtree_bounds(path: str) -> tuple[str, str]:
     return prefix, prefix[:-1] + "0"  # '0' sorts right after '/'
 
 
+def _within_any(path: str, roots: Iterable[str]) -> bool:
+    """Whether `path` is one of `roots` or lies below one."""
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
 def guess_type(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
@@ -293,15 +298,28 @@ class Index:
 
     # -- what the NAS says -------------------------------------------------------------------------
 
-    def apply_listing(self, view: str, path: str, members: Iterable[RemoteEntry]) -> list[str]:
+    def apply_listing(self, view: str, path: str, members: Iterable[RemoteEntry],
+                      asked_at: float | None = None) -> list[str]:
         """Make the index's members of `path` match a fresh NAS listing. Returns stale content keys.
 
-        Local changes win until synced: dirty or local-only entries are left as they are.
+        Local changes win until synced: dirty or local-only entries are left as they are, and so are
+        the names a move, copy or delete changed that the listing (asked for at `asked_at`) cannot
+        show yet: a renamed file is not dropped under its new name nor brought back under its old
+        one. A collection the Pi no longer has, or one a pending move made, is not merged at all.
         """
         stale: list[str] = []
         seen: set[str] = set()
         now = time.time()
         with self.db.write() as d:
+            gone, made = journal.renames_unseen_by(d, view, asked_at)
+            if path != "/" and self.get(view, path) is None:
+                return stale  # removed or moved away meanwhile: nothing to merge into
+            if path != "/" and _within_any(path, made):
+                # What the NAS has under this name is not yet what the Pi has. Counted as listed
+                # now all the same, so the walk and the refresh do not ask again at every turn (each
+                # request keeps the NAS awake) while the move waits for the write-back.
+                self._listed_as_is(d, view, path, now)
+                return stale
             existing = {e.name: e for e in self.children(view, path)}
             for m in members:
                 name = name_of("/" + m.path) if m.path else ""
@@ -310,6 +328,8 @@ class Index:
                 seen.add(name)
                 child = join(path, name)
                 old = existing.get(name)
+                if _within_any(child, gone) or _within_any(child, made):
+                    continue  # changed on the Pi; the NAS learns it from the write-back
                 if old is None:
                     d.execute(
                         "INSERT INTO entries (view, path, parent, name, is_dir, size, mtime, ctime, etag, nas_etag,"
@@ -334,7 +354,8 @@ class Index:
                     # The same content (our own upload, say): only the NAS's name for it is learnt.
                     d.execute("UPDATE entries SET remote = 1, nas_etag = ? WHERE id = ?", (m.etag or None, old.id))
             for name, old in existing.items():
-                if name not in seen and old.remote and not old.dirty and not old.local_only:
+                if name not in seen and old.remote and not old.dirty and not old.local_only \
+                        and not _within_any(old.path, made):
                     stale += self.delete_quietly(d, view, old.path)
             d.execute("UPDATE entries SET listed = 1, remote = 1, listed_at = ? WHERE view = ? AND path = ?", (now, view, path))
         return stale
@@ -501,10 +522,19 @@ class Index:
         )
         return [r[0] for r in rows]
 
-    def forget_vanished(self, view: str, path: str) -> list[str]:
-        """The NAS no longer has `path`: drop it (what the Pi still needs stays). Returns freed keys."""
+    def forget_vanished(self, view: str, path: str, asked_at: float | None = None) -> list[str]:
+        """The NAS no longer has `path` (as of `asked_at`): drop it (what the Pi still needs stays,
+        and so does what a move not yet on the NAS put there). Returns freed keys."""
         with self.db.write() as d:
+            _gone, made = journal.renames_unseen_by(d, view, asked_at)
+            if _within_any(path, made):
+                self._listed_as_is(d, view, path, time.time())  # see apply_listing
+                return []
             return self.delete_quietly(d, view, path)
+
+    @staticmethod
+    def _listed_as_is(d, view: str, path: str, now: float) -> None:
+        d.execute("UPDATE entries SET listed = 1, listed_at = ? WHERE view = ? AND path = ?", (now, view, path))
 
     def refresh_left(self, view: str, since: float) -> bool:
         return refresh_left(self.db, view, since)

@@ -93,6 +93,20 @@ def set_aside_damaged(d, key: str, error: str) -> list:
     return rows
 
 
+def renames_unseen_by(d, view: str, asked_at: float | None) -> tuple[list[str], list[str]]:
+    """What a NAS listing asked for at `asked_at` cannot show yet: the names the Pi took away (the
+    sources of moves, deletes) and the names it made (the destinations of moves and copies) by
+    changes still pending, or applied on the NAS only after `asked_at`. Returns (gone, made)."""
+    rows = d.execute(
+        "SELECT op, path, dest FROM journal WHERE view = ? AND op IN ('move', 'copy', 'delete')"
+        " AND (state = 'pending' OR (state = 'done' AND done_at >= ?))",
+        (view, float("inf") if asked_at is None else asked_at),
+    ).fetchall()
+    gone = [r["path"] for r in rows if r["op"] in (Op.MOVE, Op.DELETE)]
+    made = [r["dest"] for r in rows if r["op"] in (Op.MOVE, Op.COPY) and r["dest"]]
+    return gone, made
+
+
 def not_needed_by_other_pending() -> str:
     """An SQL condition on `entries` (one parameter: a change id): no pending change other than that
     one still needs the entry (its path, as source or destination, or its content)."""

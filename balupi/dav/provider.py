@@ -98,6 +98,7 @@ class CacheProvider(DAVProvider):
             self.index.mark_listed(entry.id)
             entry.listed = True
             return
+        asked_at = time.time()
         try:
             members = self.client.propfind(entry.path, "1", wake=True, view=entry.view)
         except NasUnavailable as exc:
@@ -105,7 +106,7 @@ class CacheProvider(DAVProvider):
         if members is None:
             members = []  # the NAS has no such collection (yet): it exists only here
         own = entry.path.strip("/")
-        stale = self.index.apply_listing(entry.view, entry.path, [m for m in members if m.path != own])
+        stale = self.index.apply_listing(entry.view, entry.path, [m for m in members if m.path != own], asked_at)
         for key in stale:
             self.store.remove(key)
         entry.listed = True

@@ -58,6 +58,7 @@ class Refresher:
         for path in self._next_collections(view, limit or self.per_tick, min_age_s):
             if not self.monitor.is_awake():
                 break
+            asked_at = time.time()
             try:
                 members = self.client.propfind(path, "1", wake=False, view=view)
             except NasUnavailable as exc:
@@ -66,10 +67,10 @@ class Refresher:
             self.listings += 1
             result.listed += 1
             if members is None:
-                result.removed += self._vanished(view, path)
+                result.removed += self._vanished(view, path, asked_at)
                 continue
             own = path.strip("/")
-            for key in self.index.apply_listing(view, path, [m for m in members if m.path != own]):
+            for key in self.index.apply_listing(view, path, [m for m in members if m.path != own], asked_at):
                 self.store.remove(key)
             time.sleep(PAUSE_BETWEEN_LISTINGS_S)
         return result
@@ -97,11 +98,11 @@ class Refresher:
             paths += self.index.stalest_collections(view, time.time() - min_age_s, limit - len(paths))
         return paths
 
-    def _vanished(self, view: str, path: str) -> int:
+    def _vanished(self, view: str, path: str, asked_at: float) -> int:
         """The NAS no longer has this collection: drop what the Pi does not still need."""
         if path == "/":
             return 0
-        keys = self.index.forget_vanished(view, path)
+        keys = self.index.forget_vanished(view, path, asked_at)
         for key in keys:
             self.store.remove(key)
         return 1

@@ -490,7 +490,10 @@ def verify_cache(parts: Parts, repair: bool = False, now: float | None = None,
                     if damage.quarantined:
                         report.quarantined.append(damage.quarantined)
                 continue
-            (report.wrong_size if size != fresh["size"] else report.damaged).append(label)
+            if size != fresh["size"]:
+                report.wrong_size.append(label)
+            else:
+                report.damaged.append(f"{label} ({problem})")
             if repair:
                 damage = handle_damaged(db, store, key, problem or f"{size} bytes, the index says {fresh['size']}")
                 if damage.quarantined:

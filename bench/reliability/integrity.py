@@ -416,6 +416,8 @@ def mixed_checksums(long: bool = False) -> dict:
         quarantined = sorted(json.loads(p.read_bytes())["path"] for p in quarantine.iterdir() if p.name.endswith(".meta"))
         clean_again = sum(fetch(r, p) == (200, b) for p, b in {**old, **new, **unknown}.items())
         after = r.balupi("cache", "verify")
+        r.sync()
+        pending_on_nas = sum(r.nas_file(p) is not None for p in [*old_pending, *new_pending])
         return report("mixed_checksums", {
             "algs_written": algs_written, "served_after_upgrade": served_after_upgrade,
             "old_and_new": len(old) + len(old_pending) + len(new),
@@ -425,7 +427,7 @@ def mixed_checksums(long: bool = False) -> dict:
                                                                    (clean_check, rot_check, repair, after)),
             "repair_exit": repair.returncode, "quarantined": quarantined,
             "clean_served_after_repair": clean_again, "clean": len(old) + len(new) + len(unknown),
-            "verify_after_repair_out": after.stdout.strip(),
+            "verify_after_repair_out": after.stdout.strip(), "damaged_pending_on_nas": pending_on_nas,
         })
 
 

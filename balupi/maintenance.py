@@ -331,7 +331,7 @@ class VerifyReport:
     files_seen: int = 0
     missing: list[str] = field(default_factory=list)  # clean entries whose content is gone
     wrong_size: list[str] = field(default_factory=list)  # clean entries whose content has another size
-    damaged: list[str] = field(default_factory=list)  # clean entries whose content fails its checksums
+    damaged: list[str] = field(default_factory=list)  # clean entries whose content fails its checksums, "path (why)"
     damaged_pending: list[str] = field(default_factory=list)  # the Pi's only copy fails its checksums
     data_loss: list[str] = field(default_factory=list)  # the Pi's only copy is gone or of another size
     orphans: list[str] = field(default_factory=list)  # content (or a sidecar) nothing refers to

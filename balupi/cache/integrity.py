@@ -9,7 +9,7 @@ A sidecar is always checked with the algorithm it names, so a cache filled by an
 verifies clean. The checksum is computed while the bytes are written (a PUT's body, a download
 from the NAS), in one pass over data already in hand.
 
-Policy (docs/decisions/0050-content-checksums.md):
+Policy (docs/decisions/0050-content-checksums-per-block-verified-once-per-process.md, 0170):
 - a read of content not yet verified by this process checks each block it sends before it sends
   it (a range checks only the blocks it touches); a file read whole once is then trusted for the
   rest of the process's life and served by sendfile(2) again. Damage found before the first byte
@@ -34,9 +34,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
-from balupi.errors import ContentDamaged
-
 import xxhash
+
+from balupi.errors import ContentDamaged
 
 ALGORITHM = "xxh3-128"  # what new content is checksummed with (decision 170)
 LEGACY_ALGORITHM = "blake2b-128"  # sidecars written before decision 170 (decision 50)

@@ -399,6 +399,11 @@ def mixed_checksums(long: bool = False) -> dict:
             legacy_sidecar(content)
         r.start()  # nothing verified by this process
         served_after_upgrade = sum(fetch(r, p) == (200, b) for p, b in {**old, **old_pending, **new}.items())
+        # A copy of old content is checked with BLAKE2b as it is read and gets XXH3 as it is written.
+        source = list(old)[-1]
+        copied = r.http.request("COPY", r.url(source), headers={"Destination": r.url("/m/copy.bin")}).status_code
+        copy_of_old = {"status": copied, "alg": _sidecar_alg(r.content_file("/m/copy.bin")),
+                       "served_right": fetch(r, "/m/copy.bin") == (200, old[source])}
         clean_check = r.balupi("cache", "verify")
         # Bit rot under both algorithms, in clean and pending content.
         flipped = [next(iter(old)), next(iter(new)), *old_pending, *new_pending]
@@ -419,7 +424,7 @@ def mixed_checksums(long: bool = False) -> dict:
         r.sync()
         pending_on_nas = sum(r.nas_file(p) is not None for p in [*old_pending, *new_pending])
         return report("mixed_checksums", {
-            "algs_written": algs_written, "served_after_upgrade": served_after_upgrade,
+            "algs_written": algs_written, "served_after_upgrade": served_after_upgrade, "copy_of_old": copy_of_old,
             "old_and_new": len(old) + len(old_pending) + len(new),
             "verify_after_upgrade_exit": clean_check.returncode, "verify_after_upgrade_out": clean_check.stdout.strip(),
             "flipped": len(flipped), "found_by_verify": found, "rot_verify_exit": rot_check.returncode,

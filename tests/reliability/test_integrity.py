@@ -109,6 +109,7 @@ def test_a_cache_from_before_xxh3_verifies_clean_and_bit_rot_is_found_under_eith
     f = integrity.mixed_checksums(long=False)
     assert f["algs_written"] == ["xxh3-128"]  # new content, downloaded or uploaded
     assert f["served_after_upgrade"] == f["old_and_new"]  # BLAKE2b sidecars checked with BLAKE2b
+    assert f["copy_of_old"] == {"status": 201, "alg": "xxh3-128", "served_right": True}
     assert f["verify_after_upgrade_exit"] == 0, f["verify_after_upgrade_out"]
     assert " 0 damaged, 0 damaged pending" in f["verify_after_upgrade_out"]
     assert f["found_by_verify"] == f["flipped"] and f["rot_verify_exit"] == 1

@@ -38,6 +38,7 @@ from balupi.httpfields import http_date
 
 MAX_BODY_BYTES = 64 * 1024
 CHUNK_BYTES = 64 * 1024
+CACHED_NAMES_CHARS = 2048  # a <prop> request's templates are kept if its names are this short (`_template`)
 DEAD_BATCH = 32  # members whose dead properties are read in one query (each at most 64 KiB of them)
 HREF_SAFE = "/!*'(),$-_|."
 
@@ -183,6 +184,8 @@ class _Templates:
         self.request = request
         self.asked = frozenset(request.names)
         self._made: dict[tuple, Callable[[list], str]] = {}
+        # A usual request's templates are kept for the next one; an unusually long one is not.
+        self._maker = _template if sum(map(len, request.names)) <= CACHED_NAMES_CHARS else _template.__wrapped__
 
     def get(self, is_dir: bool, has_etag: bool, dead_names: tuple[str, ...] = ()) -> Callable[[list], str]:
         """The template of a member of this kind; `dead_names`: which asked names it has as dead
@@ -190,34 +193,40 @@ class _Templates:
         key = (is_dir, has_etag, dead_names)
         template = self._made.get(key)
         if template is None:
-            template = self._made[key] = _compile(self._pieces(is_dir, has_etag, dead_names))
+            template = self._made[key] = self._maker(self.request, is_dir, has_etag, dead_names)
         return template
 
-    def _pieces(self, is_dir: bool, has_etag: bool, dead_names: tuple[str, ...]) -> list:
-        live = _live_fragments(is_dir, has_etag)
-        pieces: list = ["<D:response><D:href>", HREF, "</D:href>"]
-        if self.request.allprop:
-            pieces.append("<D:propstat><D:prop>")
-            for fragment in live.values():
-                pieces += fragment
-            pieces += [ALL_DEAD, "</D:prop>", OK, "</D:propstat></D:response>"]
-            return pieces
-        found: list = []
-        missing: list = []
-        for clark in self.request.names:
-            local = clark[len(DAV):] if clark.startswith(DAV) else None
-            if local is not None and local in live:
-                found += live[local]
-            elif clark in dead_names:
-                found.append(FIRST_DEAD + dead_names.index(clark))
-            else:
-                missing.append(_empty(clark))
-        if found:
-            pieces += ["<D:propstat><D:prop>", *found, "</D:prop>", OK, "</D:propstat>"]
-        if missing:
-            pieces += ["<D:propstat><D:prop>", *missing, "</D:prop>", NOT_FOUND, "</D:propstat>"]
-        pieces.append("</D:response>")
+
+@lru_cache(maxsize=64)  # clients send the same few requests again and again; compiling one costs ~0.1 ms
+def _template(request: PropfindRequest, is_dir: bool, has_etag: bool, dead_names: tuple[str, ...]) -> Callable[[list], str]:
+    return _compile(_pieces(request, is_dir, has_etag, dead_names))
+
+
+def _pieces(request: PropfindRequest, is_dir: bool, has_etag: bool, dead_names: tuple[str, ...]) -> list:
+    live = _live_fragments(is_dir, has_etag)
+    pieces: list = ["<D:response><D:href>", HREF, "</D:href>"]
+    if request.allprop:
+        pieces.append("<D:propstat><D:prop>")
+        for fragment in live.values():
+            pieces += fragment
+        pieces += [ALL_DEAD, "</D:prop>", OK, "</D:propstat></D:response>"]
         return pieces
+    found: list = []
+    missing: list = []
+    for clark in request.names:
+        local = clark[len(DAV):] if clark.startswith(DAV) else None
+        if local is not None and local in live:
+            found += live[local]
+        elif clark in dead_names:
+            found.append(FIRST_DEAD + dead_names.index(clark))
+        else:
+            missing.append(_empty(clark))
+    if found:
+        pieces += ["<D:propstat><D:prop>", *found, "</D:prop>", OK, "</D:propstat>"]
+    if missing:
+        pieces += ["<D:propstat><D:prop>", *missing, "</D:prop>", NOT_FOUND, "</D:propstat>"]
+    pieces.append("</D:response>")
+    return pieces
 
 
 def _empty(clark: str) -> str:

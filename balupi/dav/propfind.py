@@ -122,7 +122,9 @@ def _segments(names: list[str], safe: str, plain: Callable) -> list[str]:
     if "%" not in joined:
         spaced = joined.replace(" ", "%20")
         if plain(spaced):
-            return spaced.split("/")
+            segments = spaced.split("/")
+            if len(segments) == len(names):  # (a name holding "/" would shift every href after it)
+                return segments
     return [_segment(name, safe, plain) for name in names]
 
 

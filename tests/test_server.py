@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from balupi.db import IDLE_CONNECTIONS
 from balupi.errors import NasUnavailable
 from balupi.nas.monitor import NasState
 from tests.helpers import free_port
@@ -65,3 +66,26 @@ def test_stop_twice_is_harmless(running_server):
     server.stop()
     server.stop()
     assert server.app.db._closed
+
+
+def test_a_worker_hands_its_database_connection_back_when_it_is_done_with_a_client(running_server):
+    server = running_server()
+    db = server.app.db
+
+    def workers_holding_one() -> list[str]:
+        with db._conns._lock:
+            threads = [thread for thread, _ in db._conns._items.values()]
+        return [t.name for t in threads if t in server.httpd.requests._threads]
+
+    for _ in range(8):  # each on its own connection, so on whichever worker is free
+        with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S) as sock:
+            sock.sendall(b"PROPFIND /dav/ HTTP/1.1\r\nHost: 127.0.0.1\r\nDepth: 1\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 207"), answer[:200]
+    deadline = time.monotonic() + WAIT_S
+    while workers_holding_one():  # the worker hands it back as it finishes the connection
+        assert time.monotonic() < deadline, workers_holding_one()
+        time.sleep(0.01)
+    assert db.open_connections() - len(db._conns) <= IDLE_CONNECTIONS  # the rest of those handed back are closed

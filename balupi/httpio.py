@@ -292,8 +292,8 @@ class SendfileGateway(Gateway_10):
 
     def respond(self):
         """Answer the request, timing it for balupi_http_request_duration_seconds (balupi.metrics),
-        then call the server's `balupi_after_request(body_bytes)` (the worker hands back what it
-        held for the request: `balupi.server.Server.after_request`)."""
+        then tell the server how large its body was (`balupi_after_request`: after a large one the
+        heap is trimmed, `balupi.server.Server.after_request`)."""
         server = self.req.server
         started = time.perf_counter()
         try:

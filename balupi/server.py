@@ -36,7 +36,7 @@ log = logging.getLogger("balupi.server")
 SHUTDOWN_TIMEOUT_S = 5
 M_ARENA_MAX = -8  # glibc mallopt parameter
 MALLOC_ARENAS = 1  # decision 176 (was 2, decision 22)
-TRIM_AFTER_BYTES = 8 << 20  # a request or answer this large: hand freed memory back at once (decision 175)
+TRIM_AFTER_BYTES = 8 << 20  # a request or answer this large: hand freed memory back at once (decision 177)
 HEARTBEAT_MAX_S = 5.0  # the scheduler's heartbeat job runs this often (or at each watchdog interval if shorter)
 
 

@@ -8,10 +8,9 @@
   handed-back connection waits in an idle pool for the next thread; beyond `IDLE_CONNECTIONS`,
   those that waited `IDLE_RETIRE_S` are closed (decision 175). Each connection parses the schema
   for itself (about 110 KiB, plus its page cache), so 32 workers each keeping one cost 5 MB on a
-  1 GB Pi. Every cache miss and every
-  scheduled job run is a new thread: a connection kept until shutdown was a descriptor leak
-  (`balupi.perthread`). Open connections never exceed the live threads that use the database
-  plus the idle pool (docs/reliability.md has the descriptor budget).
+  1 GB Pi. Every cache miss and every scheduled job run is a new thread: a connection kept until
+  shutdown was a descriptor leak (`balupi.perthread`). Open connections never exceed the live
+  threads that use the database plus the idle pool (docs/reliability.md has the descriptor budget).
 - All writes go through `Database.write()`: a process-wide lock plus `BEGIN IMMEDIATE`, so threads of
   this process queue in order instead of failing with "database is locked"; other processes (the
   cron-style CLI commands) are handled by `busy_timeout`.

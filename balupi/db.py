@@ -157,8 +157,11 @@ class Database:
 
     def release_thread(self) -> None:
         """Hand this thread's connection back to the idle pool; the thread takes one again on its
-        next use. Cheroot's workers call this when they go back to waiting (decision 175)."""
-        self._conns.release_current()
+        next use. Cheroot's workers call this when they go back to waiting, and a thread before it
+        waits for the NAS to wake (decision 175). Inside a transaction it keeps it."""
+        conn = self._conns.current()
+        if conn is not None and not conn.raw.in_transaction:
+            self._conns.release_current()
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         try:

@@ -273,9 +273,18 @@ def test_a_connection_inside_a_transaction_is_closed_not_passed_on(db):
 
     db.release_thread()
     conn = in_thread(begin_and_hand_back)
-    assert _is_closed(conn)
+    assert _is_closed(conn)  # it kept it (a transaction is not handed back), then its thread ended
     assert db.open_connections() == 0
     assert in_thread(db.raw) is not conn
+
+
+def test_a_thread_inside_a_transaction_keeps_its_connection_when_it_hands_it_back(db):
+    with db.write() as d:
+        conn = db.raw()
+        d.execute("INSERT INTO kv (key, value) VALUES ('pool', 'kept')")
+        db.release_thread()
+        assert db.raw() is conn and conn.in_transaction
+    assert db.query_one("SELECT value FROM kv WHERE key = 'pool'")[0] == "kept"
 
 
 def test_closing_the_database_closes_the_idle_connections(tmp_path):

@@ -89,3 +89,30 @@ def test_a_worker_hands_its_database_connection_back_when_it_is_done_with_a_clie
         assert time.monotonic() < deadline, workers_holding_one()
         time.sleep(0.01)
     assert db.open_connections() - len(db._conns) <= IDLE_CONNECTIONS  # the rest of those handed back are closed
+
+
+def test_a_request_waiting_for_the_nas_to_wake_holds_no_database_connection(running_server, sleeping_nas_settings):
+    server = running_server(sleeping_nas_settings)
+    db, waiting = server.app.db, {}
+
+    def wait_for_nas():
+        db.query("SELECT 1")  # as a request that looked in the index first
+        waiting["thread"] = threading.current_thread()
+        try:
+            server.app.nas.ensure_awake(reason="GET /dav/film.mkv")
+        except NasUnavailable:
+            pass
+
+    def holding() -> bool:
+        with db._conns._lock:
+            return any(thread is waiting.get("thread") for thread, _ in db._conns._items.values())
+
+    waiter = threading.Thread(target=wait_for_nas)
+    waiter.start()
+    deadline = time.monotonic() + WAIT_S
+    while server.app.nas.state is not NasState.WAKING or holding():
+        assert time.monotonic() < deadline, ("still holding its connection", server.app.nas.state)
+        time.sleep(0.01)
+    assert waiter.is_alive()  # still waiting, without a connection
+    server.stop()
+    waiter.join(WAIT_S)

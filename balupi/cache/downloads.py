@@ -4,7 +4,8 @@ A `Download` writes the NAS's response into a temp file and publishes each block
 readers (`Download.stream`) follow the writer, so a client's first byte never waits for the whole
 file, and two clients missing the same file share one upstream GET. A reader whose connection
 takes `httpio.FileSpan`s gets the temp file's landed blocks as spans, sent by sendfile(2) from the
-page cache (decision 131). The content becomes a cache entry only when complete and verified
+page cache (decision 131); what every reader has been sent is then dropped from the page cache
+(decision 190). The content becomes a cache entry only when complete and verified
 (byte count equals the NAS's Content-Length, and a HEAD afterwards shows the same ETag), by an
 atomic rename; anything else discards the temp file, so no partial entry is ever visible. A client that disconnects does not stop the download: the NAS is
 awake now, and the file will be asked for again.

@@ -70,6 +70,9 @@ class Database:
         self.fresh = False  # set by open_database: new (missing, or a damaged one moved aside)
         self.moved_aside: Path | None = None
         self._locked_at: float | None = None  # monotonic time a write last found the database locked
+        # Bumped (under the write lock) when a write transaction of this process starts and when it
+        # ends: a memo of a read taken before it (`Index.get`) is stale once this has moved.
+        self.generation = 0
 
     def _open(self) -> "_Conn":
         if self._closed:
@@ -134,6 +137,7 @@ class Database:
             if conn.in_transaction:
                 yield self.conn()
                 return
+            self.generation += 1
             self._begin(conn)
             try:
                 yield self.conn()
@@ -153,6 +157,7 @@ class Database:
                         conn.execute("ROLLBACK")
                     raise _busy_or(exc) from exc
         finally:
+            self.generation += 1  # (a nested write adds nothing the outer one's end does not)
             self._write_lock.release()
 
     def _begin(self, conn: sqlite3.Connection) -> None:

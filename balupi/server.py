@@ -39,7 +39,13 @@ HEARTBEAT_MAX_S = 5.0  # the scheduler's heartbeat job runs this often (or at ea
 
 class HeadGatedServer(wsgi.Server):
     """cheroot's server, handing a connection to a worker only once its request head is here
-    (`balupi.limits.HeadGate`); until then it waits in the connection manager's selector."""
+    (`balupi.limits.HeadGate`); until then it waits in the connection manager's selector.
+
+    `balupi_hot_path`: plain GETs and HEADs skip cheroot's request parser (`balupi.httpio.FastConnection`);
+    False sends every request through cheroot (tests compare the two). `balupi_hot_answers` counts them."""
+
+    balupi_hot_path = True
+    balupi_hot_answers = 0
 
     @property
     def can_add_keepalive_connection(self):

@@ -563,13 +563,29 @@ class SendfileGateway(Gateway_10):
         return super().start_response(status, headers, exc_info)
 
     def respond(self):
-        """Answer the request, timing it for balupi_http_request_duration_seconds (balupi.metrics)."""
-        metrics = getattr(self.req.server, "balupi_metrics", None)
-        if metrics is None:
-            return super().respond()
+        """Answer the request, timing it for balupi_http_request_duration_seconds (balupi.metrics),
+        then tell the server how large its body was (`balupi_after_request`: after a large one the
+        heap is trimmed, `balupi.server.Server.after_request`)."""
+        server = self.req.server
         started = time.perf_counter()
         try:
             return super().respond()
         finally:
-            method = self.req.method.decode("ascii", "replace") if isinstance(self.req.method, bytes) else str(self.req.method)
-            metrics.observe_request(method.upper(), time.perf_counter() - started)
+            metrics = getattr(server, "balupi_metrics", None)
+            if metrics is not None:
+                method = self.req.method.decode("ascii", "replace") if isinstance(self.req.method, bytes) else str(self.req.method)
+                metrics.observe_request(method.upper(), time.perf_counter() - started)
+            after = getattr(server, "balupi_after_request", None)
+            if after is not None:
+                after(self._body_bytes())
+
+    def _body_bytes(self) -> int:
+        """The larger of the request's and the answer's announced body length (0 if neither says)."""
+        largest = 0
+        for value in (self.req.inheaders.get(b"Content-Length"),
+                      next((v for k, v in self.req.outheaders if k.lower() == b"content-length"), None)):
+            try:
+                largest = max(largest, int(value or 0))
+            except ValueError:
+                pass
+        return largest

@@ -309,6 +309,9 @@ class GuardedConnection(FastConnection):
             return super().communicate()
         finally:
             limits.clients.leave(address)
+            after_turn = getattr(self.server, "balupi_after_turn", None)
+            if after_turn is not None:  # the worker goes back to waiting: it hands back what it held
+                after_turn()
 
     def _handshake(self, limits: Limits) -> bool:
         handle = limits.watchdog.arm(self.socket)

@@ -3,10 +3,14 @@
 - WAL mode, so readers (cheroot's worker threads, PROPFIND) never wait for the writer;
   `synchronous=FULL`, so a committed transaction survives a power cut of the Pi (an acknowledged
   write is only acknowledged after its index transaction commits).
-- One connection per thread (`Database.conn()`), opened on first use and closed when its thread
-  ends (`balupi.perthread`): every cache miss and every scheduled job run is a new thread, so a
-  connection kept until shutdown was a descriptor leak. Open connections never exceed the live
-  threads that use the database (docs/reliability.md has the descriptor budget).
+- A thread holds one connection (`Database.conn()`) from its first use until it ends or hands it
+  back (`release_thread()`, which cheroot's workers call when they go back to waiting): a
+  handed-back connection waits in an idle pool for the next thread; beyond `IDLE_CONNECTIONS`,
+  those that waited `IDLE_RETIRE_S` are closed (decision 175). Each connection parses the schema
+  for itself (about 110 KiB, plus its page cache), so 32 workers each keeping one cost 5 MB on a
+  1 GB Pi. Every cache miss and every scheduled job run is a new thread: a connection kept until
+  shutdown was a descriptor leak (`balupi.perthread`). Open connections never exceed the live
+  threads that use the database plus the idle pool (docs/reliability.md has the descriptor budget).
 - All writes go through `Database.write()`: a process-wide lock plus `BEGIN IMMEDIATE`, so threads of
   this process queue in order instead of failing with "database is locked"; other processes (the
   cron-style CLI commands) are handled by `busy_timeout`.
@@ -43,6 +47,8 @@ LOCKED_RETRY_AFTER_S = 10  # another process holds the write lock: clients try a
 LOCKED_FAST_FAIL_S = 10.0  # after a write found the database locked, later ones wait only ...
 LOCKED_BUSY_TIMEOUT_MS = 1_000  # ... this long for the lock
 CACHE_KIB_PER_CONNECTION = 64
+IDLE_CONNECTIONS = 4  # handed-back connections kept open for the next thread (decision 175) ...
+IDLE_RETIRE_S = 2.0  # ... and more of them only until they have waited this long
 
 # Modules that define a module-level `migrations` (a sqlite_utils Migrations set), applied in this order.
 SCHEMA_MODULES = (
@@ -65,17 +71,65 @@ class Database:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._write_lock = threading.RLock()
-        self._conns: PerThread[_Conn] = PerThread(self._open, _Conn.close, "database connection")
+        self._conns: PerThread[_Conn] = PerThread(self._take, self._give_back, "database connection")
+        self._idle: list[tuple[float, _Conn]] = []  # (handed back at, conn), oldest first; under _idle_lock
+        self._idle_lock = threading.Lock()  # a leaf
         self._closed = False
+        self.connections_opened = 0  # ever (each parses the schema: about 110 KiB and a millisecond)
         self.fresh = False  # set by open_database: new (missing, or a damaged one moved aside)
         self.moved_aside: Path | None = None
         self._locked_at: float | None = None  # monotonic time a write last found the database locked
+        # Bumped (under the write lock) when a write transaction of this process starts and when it
+        # ends: a memo of a read taken before it (`Index.get`) is stale once this has moved.
+        self.generation = 0
+
+    def _take(self) -> "_Conn":
+        """A connection for a thread that has none: the idle one handed back last, else a new one."""
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop()[1]
+        return self._open()
+
+    def _give_back(self, conn: "_Conn") -> None:
+        """A thread is done with `conn` (it ended, or handed it back): keep it for the next thread,
+        or close it. One still inside a transaction is never passed on (closing rolls it back)."""
+        if conn.raw.in_transaction:
+            conn.close()
+            return
+        now = time.monotonic()
+        with self._idle_lock:
+            if self._closed:
+                surplus = [conn]
+            else:
+                self._idle.append((now, conn))
+                surplus = self._surplus(now)
+        for old in surplus:
+            old.close()
+
+    def retire_idle(self) -> int:
+        """Close the idle connections beyond `IDLE_CONNECTIONS` that have waited `IDLE_RETIRE_S`
+        (scheduled with the memory trim, for a server that went quiet after a burst). Returns how many."""
+        with self._idle_lock:
+            surplus = self._surplus(time.monotonic())
+        for conn in surplus:
+            conn.close()
+        return len(surplus)
+
+    def _surplus(self, now: float) -> list["_Conn"]:
+        """Under _idle_lock: take out the idle connections to close. A burst of requests leaves up to
+        one per worker; the pool keeps them for a moment (the next burst would open them again, a
+        schema parse each), then goes back to its few."""
+        surplus = []
+        while len(self._idle) > IDLE_CONNECTIONS and now - self._idle[0][0] >= IDLE_RETIRE_S:
+            surplus.append(self._idle.pop(0)[1])
+        return surplus
 
     def _open(self) -> "_Conn":
         if self._closed:
             raise DatabaseError(f"database {self.path} is closed")
         try:
             conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self.connections_opened += 1
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
@@ -99,12 +153,18 @@ class Database:
         return self._conns.get().wrapped()
 
     def open_connections(self) -> int:
-        """Connections open now (one per live thread that used the database)."""
-        return len(self._conns)
+        """Connections open now (one per live thread holding one, plus the idle pool)."""
+        with self._idle_lock:
+            idle = len(self._idle)
+        return len(self._conns) + idle
 
     def release_thread(self) -> None:
-        """Close this thread's connection now (it is opened again on next use)."""
-        self._conns.release_current()
+        """Hand this thread's connection back to the idle pool; the thread takes one again on its
+        next use. Cheroot's workers call this when they go back to waiting, and a thread before it
+        waits for the NAS to wake (decision 175). Inside a transaction it keeps it."""
+        conn = self._conns.current()
+        if conn is not None and not conn.raw.in_transaction:
+            self._conns.release_current()
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
         try:
@@ -134,6 +194,7 @@ class Database:
             if conn.in_transaction:
                 yield self.conn()
                 return
+            self.generation += 1
             self._begin(conn)
             try:
                 yield self.conn()
@@ -153,6 +214,7 @@ class Database:
                         conn.execute("ROLLBACK")
                     raise _busy_or(exc) from exc
         finally:
+            self.generation += 1  # (a nested write adds nothing the outer one's end does not)
             self._write_lock.release()
 
     def _begin(self, conn: sqlite3.Connection) -> None:
@@ -207,8 +269,12 @@ class Database:
 
     def close(self) -> None:
         """Close every thread's connection (at shutdown, after the worker threads have stopped)."""
-        self._closed = True
+        with self._idle_lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
         self._conns.close_all()
+        for _, conn in idle:
+            conn.close()
 
 
 class _Conn:

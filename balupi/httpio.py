@@ -23,18 +23,38 @@ adapter), and there the app sends ordinary blocks. The interface is what cheroot
 
 from __future__ import annotations
 
+import logging
+import re
 import select
 import socket
+import sys
 import time
+from email.utils import formatdate
+from urllib.parse import unquote_to_bytes
 
+from cheroot import errors as cheroot_errors
 from cheroot.makefile import MakeFile
-from cheroot.server import HTTPConnection
+from cheroot.server import HTTPConnection, KnownLengthRFile
 from cheroot.wsgi import Gateway_10
 
 RECV_BYTES = 64 * 1024
 FOLLOW_UP_WAIT_S = 0.002
 MAX_REQUESTS_PER_TURN = 100  # then back to the selector, so one busy client cannot pin a worker
 HOLD_BACK_MAX_BYTES = 16 * 1024
+
+
+_http_date: tuple[int, str] = (0, "")  # (second, its Date header value): one formatting a second
+
+
+def http_date_now() -> str:
+    """The Date header's value for now (formatted once a second; cheroot formats it per answer)."""
+    global _http_date
+    now = int(time.time())
+    second, text = _http_date
+    if second != now:
+        text = formatdate(now, usegmt=True)
+        _http_date = (now, text)  # one assignment: another thread sees the old pair or the new one
+    return text
 
 
 class SocketReader:
@@ -59,15 +79,17 @@ class SocketReader:
     def has_data(self) -> bool:
         return self._pos < len(self._buf)
 
-    def head_ready(self, max_bytes: int) -> bool:
+    def head_ready(self, max_bytes: int, readable: bool = False) -> bool:
         """Whether a whole request head (or more than `max_bytes`, or the end of the stream) is here,
-        reading what the socket already holds without waiting. For the head gate (`balupi.limits`)."""
+        reading what the socket already holds without waiting. For the head gate (`balupi.limits`).
+        `readable`: the caller has just seen the socket readable (one poll less)."""
         for _ in range(4):
             if self._head_in_buffer(max_bytes):
                 return True
             # (recv with MSG_DONTWAIT is no use here: Python retries EAGAIN for up to the socket timeout)
-            if not readable_within(self._sock, 0):
+            if not readable and not readable_within(self._sock, 0):
                 return False
+            readable = False
             try:
                 data = self._sock.recv(RECV_BYTES)
             except OSError:
@@ -238,11 +260,167 @@ def fast_makefile(sock, mode="r", bufsize=None):
     return SocketReader(sock) if "r" in mode else SocketWriter(sock)
 
 
+HOT_METHODS = {b"GET": "GET", b"HEAD": "HEAD"}
+HOT_PROTOCOLS = {b"HTTP/1.1": "HTTP/1.1", b"HTTP/1.0": "HTTP/1.0"}
+_HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # a token (RFC 9110 5.1); no space before the colon
+# A target the hot path leaves to cheroot: bytes outside visible ASCII (cheroot refuses them), a
+# fragment, or an encoded slash (cheroot keeps "%2F" encoded while decoding the rest).
+_TARGET_LEFT_TO_CHEROOT = re.compile(rb"[^\x21-\x7e]|#|%2[fF]")
+log = logging.getLogger("balupi.httpio")
+
+
+def parse_hot_head(buf: bytes, pos: int, max_bytes: int) -> tuple[dict, int, bool] | None:
+    """The request head at `buf[pos:]` as (WSGI environ entries, the head's end, HTTP/1.1?), when
+    it is a whole plain GET or HEAD that `FastConnection` answers without cheroot's parser; else None.
+
+    Plain means: request line `GET|HEAD <origin-form target> HTTP/1.1|HTTP/1.0`, only CRLF line
+    ends, no NUL, no obs-fold, every header name a token and given once (once as cheroot's environ
+    names it: `X-A` and `X_A` count as the same), no body (no Transfer-Encoding, no Expect, no
+    Content-Length other than 0), the whole head within `max_bytes`. Anything else (and every
+    smuggling attempt: CL with TE, two Content-Lengths, whitespace before a colon) is cheroot's to
+    answer, as it always was. The environ entries are the ones cheroot's WSGI gateway would make.
+    """
+    end = buf.find(b"\r\n\r\n", pos)
+    if end < 0 or end + 4 - pos > max_bytes:
+        return None
+    head = buf[pos:end]
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf or head.count(b"\r") != crlf or b"\x00" in head:
+        return None
+    lines = head.split(b"\r\n")
+    request_line = lines[0].split(b" ")
+    if len(request_line) != 3:
+        return None
+    method_b, target, protocol_b = request_line
+    method = HOT_METHODS.get(method_b)
+    protocol = HOT_PROTOCOLS.get(protocol_b)
+    if method is None or protocol is None or target[:1] != b"/" or target[:2] == b"//" \
+            or _TARGET_LEFT_TO_CHEROOT.search(target):
+        return None
+    path, _, query = target.partition(b"?")
+    environ = {
+        "REQUEST_METHOD": method,
+        "SERVER_PROTOCOL": protocol,
+        "PATH_INFO": unquote_to_bytes(path).decode("iso-8859-1"),
+        "QUERY_STRING": query.decode("ascii"),
+        "REQUEST_URI": target.decode("ascii"),
+    }
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _HEADER_NAME.match(name):
+            return None
+        key = "HTTP_" + name.decode("ascii").upper().replace("-", "_")
+        if key in environ:
+            return None
+        environ[key] = value.strip().decode("iso-8859-1")
+    if "HTTP_TRANSFER_ENCODING" in environ or "HTTP_EXPECT" in environ:
+        return None
+    length = environ.pop("HTTP_CONTENT_LENGTH", None)
+    if length is not None:
+        if length != "0":
+            return None
+        environ["CONTENT_LENGTH"] = length
+    content_type = environ.pop("HTTP_CONTENT_TYPE", None)
+    if content_type is not None:
+        environ["CONTENT_TYPE"] = content_type
+    return environ, end + 4, protocol == "HTTP/1.1"
+
+
+class _HotAnswer:
+    """The WSGI `start_response` and the response head of one hot-path request: what cheroot's
+    gateway and `HTTPRequest.send_headers` do, for this one case."""
+
+    __slots__ = ("conn", "head_request", "http11", "close", "status", "headers", "left", "chunked", "sent")
+
+    def __init__(self, conn: "FastConnection", head_request: bool, http11: bool, close: bool):
+        self.conn = conn
+        self.head_request = head_request
+        self.http11 = http11
+        self.close = close
+        self.status: str | None = None
+        self.headers: list = []
+        self.left: int | None = None  # body bytes still to send, when the answer declared its length
+        self.chunked = False
+        self.sent = False
+
+    def start_response(self, status, headers, exc_info=None):
+        if self.status is not None and not exc_info:
+            raise RuntimeError("WSGI start_response called a second time with no exc_info.")
+        if self.sent and exc_info:
+            raise exc_info[1]
+        if type(status) is not str:
+            raise TypeError("WSGI response status is not of type str.")
+        left = None
+        for name, value in headers:
+            if type(name) is not str or type(value) is not str:
+                raise TypeError(f"WSGI response header {name!r}: {value!r} is not of type str.")
+            lower = name.lower()
+            if lower == "content-length":
+                left = int(value)
+            elif lower == "connection" and value.strip().lower() == "close":
+                self.close = True  # as SendfileGateway: do not read an unread body first
+        self.status, self.headers, self.left = status, list(headers), left
+        return self.write
+
+    def send_head(self) -> None:
+        self.sent = True
+        status, headers = self.status, self.headers
+        code = int(status[:3])
+        names = {name.lower() for name, _ in headers}
+        server = self.conn.server
+        if "date" not in names:  # first, where `limits.HeadDeadlineRequest` puts it on cheroot's path
+            headers.append(("Date", http_date_now()))
+        if code == 413:
+            self.close = True
+        elif "content-length" not in names and code >= 200 and code not in (204, 205, 304):
+            if self.http11 and not self.head_request:
+                self.chunked = True
+                headers.append(("Transfer-Encoding", "chunked"))
+            else:
+                self.close = True  # the end of the connection is the end of the body
+        if not self.close:
+            self.close = not server.can_add_keepalive_connection
+        if "connection" not in names:
+            if self.http11:
+                if self.close:
+                    headers.append(("Connection", "close"))
+            elif not self.close:
+                headers.append(("Connection", "Keep-Alive"))
+        if ("Connection", "Keep-Alive") in headers:
+            headers.append(("Keep-Alive", f"timeout={server.timeout}"))
+        if "server" not in names:
+            headers.append(("Server", server.server_name))
+        lines = [f"{server.protocol} {status}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in headers]
+        lines.append("\r\n")
+        self.conn.wfile.write("".join(lines).encode("iso-8859-1"))
+
+    def write(self, chunk) -> None:
+        if self.status is None:
+            raise RuntimeError("WSGI write called before start_response.")
+        if not self.sent:
+            self.send_head()
+        left = self.left
+        too_long = left is not None and len(chunk) > left
+        if too_long:
+            chunk = chunk[:left]  # the client gets what was announced; the connection then closes
+        if self.chunked:
+            self.conn.wfile.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self.conn.wfile.write(chunk)
+        if left is not None:
+            self.left = left - len(chunk)
+        if too_long:
+            raise ValueError("Response body exceeds the declared Content-Length.")
+
+
 class FastConnection(HTTPConnection):
-    """cheroot's connection with `SocketReader`/`SocketWriter` on plain TCP sockets."""
+    """cheroot's connection with `SocketReader`/`SocketWriter` on plain TCP sockets, answering plain
+    GETs and HEADs without cheroot's request parser (`parse_hot_head`, `_answer_hot`)."""
 
     def __init__(self, server, sock, makefile=MakeFile):
         super().__init__(server, sock, fast_makefile if makefile is MakeFile else makefile)
+        self._environ_base: dict | None = None
 
     def communicate(self):
         """Answer this connection's request, and the next ones if they follow at once.
@@ -252,9 +430,12 @@ class FastConnection(HTTPConnection):
         GIL cost more than answering a cached 4 KiB GET. A client that sends its next request within
         `FOLLOW_UP_WAIT_S` is answered by the same worker directly.
         """
+        hot = isinstance(self.rfile, SocketReader) and getattr(self.server, "balupi_hot_path", True)
         for _ in range(MAX_REQUESTS_PER_TURN):
             try:
-                keep_open = super().communicate()
+                keep_open = self._answer_hot() if hot else None
+                if keep_open is None:
+                    keep_open = super().communicate()
             finally:
                 if isinstance(self.wfile, SocketWriter):
                     try:
@@ -265,13 +446,104 @@ class FastConnection(HTTPConnection):
                 return keep_open
         return True
 
+    def _answer_hot(self) -> bool | None:
+        """Answer a plain GET or HEAD whose whole head is buffered (`parse_hot_head`) straight through
+        the WSGI app, as cheroot would; None (nothing read) when the request is cheroot's to parse.
+
+        The head is here already (the head gate or `_follow_up` waited for it), so there is nothing
+        to read and no deadline to keep; cheroot's per-line reads, size checks, header dict, request
+        object, gateway and per-header checks of the answer are what this saves.
+        """
+        rfile = self.rfile
+        parsed = parse_hot_head(rfile._buf, rfile._pos, self.server.max_request_header_size or 1 << 20)
+        if parsed is None:
+            return None
+        environ, end, http11 = parsed
+        rfile.bytes_read += end - rfile._pos
+        rfile._pos = end
+        server = self.server
+        server.balupi_hot_answers = getattr(server, "balupi_hot_answers", 0) + 1  # (a count for tests and benches)
+        if server.stats["Enabled"]:
+            self.requests_seen += 1
+        base = self._environ_base
+        if base is None:
+            base = self._environ_base = self._base_environ()
+        environ.update(base)
+        environ["wsgi.input"] = KnownLengthRFile(rfile, 0)
+        connection = environ.get("HTTP_CONNECTION")
+        answer = _HotAnswer(self, environ["REQUEST_METHOD"] == "HEAD", http11,
+                            connection == "close" if http11 else connection != "Keep-Alive")
+        metrics = getattr(server, "balupi_metrics", None)
+        started = time.perf_counter()
+        try:
+            result = server.wsgi_app(environ, answer.start_response)
+            try:
+                for chunk in result:
+                    if chunk:
+                        if not isinstance(chunk, bytes):
+                            raise ValueError("WSGI Applications must yield bytes")
+                        answer.write(chunk)
+            finally:
+                if not answer.sent and answer.status is not None:
+                    answer.send_head()
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+            if answer.chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except socket.error as exc:
+            if exc.args and exc.args[0] not in cheroot_errors.socket_errors_to_ignore and exc.args[0] != "timed out":
+                server.error_log(f"socket.error {exc.args[0]!r}", level=logging.WARNING, traceback=True)
+            return False
+        except Exception as exc:  # noqa: BLE001 - as cheroot: logged, 500 if nothing was sent, closed
+            server.error_log(repr(exc), level=logging.ERROR, traceback=True)
+            if not answer.sent:
+                self._simple_500()
+            return False
+        finally:
+            if metrics is not None:
+                metrics.observe_request(environ["REQUEST_METHOD"], time.perf_counter() - started)
+        return not answer.close
+
+    def _base_environ(self) -> dict:
+        """The environ entries that are the same for every request of this connection (cheroot's)."""
+        server = self.server
+        return {
+            "ACTUAL_SERVER_PROTOCOL": server.protocol,
+            "REMOTE_ADDR": self.remote_addr or "",
+            "REMOTE_PORT": str(self.remote_port or ""),
+            "SCRIPT_NAME": "",
+            "SERVER_NAME": server.server_name,
+            "SERVER_PORT": str(server.bind_addr[1]) if not isinstance(server.bind_addr, str) else "",
+            "SERVER_SOFTWARE": server.software,
+            "wsgi.errors": sys.stderr,
+            "wsgi.input_terminated": False,
+            "wsgi.multiprocess": False,
+            "wsgi.multithread": True,
+            "wsgi.run_once": False,
+            "wsgi.url_scheme": "http",
+            "wsgi.version": (1, 0),
+            "balupi.sendfile": isinstance(self.wfile, SocketWriter),
+        }
+
+    def _simple_500(self) -> None:
+        """cheroot's answer to an app that failed before it answered (`simple_response`)."""
+        try:
+            self.wfile.write(b"%s 500 Internal Server Error\r\nContent-Length: 0\r\nContent-Type: text/plain\r\n\r\n"
+                             % self.server.protocol.encode("ascii"))
+        except OSError:
+            pass
+
     def _follow_up(self) -> bool:
         """Whether the next request's whole head is already here or arrives within FOLLOW_UP_WAIT_S
         (a partial head goes back to the selector: a worker never waits for a slow client's head)."""
         max_bytes = self.server.max_request_header_size or 1 << 20
-        if self.rfile.head_ready(max_bytes):
-            return True
-        return readable_within(self.socket, FOLLOW_UP_WAIT_S) and self.rfile.head_ready(max_bytes)
+        rfile = self.rfile
+        if rfile.has_data() and rfile.head_ready(max_bytes):
+            return True  # pipelined: already buffered
+        # One poll that returns at once if bytes are there, then the read: each system call lets
+        # another worker take the GIL, which under a CPU quota costs more than the call itself.
+        return readable_within(self.socket, FOLLOW_UP_WAIT_S) and rfile.head_ready(max_bytes, readable=True)
 
 
 class SendfileGateway(Gateway_10):
@@ -291,13 +563,29 @@ class SendfileGateway(Gateway_10):
         return super().start_response(status, headers, exc_info)
 
     def respond(self):
-        """Answer the request, timing it for balupi_http_request_duration_seconds (balupi.metrics)."""
-        metrics = getattr(self.req.server, "balupi_metrics", None)
-        if metrics is None:
-            return super().respond()
+        """Answer the request, timing it for balupi_http_request_duration_seconds (balupi.metrics),
+        then tell the server how large its body was (`balupi_after_request`: after a large one the
+        heap is trimmed, `balupi.server.Server.after_request`)."""
+        server = self.req.server
         started = time.perf_counter()
         try:
             return super().respond()
         finally:
-            method = self.req.method.decode("ascii", "replace") if isinstance(self.req.method, bytes) else str(self.req.method)
-            metrics.observe_request(method.upper(), time.perf_counter() - started)
+            metrics = getattr(server, "balupi_metrics", None)
+            if metrics is not None:
+                method = self.req.method.decode("ascii", "replace") if isinstance(self.req.method, bytes) else str(self.req.method)
+                metrics.observe_request(method.upper(), time.perf_counter() - started)
+            after = getattr(server, "balupi_after_request", None)
+            if after is not None:
+                after(self._body_bytes())
+
+    def _body_bytes(self) -> int:
+        """The larger of the request's and the answer's announced body length (0 if neither says)."""
+        largest = 0
+        for value in (self.req.inheaders.get(b"Content-Length"),
+                      next((v for k, v in self.req.outheaders if k.lower() == b"content-length"), None)):
+            try:
+                largest = max(largest, int(value or 0))
+            except ValueError:
+                pass
+        return largest

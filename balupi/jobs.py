@@ -70,10 +70,8 @@ def app_jobs(app: "BaluPi") -> list[Job]:
 
 def server_jobs(server: "Server") -> list[Job]:
     """The jobs of the HTTP server around it (`Server.start`)."""
-    from balupi.server import release_free_memory
-
     return [
-        Job("memory-trim", MEMORY_TRIM_INTERVAL_S, release_free_memory),
+        Job("memory-trim", MEMORY_TRIM_INTERVAL_S, server.release_memory),
         # proves to systemd's watchdog that the scheduler runs its jobs
         Job("heartbeat", server.heartbeat_s, server.heartbeat, run_now=True),
     ]

@@ -27,11 +27,10 @@ import ssl
 import threading
 import time
 from collections import Counter
-from email.utils import formatdate
 
 from cheroot.server import HTTPRequest
 
-from balupi.httpio import FastConnection
+from balupi.httpio import FastConnection, http_date_now
 from balupi.nas.waiters import nas_waiters
 
 log = logging.getLogger("balupi.limits")
@@ -260,19 +259,6 @@ class Limits:
         self.heads = HeadGate(self.watchdog)
 
 
-_http_date: tuple[int, bytes] = (0, b"")  # (second, its Date header value): one formatting a second
-
-
-def http_date_now() -> bytes:
-    global _http_date
-    now = int(time.time())
-    second, text = _http_date
-    if second != now:
-        text = formatdate(now, usegmt=True).encode("ascii")
-        _http_date = (now, text)  # one assignment: another thread sees the old pair or the new one
-    return text
-
-
 class HeadDeadlineRequest(HTTPRequest):
     """cheroot's request, its head read under the deadline; header values with CR, LF or NUL are 400
     (RFC 9110 5.5; cheroot passes them on)."""
@@ -281,7 +267,7 @@ class HeadDeadlineRequest(HTTPRequest):
         # cheroot formats the Date header with email.utils for every answer (3% of a 4 KiB GET);
         # it adds its own only when the answer has none.
         if not any(name.lower() == b"date" for name, _ in self.outheaders):
-            self.outheaders.append((b"Date", http_date_now()))
+            self.outheaders.append((b"Date", http_date_now().encode("ascii")))
         super().send_headers()
 
     def parse_request(self):
@@ -323,6 +309,9 @@ class GuardedConnection(FastConnection):
             return super().communicate()
         finally:
             limits.clients.leave(address)
+            after_turn = getattr(self.server, "balupi_after_turn", None)
+            if after_turn is not None:  # the worker goes back to waiting: it hands back what it held
+                after_turn()
 
     def _handshake(self, limits: Limits) -> bool:
         handle = limits.watchdog.arm(self.socket)

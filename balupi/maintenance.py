@@ -331,7 +331,7 @@ class VerifyReport:
     files_seen: int = 0
     missing: list[str] = field(default_factory=list)  # clean entries whose content is gone
     wrong_size: list[str] = field(default_factory=list)  # clean entries whose content has another size
-    damaged: list[str] = field(default_factory=list)  # clean entries whose content fails its checksums
+    damaged: list[str] = field(default_factory=list)  # clean entries whose content fails its checksums, "path (why)"
     damaged_pending: list[str] = field(default_factory=list)  # the Pi's only copy fails its checksums
     data_loss: list[str] = field(default_factory=list)  # the Pi's only copy is gone or of another size
     orphans: list[str] = field(default_factory=list)  # content (or a sidecar) nothing refers to
@@ -490,7 +490,10 @@ def verify_cache(parts: Parts, repair: bool = False, now: float | None = None,
                     if damage.quarantined:
                         report.quarantined.append(damage.quarantined)
                 continue
-            (report.wrong_size if size != fresh["size"] else report.damaged).append(label)
+            if size != fresh["size"]:
+                report.wrong_size.append(label)
+            else:
+                report.damaged.append(f"{label} ({problem})")
             if repair:
                 damage = handle_damaged(db, store, key, problem or f"{size} bytes, the index says {fresh['size']}")
                 if damage.quarantined:

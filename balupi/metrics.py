@@ -3,7 +3,8 @@
 Almost every figure is read at scrape time from where BaluPi already keeps it (the database, the
 energy monitor's last readings, the provider's and the monitor's counters) by one custom collector,
 so nothing else in BaluPi updates metrics. The one exception is the request latency histogram,
-observed by the HTTP gateway (`balupi.httpio`) around each request.
+observed by the HTTP gateway (`balupi.httpio`) around each request: into per-thread bucket counts
+(`RequestHistogram`), summed at scrape time, so a request takes no lock (decision 195).
 
 Access: from loopback, with an admin's API token, or with `metrics_token` (Bearer), else 401/403.
 Each BaluPi has its own registry (tests run several in one process).
@@ -13,11 +14,15 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
+import time
+from bisect import bisect_left
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from balupi.cache import index as cache_index
@@ -176,6 +181,69 @@ def pinned_bytes(app: "BaluPi") -> int:
     return cache_index.cached_bytes_matching(app.db, app.provider.cache.pinned)
 
 
+class RequestHistogram:
+    """balupi_http_request_duration_seconds by method, as prometheus_client's `Histogram` exposes it
+    (buckets, count, sum, created), without its lock per observation (decision 195).
+
+    Each thread counts into its own lists (a bucket per bound and +Inf, and the sum), which only it
+    writes; a scrape adds the threads' lists up. Reading another thread's list while it counts can
+    miss that one observation, or see its bucket without its seconds in the sum, until the next
+    scrape: Prometheus compares scrapes over time, and no observation is ever lost.
+    """
+
+    MAX_METHODS = 64  # a client inventing methods must not grow the label set
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]):
+        self.name, self.documentation, self.bounds = name, documentation, tuple(buckets)
+        self._bucket_names = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        self._per_thread: dict[int, dict[str, list]] = {}  # thread id -> method -> [counts..., seconds]
+        self._created: dict[str, float] = {}
+        self._lock = threading.Lock()  # taken when a thread first sees a method, and by scrapes
+
+    def observe(self, method: str, seconds: float) -> None:
+        mine = self._per_thread.get(threading.get_ident())
+        row = mine.get(method) if mine is not None else None
+        if row is None:
+            row = self._new_row(method)
+        row[bisect_left(self.bounds, seconds)] += 1  # the first bound >= seconds, as `le` means
+        row[-1] += seconds
+
+    def _new_row(self, method: str) -> list:
+        with self._lock:
+            if method not in self._created:
+                if len(self._created) > self.MAX_METHODS:
+                    method = "OTHER"
+                self._created.setdefault(method, time.time())
+            mine = self._per_thread.setdefault(threading.get_ident(), {})
+            return mine.setdefault(method, [0] * (len(self.bounds) + 1) + [0.0])
+
+    def collect(self) -> Iterable:
+        with self._lock:
+            rows = [(method, row) for mine in self._per_thread.values() for method, row in list(mine.items())]
+            created = dict(self._created)
+        totals: dict[str, list] = {}
+        for method, row in rows:
+            total = totals.get(method)
+            if total is None:
+                totals[method] = list(row)
+            else:
+                for i, value in enumerate(row):
+                    total[i] += value
+        family = HistogramMetricFamily(self.name, self.documentation, labels=["method"])
+        created_family = GaugeMetricFamily(self.name + "_created", self.documentation, labels=["method"])
+        for method in created:  # in the order the methods were first seen, as prometheus_client
+            total = totals[method]
+            cumulative, buckets = 0, []
+            for bucket_name, count in zip(self._bucket_names, total):
+                cumulative += count
+                buckets.append((bucket_name, float(cumulative)))
+            family.add_metric([method], buckets, total[-1])
+            created_family.add_metric([method], created[method])
+        yield family
+        if created:  # prometheus_client shows no _created family before the first observation
+            yield created_family
+
+
 class Metrics:
     """The registry of one BaluPi, its request histogram, and the WSGI app answering /metrics."""
 
@@ -184,18 +252,11 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(BaluPiCollector(app))
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, CPU seconds, open fds
-        self.request_seconds = Histogram(
+        self.request_seconds = RequestHistogram(
             "balupi_http_request_duration_seconds", "Time to answer an HTTP request (WebDAV, API, page), by method.",
-            ["method"], registry=self.registry, buckets=LATENCY_BUCKETS_S)
-        self._methods: dict[str, object] = {}
-
-    def observe_request(self, method: str, seconds: float) -> None:
-        child = self._methods.get(method)
-        if child is None:
-            if len(self._methods) > 64:  # a client inventing methods must not grow the label set
-                method = "OTHER"
-            child = self._methods.setdefault(method, self.request_seconds.labels(method))
-        child.observe(seconds)
+            LATENCY_BUCKETS_S)
+        self.registry.register(self.request_seconds)
+        self.observe_request = self.request_seconds.observe  # (method, seconds), per request
 
     def allowed(self, environ: dict) -> int:
         """200, or the status to refuse with (401 nobody, 403 not an admin)."""

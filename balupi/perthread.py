@@ -7,11 +7,14 @@ the process ran out of descriptors. Here each thread's resource is closed
 
 - when the thread ends: the thread-local holder is dropped by the exiting thread (CPython clears a
   thread's locals as it exits), and the holder closes what it holds;
-- at the latest when the next thread opens one: resources of threads no longer alive are closed
-  (a safety net, e.g. for a holder kept alive by a reference cycle);
+- when a thread opens one, at most once a second (`REAP_INTERVAL_S`): resources of threads no
+  longer alive are closed (a safety net, e.g. for a holder kept alive by a reference cycle; not at
+  every open, since threads that hand theirs back after each request open one again each time);
 - at shutdown: `close_all()`.
 
-So the number open never exceeds the number of live threads that use one.
+So the number open never exceeds the number of live threads that use one (plus, for a moment, those
+of threads that ended within the last second without dropping their holder). "Close" is the
+owner's `close_fn`: the database's keeps a few connections for the next thread (balupi.db).
 
 Lock order: `PerThread._lock` is a leaf; `close` functions are called without it.
 """
@@ -20,11 +23,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable, Generic, TypeVar
 
 log = logging.getLogger("balupi.perthread")
 
 T = TypeVar("T")
+
+REAP_INTERVAL_S = 1.0
 
 
 class _Holder(Generic[T]):
@@ -48,12 +54,16 @@ class PerThread(Generic[T]):
         self._next_key = 0
         self.opened = 0  # ever; `len(self)` is the number open now
         self.closed_at_thread_end = 0
+        self._reaped_at = float("-inf")
 
     def get(self) -> T:
         holder = getattr(self._local, "holder", None)
         if holder is not None:
             return holder.item
-        self.reap()
+        now = time.monotonic()
+        if now - self._reaped_at >= REAP_INTERVAL_S:
+            self._reaped_at = now
+            self.reap()
         item = self._open()
         with self._lock:
             self._next_key += 1

@@ -18,6 +18,7 @@ import selectors
 import signal
 import socket
 import threading
+import time
 
 from cheroot import wsgi
 
@@ -34,12 +35,20 @@ log = logging.getLogger("balupi.server")
 
 SHUTDOWN_TIMEOUT_S = 5
 M_ARENA_MAX = -8  # glibc mallopt parameter
+MALLOC_ARENAS = 1  # decision 176 (was 2, decision 22)
+TRIM_AFTER_BYTES = 8 << 20  # a request or answer this large: hand freed memory back at once (decision 177)
 HEARTBEAT_MAX_S = 5.0  # the scheduler's heartbeat job runs this often (or at each watchdog interval if shorter)
 
 
 class HeadGatedServer(wsgi.Server):
     """cheroot's server, handing a connection to a worker only once its request head is here
-    (`balupi.limits.HeadGate`); until then it waits in the connection manager's selector."""
+    (`balupi.limits.HeadGate`); until then it waits in the connection manager's selector.
+
+    `balupi_hot_path`: plain GETs and HEADs skip cheroot's request parser (`balupi.httpio.FastConnection`);
+    False sends every request through cheroot (tests compare the two). `balupi_hot_answers` counts them."""
+
+    balupi_hot_path = True
+    balupi_hot_answers = 0
 
     @property
     def can_add_keepalive_connection(self):
@@ -90,6 +99,9 @@ class Server:
             self.httpd.ssl_adapter = server_adapter(s.tls_cert, s.tls_key)
         self.httpd.gateway = SendfileGateway
         self.httpd.balupi_metrics = app.metrics  # the gateway times each request for /metrics
+        self.httpd.balupi_after_request = self.after_request
+        self.httpd.balupi_after_turn = self.after_turn
+        self._trim_due = False  # a large body was answered since the last trim
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self.notifier = Notifier()
@@ -98,18 +110,36 @@ class Server:
         self.watchdog = Watchdog(self.notifier, self.healthy)
         self.announcer = None  # balupi.announce.Announcer, when dnssd_enabled
 
+    def after_request(self, body_bytes: int) -> None:
+        """Called by a worker after each request (`httpio.SendfileGateway`): a large body (a PUT's
+        or a checked file's 1 MiB blocks) leaves freed heap that goes back to the system when the
+        worker is done with the connection, not at the next 10 s `release_free_memory`."""
+        if body_bytes >= TRIM_AFTER_BYTES:
+            self._trim_due = True
+
+    def after_turn(self) -> None:
+        """Called by a worker when it is done with a connection for now (`limits.GuardedConnection`)
+        and goes back to waiting: it hands its database connection back, since 32 idle workers
+        keeping one each cost 5 MB (decision 175); then, after a large body, the heap is trimmed
+        (decision 177: a trim walks the heap, 0.3-1.3 ms here, little beside an 8 MiB body)."""
+        self.app.db.release_thread()
+        if self._trim_due:
+            self._trim_due = False
+            release_free_memory()
+
+    def release_memory(self) -> None:
+        """Scheduled (memory-trim): close the idle database connections a burst of requests left,
+        then hand the freed heap back to the system."""
+        self.app.db.retire_idle()
+        release_free_memory()
+
     def heartbeat(self) -> None:
         """Scheduled: proves to the watchdog that the scheduler runs its jobs."""
-        import time
-
         self._heartbeat_at = time.monotonic()
 
     def healthy(self) -> bool:
         """For systemd's watchdog: the HTTP server's thread runs and accepts a connection, and the
         scheduler ran its heartbeat recently. (Busy workers waiting for a NAS are healthy.)"""
-        import socket
-        import time
-
         if self._stopped.is_set() or self._thread is None or not self._thread.is_alive() or not self.httpd.ready:
             return False
         beat = self._heartbeat_at
@@ -209,14 +239,16 @@ def listen_problem(host: str, port: int) -> str | None:
 
 def tune_malloc() -> None:
     """Keep the heap small on the Pi (1 GB): glibc gives each of cheroot's threads its own malloc
-    arena by default; two arenas hold far less memory for the same work. (A fixed mmap threshold
-    was tried too: it returns 1 MiB body blocks to the system at once, but the page faults that
-    follow cost more than half of the GET throughput.)"""
+    arena by default; one arena holds far less memory for the same work (decision 176: two held
+    2-4 MB more after the WebDAV benchmark, the second one's free blocks kept by its own threads;
+    the GIL already keeps threads from allocating at once, so one arena's lock costs nothing
+    measurable). (A fixed mmap threshold was tried too: it returns 1 MiB body blocks to the system
+    at once, but the page faults that follow cost more than half of the GET throughput.)"""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return  # not glibc
-    libc.mallopt(M_ARENA_MAX, 2)
+    libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 
 
 def release_free_memory() -> None:

@@ -1,6 +1,7 @@
 """A cache miss streamed from an awake NAS: time to first byte and MB/s, BaluPi beside rclone (issue 14).
 
     .venv/bin/python -m bench.miss_bench [--quick] [--pi-class] [--only balupi,rclone] [--profile]
+    .venv/bin/python -m bench.miss_bench --only balupi,balupi-base --base-src /tmp/base   # before and after
 
 Each server gets its own simulated NAS (`python -m balupi.sim.nas`, its own process, awake, never
 in the Pi-class cgroup: it stands for another machine) holding a warm-up file and `--runs` files of
@@ -35,6 +36,7 @@ from bench.dav_servers import (
     KINDS_BY_KEY,
     NAS_PASSWORD,
     NAS_USER,
+    BASE_SRC_ENV,
     Launch,
     RunningServer,
     ServerFailed,
@@ -49,7 +51,7 @@ WARM_BYTES = 1 << 20
 CHUNK_BYTES = 1 << 20
 MISS_TARGET_MB_S = 40.0  # issue 14, Pi-class
 RCLONE = ServerKind("rclone", "rclone VFS full", "/", ("rclone",), ("rclone",))
-KEYS = ("balupi", "rclone")
+KEYS = ("balupi", "balupi-base", "rclone")
 
 
 def make_nas_files(root: Path, runs: int, size_bytes: int) -> None:
@@ -90,8 +92,8 @@ def bench_server(key: str, args, work: Path) -> dict:
         cgroup = pi_class.PiClassCgroup(f"miss-{key}", period_us=args.cfs_period_ms * 1000) if args.pi_class else None
         make_nas_files(work / "nas-root", args.runs, args.size_bytes)
         nas = SimNasProcess(work / "nas-root", work)
-        if key == "balupi":
-            server_cm = RunningServer(KINDS_BY_KEY["balupi"], work / "nas-root", work, cgroup=cgroup, nas=nas)
+        if key in ("balupi", "balupi-base"):
+            server_cm = RunningServer(KINDS_BY_KEY[key], work / "nas-root", work, cgroup=cgroup, nas=nas)
         else:
             port = free_port()
             server_cm = RunningServer(RCLONE, work / "nas-root", work, cgroup=cgroup,
@@ -127,7 +129,7 @@ def bench_server(key: str, args, work: Path) -> dict:
             counters = nas.counters()
             result["nas_counters_during"] = {k: v for k, v in counters.items()
                                              if isinstance(v, (int, float)) and v != counters_before.get(k)}
-            if args.profile and key == "balupi" and args.runs > args.measured:
+            if args.profile and key.startswith("balupi") and args.runs > args.measured:
                 raw = args.results / f"pyspy-{args.stamp}-miss-balupi.txt"
                 load_s = pyspy_top.record(server.process.pid, raw, lambda: misses(args.measured,
                                                                                  args.runs - args.measured), gil=False)
@@ -155,7 +157,7 @@ ROWS = (
 
 def markdown(report: dict) -> str:
     servers = report["servers"]
-    labels = {"balupi": "BaluPi (logins on)", "rclone": "rclone VFS full"}
+    labels = {"balupi": "BaluPi (logins on)", "balupi-base": "BaluPi before (logins on)", "rclone": "rclone VFS full"}
     lines = [f"Miss benchmark {report['date']} on {report['machine']['cpus']} CPUs, load average "
              f"{report['machine']['load_before']} before, {report['machine']['load_after']} after; "
              f"{report['size_mib']} MiB files, median of {report['measured']}"
@@ -180,7 +182,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="32 MiB files, 2 runs")
     parser.add_argument("--size-mib", type=int, default=None, help="size of each missed file (default 128)")
     parser.add_argument("--runs", type=int, default=None, help="misses measured (default 3)")
-    parser.add_argument("--only", default=",".join(KEYS), help="comma-separated: balupi,rclone")
+    parser.add_argument("--only", default="balupi,rclone", help="comma-separated: balupi,balupi-base,rclone")
+    parser.add_argument("--base-src", type=Path, default=None,
+                        help="a source tree of BaluPi to measure as balupi-base (before a change), e.g. from git archive")
     parser.add_argument("--pi-class", action="store_true", help="each server in a cgroup: a tenth of one core, 1 GiB")
     parser.add_argument("--cfs-period-ms", type=int, default=pi_class.CPU_PERIOD_US // 1000)
     parser.add_argument("--profile", action="store_true", help="then py-spy on BaluPi during further misses")
@@ -188,6 +192,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     args.keys = [k for k in KEYS if k in args.only.split(",")]
+    if "balupi-base" in args.keys and args.base_src is None:
+        parser.error("--only balupi-base needs --base-src")
+    if args.base_src is not None:
+        os.environ[BASE_SRC_ENV] = str(args.base_src.resolve())
     args.size_bytes = (args.size_mib or (32 if args.quick else 128)) << 20
     args.measured = args.runs or (2 if args.quick else 3)
     args.runs = args.measured + (2 if args.profile else 0)

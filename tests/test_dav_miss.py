@@ -186,3 +186,65 @@ def test_a_ranged_get_on_an_uncached_file_does_not_wait_for_the_whole_file(uncac
     wait_downloads_idle(stack.app)
     assert_no_partial_entry(stack.app)
     assert wait_until(lambda: stack.app.provider.downloads.count() == 0)
+
+
+LONG = os.urandom(40 * MIB)  # five drop steps (balupi.cache.downloads.DROP_STEP_BYTES) of 8 MiB
+LONG_PATH = "/videos/long.mp4"
+
+
+def dropped_ranges(monkeypatch) -> list[tuple[int, int]]:
+    """(offset, length) of every POSIX_FADV_DONTNEED the server asks for from now on (then done)."""
+    calls: list[tuple[int, int]] = []
+    real = os.posix_fadvise
+
+    def recording(fd: int, offset: int, length: int, advice: int) -> None:
+        if advice == os.POSIX_FADV_DONTNEED:
+            calls.append((offset, length))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recording)
+    return calls
+
+
+def test_a_miss_gives_the_bytes_its_client_was_sent_back_to_the_page_cache(stack_factory, tmp_path, monkeypatch):
+    stack = stack_with(stack_factory, tmp_path, {LONG_PATH: LONG})
+    listing(stack, "/")
+    listing(stack, "/videos")
+    stack.nas.faults.bandwidth_bytes_per_s = 20 * MIB  # as from a NAS: the client keeps up with the download
+    dropped = dropped_ranges(monkeypatch)
+
+    response = stack.http.get(stack.url(LONG_PATH))
+
+    assert response.content == LONG
+    wait_downloads_idle(stack.app)
+    assert cached_content(stack.app, LONG_PATH) == LONG
+    # Dropped behind the client, in steps, all but the newest steps of the file.
+    assert len(dropped) >= 2
+    assert all(offset == 0 for offset, _ in dropped)
+    assert max(length for _, length in dropped) >= len(LONG) - 3 * 8 * MIB
+
+
+def test_a_miss_keeps_in_the_page_cache_what_a_slow_follower_has_not_been_sent(stack_factory, tmp_path, monkeypatch):
+    stack = stack_with(stack_factory, tmp_path, {LONG_PATH: LONG})
+    listing(stack, "/")
+    listing(stack, "/videos")
+    stack.nas.faults.bandwidth_bytes_per_s = 10 * MIB  # about 4 s: the slow reader joins early
+    dropped = dropped_ranges(monkeypatch)
+
+    with stack.http.get(stack.url(LONG_PATH), stream=True) as response:
+        chunks = response.iter_content(64 * 1024)
+        body = next(chunks)
+        download = stack.app.provider.downloads.active("", LONG_PATH)
+        assert download is not None and download.written < 8 * MIB
+        slow = download.stream()  # a follower that takes one block and then stalls
+        first_block = next(slow)
+        body += b"".join(chunks)
+    assert body == LONG
+    wait_downloads_idle(stack.app)
+    slow.close()
+
+    assert first_block == LONG[:len(first_block)]
+    assert cached_content(stack.app, LONG_PATH) == LONG
+    # The slow follower has been sent nothing past its first block: nothing is dropped at all
+    # (a drop waits for two steps behind every follower).
+    assert dropped == []

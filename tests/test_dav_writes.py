@@ -236,6 +236,31 @@ def test_after_a_201_the_content_file_and_the_index_row_are_durable(asleep):
     assert temp_files(stack.app) == []
 
 
+def test_a_long_upload_gives_its_written_pages_back_and_stays_whole(asleep, monkeypatch):
+    """Decision 190 for PUTs: an upload's bytes leave the page cache behind the writer in steps (8
+    MiB, the newest step kept), and the content the 201 acknowledges is still all there."""
+    stack = asleep
+    dropped: list[tuple[int, int]] = []
+    real = os.posix_fadvise
+
+    def recording(fd: int, offset: int, length: int, advice: int) -> None:
+        if advice == os.POSIX_FADV_DONTNEED:
+            dropped.append((offset, length))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recording)
+    content = os.urandom(40 * MIB)
+    response = request(stack, "PUT", "/docs/long.bin", data=content)
+    assert response.status_code == 201
+    assert len(dropped) >= 2
+    assert all(offset == 0 for offset, _ in dropped)
+    assert max(length for _, length in dropped) >= len(content) - 3 * 8 * MIB
+    assert max(length for _, length in dropped) <= len(content) - 8 * MIB  # the newest step is kept
+    key = index_row(stack.app, "/docs/long.bin")["cache_key"]
+    assert (Path(stack.app.settings.cache_dir) / "data" / key[:2] / key).read_bytes() == content
+    assert request(stack, "GET", "/docs/long.bin").content == content
+
+
 # -- behaviour 5: locks and dead properties -------------------------------------------------------
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 import pytest
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+import balupi.db
 from balupi import schema
-from balupi.db import BUSY_TIMEOUT_MS, Database, migration_sets, open_database
+from balupi.db import BUSY_TIMEOUT_MS, IDLE_CONNECTIONS, Database, migration_sets, open_database
 from balupi.errors import DatabaseError
 
 
@@ -213,3 +215,89 @@ def test_a_database_that_cannot_be_opened_at_all_is_a_database_error_and_nothing
     with pytest.raises(DatabaseError):
         open_database(tmp_path / "a-directory")
     assert (tmp_path / "a-directory").is_dir() and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_handed_back_connection_is_taken_by_the_next_thread_and_the_idle_pool_shrinks_back(db, monkeypatch):
+    monkeypatch.setattr(balupi.db, "IDLE_RETIRE_S", 0.3)
+
+    def use_and_hand_back():
+        conn = db.raw()
+        conn.execute("SELECT 1")
+        db.release_thread()
+        return conn
+
+    db.release_thread()  # the test's own thread (it ran the migrations) hands its one to the pool
+    first = in_thread(use_and_hand_back)
+    assert in_thread(use_and_hand_back) is first  # reused, not opened again (no schema parse)
+    opened = db.connections_opened
+    # a burst: many threads holding one at once
+    hold, started = threading.Event(), []
+
+    def hold_one():
+        started.append(db.raw())
+        hold.wait(30)
+        db.release_thread()
+
+    threads = [threading.Thread(target=hold_one) for _ in range(IDLE_CONNECTIONS + 6)]
+    for t in threads:
+        t.start()
+    while len(started) < len(threads):
+        time.sleep(0.01)
+    assert len({id(c) for c in started}) == len(threads)  # each holder has its own
+    assert db.connections_opened == opened + len(threads) - 1  # one of them came from the pool
+    hold.set()
+    for t in threads:
+        t.join()
+    assert db.open_connections() == len(threads)  # kept for a moment: the next burst needs no new ones
+    assert in_thread(use_and_hand_back) in started
+    assert db.connections_opened == opened + len(threads) - 1
+    time.sleep(0.4)
+    assert db.retire_idle() == len(threads) - IDLE_CONNECTIONS  # then back to the pool's few
+    assert db.open_connections() == IDLE_CONNECTIONS
+    assert sum(_is_closed(c) for c in started) == len(threads) - IDLE_CONNECTIONS
+
+
+def test_a_thread_ending_hands_its_connection_to_the_pool(db):
+    db.release_thread()
+    conn = in_thread(db.raw)  # the thread ends without handing it back itself
+    assert db.open_connections() == 1
+    assert in_thread(db.raw) is conn
+
+
+def test_a_connection_inside_a_transaction_is_closed_not_passed_on(db):
+    def begin_and_hand_back():
+        conn = db.raw()
+        conn.execute("BEGIN")
+        db.release_thread()
+        return conn
+
+    db.release_thread()
+    conn = in_thread(begin_and_hand_back)
+    assert _is_closed(conn)  # it kept it (a transaction is not handed back), then its thread ended
+    assert db.open_connections() == 0
+    assert in_thread(db.raw) is not conn
+
+
+def test_a_thread_inside_a_transaction_keeps_its_connection_when_it_hands_it_back(db):
+    with db.write() as d:
+        conn = db.raw()
+        d.execute("INSERT INTO kv (key, value) VALUES ('pool', 'kept')")
+        db.release_thread()
+        assert db.raw() is conn and conn.in_transaction
+    assert db.query_one("SELECT value FROM kv WHERE key = 'pool'")[0] == "kept"
+
+
+def test_closing_the_database_closes_the_idle_connections(tmp_path):
+    db = open_database(tmp_path / "balupi.db")
+    idle = in_thread(db.raw)
+    db.close()
+    assert _is_closed(idle)
+    assert db.open_connections() == 0
+
+
+def _is_closed(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except sqlite3.ProgrammingError:
+        return True
+    return False

@@ -130,3 +130,60 @@ def test_metrics_need_loopback_an_admin_token_or_the_scrape_token(stack_factory,
     user = api(stack, "POST", "/auth/login", json={"username": BOB, "password": BOB_PASSWORD}).json()["access_token"]
     assert call(app, "192.0.2.7", f"Bearer {user}")[0].startswith("403")
     assert requests.post(stack.server.url + "/metrics", timeout=10).status_code == 405
+
+
+def test_request_histogram_exposes_what_prometheus_clients_histogram_does():
+    """The lock-free per-thread histogram (decision 195) against prometheus_client's own Histogram:
+    the same observations from several threads, bucket edges included, give the same exposition
+    (the sums to 1e-9, the created times aside), and invented methods fold into OTHER the same way."""
+    import random
+    import re
+    import threading
+
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from balupi.metrics import LATENCY_BUCKETS_S, RequestHistogram
+
+    name, doc = "balupi_http_request_duration_seconds", "Time to answer."
+    theirs_registry, ours_registry = CollectorRegistry(auto_describe=False), CollectorRegistry(auto_describe=False)
+    theirs = Histogram(name, doc, ["method"], registry=theirs_registry, buckets=LATENCY_BUCKETS_S)
+    ours = RequestHistogram(name, doc, LATENCY_BUCKETS_S)
+    ours_registry.register(ours)
+    assert generate_latest(theirs_registry) == generate_latest(ours_registry)  # nothing observed yet
+
+    their_children: dict[str, object] = {}
+
+    def their_observe(method: str, seconds: float) -> None:  # what Metrics.observe_request did before
+        child = their_children.get(method)
+        if child is None:
+            if len(their_children) > 64:
+                method = "OTHER"
+            child = their_children.setdefault(method, theirs.labels(method))
+        child.observe(seconds)
+
+    rng = random.Random(195)
+    seconds = [rng.choice(LATENCY_BUCKETS_S) for _ in range(300)] + [0.0, 1e-9, 61.0, 0.0050001]
+    seconds += [rng.expovariate(5) for _ in range(3000)]
+    lock = threading.Lock()
+
+    def work(methods: list[str]) -> None:
+        for value in seconds:
+            method = rng.choice(methods)
+            with lock:  # which methods fold into OTHER depends on the order of first sight: the same in both
+                ours.observe(method, value)
+                their_observe(method, value)
+
+    threads = [threading.Thread(target=work, args=(["GET", "PUT", "PROPFIND"],)) for _ in range(4)]
+    threads.append(threading.Thread(target=work, args=([f"M{i}" for i in range(70)],)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    def comparable(text: bytes) -> str:
+        text = re.sub(r"(_created\{[^}]*\}) \S+", r"\1 T", text.decode())
+        return re.sub(r"(_sum\{[^}]*\}) (\S+)", lambda m: f"{m.group(1)} {float(m.group(2)):.9f}", text)
+
+    ours_text = comparable(generate_latest(ours_registry))
+    assert 'method="OTHER"' in ours_text and 'le="+Inf",method="GET"' in ours_text
+    assert sorted(ours_text.splitlines()) == sorted(comparable(generate_latest(theirs_registry)).splitlines())

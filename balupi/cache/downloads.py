@@ -4,7 +4,8 @@ A `Download` writes the NAS's response into a temp file and publishes each block
 readers (`Download.stream`) follow the writer, so a client's first byte never waits for the whole
 file, and two clients missing the same file share one upstream GET. A reader whose connection
 takes `httpio.FileSpan`s gets the temp file's landed blocks as spans, sent by sendfile(2) from the
-page cache (decision 131). The content becomes a cache entry only when complete and verified
+page cache (decision 131); what every reader has been sent is then dropped from the page cache
+(decision 190). The content becomes a cache entry only when complete and verified
 (byte count equals the NAS's Content-Length, and a HEAD afterwards shows the same ETag), by an
 atomic rename; anything else discards the temp file, so no partial entry is ever visible. A client that disconnects does not stop the download: the NAS is
 awake now, and the file will be asked for again.
@@ -37,6 +38,9 @@ from balupi.nas.waiters import RETRY_AFTER_S
 log = logging.getLogger("balupi.cache.downloads")
 
 HEADERS_WAIT_S = 120.0
+# Landed bytes every follower has been sent are dropped from the page cache in steps of this
+# much, keeping the newest step for a reader that joins (decision 190).
+DROP_STEP_BYTES = 8 * BLOCK_BYTES
 DOWNLOAD_SLOT_WAIT_S = 10.0  # a miss waits this long for one of the capped download slots, then 503
 
 
@@ -67,6 +71,8 @@ class Download:
         self.content_type: str | None = None
         self.error: BaseException | None = None
         self.readers = 0
+        self._sent: dict[int, int] = {}  # per following reader: the bytes it has been sent up to
+        self._dropped = 0  # the temp file's bytes below this were given back to the page cache
         self._hasher = BlockHasher()  # checksums of the bytes as they come from the NAS
 
     def start(self) -> None:
@@ -124,6 +130,9 @@ class Download:
                     with self._cond:
                         self.written += len(block)
                         self._cond.notify_all()
+                        done = min(self._sent.values(), default=self.written)
+                    if done - self._dropped >= 2 * DROP_STEP_BYTES:
+                        self._drop_cached(fd, min(done, self.written - DROP_STEP_BYTES))
             except Exception as exc:
                 self.client.monitor.note_unreachable(type(exc).__name__)
                 raise UpstreamError(f"connection dropped after {self.written} bytes: {type(exc).__name__}") from exc
@@ -136,6 +145,18 @@ class Download:
         with self._cond:
             self.state = DownloadState.DONE
             self._cond.notify_all()
+
+    def _drop_cached(self, fd: int, upto: int) -> None:
+        """Give the pages of [0, upto) back: sent to every follower, and only read again from the
+        published file. The first call on a range starts its writeback (dirty pages are never
+        dropped), a later one drops it; kept in the page cache, a miss's bytes crowd a Pi's 1 GiB
+        and every new page is a fresh one (decision 190). Durability is publish's fsync, as before."""
+        upto -= upto % BLOCK_BYTES
+        try:
+            os.posix_fadvise(fd, 0, upto, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            upto = 1 << 62  # a file system without it: stop asking
+        self._dropped = upto
 
     def _verify_and_publish(self) -> None:
         if self.etag:
@@ -188,8 +209,10 @@ class Download:
     def stream(self, start: int = 0, end: int | None = None, spans: bool = False) -> Iterator[bytes]:
         """Yield bytes [start, end) as they arrive (end None: to the end of the file); with `spans`,
         as `FileSpan`s of the temp file (only for a connection whose environ has `balupi.sendfile`)."""
+        token = object()
         with self._cond:
             self.readers += 1
+            self._sent[id(token)] = start
         try:
             fd = os.open(self.tmp, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
@@ -200,6 +223,7 @@ class Download:
             pos = start
             while True:
                 with self._cond:
+                    self._sent[id(token)] = pos  # the consumer asks again: bytes before pos are sent
                     stop = end if end is not None else self.size_bytes
                     while self.written <= pos and self.state is DownloadState.STREAMING and (stop is None or pos < stop):
                         self._cond.wait(5.0)
@@ -229,6 +253,7 @@ class Download:
             self._unhold(self.key)
             with self._cond:
                 self.readers -= 1
+                del self._sent[id(token)]
 
 
 class Downloads:

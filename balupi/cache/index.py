@@ -27,6 +27,8 @@ COLUMNS = (
     "local_only, listed, remote, base_etag, nas_etag"
 )
 
+LISTING_COLUMNS = "name, is_dir, size, mtime, ctime, etag, content_type"  # Index.listing_rows
+
 
 def parent_of(path: str) -> str | None:
     if path == "/":
@@ -91,10 +93,14 @@ class Entry:
         return self.cache_key is not None
 
 
+GET_MEMO_ROWS = 256  # per thread
+
+
 class Index:
     def __init__(self, db: Database, half_life_s: float = HALF_LIFE_S):
         self.db = db
         self.half_life_s = half_life_s
+        self._get_memo = threading.local()  # per thread: `stamp` and `rows`, see `get`
         self._access_lock = threading.Lock()
         self._access: Counter[tuple[str, str]] = Counter()
         self._access_at: dict[tuple[str, str], float] = {}
@@ -102,7 +108,23 @@ class Index:
     # -- reads -----------------------------------------------------------------------------------
 
     def get(self, view: str, path: str) -> Entry | None:
-        row = self.db.raw().execute(f"SELECT {COLUMNS} FROM entries WHERE view = ? AND path = ?", (view, path)).fetchone()
+        """The entry of `path`, or None. Rows read are remembered per thread while nothing was
+        written: no write transaction of this process began or ended (`Database.generation`) and
+        no other connection, here or in another process, committed (SQLite's `data_version` of
+        this thread's connection). Both are read before the query, so a row read while a write
+        went on is dropped at the next call; a fresh Entry is made from the row every time."""
+        raw = self.db.raw()
+        # (the connection itself too: a thread's connection closed and opened again counts anew)
+        stamp = (self.db.generation, raw, raw.execute("PRAGMA data_version").fetchone()[0])
+        memo = self._get_memo
+        rows = getattr(memo, "rows", None)
+        if rows is None or memo.stamp != stamp or len(rows) >= GET_MEMO_ROWS:
+            rows = memo.rows = {}
+            memo.stamp = stamp
+        key = (view, path)
+        row = rows.get(key, False)
+        if row is False:
+            row = rows[key] = raw.execute(f"SELECT {COLUMNS} FROM entries WHERE view = ? AND path = ?", (view, path)).fetchone()
         return Entry.from_row(row) if row else None
 
     def children(self, view: str, path: str) -> list[Entry]:
@@ -110,6 +132,15 @@ class Index:
             f"SELECT {COLUMNS} FROM entries WHERE view = ? AND parent = ? ORDER BY name", (view, path)
         ).fetchall()
         return [Entry.from_row(r) for r in rows]
+
+    def listing_rows(self, view: str, path: str) -> list[tuple]:
+        """(name, is_dir, size, mtime, ctime, etag, content_type) of each child of `path`, by name:
+        what a PROPFIND answer shows, without building an `Entry` per child."""
+        cursor = self.db.raw().cursor()
+        cursor.row_factory = None  # plain tuples: cheaper to build and to unpack than sqlite3.Row
+        return cursor.execute(
+            f"SELECT {LISTING_COLUMNS} FROM entries WHERE view = ? AND parent = ? ORDER BY name", (view, path)
+        ).fetchall()
 
     def child_names(self, view: str, path: str) -> list[str]:
         rows = self.db.raw().execute("SELECT name FROM entries WHERE view = ? AND parent = ? ORDER BY name", (view, path))

@@ -1,12 +1,15 @@
 """Verifiable content: a checksum per block of every content file, checked before bytes go out.
 
 Every content file in the store has a sidecar (`<key>.meta`, see `balupi.cache.store`) written
-durably with it: what the content is (view, path, state, size, the NAS's ETag) and a checksum of
-each `BLOCK_BYTES` block (BLAKE2b, 128 bits: a Pi 3's A53 has no SHA instructions, and BLAKE2b is
-the faster of hashlib's strong hashes there). The checksum is computed while the bytes are written
-(a PUT's body, a download from the NAS), so it costs one pass of hashlib over data already in hand.
+durably with it: what the content is (view, path, state, size, the NAS's ETag), the checksum
+algorithm, and a checksum of each `BLOCK_BYTES` block. New content gets XXH3-128 (decision 170):
+the checksums find bit rot and torn writes, never an adversary, and XXH3 costs a few hundredths of
+a CPU second per GB where BLAKE2b-128 (decision 50, what sidecars written before it name) cost 2.4.
+A sidecar is always checked with the algorithm it names, so a cache filled by an older BaluPi
+verifies clean. The checksum is computed while the bytes are written (a PUT's body, a download
+from the NAS), in one pass over data already in hand.
 
-Policy (docs/decisions/0050-content-checksums.md):
+Policy (docs/decisions/0050-content-checksums-per-block-verified-once-per-process.md, 0170):
 - a read of content not yet verified by this process checks each block it sends before it sends
   it (a range checks only the blocks it touches); a file read whole once is then trusted for the
   rest of the process's life and served by sendfile(2) again. Damage found before the first byte
@@ -14,6 +17,8 @@ Policy (docs/decisions/0050-content-checksums.md):
   connection (the client sees a short body, never a complete wrong one).
 - a write-back checks every block before it is sent: a damaged pending file is never uploaded.
 - `balupi cache verify` checks every block of every file.
+- a sidecar naming an algorithm this version does not know (one written by a newer BaluPi) cannot
+  be checked: its content is treated as damaged (taken aside, never deleted, never uploaded).
 Damaged content is moved to `<cache_dir>/quarantine/` (never deleted); a damaged pending file is
 recorded beside the sync conflicts (kind `damaged`) for a person to resolve.
 """
@@ -29,11 +34,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
+import xxhash
+
 from balupi.errors import ContentDamaged
 
-ALGORITHM = "blake2b-128"
+ALGORITHM = "xxh3-128"  # what new content is checksummed with (decision 170)
+LEGACY_ALGORITHM = "blake2b-128"  # sidecars written before decision 170 (decision 50)
 BLOCK_BYTES = 1 << 20  # checksum block; also the block content is read, streamed and copied in
-DIGEST_BYTES = 16
+DIGEST_BYTES = 16  # both algorithms: 128 bits
 
 
 class State(str, enum.Enum):
@@ -44,15 +52,36 @@ class State(str, enum.Enum):
     LOCAL = "local"  # never goes to the NAS (client noise such as .DS_Store)
 
 
-def _new_hash():
-    return hashlib.blake2b(digest_size=DIGEST_BYTES)
+def _blake2b_128(data=b""):
+    return hashlib.blake2b(data, digest_size=DIGEST_BYTES)
+
+
+# algorithm name -> a constructor of an incremental hash (optionally fed its first bytes)
+_HASHES = {
+    ALGORITHM: xxhash.xxh3_128,
+    LEGACY_ALGORITHM: _blake2b_128,
+}
+
+
+def known_algorithm(alg: str) -> bool:
+    return alg in _HASHES
+
+
+def block_digest(alg: str, data) -> bytes:
+    """The checksum of one block under `alg`. Raises KeyError for an algorithm not known here."""
+    return _HASHES[alg](data).digest()
 
 
 class BlockHasher:
-    """Checksums of consecutive `BLOCK_BYTES` blocks of a stream fed in pieces of any size."""
+    """Checksums of consecutive `BLOCK_BYTES` blocks of a stream fed in pieces of any size.
+
+    Always the current `ALGORITHM`: content is checksummed with the older one only when it was."""
+
+    alg = ALGORITHM
 
     def __init__(self) -> None:
-        self._hash = _new_hash()
+        self._new = _HASHES[self.alg]
+        self._hash = self._new()
         self._filled = 0
         self._digests: list[bytes] = []
         self.size = 0
@@ -63,14 +92,14 @@ class BlockHasher:
         while view:
             take = min(len(view), BLOCK_BYTES - self._filled)
             if take == len(view) and self._filled == 0 and take == BLOCK_BYTES:
-                self._digests.append(hashlib.blake2b(view, digest_size=DIGEST_BYTES).digest())
+                self._digests.append(self._new(view).digest())
                 return
             self._hash.update(view[:take])
             self._filled += take
             view = view[take:]
             if self._filled == BLOCK_BYTES:
                 self._digests.append(self._hash.digest())
-                self._hash, self._filled = _new_hash(), 0
+                self._hash, self._filled = self._new(), 0
 
     def blocks_hex(self) -> str:
         """All block checksums, concatenated in hex (an empty file has one: that of no bytes)."""
@@ -120,7 +149,12 @@ class Meta:
         if not isinstance(raw, dict):
             raise ValueError("not an object")
         known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        known.setdefault("alg", LEGACY_ALGORITHM)  # only BaluPi before decision 170 could leave it out
         meta = cls(**known)
+        if not isinstance(meta.alg, str):
+            raise ValueError("the checksum algorithm is not a name")
+        if not isinstance(meta.block_bytes, int) or meta.block_bytes <= 0 or not isinstance(meta.size, int) or meta.size < 0:
+            raise ValueError("block size or size is not a count")
         if not isinstance(meta.blocks, str) or len(meta.blocks) != 2 * DIGEST_BYTES * max(1, -(-meta.size // meta.block_bytes)):
             raise ValueError("block checksums do not fit the size")
         return meta
@@ -139,14 +173,21 @@ def check_block(key: str, meta: Meta, index: int, data: bytes) -> None:
     expected_len = min(meta.block_bytes, meta.size - index * meta.block_bytes) if meta.size else 0
     if len(data) != expected_len:
         raise ContentDamaged(key, f"block {index} has {len(data)} bytes, expected {expected_len}")
-    if hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest() != meta.digest(index):
-        raise ContentDamaged(key, f"block {index} does not match its checksum")
+    if not known_algorithm(meta.alg):
+        raise ContentDamaged(key, unknown_algorithm(meta.alg))
+    if block_digest(meta.alg, data) != meta.digest(index):
+        raise ContentDamaged(key, f"block {index} does not match its {meta.alg} checksum")
+
+
+def unknown_algorithm(alg) -> str:
+    known = ", ".join(sorted(_HASHES))
+    return f"its sidecar names checksum algorithm {alg!r}, not one this BaluPi knows ({known}): written by a newer version?"
 
 
 def verified_range(fd: int, key: str, meta: Meta, start: int, length: int) -> Iterator[bytes]:
     """Bytes [start, start+length) of the open content `fd`, each block checked before it is yielded."""
-    if meta.alg != ALGORITHM:
-        raise ContentDamaged(key, f"unknown checksum algorithm {meta.alg!r}")
+    if not known_algorithm(meta.alg):
+        raise ContentDamaged(key, unknown_algorithm(meta.alg))
     end = start + length
     index = start // meta.block_bytes
     while index * meta.block_bytes < end or (meta.size == 0 and index == 0):
@@ -240,39 +281,3 @@ class VerifyingReader:
         out = self._buf[:n].tobytes()
         self._buf = self._buf[n:]
         return out
-
-
-_HASH_POOL: "ThreadPoolExecutor | None" = None
-_HASH_POOL_LOCK = threading.Lock()
-HASH_THREADS = 2
-
-
-def _hash_pool() -> "ThreadPoolExecutor":
-    global _HASH_POOL
-    with _HASH_POOL_LOCK:
-        if _HASH_POOL is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            _HASH_POOL = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="balupi-hash")
-        return _HASH_POOL
-
-
-class PipelinedHasher:
-    """A BlockHasher fed on a pool thread, one piece behind the caller: hashlib releases the GIL,
-    so an upload's checksums are computed on another core while its next piece is received and
-    written (a PUT's request thread no longer waits for them, except for the last piece)."""
-
-    def __init__(self) -> None:
-        self._hasher = BlockHasher()
-        self._pending = None
-
-    def update(self, data: bytes) -> None:
-        if self._pending is not None:
-            self._pending.result()
-        self._pending = _hash_pool().submit(self._hasher.update, bytes(data))
-
-    def blocks_hex(self) -> str:
-        if self._pending is not None:
-            self._pending.result()
-            self._pending = None
-        return self._hasher.blocks_hex()

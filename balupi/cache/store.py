@@ -286,7 +286,7 @@ class ContentStore:
 
     def copy(self, key: str, meta: Meta | None = None) -> str:
         """A durable copy of a content file under a new key (for WebDAV COPY), with sidecar `meta`
-        (its `size` and `blocks` are filled in from the bytes copied)."""
+        (its `size`, `blocks` and `alg` are filled in from the bytes copied)."""
         source_meta = self.read_meta(key)  # the source is checked as it is copied: damage is not spread
         new_key, tmp, f = self.open_temp()
         hasher = BlockHasher()
@@ -306,7 +306,7 @@ class ContentStore:
             self.discard_temp(tmp)
             raise
         if meta is not None:
-            meta.size, meta.blocks = hasher.size, hasher.blocks_hex()
+            meta.size, meta.blocks, meta.alg = hasher.size, hasher.blocks_hex(), hasher.alg
         self.publish(new_key, tmp, meta)
         return new_key
 

@@ -404,14 +404,13 @@ class FastLane:
         entry = provider.lookup(view, path, "PROPFIND")
         if entry is None:
             return self.next_app(environ, start_response)
-        entries = [entry]
+        children: list[tuple] = []
         if depth == "1" and entry.is_dir:
             provider.ensure_listed(entry)
-            entries += parts.index.children(view, entry.path)
+            children = parts.index.listing_rows(view, entry.path)
         if propfind.locks_in_play(parts.db, view):
             return self.next_app(environ, start_response)
-        dead_of = propfind.dead_props_reader(parts.db, entry)
-        chunks = propfind.multistatus_chunks(provider.mount_path + provider.share_path, entries, request, dead_of)
+        chunks = propfind.multistatus_chunks(provider.mount_path + provider.share_path, entry, children, request, parts.db)
         first = next(chunks)
         second = next(chunks, None)
         headers = [("Content-Type", "application/xml; charset=utf-8")]

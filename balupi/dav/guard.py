@@ -54,15 +54,18 @@ STREAMED_BODY_METHODS = frozenset({"GET", "HEAD", "PUT"})
 MAX_XML_DEPTH = 64
 UNAUTHORIZED_BODY = HTTPAuthenticator.error_message_401.encode()
 CHECKED_PATH_KEY = "balupi.dav.checked_path"  # environ: (PATH_INFO, its decoded path) that passed `path_problem`
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DOUBLE_ENCODED = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 
 
 def path_problem(path: str) -> str | None:
     """Why a decoded path is refused, or None when it is a plain path."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+    if _CONTROL.search(path):
         return "control character in the path"
     if "\\" in path:
         return "backslash in the path"
+    if path.isascii() and "%" not in path and "/." not in path and not path.startswith("."):
+        return None  # no segment can be a dot segment, double-encoded or changed by NFKC
     for segment in path.split("/"):
         if segment in (".", ".."):
             return "dot segment in the path"

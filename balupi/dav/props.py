@@ -58,6 +58,19 @@ def stored_values(db: Database, url: str) -> list[tuple[str, bytes]]:
     return [(name, value) for name, value in db.query("SELECT name, value FROM dav_props WHERE url = ?", (url,))]
 
 
+def stored_values_of(db: Database, urls: list[str]) -> dict[str, list[tuple[str, bytes]]]:
+    """`stored_values` of several storage URLs in one query ({url: [(name, value)]}, by name as
+    `stored_values` gives them; URLs without properties are left out)."""
+    found: dict[str, list[tuple[str, bytes]]] = {}
+    if not urls:
+        return found
+    marks = ", ".join("?" * len(urls))
+    for url, name, value in db.query(f"SELECT url, name, value FROM dav_props WHERE url IN ({marks}) ORDER BY url, name",
+                                     tuple(urls)):
+        found.setdefault(url, []).append((name, value))
+    return found
+
+
 def dead_prop_values(db: Database, view: str, ref: str) -> list[bytes]:
     """The dead properties of ref URL `ref` in `view`, each the XML of its element (write-back
     copies them to the NAS)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sqlite3
 import time
 from typing import TYPE_CHECKING
@@ -18,7 +19,8 @@ from wsgidav.dav_error import (ERROR_DESCRIPTIONS, HTTP_BAD_REQUEST, HTTP_FORBID
                                HTTP_INTERNAL_ERROR, HTTP_NOT_FOUND, HTTP_PRECONDITION_FAILED, DAVError)
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection
 
-from balupi.cache.integrity import BlockHasher, ContentDamaged, PipelinedHasher
+from balupi.cache.downloads import DROP_STEP_BYTES
+from balupi.cache.integrity import BLOCK_BYTES, BlockHasher, ContentDamaged
 from balupi.cache.index import Entry, join
 from balupi.errors import InsufficientStorage
 
@@ -70,7 +72,10 @@ class _Writer:
         self.parts = parts
         self.key, self.tmp, self._file = parts.store.open_temp()
         self.written = 0
-        self.hasher = PipelinedHasher()  # the checksums, computed on the bytes as they arrive
+        # The checksums, computed on the bytes as they arrive, in this thread: XXH3 costs less than
+        # the copy that handing each piece to another thread needed (decision 170).
+        self.hasher = BlockHasher()
+        self._dropped = 0  # the pages of [0, _dropped) were handed back (`_drop_behind`)
 
     def write(self, data: bytes) -> None:
         try:
@@ -82,6 +87,24 @@ class _Writer:
             raise
         self.hasher.update(data)
         self.written += len(data)
+        if self.written - self._dropped >= 2 * DROP_STEP_BYTES:
+            self._drop_behind(self.written - DROP_STEP_BYTES)
+
+    def _drop_behind(self, upto: int) -> None:
+        """Give back the page cache of [0, upto), as a miss does (decision 190): nothing reads an
+        upload's bytes before publish, and kept there they crowd a Pi's 1 GiB and make every page
+        the next write needs a fresh one. The first call on a range starts its writeback (dirty
+        pages are never dropped), a later one drops it. Durability is publish's fsync, as before."""
+        upto -= upto % BLOCK_BYTES
+        try:
+            self._file.flush()
+            os.posix_fadvise(self._file.fileno(), 0, upto, os.POSIX_FADV_DONTNEED)
+        except OSError as exc:
+            if is_no_space(exc):
+                raise insufficient_storage(self.parts.cache, "cache-during", f"the cache volume filled up during an upload"
+                                                                   f" after {self.written / 1e6:.1f} MB") from None
+            upto = 1 << 62  # a file system without it: stop asking
+        self._dropped = upto
 
     def close(self) -> None:
         if not self._file.closed:

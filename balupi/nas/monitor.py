@@ -376,6 +376,7 @@ class NasMonitor:
                     retry_after_s=int(self.settings.nas_boot_time_s),
                 )
             self._start_waker(cause, packets=self.mac is not None)
+            self.db.release_thread()  # no SQLite connection held through a wait of up to minutes (decision 175)
             while self.state is not NasState.AWAKE:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._waker is None and self.state is not NasState.WAKING:

@@ -13,6 +13,7 @@ Full-disk scenarios mount small tmpfs volumes and need root; without it they ret
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import random
@@ -355,6 +356,90 @@ def verify_finds_rot(long: bool = False) -> dict:
         })
 
 
+def legacy_sidecar(content: Path, alg: str = "blake2b-128") -> None:
+    """Rewrite the sidecar of `content` as BaluPi before decision 170 wrote it: BLAKE2b-128 of each
+    1 MiB block, computed here with hashlib (not with BaluPi's code), and the algorithm named. With
+    another `alg`, only the name changes: a sidecar from a version that knows an algorithm this one
+    does not."""
+    import hashlib
+
+    sidecar = content.with_name(content.name + ".meta")
+    meta = json.loads(sidecar.read_bytes())
+    if alg == "blake2b-128":
+        data = content.read_bytes()
+        blocks = [data[i:i + MB] for i in range(0, len(data), MB)] or [b""]
+        meta["blocks"] = "".join(hashlib.blake2b(b, digest_size=16).hexdigest() for b in blocks)
+    meta["alg"] = alg
+    sidecar.write_bytes(json.dumps(meta, separators=(",", ":")).encode())
+
+
+def mixed_checksums(long: bool = False) -> dict:
+    """A cache filled by BaluPi before decision 170 (BLAKE2b sidecars) beside new content (XXH3):
+    both verify clean, served and `cache verify`; a bit flip is found under either algorithm; a
+    sidecar naming an algorithm this version does not know is damage with its reason, not a crash."""
+    rng = random.Random(170)
+    n = 6 if long else 2
+    old = {f"/m/old{i}.bin": body_of(rng, 2 * MB + 100 * i) for i in range(n)}
+    new = {f"/m/new{i}.bin": body_of(rng, 2 * MB + 100 * i + 7) for i in range(n)}
+    unknown = {"/m/unknown.bin": body_of(rng, MB + 3)}
+    with rig(files={**old, **new, **unknown}) as r:
+        for path, body in {**old, **new, **unknown}.items():
+            assert r.http.get(r.url(path)).content == body
+        r.wait_downloads()
+        r.http.request("PROPFIND", r.url("/m/"), headers={"Depth": "1"})
+        r.suspend()
+        old_pending = {"/m/old-pending.bin": body_of(rng, 3 * MB + 5)}
+        new_pending = {"/m/new-pending.bin": body_of(rng, 3 * MB + 9)}
+        for path, body in {**old_pending, **new_pending}.items():
+            assert r.http.put(r.url(path), data=body).status_code == 201
+        algs_written = sorted({_sidecar_alg(r.content_file(p)) for p in [*new, *unknown, *new_pending]})
+        old_files = [r.content_file(p) for p in [*old, *old_pending]]
+        r.stop()
+        for content in old_files:
+            legacy_sidecar(content)
+        r.start()  # nothing verified by this process
+        served_after_upgrade = sum(fetch(r, p) == (200, b) for p, b in {**old, **old_pending, **new}.items())
+        # A copy of old content is checked with BLAKE2b as it is read and gets XXH3 as it is written.
+        source = list(old)[-1]
+        copied = r.http.request("COPY", r.url(source), headers={"Destination": r.url("/m/copy.bin")}).status_code
+        copy_of_old = {"status": copied, "alg": _sidecar_alg(r.content_file("/m/copy.bin")),
+                       "served_right": fetch(r, "/m/copy.bin") == (200, old[source])}
+        clean_check = r.balupi("cache", "verify")
+        # Bit rot under both algorithms, in clean and pending content.
+        flipped = [next(iter(old)), next(iter(new)), *old_pending, *new_pending]
+        for path in flipped:
+            flip(r.content_file(path), MB + 17)
+        legacy_sidecar(r.content_file("/m/unknown.bin"), alg="sha3-512")
+        r.restart()
+        rot_check = r.balupi("cache", "verify")
+        found = sum(path in line for path in flipped for line in rot_check.stdout.splitlines() + rot_check.stderr.splitlines()
+                    if "damaged content" in line or "DAMAGED" in line)
+        unknown_reported = [line for line in rot_check.stdout.splitlines() if "/m/unknown.bin" in line]
+        r.wake()
+        repair = r.balupi("cache", "verify", "--repair")
+        quarantine = Path(r.settings.cache_dir) / "quarantine"
+        quarantined = sorted(json.loads(p.read_bytes())["path"] for p in quarantine.iterdir() if p.name.endswith(".meta"))
+        clean_again = sum(fetch(r, p) == (200, b) for p, b in {**old, **new, **unknown}.items())
+        after = r.balupi("cache", "verify")
+        r.sync()
+        pending_on_nas = sum(r.nas_file(p) is not None for p in [*old_pending, *new_pending])
+        return report("mixed_checksums", {
+            "algs_written": algs_written, "served_after_upgrade": served_after_upgrade, "copy_of_old": copy_of_old,
+            "old_and_new": len(old) + len(old_pending) + len(new),
+            "verify_after_upgrade_exit": clean_check.returncode, "verify_after_upgrade_out": clean_check.stdout.strip(),
+            "flipped": len(flipped), "found_by_verify": found, "rot_verify_exit": rot_check.returncode,
+            "unknown_reported": unknown_reported, "tracebacks": sum("Traceback" in run.stderr for run in
+                                                                   (clean_check, rot_check, repair, after)),
+            "repair_exit": repair.returncode, "quarantined": quarantined,
+            "clean_served_after_repair": clean_again, "clean": len(old) + len(new) + len(unknown),
+            "verify_after_repair_out": after.stdout.strip(), "damaged_pending_on_nas": pending_on_nas,
+        })
+
+
+def _sidecar_alg(content: Path) -> str:
+    return json.loads(content.with_name(content.name + ".meta").read_bytes())["alg"]
+
+
 # -- a lost or damaged database ---------------------------------------------------------------------
 
 
@@ -653,6 +738,6 @@ def small_cache_volume(long: bool = False) -> dict:
 
 
 SCENARIOS: list[Callable[[bool], dict]] = [
-    bit_flips, verify_finds_rot, database_deleted, database_corrupted, database_restored,
+    bit_flips, verify_finds_rot, mixed_checksums, database_deleted, database_corrupted, database_restored,
     full_cache_volume, full_db_volume, small_cache_volume,
 ]

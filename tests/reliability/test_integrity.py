@@ -6,6 +6,10 @@ here they run short, and each prints its figures.
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from bench.reliability import integrity
 
 
@@ -52,18 +56,17 @@ def test_block_checksums_do_not_depend_on_how_the_bytes_arrive(tmp_path):
     import os
     import random
 
-    from balupi.cache.integrity import BlockHasher, PipelinedHasher, hash_fd
+    from balupi.cache.integrity import BlockHasher, hash_fd
 
     rng = random.Random(7)
     data = rng.randbytes(3 * (1 << 20) + 12345)
     whole = BlockHasher()
     whole.update(data)
-    pieces, piped = BlockHasher(), PipelinedHasher()
+    pieces = BlockHasher()
     offset = 0
     while offset < len(data):
         step = rng.choice([1, 100, 8192, 65536, 1 << 20, (1 << 20) + 1])
         pieces.update(data[offset:offset + step])
-        piped.update(data[offset:offset + step])
         offset += step
     path = tmp_path / "f"
     path.write_bytes(data)
@@ -72,7 +75,7 @@ def test_block_checksums_do_not_depend_on_how_the_bytes_arrive(tmp_path):
         on_disk = hash_fd(fd, len(data))
     finally:
         os.close(fd)
-    assert whole.blocks_hex() == pieces.blocks_hex() == piped.blocks_hex() == on_disk
+    assert whole.blocks_hex() == pieces.blocks_hex() == on_disk
     assert len(on_disk) == 4 * 32  # four blocks, 16 bytes each, in hex
     empty = BlockHasher()
     assert len(empty.blocks_hex()) == 32  # an empty file has the checksum of no bytes
@@ -100,3 +103,61 @@ def test_ranges_of_content_not_yet_verified_check_only_the_blocks_they_touch():
         rows = r.app.db.query("SELECT path, kind FROM conflicts")
         assert [tuple(row) for row in rows] == [("/r/f.bin", "damaged")]
         assert r.app.db.query_one("SELECT count(*) FROM journal WHERE state = 'pending'")[0] == 0
+
+
+def test_a_cache_from_before_xxh3_verifies_clean_and_bit_rot_is_found_under_either_algorithm():
+    f = integrity.mixed_checksums(long=False)
+    assert f["algs_written"] == ["xxh3-128"]  # new content, downloaded or uploaded
+    assert f["served_after_upgrade"] == f["old_and_new"]  # BLAKE2b sidecars checked with BLAKE2b
+    assert f["copy_of_old"] == {"status": 201, "alg": "xxh3-128", "served_right": True}
+    assert f["verify_after_upgrade_exit"] == 0, f["verify_after_upgrade_out"]
+    assert " 0 damaged, 0 damaged pending" in f["verify_after_upgrade_out"]
+    assert f["found_by_verify"] == f["flipped"] and f["rot_verify_exit"] == 1
+    # An algorithm this version does not know: reported as damage, with the reason, never a crash.
+    assert len(f["unknown_reported"]) == 1 and "'sha3-512'" in f["unknown_reported"][0]
+    assert "not one this BaluPi knows" in f["unknown_reported"][0]
+    assert f["tracebacks"] == 0
+    assert f["quarantined"] == sorted(["/m/old0.bin", "/m/new0.bin", "/m/old-pending.bin", "/m/new-pending.bin",
+                                       "/m/unknown.bin"])
+    assert f["clean_served_after_repair"] == f["clean"]  # fetched again from the NAS
+    assert f["damaged_pending_on_nas"] == 0  # under either algorithm, never uploaded
+    assert " 0 damaged, 0 damaged pending" in f["verify_after_repair_out"]
+
+
+def test_each_block_is_checked_with_the_algorithm_its_sidecar_names():
+    import hashlib
+    import random
+
+    import xxhash
+
+    from balupi.cache.integrity import BLOCK_BYTES, BlockHasher, ContentDamaged, Meta, check_block
+
+    data = random.Random(9).randbytes(BLOCK_BYTES + 10)
+    blocks = [data[:BLOCK_BYTES], data[BLOCK_BYTES:]]
+    new = BlockHasher()
+    new.update(data)
+    assert new.blocks_hex() == "".join(xxhash.xxh3_128_hexdigest(b) for b in blocks)  # the reference XXH3
+    legacy = "".join(hashlib.blake2b(b, digest_size=16).hexdigest() for b in blocks)
+    for alg, hexes in (("xxh3-128", new.blocks_hex()), ("blake2b-128", legacy)):
+        meta = Meta.from_bytes(Meta(view="", path="/f", state="clean", size=len(data), blocks=hexes, alg=alg).to_bytes())
+        for index, block in enumerate(blocks):
+            check_block("k", meta, index, block)
+            rotten = bytearray(block)
+            rotten[len(rotten) // 2] ^= 0x01
+            with pytest.raises(ContentDamaged, match=f"block {index} does not match its {alg} checksum"):
+                check_block("k", meta, index, bytes(rotten))
+    # A checksum under the wrong algorithm is damage, not a pass.
+    swapped = Meta(view="", path="/f", state="clean", size=len(data), blocks=legacy, alg="xxh3-128")
+    with pytest.raises(ContentDamaged):
+        check_block("k", swapped, 0, blocks[0])
+    unknown = Meta(view="", path="/f", state="clean", size=len(data), blocks=legacy, alg="crc64")
+    with pytest.raises(ContentDamaged, match="'crc64', not one this BaluPi knows"):
+        check_block("k", unknown, 0, blocks[0])
+    # A sidecar from before the algorithm was recorded can only be BLAKE2b; a name that is not a
+    # string is an unreadable sidecar (ValueError: `ContentStore.read_meta` makes it ContentDamaged).
+    raw = json.loads(Meta(view="", path="/f", state="clean", size=len(data), blocks=legacy).to_bytes())
+    del raw["alg"]
+    assert Meta.from_bytes(json.dumps(raw).encode()).alg == "blake2b-128"
+    raw["alg"] = ["xxh3-128"]
+    with pytest.raises(ValueError):
+        Meta.from_bytes(json.dumps(raw).encode())

@@ -202,6 +202,12 @@ class NasMonitor:
         self.state, self.since = new, now
         transition = Transition(now, old, new, cause)
         self._transitions.append(transition)
+        # Logged before the database write: a request reading the new state (without the lock)
+        # may answer its client while that write waits for the database, and the log must not lag.
+        if new is NasState.UNREACHABLE:
+            log.error("NAS %s -> unreachable: %s", old.value, cause)
+        else:
+            log.info("NAS %s -> %s (%s)", old.value, new.value, cause)
         try:
             with self.db.write() as d:
                 d.execute(
@@ -210,10 +216,6 @@ class NasMonitor:
                 )
         except Exception:  # the database may be closing at shutdown; the state still moves
             log.debug("could not record NAS transition", exc_info=True)
-        if new is NasState.UNREACHABLE:
-            log.error("NAS %s -> unreachable: %s", old.value, cause)
-        else:
-            log.info("NAS %s -> %s (%s)", old.value, new.value, cause)
         self._cond.notify_all()
         self.events.emit(Event.NAS_STATE_CHANGED, from_state=old, to_state=new, cause=cause, at=now)
 

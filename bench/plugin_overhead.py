@@ -19,7 +19,6 @@ machine change little). Complements bench/dav_bench.py, whose wall-clock figures
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -30,6 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 from balupi.app import BaluPi
+from bench.inprocess import call
 from balupi.settings import load_settings
 
 PROPFIND_BODY = (
@@ -42,27 +42,6 @@ FOUR = {
     "notify": {"urls": ["json://127.0.0.1:9/hook"]},  # nothing is sent: no event it sends happens
     "ssh_suspend": {"host": "nas.invalid", "key_file": str(REPO / "setup.cfg")},  # never run: no NAS
 }
-
-
-def call(app, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[str, int]:
-    environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000", "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)), "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.version": (1, 0),
-    }
-    environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
-    status: list[str] = []
-    result = app(environ, lambda s, h, exc_info=None: status.append(s))
-    size = 0
-    try:
-        for block in result:
-            size += len(block)
-    finally:
-        if hasattr(result, "close"):
-            result.close()
-    return status[0], size
 
 
 def build(tmp: Path, name: str, plugins_dir: Path, config: dict, files: int) -> BaluPi:
@@ -99,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         loaded = {p["name"] for p in apps["four examples"].plugins.listing()["plugins"] if p["loaded"]}
         assert {"notify", "quiet_hours", "pin_rules", "ssh_suspend"} <= loaded, loaded
         requests = {
-            "GET 4 KiB (cache hit)": (args.batch, lambda app: call(app.wsgi, "GET", "/dav/small.bin")),
+            "GET 4 KiB (cache hit)": (args.batch, lambda app: call(app.wsgi, "GET", "/dav/small.bin", keep_body=False)),
             f"PROPFIND Depth 1, {args.files} entries": (
                 max(1, args.batch // 10),
-                lambda app: call(app.wsgi, "PROPFIND", "/dav/many/", PROPFIND_BODY, depth="1",
+                lambda app: call(app.wsgi, "PROPFIND", "/dav/many/", PROPFIND_BODY, keep_body=False, depth="1",
                                  content_type="application/xml")),
         }
         samples: dict[tuple[str, str], list[float]] = {}

@@ -17,7 +17,6 @@ For an A/B against other code, run it with that tree first on the path:
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -29,6 +28,7 @@ from pathlib import Path
 import balupi
 from balupi.app import BaluPi
 from balupi.settings import load_settings
+from bench.inprocess import call
 
 NAMED = (
     b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/>'
@@ -40,25 +40,6 @@ WIN32_PROPPATCH = (
     b"<D:set><D:prop><Z:Win32CreationTime>Mon, 07 Dec 2026 10:00:00 GMT</Z:Win32CreationTime>"
     b"<Z:Win32FileAttributes>00000020</Z:Win32FileAttributes></D:prop></D:set></D:propertyupdate>"
 )
-
-
-def call(app, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[str, bytes]:
-    environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000", "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)), "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.version": (1, 0),
-    }
-    environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
-    status: list[str] = []
-    result = app(environ, lambda s, h, exc_info=None: status.append(s))
-    try:
-        data = b"".join(result)
-    finally:
-        if hasattr(result, "close"):
-            result.close()
-    return status[0], data
 
 
 def build(tmp: Path, entries: int) -> BaluPi:

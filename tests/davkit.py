@@ -191,3 +191,17 @@ def nas_get(stack, path: str, method: str = "GET", **kwargs):
         session.trust_env = False
         return session.request(method, stack.nas.dav_url.rstrip("/") + url_path(path),
                                auth=(NAS_USER, NAS_PASSWORD), timeout=10, **kwargs)
+
+
+def dropped_ranges(monkeypatch) -> list[tuple[int, int]]:
+    """(offset, length) of every POSIX_FADV_DONTNEED the server asks for from now on (then done)."""
+    calls: list[tuple[int, int]] = []
+    real = os.posix_fadvise
+
+    def recording(fd: int, offset: int, length: int, advice: int) -> None:
+        if advice == os.POSIX_FADV_DONTNEED:
+            calls.append((offset, length))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recording)
+    return calls

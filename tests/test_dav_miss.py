@@ -17,6 +17,7 @@ import requests
 
 from tests.davkit import (
     data_files,
+    dropped_ranges,
     index_row,
     listing,
     referenced_keys,
@@ -190,20 +191,6 @@ def test_a_ranged_get_on_an_uncached_file_does_not_wait_for_the_whole_file(uncac
 
 LONG = os.urandom(40 * MIB)  # five drop steps (balupi.cache.downloads.DROP_STEP_BYTES) of 8 MiB
 LONG_PATH = "/videos/long.mp4"
-
-
-def dropped_ranges(monkeypatch) -> list[tuple[int, int]]:
-    """(offset, length) of every POSIX_FADV_DONTNEED the server asks for from now on (then done)."""
-    calls: list[tuple[int, int]] = []
-    real = os.posix_fadvise
-
-    def recording(fd: int, offset: int, length: int, advice: int) -> None:
-        if advice == os.POSIX_FADV_DONTNEED:
-            calls.append((offset, length))
-        real(fd, offset, length, advice)
-
-    monkeypatch.setattr(os, "posix_fadvise", recording)
-    return calls
 
 
 def test_a_miss_gives_the_bytes_its_client_was_sent_back_to_the_page_cache(stack_factory, tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ from tests.davkit import (
     DAV,
     awake_walk,
     data_files,
+    dropped_ranges,
     index_row,
     journal,
     listing,
@@ -240,15 +241,7 @@ def test_a_long_upload_gives_its_written_pages_back_and_stays_whole(asleep, monk
     """Decision 190 for PUTs: an upload's bytes leave the page cache behind the writer in steps (8
     MiB, the newest step kept), and the content the 201 acknowledges is still all there."""
     stack = asleep
-    dropped: list[tuple[int, int]] = []
-    real = os.posix_fadvise
-
-    def recording(fd: int, offset: int, length: int, advice: int) -> None:
-        if advice == os.POSIX_FADV_DONTNEED:
-            dropped.append((offset, length))
-        real(fd, offset, length, advice)
-
-    monkeypatch.setattr(os, "posix_fadvise", recording)
+    dropped = dropped_ranges(monkeypatch)
     content = os.urandom(40 * MIB)
     response = request(stack, "PUT", "/docs/long.bin", data=content)
     assert response.status_code == 201

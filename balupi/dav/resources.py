@@ -109,6 +109,12 @@ class _Writer:
         self._direct = True
         # anonymous and private: page-aligned, as O_DIRECT needs (a shared one would be shmem's pages)
         self._buffer = mmap.mmap(-1, DIRECT_BUFFER_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        try:
+            # Two huge pages instead of 1024 small ones where the kernel has them: fewer faults, and
+            # pinning the buffer for each direct write walks two pages, not 1024
+            self._buffer.madvise(mmap.MADV_HUGEPAGE)
+        except (AttributeError, OSError):
+            pass
         self._view = memoryview(self._buffer)
 
     def write(self, data: bytes) -> None:

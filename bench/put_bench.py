@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench import pi_class
-from bench.dav_bench import GB, MB, curl_put, first_login
+from bench.dav_bench import GB, MB, curl_get_timed, curl_put, first_login
 from bench.dav_servers import BASE_SRC_ENV, KINDS_BY_KEY, RunningServer, SimNasProcess
 
 # counters (deltas per PUT: names starting with "pg") and levels; v2 names, then v1's
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--tmpdir", default="/var/tmp")
     parser.add_argument("--only", default="balupi,balupi-base")
+    parser.add_argument("--get-after", action="store_true",
+                        help="GET each file right after its PUT (from the disk where the upload bypassed the page cache)")
     args = parser.parse_args(argv)
     os.environ[BASE_SRC_ENV] = str(Path(args.base_src).resolve())
 
@@ -75,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                 cpu_after = server.cpu_times()
                 memory_after = cgroup_memory(cgroup) if cgroup else {}
                 gb = source.stat().st_size / GB
+                get_after = {}
+                if args.get_after:
+                    cpu_get = server.cpu_times()
+                    got = curl_get_timed(server.url(f"put-{round_no}.bin"), source.stat().st_size, server.auth)
+                    cpu_got = server.cpu_times()
+                    get_after = {"get_after_mb_s": round(got["speed"] / MB, 1),
+                                 "get_after_cpu_s_per_gb": round((sum(cpu_got) - sum(cpu_get)) / gb, 3)}
                 samples[key].append({
                     "mb_s": round(speed / MB, 1),
                     "cpu_s_per_gb": round((sum(cpu_after) - sum(cpu_before)) / gb, 3),
@@ -83,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                     "memory": {k: memory_after[k] - memory_before.get(k, 0) if k.startswith("pg") else memory_after[k]
                                for k in memory_after},
                     "rss_mb": round(server.rss_bytes() / MB, 1),
+                    **get_after,
                 })
                 print(key, json.dumps(samples[key][-1]), file=sys.stderr, flush=True)
     finally:
@@ -95,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = {key: {"mb_s_median": statistics.median(s["mb_s"] for s in runs),
                      "cpu_s_per_gb_median": statistics.median(s["cpu_s_per_gb"] for s in runs),
                      "cpu_s_per_gb_min": min(s["cpu_s_per_gb"] for s in runs),
-                     "system_s_per_gb_median": statistics.median(s["system_s_per_gb"] for s in runs)}
+                     "system_s_per_gb_median": statistics.median(s["system_s_per_gb"] for s in runs),
+                     **({"get_after_mb_s_median": statistics.median(s["get_after_mb_s"] for s in runs),
+                         "get_after_cpu_s_per_gb_median": statistics.median(s["get_after_cpu_s_per_gb"] for s in runs)}
+                        if args.get_after else {})}
                for key, runs in samples.items() if runs}
     print(json.dumps({"pi_class": args.pi_class, "mib": args.mib, "summary": summary, "samples": samples}, indent=1))
     return 0

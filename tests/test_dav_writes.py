@@ -350,6 +350,33 @@ def test_a_long_chunked_put_goes_the_direct_way_and_stays_whole(asleep):
     assert request(stack, "GET", "/docs/chunked-long.bin").content == content
 
 
+def test_the_socket_reader_reads_into_a_buffer_what_it_holds_first_then_the_socket():
+    """`SocketReader.readinto` (decision 220): the bytes read along with the head come first, then
+    the socket's, in order; 0 at the end of the stream; `bytes_read` counts them all."""
+    from balupi.httpio import SocketReader
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        body = os.urandom(300_000)
+        theirs.sendall(b"PUT /x HTTP/1.1\r\n" + body[:1000])
+        reader = SocketReader(ours)
+        assert reader.readline() == b"PUT /x HTTP/1.1\r\n"  # the head's read brought the body's first bytes
+        sender = threading.Thread(target=lambda: (theirs.sendall(body[1000:]), theirs.shutdown(socket.SHUT_WR)))
+        sender.start()
+        buffer = bytearray(len(body) + 10)
+        view = memoryview(buffer)
+        got = reader.readinto(view[:400])
+        assert got == 400  # from what the reader held, no more than asked
+        while True:
+            n = reader.readinto(view[got:])
+            if n == 0:
+                break
+            got += n
+        sender.join()
+        assert bytes(buffer[:got]) == body
+        assert reader.bytes_read == len(b"PUT /x HTTP/1.1\r\n") + len(body)
+
+
 # -- behaviour 5: locks and dead properties -------------------------------------------------------
 
 

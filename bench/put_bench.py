@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--tmpdir", default="/var/tmp")
     parser.add_argument("--only", default="balupi,balupi-base")
-    parser.add_argument("--get-after", action="store_true",
-                        help="GET each file right after its PUT (from the disk where the upload bypassed the page cache)")
+    parser.add_argument("--get-after", type=int, default=0, metavar="N",
+                        help="GET each file N times right after its PUT (the first from the disk where the upload"
+                             " bypassed the page cache, then from the page cache)")
     args = parser.parse_args(argv)
     os.environ[BASE_SRC_ENV] = str(Path(args.base_src).resolve())
 
@@ -79,11 +80,15 @@ def main(argv: list[str] | None = None) -> int:
                 gb = source.stat().st_size / GB
                 get_after = {}
                 if args.get_after:
-                    cpu_get = server.cpu_times()
-                    got = curl_get_timed(server.url(f"put-{round_no}.bin"), source.stat().st_size, server.auth)
-                    cpu_got = server.cpu_times()
-                    get_after = {"get_after_mb_s": round(got["speed"] / MB, 1),
-                                 "get_after_cpu_s_per_gb": round((sum(cpu_got) - sum(cpu_get)) / gb, 3)}
+                    speeds, cpus = [], []
+                    for _ in range(args.get_after):
+                        cpu_get = server.cpu_times()
+                        got = curl_get_timed(server.url(f"put-{round_no}.bin"), source.stat().st_size, server.auth)
+                        cpu_got = server.cpu_times()
+                        speeds.append(round(got["speed"] / MB, 1))
+                        cpus.append(round((sum(cpu_got) - sum(cpu_get)) / gb, 3))
+                    get_after = {"get_after_mb_s": speeds[0], "get_after_cpu_s_per_gb": cpus[0],
+                                 "get_again_mb_s": speeds[1:], "get_again_cpu_s_per_gb": cpus[1:]}
                 samples[key].append({
                     "mb_s": round(speed / MB, 1),
                     "cpu_s_per_gb": round((sum(cpu_after) - sum(cpu_before)) / gb, 3),
@@ -107,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                      "cpu_s_per_gb_min": min(s["cpu_s_per_gb"] for s in runs),
                      "system_s_per_gb_median": statistics.median(s["system_s_per_gb"] for s in runs),
                      **({"get_after_mb_s_median": statistics.median(s["get_after_mb_s"] for s in runs),
-                         "get_after_cpu_s_per_gb_median": statistics.median(s["get_after_cpu_s_per_gb"] for s in runs)}
+                         "get_after_cpu_s_per_gb_median": statistics.median(s["get_after_cpu_s_per_gb"] for s in runs),
+                         **({"get_again_mb_s_median": statistics.median(x for s in runs for x in s["get_again_mb_s"]),
+                             "get_again_cpu_s_per_gb_median": statistics.median(
+                                 x for s in runs for x in s["get_again_cpu_s_per_gb"])} if args.get_after > 1 else {})}
                         if args.get_after else {})}
                for key, runs in samples.items() if runs}
     print(json.dumps({"pi_class": args.pi_class, "mib": args.mib, "summary": summary, "samples": samples}, indent=1))

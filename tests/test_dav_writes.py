@@ -327,6 +327,35 @@ def test_a_long_upload_where_o_direct_is_refused_drops_its_pages_behind_and_stay
     assert temp_files(stack.app) == []
 
 
+@pytest.mark.parametrize("where", ["a direct write", "the tail"])
+def test_a_long_upload_that_fills_the_volume_is_507_and_leaves_nothing(asleep, monkeypatch, where):
+    """ENOSPC from an O_DIRECT write, or from the tail written through the page cache when WsgiDAV
+    closes the writer: 507, the old content stays, no temp file, nothing in the index."""
+    stack = asleep
+    real = os.write
+    failed: list[int] = []
+
+    def full(fd, data):
+        direct = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        upload_tail = not direct and name.endswith(".part") and ".meta." not in name
+        if (direct and where == "a direct write" and failed == [] and len(data) and os.fstat(fd).st_size > 0) \
+                or (upload_tail and where == "the tail"):
+            failed.append(fd)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    keys_before = data_files(stack.app)
+    response = request(stack, "PUT", "/docs/a.txt", data=os.urandom(12 * MIB + 99))
+    assert failed
+    assert response.status_code == 507
+    monkeypatch.setattr(os, "write", real)
+    assert request(stack, "GET", "/docs/a.txt").content == TREE["/docs/a.txt"]
+    assert data_files(stack.app) == keys_before
+    assert temp_files(stack.app) == []
+
+
 def test_a_long_put_shorter_than_its_content_length_is_refused_and_leaves_nothing(asleep):
     """The O_DIRECT path (a body announced long) meets a client that stops early: no 2xx, no file."""
     stack = asleep

@@ -162,6 +162,21 @@ class SocketReader:
         self.bytes_read += len(out)
         return out
 
+    def readinto(self, buffer) -> int:
+        """Up to len(buffer) bytes into `buffer` (what is buffered, else one recv_into straight from
+        the socket); 0 at the end of the stream. A large PUT's body lands in the upload writer's
+        own buffer this way, without a bytes object per piece (decision 220)."""
+        view = memoryview(buffer)
+        available = len(self._buf) - self._pos
+        if available:
+            n = min(available, len(view))
+            view[:n] = memoryview(self._buf)[self._pos:self._pos + n]
+            self._pos += n
+        else:
+            n = self._sock.recv_into(view)
+        self.bytes_read += n
+        return n
+
     def readlines(self, hint: int = 0) -> list[bytes]:
         lines, total = [], 0
         while True:

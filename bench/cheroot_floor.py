@@ -97,6 +97,17 @@ def constant_app(body: bytes, mtime: float, steps=()):
     return app
 
 
+def gated(app, width: int):
+    """`app` run by at most `width` threads at once; the others wait on a semaphore, not on the GIL."""
+    gate = threading.BoundedSemaphore(width)
+
+    def gated_app(environ, start_response):
+        with gate:
+            return app(environ, start_response)
+
+    return gated_app
+
+
 class _NoDatabase:
     """What `Server.after_turn` hands its connection back to: the floor has no database."""
 
@@ -127,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", type=Path, required=True, help="the body of every GET")
     parser.add_argument("--work", default="", help="comma-separated per-request work: file, sqlite, python")
     parser.add_argument("--python-us", type=float, default=200.0, help="with --work python: its length")
+    parser.add_argument("--gate", type=int, default=0, help="at most this many requests run the app at once (0: no gate)")
     parser.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval, seconds")
     args = parser.parse_args(argv)
     if args.switch_interval:
@@ -134,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     stat = args.file.stat()
     steps = per_request_work([w for w in args.work.split(",") if w], args.file, args.python_us)
     app = constant_app(args.file.read_bytes(), stat.st_mtime, steps)
+    if args.gate:
+        app = gated(app, args.gate)
     httpd, watchdog = (balupi_httpd if args.mode == "balupi" else plain_httpd)(app, args.port)
     stopping = threading.Event()
 

@@ -13,13 +13,14 @@ from bench.servers import free_port, read_ready_line, stop_process_group
 from tests.helpers import REPO_ROOT
 
 
-@pytest.mark.parametrize("mode,work", [("plain", ""), ("balupi", ""), ("balupi", "file,sqlite,python")])
-def test_floor_answers_get_with_the_file_and_refuses_writes(tmp_path, mode, work):
+@pytest.mark.parametrize("mode,extra", [("plain", []), ("balupi", []),
+                                        ("balupi", ["--work", "file,sqlite,python", "--gate", "1", "--switch-interval", "0.01"])])
+def test_floor_answers_get_with_the_file_and_refuses_writes(tmp_path, mode, extra):
     body = os.urandom(4096)
     (tmp_path / "small.bin").write_bytes(body)
     port = free_port()
     argv = [sys.executable, str(REPO_ROOT / "bench" / "cheroot_floor.py"), "--mode", mode, "--port", str(port),
-            "--file", str(tmp_path / "small.bin"), "--python-us", "50"] + (["--work", work] if work else [])
+            "--file", str(tmp_path / "small.bin"), "--python-us", "50", *extra]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:

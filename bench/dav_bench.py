@@ -236,8 +236,15 @@ def probe_status(url: str, authorization: str) -> int:
 
 
 def measure(server: RunningServer, plan: Plan, scratch: Path, rss_stages: dict[str, float]) -> dict:
-    """The metrics; rss_stages gets the RSS after each step, to show which one grows it."""
+    """The metrics; rss_stages gets the RSS after each step, to show which one grows it. A floor
+    server (`small_only`) takes the 4 KiB GETs alone."""
     result: dict = {}
+    if server.kind.small_only:
+        measure_small_gets(server, plan, result)
+        result["rss_mb"] = rss_stages["after_wrk"] = server.rss_bytes() / MB
+        result["rss_mb_stages"] = {stage: round(mb, 1) for stage, mb in rss_stages.items()}
+        result["processes"] = len(server.processes())
+        return result
     auth = server.auth
     big_url = server.url("big.bin")
     curl_get(big_url, plan.big_bytes, auth)  # warm: page cache, rclone's VFS cache
@@ -268,17 +275,7 @@ def measure(server: RunningServer, plan: Plan, scratch: Path, rss_stages: dict[s
     result["propfind_responses"] = responses
     rss_stages["after_propfind"] = server.rss_bytes() / MB
 
-    small_url = server.url("small.bin")
-    curl_get(small_url, SMALL_FILE_BYTES, auth)
-    basic = server.auth_headers().get("Authorization")
-    cpu_before = sum(server.cpu_times())
-    wrk = run_wrk(small_url, plan, basic)
-    wrk["server_cpu_us_per_request"] = round((sum(server.cpu_times()) - cpu_before) / max(1, wrk["requests"]) * 1e6, 1)
-    if wrk["non_2xx"] or wrk["socket_errors"]:
-        raise BenchError(f"wrk on {small_url}: {wrk['non_2xx']} non-2xx answers, {wrk['socket_errors']} socket errors")
-    result["small_gets_per_s"] = wrk["requests_per_s"]
-    result["small_get_cpu_us"] = wrk["server_cpu_us_per_request"]
-    result["wrk"] = wrk
+    small_url = measure_small_gets(server, plan, result)
     rss_stages["after_wrk"] = server.rss_bytes() / MB
 
     token = api_token(server)
@@ -322,6 +319,22 @@ def measure(server: RunningServer, plan: Plan, scratch: Path, rss_stages: dict[s
     return result
 
 
+def measure_small_gets(server: RunningServer, plan: Plan, result: dict) -> str:
+    """wrk's 4 KiB GETs (with the server's login) into result; returns the URL."""
+    small_url = server.url("small.bin")
+    curl_get(small_url, SMALL_FILE_BYTES, server.auth)
+    basic = server.auth_headers().get("Authorization")
+    cpu_before = sum(server.cpu_times())
+    wrk = run_wrk(small_url, plan, basic)
+    wrk["server_cpu_us_per_request"] = round((sum(server.cpu_times()) - cpu_before) / max(1, wrk["requests"]) * 1e6, 1)
+    if wrk["non_2xx"] or wrk["socket_errors"]:
+        raise BenchError(f"wrk on {small_url}: {wrk['non_2xx']} non-2xx answers, {wrk['socket_errors']} socket errors")
+    result["small_gets_per_s"] = wrk["requests_per_s"]
+    result["small_get_cpu_us"] = wrk["server_cpu_us_per_request"]
+    result["wrk"] = wrk
+    return small_url
+
+
 def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, stamp: str, cpu_view: bool = False) -> dict:
     """py-spy over a PROPFIND loop and a wrk run on a Python server, after its measurements."""
     pid = server.python_pid()
@@ -347,6 +360,8 @@ def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, sta
 
     loads: dict[str, Callable[[], None]] = {"propfind": propfind_loop, "wrk": lambda: run_wrk(small_url, plan, basic),
                                             "put": put_loop}
+    if server.kind.small_only:
+        loads = {"wrk": loads["wrk"]}
     token = api_token(server)
     if token:
         bearer_url = small_url if probe_status(small_url, f"Bearer {token}") == 200 else server.base + "/api/auth/me"
@@ -550,6 +565,16 @@ def profile_text(servers: dict[str, dict], limit: int = 12) -> str:
     return "\n".join(lines)
 
 
+def summary_line(res: dict) -> str:
+    if res["status"] != "ok":
+        return res["error"]
+    if "get_mb_s" not in res:  # a floor: the 4 KiB GETs alone
+        return f"{res['small_gets_per_s']:.0f} GETs/s, {res['small_get_cpu_us']:.0f} CPU us each, RSS {res['rss_mb']:.0f} MB"
+    return (f"GET {res['get_mb_s']:.0f} MB/s, {res['cpu_s_per_gb']:.2f} CPU s/GB, PROPFIND {res['propfind_ms']:.1f} ms, "
+            f"{res['small_gets_per_s']:.0f} GETs/s, PUT {res['put_mb_s']:.0f} MB/s, RSS {res['rss_mb']:.0f} MB "
+            f"(by step: {res['rss_mb_stages']})")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -670,12 +695,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = bench_server(kind, plan, work / "data", work, profile_to, extra_env,
                                    args.cfs_period_ms * 1000 if args.pi_class else None)
                 report["servers"][kind.key] = res
-                print(f"dav_bench: {kind.label}: " + (res["error"] if res["status"] != "ok" else
-                      f"GET {res['get_mb_s']:.0f} MB/s, {res['cpu_s_per_gb']:.2f} CPU s/GB, PROPFIND "
-                      f"{res['propfind_ms']:.1f} ms, {res['small_gets_per_s']:.0f} GETs/s, PUT {res['put_mb_s']:.0f} MB/s, "
-                      f"RSS {res['rss_mb']:.0f} MB "
-                      f"(by step: {res['rss_mb_stages']})"),
-                      file=sys.stderr, flush=True)
+                print(f"dav_bench: {kind.label}: " + summary_line(res), file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print("dav_bench: interrupted; servers stopped and temporary files removed", file=sys.stderr)
         return 130

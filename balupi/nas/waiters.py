@@ -54,8 +54,11 @@ class NasWaiters:
     # -- the request's life (balupi.app.Dispatcher) -----------------------------------------------------
 
     def begin_request(self) -> None:
-        self.end_request()  # a previous request on this thread that did not end cleanly
-        self._local.state = _RequestState()
+        local = self._local
+        state = getattr(local, "state", None)
+        if state is not None and state.held:
+            self.end_request()  # a previous request on this thread that did not end cleanly
+        local.state = _RequestState()
 
     def end_request(self) -> None:
         state = getattr(self._local, "state", None)
@@ -77,8 +80,9 @@ class NasWaiters:
 
     def wrap(self, result: Iterable[bytes]) -> Iterable[bytes]:
         """The response, releasing this request's slot (if it took one) once it has been sent."""
-        if not self.holding():
-            self.end_request()
+        state = getattr(self._local, "state", None)
+        if state is None or not state.held:
+            self._local.state = None  # (what end_request does for a request that held no slot)
             return result
         return _Releasing(result, self.end_request)
 

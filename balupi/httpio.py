@@ -44,7 +44,6 @@ MAX_REQUESTS_PER_TURN = 100  # then back to the selector, so one busy client can
 HOLD_BACK_MAX_BYTES = 16 * 1024
 HOT_GATE_SLOTS = 1  # hot-path answers computed at once (decision 210)
 HOT_GATE_WAIT_S = 1.0  # a worker waits this long for a slot, then answers without one
-GATED_WRITE_MAX_BYTES = 64 * 1024  # a larger body block is sent after the slot is given up
 
 
 _http_date: tuple[int, str] = (0, "")  # (second, its Date header value): one formatting a second
@@ -198,12 +197,13 @@ class HotGate:
     paid in the quota with cold caches (40 switches per 4 KiB GET at a tenth of a core against 6
     unthrottled). Workers waiting here sleep on a lock instead of contending for the GIL.
 
-    A slot is never held while the request waits for something other than the CPU: a request that
-    starts depending on the NAS gives its slot up (`step_aside`, called by `NasWaiters.enter`), so a
-    cached GET never waits behind a waking NAS (decisions 2 and 42); so does a request about to send
-    a body block larger than `GATED_WRITE_MAX_BYTES`. For anything else that blocks while holding a
-    slot (a client that stopped reading, a database lock), a worker waits at most `wait_s` and then
-    answers without a slot (`bypassed` counts those). Only plain GETs and HEADs pass the gate.
+    A slot covers computing the answer, not sending it: it is given up before the first body block
+    goes to the socket (the head is held back until then), so a client that reads slowly holds
+    none. Nor is it held while the request waits for the NAS: a request that starts depending on
+    the NAS gives its slot up (`step_aside`, called by `NasWaiters.enter`), so a cached GET never
+    waits behind a waking NAS (decisions 2 and 42). For anything else that blocks while holding a
+    slot (a database lock), a worker waits at most `wait_s` and then answers without a slot
+    (`bypassed` counts those). Only plain GETs and HEADs pass the gate.
     """
 
     def __init__(self, slots: int = HOT_GATE_SLOTS, wait_s: float = HOT_GATE_WAIT_S):
@@ -450,8 +450,7 @@ class _HotAnswer:
             raise RuntimeError("WSGI write called before start_response.")
         if not self.sent:
             self.send_head()
-        if len(chunk) > GATED_WRITE_MAX_BYTES:
-            step_aside()  # a large block can wait on the client's reading
+        step_aside()  # the answer is computed; sending it (system calls, a slow reader) needs no slot
         left = self.left
         too_long = left is not None and len(chunk) > left
         if too_long:

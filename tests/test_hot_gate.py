@@ -24,6 +24,8 @@ from tests.stack import stack_factory  # noqa: F401
 
 CACHED = "/docs/cached.txt"
 MISSED = "/docs/missed.bin"
+BIG = "/docs/big.bin"
+BIG_BODY = bytes(range(256)) * (64 * 1024)  # 16 MiB: far more than the socket buffers take
 CACHED_BODY = b"cached content\n" * 200  # ASCII without "HTTP/1.1 ", so answers can be counted in a stream
 
 
@@ -108,10 +110,11 @@ def test_two_slots_admit_two_workers_and_hold_the_third():
 
 @pytest.fixture
 def stack(stack_factory, tmp_path):
-    stack = stack_with(stack_factory, tmp_path, {CACHED: CACHED_BODY, MISSED: b"m" * 300_000})
+    stack = stack_with(stack_factory, tmp_path, {CACHED: CACHED_BODY, MISSED: b"m" * 300_000, BIG: BIG_BODY})
     listing(stack, "/")
     listing(stack, "/docs")
     assert stack.http.get(stack.url(CACHED)).content == CACHED_BODY
+    assert stack.http.get(stack.url(BIG)).content == BIG_BODY
     wait_downloads_idle(stack.app)
     assert index_row(stack.app, CACHED)["cache_key"] is not None
     assert index_row(stack.app, MISSED)["cache_key"] is None
@@ -153,6 +156,21 @@ def test_a_cached_get_is_not_held_behind_a_miss_waiting_for_the_nas(stack):
     assert miss == {"status": 200, "size": 300_000}
     assert gate.bypassed == 0  # not let through by the wait's limit
     assert stack.server.httpd.balupi_hot_answers == hot_before + 2  # both took the hot path (and the gate)
+
+
+def test_a_client_that_does_not_read_its_answer_holds_no_slot(stack):
+    gate = stack.server.httpd.balupi_hot_gate = HotGate(slots=1, wait_s=60)
+    hot_before = stack.server.httpd.balupi_hot_answers
+    with socket.create_connection(("127.0.0.1", stack.server.port), timeout=30) as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(f"GET /dav{BIG} HTTP/1.1\r\nHost: 127.0.0.1\r\n{stack.auth_header}\r\n\r\n".encode())
+        assert wait_until(lambda: stack.server.httpd.balupi_hot_answers == hot_before + 1, 10)
+        stalled.recv(1)  # its answer has begun; from here the server's sendfile waits on this reader
+
+        cached = stack_session(stack).get(stack.url(CACHED), timeout=60)
+
+        assert cached.status_code == 200 and cached.content == CACHED_BODY
+        assert gate.bypassed == 0
 
 
 def stack_session(stack):

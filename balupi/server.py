@@ -25,7 +25,7 @@ from cheroot import wsgi
 from balupi import jobs
 from balupi.app import BaluPi
 from balupi.errors import ConfigError
-from balupi.httpio import SendfileGateway
+from balupi.httpio import HotGate, SendfileGateway
 from balupi.limits import (KEEP_ALIVE_CONNECTIONS, LISTEN_BACKLOG, GuardedConnection, Limits,
                            raise_descriptor_limit)
 from balupi.sdnotify import Notifier, Watchdog
@@ -98,6 +98,7 @@ class Server:
         if self.tls:
             self.httpd.ssl_adapter = server_adapter(s.tls_cert, s.tls_key)
         self.httpd.gateway = SendfileGateway
+        self.httpd.balupi_hot_gate = HotGate()  # plain GETs' answers computed one at a time (decision 210)
         self.httpd.balupi_metrics = app.metrics  # the gateway times each request for /metrics
         self.httpd.balupi_after_request = self.after_request
         self.httpd.balupi_after_turn = self.after_turn

@@ -22,6 +22,7 @@ import threading
 from typing import Callable, Iterable
 
 from balupi.errors import NasBusy
+from balupi.httpio import step_aside
 
 log = logging.getLogger("balupi.nas")
 
@@ -89,7 +90,10 @@ class NasWaiters:
     # -- where a request starts depending on the NAS ----------------------------------------------------
 
     def enter(self, why: str) -> None:
-        """Take a slot for this request (once; no-op outside a request). Raises NasBusy when none is free."""
+        """Take a slot for this request (once; no-op outside a request). Raises NasBusy when none is free.
+        First the request gives up its hot-gate slot, if it holds one (`httpio.step_aside`): from here
+        it may wait for the NAS, and cached GETs must not wait behind it."""
+        step_aside()
         state = getattr(self._local, "state", None)
         if state is None or state.held:
             return

@@ -218,11 +218,14 @@ class HotGate:
     the NAS gives its slot up (`step_aside`, called by `NasWaiters.enter`), so a cached GET never
     waits behind a waking NAS (decisions 2 and 42). For anything else that blocks while holding a
     slot (a database lock), a worker waits at most `wait_s` and then answers without a slot
-    (`bypassed` counts those). Only plain GETs and HEADs pass the gate.
+    (`bypassed` counts those). Only plain GETs and HEADs under `prefix` pass the gate: the server
+    gives it WebDAV's, since an API read may call the NAS or a plug without stepping aside (the NAS
+    status reads the NAS's version once while it is awake).
     """
 
-    def __init__(self, slots: int = HOT_GATE_SLOTS, wait_s: float = HOT_GATE_WAIT_S):
+    def __init__(self, slots: int = HOT_GATE_SLOTS, wait_s: float = HOT_GATE_WAIT_S, prefix: str = ""):
         self.slots, self.wait_s = slots, wait_s
+        self.prefix = prefix  # only requests whose path starts so pass the gate ("": all)
         # A plain lock for one slot (all C, no Python-level condition as in threading.Semaphore)
         self._free = threading.Lock() if slots == 1 else threading.Semaphore(slots)
         self.bypassed = 0
@@ -551,7 +554,10 @@ class FastConnection(HTTPConnection):
         started = time.perf_counter()
         gate = getattr(server, "balupi_hot_gate", None)
         if gate is not None:
-            gate.enter()
+            if environ["PATH_INFO"].startswith(gate.prefix):
+                gate.enter()
+            else:
+                gate = None
         try:
             result = server.wsgi_app(environ, answer.start_response)
             try:

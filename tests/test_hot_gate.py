@@ -132,6 +132,22 @@ def test_the_server_gates_hot_answers(stack):
     gate._free.release()
 
 
+def test_only_webdav_answers_pass_the_gate(stack):
+    """An API read may call the NAS or a plug without stepping aside (GET /api/nas/status reads the
+    NAS's version while it is awake), so only WebDAV's plain GETs take a slot."""
+    gate = stack.server.httpd.balupi_hot_gate = HotGate(slots=1, wait_s=30, prefix=stack.server.httpd.balupi_hot_gate.prefix)
+    assert gate.prefix == "/dav/"
+    gate.enter()  # held by this thread: a request that takes the gate would wait 30 s
+    try:
+        hot_before = stack.server.httpd.balupi_hot_answers
+        answer = stack.http.get(stack.server.url + "/api/health", timeout=10)
+        assert answer.status_code == 200
+        assert stack.server.httpd.balupi_hot_answers == hot_before + 1  # the hot path answered it, ungated
+        assert gate.bypassed == 0
+    finally:
+        gate.leave()
+
+
 def test_a_cached_get_is_not_held_behind_a_miss_waiting_for_the_nas(stack):
     # One slot, and a wait far longer than the boot: only stepping aside can let the cached GET through.
     gate = stack.server.httpd.balupi_hot_gate = HotGate(slots=1, wait_s=60)

@@ -50,6 +50,7 @@ class Dispatcher:
 
     def __init__(self, mounts: dict[str, Callable], fallback: Callable, waiters: NasWaiters | None = None):
         self.mounts = sorted(mounts.items(), key=lambda item: len(item[0]), reverse=True)
+        self._routes = [(prefix, prefix + "/", app) for prefix, app in self.mounts]
         self.fallback = fallback
         self.waiters = waiters
 
@@ -71,8 +72,8 @@ class Dispatcher:
     def _route(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
         current_request.set(environ)  # who a NAS wake is for (balupi.nas.wakes); the next request replaces it
-        for prefix, app in self.mounts:
-            if path == prefix or path.startswith(prefix + "/"):
+        for prefix, below, app in self._routes:
+            if path.startswith(below) or path == prefix:
                 environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
                 environ["PATH_INFO"] = path[len(prefix) :] or "/"
                 return app(environ, start_response)

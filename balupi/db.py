@@ -49,6 +49,7 @@ LOCKED_BUSY_TIMEOUT_MS = 1_000  # ... this long for the lock
 CACHE_KIB_PER_CONNECTION = 64
 IDLE_CONNECTIONS = 4  # handed-back connections kept open for the next thread (decision 175) ...
 IDLE_RETIRE_S = 2.0  # ... and more of them only until they have waited this long
+OUTSIDE_CHECK_S = 0.1  # commits by other processes are looked for at most this often (decision 201)
 
 # Modules that define a module-level `migrations` (a sqlite_utils Migrations set), applied in this order.
 SCHEMA_MODULES = (
@@ -82,6 +83,30 @@ class Database:
         # Bumped (under the write lock) when a write transaction of this process starts and when it
         # ends: a memo of a read taken before it (`Index.get`) is stale once this has moved.
         self.generation = 0
+        # Moves when a commit by a connection not of this process (a `balupi cache ...` command
+        # beside the server) has been seen; looked for at most every `OUTSIDE_CHECK_S` (decision 201).
+        self.outside_generation = 0
+        self._outside_checked_at = -OUTSIDE_CHECK_S
+
+    def outside_commits(self) -> int:
+        """`outside_generation`, after looking for commits by other connections if nobody in this
+        process has for `OUTSIDE_CHECK_S`: a commit that ended that long ago has moved it.
+
+        One `PRAGMA data_version` (a read transaction: two fcntl calls and a GIL hand-over) per
+        `OUTSIDE_CHECK_S` for the whole process instead of one per call. The connection that looks
+        compares with what it saw itself the last time it looked; a connection looking for the
+        first time counts as a change."""
+        started = time.monotonic()
+        if started - self._outside_checked_at < OUTSIDE_CHECK_S:
+            return self.outside_generation
+        conn = self._conns.get()
+        version = conn.raw.execute("PRAGMA data_version").fetchone()[0]
+        if version != conn.data_version:
+            conn.data_version = version
+            self.outside_generation += 1
+        # Only now: a thread that skips the check because of this time must find the bump above.
+        self._outside_checked_at = started
+        return self.outside_generation
 
     def _take(self) -> "_Conn":
         """A connection for a thread that has none: the idle one handed back last, else a new one."""
@@ -280,11 +305,12 @@ class Database:
 class _Conn:
     """A thread's connection and its sqlite-utils wrapper (made on first use)."""
 
-    __slots__ = ("raw", "_wrapped")
+    __slots__ = ("raw", "_wrapped", "data_version")
 
     def __init__(self, raw: sqlite3.Connection):
         self.raw = raw
         self._wrapped: sqlite_utils.Database | None = None
+        self.data_version: int | None = None  # PRAGMA data_version when `outside_commits` last looked
 
     def wrapped(self) -> sqlite_utils.Database:
         if self._wrapped is None:

@@ -28,6 +28,7 @@ import re
 import select
 import socket
 import sys
+import threading
 import time
 from email.utils import formatdate
 from urllib.parse import unquote_to_bytes
@@ -41,6 +42,8 @@ RECV_BYTES = 64 * 1024
 FOLLOW_UP_WAIT_S = 0.002
 MAX_REQUESTS_PER_TURN = 100  # then back to the selector, so one busy client cannot pin a worker
 HOLD_BACK_MAX_BYTES = 16 * 1024
+HOT_GATE_SLOTS = 1  # hot-path answers computed at once (decision 210)
+HOT_GATE_WAIT_S = 1.0  # a worker waits this long for a slot, then answers without one
 
 
 _http_date: tuple[int, str] = (0, "")  # (second, its Date header value): one formatting a second
@@ -162,6 +165,21 @@ class SocketReader:
         self.bytes_read += len(out)
         return out
 
+    def readinto(self, buffer) -> int:
+        """Up to len(buffer) bytes into `buffer` (what is buffered, else one recv_into straight from
+        the socket); 0 at the end of the stream. A large PUT's body lands in the upload writer's
+        own buffer this way, without a bytes object per piece (decision 220)."""
+        view = memoryview(buffer)
+        available = len(self._buf) - self._pos
+        if available:
+            n = min(available, len(view))
+            view[:n] = memoryview(self._buf)[self._pos:self._pos + n]
+            self._pos += n
+        else:
+            n = self._sock.recv_into(view)
+        self.bytes_read += n
+        return n
+
     def readlines(self, hint: int = 0) -> list[bytes]:
         lines, total = [], 0
         while True:
@@ -184,6 +202,56 @@ class SocketReader:
 
     def close(self) -> None:
         self.closed = True
+
+
+class HotGate:
+    """At most `slots` workers compute hot-path answers (`FastConnection._answer_hot`) at once.
+
+    Under a CPU quota every system call of a request hands the GIL to another runnable worker: with
+    16 keep-alive clients each on its own worker that is a futex wake and a context switch per call,
+    paid in the quota with cold caches (40 switches per 4 KiB GET at a tenth of a core against 6
+    unthrottled). Workers waiting here sleep on a lock instead of contending for the GIL.
+
+    A slot covers computing the answer, not sending it: it is given up before the first body block
+    goes to the socket (the head is held back until then), so a client that reads slowly holds
+    none. Nor is it held while the request waits for the NAS: a request that starts depending on
+    the NAS gives its slot up (`step_aside`, called by `NasWaiters.enter`), so a cached GET never
+    waits behind a waking NAS (decisions 2 and 42). For anything else that blocks while holding a
+    slot (a database lock), a worker waits at most `wait_s` and then answers without a slot
+    (`bypassed` counts those). Only plain GETs and HEADs under `prefix` pass the gate: the server
+    gives it WebDAV's, since an API read may call the NAS or a plug without stepping aside (the NAS
+    status reads the NAS's version once while it is awake).
+    """
+
+    def __init__(self, slots: int = HOT_GATE_SLOTS, wait_s: float = HOT_GATE_WAIT_S, prefix: str = ""):
+        self.slots, self.wait_s = slots, wait_s
+        self.prefix = prefix  # only requests whose path starts so pass the gate ("": all)
+        # A plain lock for one slot (all C, no Python-level condition as in threading.Semaphore)
+        self._free = threading.Lock() if slots == 1 else threading.Semaphore(slots)
+        self.bypassed = 0
+
+    def enter(self) -> None:
+        if self._free.acquire(True, self.wait_s):
+            _gate_held.gate = self
+        else:
+            self.bypassed += 1
+
+    def leave(self) -> None:
+        """Give this thread's slot back (nothing when it holds none)."""
+        if getattr(_gate_held, "gate", None) is self:
+            _gate_held.gate = None
+            self._free.release()
+
+
+_gate_held = threading.local()  # .gate: the HotGate whose slot this thread holds
+
+
+def step_aside() -> None:
+    """The current request is about to wait for something other than the CPU (the NAS): give its
+    hot-gate slot, if it holds one, to another worker."""
+    gate = getattr(_gate_held, "gate", None)
+    if gate is not None:
+        gate.leave()
 
 
 def readable_within(sock: socket.socket, timeout_s: float) -> bool:
@@ -400,6 +468,7 @@ class _HotAnswer:
             raise RuntimeError("WSGI write called before start_response.")
         if not self.sent:
             self.send_head()
+        step_aside()  # the answer is computed; sending it (system calls, a slow reader) needs no slot
         left = self.left
         too_long = left is not None and len(chunk) > left
         if too_long:
@@ -428,7 +497,9 @@ class FastConnection(HTTPConnection):
         cheroot hands a keep-alive connection back to its selector thread after every request, and
         a worker picks it up again from a queue: two thread hand-offs per request, which under the
         GIL cost more than answering a cached 4 KiB GET. A client that sends its next request within
-        `FOLLOW_UP_WAIT_S` is answered by the same worker directly.
+        `FOLLOW_UP_WAIT_S` is answered by the same worker directly, unless another connection is
+        queued for a worker (all are busy): then this one goes back to the selector after each
+        request, so with fewer workers than busy connections every connection is served in turn.
         """
         hot = isinstance(self.rfile, SocketReader) and getattr(self.server, "balupi_hot_path", True)
         for _ in range(MAX_REQUESTS_PER_TURN):
@@ -442,9 +513,15 @@ class FastConnection(HTTPConnection):
                         self.wfile.flush()
                     except OSError:
                         keep_open = False
-            if not keep_open or not isinstance(self.rfile, SocketReader) or not self._follow_up():
+            if not keep_open or not isinstance(self.rfile, SocketReader) or self._others_queued() \
+                    or not self._follow_up():
                 return keep_open
         return True
+
+    def _others_queued(self) -> bool:
+        """Whether a connection waits in cheroot's queue for a free worker (the deque's length, no lock)."""
+        pending = getattr(getattr(self.server.requests, "_queue", None), "queue", None)
+        return bool(pending)
 
     def _answer_hot(self) -> bool | None:
         """Answer a plain GET or HEAD whose whole head is buffered (`parse_hot_head`) straight through
@@ -475,6 +552,12 @@ class FastConnection(HTTPConnection):
                             connection == "close" if http11 else connection != "Keep-Alive")
         metrics = getattr(server, "balupi_metrics", None)
         started = time.perf_counter()
+        gate = getattr(server, "balupi_hot_gate", None)
+        if gate is not None:
+            if environ["PATH_INFO"].startswith(gate.prefix):
+                gate.enter()
+            else:
+                gate = None
         try:
             result = server.wsgi_app(environ, answer.start_response)
             try:
@@ -501,6 +584,8 @@ class FastConnection(HTTPConnection):
                 self._simple_500()
             return False
         finally:
+            if gate is not None:
+                gate.leave()
             if metrics is not None:
                 metrics.observe_request(environ["REQUEST_METHOD"], time.perf_counter() - started)
         return not answer.close

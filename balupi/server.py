@@ -25,11 +25,12 @@ from cheroot import wsgi
 from balupi import jobs
 from balupi.app import BaluPi
 from balupi.errors import ConfigError
-from balupi.httpio import SendfileGateway
+from balupi.httpio import HotGate, SendfileGateway
 from balupi.limits import (KEEP_ALIVE_CONNECTIONS, LISTEN_BACKLOG, GuardedConnection, Limits,
                            raise_descriptor_limit)
 from balupi.sdnotify import Notifier, Watchdog
 from balupi.tls import server_adapter
+from balupi.websec import DAV_PREFIX
 
 log = logging.getLogger("balupi.server")
 
@@ -98,6 +99,8 @@ class Server:
         if self.tls:
             self.httpd.ssl_adapter = server_adapter(s.tls_cert, s.tls_key)
         self.httpd.gateway = SendfileGateway
+        # plain WebDAV GETs' answers computed one at a time (decision 210)
+        self.httpd.balupi_hot_gate = HotGate(prefix=DAV_PREFIX + "/")
         self.httpd.balupi_metrics = app.metrics  # the gateway times each request for /metrics
         self.httpd.balupi_after_request = self.after_request
         self.httpd.balupi_after_turn = self.after_turn

@@ -38,6 +38,7 @@ DAV_SECURITY_HEADERS = (
     ("Content-Security-Policy", DAV_CSP),
 )
 DAV_PREFIX = "/dav"
+_DAV_PREFIX_SLASH = DAV_PREFIX + "/"
 DAV_ASSETS = DAV_PREFIX + "/:dir_browser/"  # WsgiDAV's own (read-only) styles and scripts of the listing
 LISTING_KEY = "balupi.dav.listing"  # set while WsgiDAV's folder listing answers (see balupi.dav.app)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
@@ -173,10 +174,15 @@ def _with(headers: list[tuple[str, str]], extra: tuple[tuple[str, str], ...]) ->
     return headers + list(extra)
 
 
+@functools.lru_cache(maxsize=128)
+def _inert(content_type: str) -> bool:
+    return media_type(content_type) in INERT_TYPES
+
+
 def dav_file_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """A /dav/ file's answer headers, with an active type replaced by an attachment."""
     ctype = next((value for name, value in headers if name.lower() == "content-type"), None)
-    if ctype is None or media_type(ctype) in INERT_TYPES:
+    if ctype is None or _inert(ctype):
         return headers
     kept = [(n, v) for n, v in headers if n.lower() not in ("content-type", "content-disposition")]
     return kept + [("Content-Type", ATTACHMENT_TYPE), ("Content-Disposition", "attachment")]
@@ -199,13 +205,14 @@ class WebGuard:
                 [("Content-Type", "application/json"), ("Content-Length", str(len(body)))], SECURITY_HEADERS))
             return [body]
         path = environ.get("PATH_INFO", "") or "/"
-        if path == DAV_PREFIX or path.startswith(DAV_PREFIX + "/"):
-            method = environ.get("REQUEST_METHOD", "GET").upper()
+        if path.startswith(_DAV_PREFIX_SLASH) or path == DAV_PREFIX:
+            # Decided once per request, not in the answer's start_response.
+            files = environ.get("REQUEST_METHOD", "GET").upper() in ("GET", "HEAD") and not path.startswith(DAV_ASSETS)
 
             def dav_start(status: str, headers: list, exc_info=None):
-                headers = list(headers)
-                if method in ("GET", "HEAD") and status[:1] == "2" and not environ.get(LISTING_KEY) \
-                        and not path.startswith(DAV_ASSETS):
+                if type(headers) is not list:
+                    headers = list(headers)  # (neither function below changes the list it is given)
+                if files and status[:1] == "2" and not environ.get(LISTING_KEY):
                     headers = dav_file_headers(headers)
                 return start_response(status, _with(headers, DAV_SECURITY_HEADERS), exc_info)
 

@@ -14,6 +14,7 @@ samples in bench/results/dav-<date>.json. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import http.client
 import json
@@ -75,6 +76,7 @@ class Plan:
     put_runs: int = 3
     wrk_threads: int = 2
     wrk_connections: int = 16
+    perf_stat: bool = False  # `perf stat` the server during the Basic wrk run (--perf)
 
     @classmethod
     def full(cls) -> "Plan":
@@ -235,9 +237,102 @@ def probe_status(url: str, authorization: str) -> int:
     return int(out)
 
 
+def context_switches(server: RunningServer) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of the server's live threads so far: the sum over
+    /proc/<pid>/task/*/status (a process's own status counts its main thread only)."""
+    voluntary = involuntary = 0
+    for proc in server.processes():
+        for task in Path(f"/proc/{proc.pid}/task").glob("*"):
+            try:
+                text = (task / "status").read_text()
+            except OSError:
+                continue  # the thread ended meanwhile
+            for line in text.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
+PERF_EVENTS = "context-switches,cpu-migrations,task-clock"
+PERF_LINE_RE = re.compile(r"^\s*([\d,.]+)\s+(?:msec\s+)?([\w-]+)", re.MULTILINE)
+
+
+def start_perf(server: RunningServer) -> subprocess.Popen | None:
+    """`perf stat` on the server's process (all its threads) until `stop_perf`; None without perf."""
+    if shutil.which("perf") is None:
+        return None
+    return subprocess.Popen(["perf", "stat", "-x", ",", "-e", PERF_EVENTS, "-p", str(server.process.pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def stop_perf(perf: subprocess.Popen | None) -> dict:
+    """The counts of `start_perf`'s run (SIGINT makes perf print them), by event name."""
+    if perf is None:
+        return {}
+    perf.send_signal(signal.SIGINT)
+    try:
+        _, err = perf.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        perf.kill()
+        return {}
+    found = {}
+    for line in err.splitlines():  # -x ,: value,unit,event,...
+        fields = line.split(",")
+        if len(fields) >= 3 and fields[2] in PERF_EVENTS.split(","):
+            try:
+                found[fields[2]] = float(fields[0])
+            except ValueError:
+                pass  # "<not counted>"
+    return found
+
+
+def wrk_under_watch(server: RunningServer, url: str, plan: Plan, authorization: str | None) -> dict:
+    """`run_wrk` with the server's CPU, context switches and (in a cgroup) throttling per request."""
+    cgroup = server.cgroup
+    cpu_before = sum(server.cpu_times())
+    switches_before = context_switches(server)
+    throttle_before = cgroup.stats() if cgroup is not None else {}
+    perf = start_perf(server) if plan.perf_stat else None
+    try:
+        wrk = run_wrk(url, plan, authorization)
+    finally:
+        perf_counts = stop_perf(perf)
+    requests = max(1, wrk["requests"])
+    wrk["server_cpu_us_per_request"] = round((sum(server.cpu_times()) - cpu_before) / requests * 1e6, 1)
+    voluntary, involuntary = (after - before for after, before in zip(context_switches(server), switches_before))
+    wrk["voluntary_switches_per_request"] = round(voluntary / requests, 2)
+    wrk["involuntary_switches_per_request"] = round(involuntary / requests, 2)
+    wrk["switches_per_request"] = round((voluntary + involuntary) / requests, 2)
+    if cgroup is not None:
+        after = cgroup.stats()
+        for key in ("cpu_nr_periods", "cpu_nr_throttled", "cpu_throttled_time"):
+            if key in after and key in throttle_before:
+                wrk[key] = after[key] - throttle_before[key]
+        if wrk.get("cpu_nr_periods"):
+            wrk["throttled_share_of_periods"] = round(wrk["cpu_nr_throttled"] / wrk["cpu_nr_periods"], 3)
+        if "cpu_throttled_time" in wrk:
+            wrk["throttled_us_per_request"] = round(wrk["cpu_throttled_time"] / 1000 / requests, 1)
+    if perf_counts:
+        wrk["perf"] = perf_counts
+        if "context-switches" in perf_counts:
+            wrk["perf_switches_per_request"] = round(perf_counts["context-switches"] / requests, 2)
+        if "cpu-migrations" in perf_counts:
+            wrk["perf_migrations_per_request"] = round(perf_counts["cpu-migrations"] / requests, 3)
+    return wrk
+
+
 def measure(server: RunningServer, plan: Plan, scratch: Path, rss_stages: dict[str, float]) -> dict:
-    """The metrics; rss_stages gets the RSS after each step, to show which one grows it."""
+    """The metrics; rss_stages gets the RSS after each step, to show which one grows it. A floor
+    server (`small_only`) takes the 4 KiB GETs alone."""
     result: dict = {}
+    if server.kind.small_only:
+        measure_small_gets(server, plan, result)
+        result["rss_mb"] = rss_stages["after_wrk"] = server.rss_bytes() / MB
+        result["rss_mb_stages"] = {stage: round(mb, 1) for stage, mb in rss_stages.items()}
+        result["processes"] = len(server.processes())
+        return result
     auth = server.auth
     big_url = server.url("big.bin")
     curl_get(big_url, plan.big_bytes, auth)  # warm: page cache, rclone's VFS cache
@@ -268,17 +363,7 @@ def measure(server: RunningServer, plan: Plan, scratch: Path, rss_stages: dict[s
     result["propfind_responses"] = responses
     rss_stages["after_propfind"] = server.rss_bytes() / MB
 
-    small_url = server.url("small.bin")
-    curl_get(small_url, SMALL_FILE_BYTES, auth)
-    basic = server.auth_headers().get("Authorization")
-    cpu_before = sum(server.cpu_times())
-    wrk = run_wrk(small_url, plan, basic)
-    wrk["server_cpu_us_per_request"] = round((sum(server.cpu_times()) - cpu_before) / max(1, wrk["requests"]) * 1e6, 1)
-    if wrk["non_2xx"] or wrk["socket_errors"]:
-        raise BenchError(f"wrk on {small_url}: {wrk['non_2xx']} non-2xx answers, {wrk['socket_errors']} socket errors")
-    result["small_gets_per_s"] = wrk["requests_per_s"]
-    result["small_get_cpu_us"] = wrk["server_cpu_us_per_request"]
-    result["wrk"] = wrk
+    small_url = measure_small_gets(server, plan, result)
     rss_stages["after_wrk"] = server.rss_bytes() / MB
 
     token = api_token(server)
@@ -322,6 +407,21 @@ def measure(server: RunningServer, plan: Plan, scratch: Path, rss_stages: dict[s
     return result
 
 
+def measure_small_gets(server: RunningServer, plan: Plan, result: dict) -> str:
+    """wrk's 4 KiB GETs (with the server's login) into result; returns the URL."""
+    small_url = server.url("small.bin")
+    curl_get(small_url, SMALL_FILE_BYTES, server.auth)
+    basic = server.auth_headers().get("Authorization")
+    wrk = wrk_under_watch(server, small_url, plan, basic)
+    if wrk["non_2xx"] or wrk["socket_errors"]:
+        raise BenchError(f"wrk on {small_url}: {wrk['non_2xx']} non-2xx answers, {wrk['socket_errors']} socket errors")
+    result["small_gets_per_s"] = wrk["requests_per_s"]
+    result["small_get_cpu_us"] = wrk["server_cpu_us_per_request"]
+    result["small_get_switches"] = wrk["switches_per_request"]
+    result["wrk"] = wrk
+    return small_url
+
+
 def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, stamp: str, cpu_view: bool = False) -> dict:
     """py-spy over a PROPFIND loop and a wrk run on a Python server, after its measurements."""
     pid = server.python_pid()
@@ -347,6 +447,8 @@ def profile(server: RunningServer, plan: Plan, scratch: Path, out_dir: Path, sta
 
     loads: dict[str, Callable[[], None]] = {"propfind": propfind_loop, "wrk": lambda: run_wrk(small_url, plan, basic),
                                             "put": put_loop}
+    if server.kind.small_only:
+        loads = {"wrk": loads["wrk"]}
     token = api_token(server)
     if token:
         bearer_url = small_url if probe_status(small_url, f"Bearer {token}") == 200 else server.base + "/api/auth/me"
@@ -431,6 +533,7 @@ ROWS = (  # key, label, format
     ("propfind_cpu_ms", "server CPU ms per PROPFIND Depth 1 of {entries}", "{:.1f}"),
     ("small_gets_per_s", "4 KiB GETs/s, 16 connections (wrk)", "{:.0f}"),
     ("small_get_cpu_us", "server CPU us per 4 KiB GET", "{:.0f}"),
+    ("small_get_switches", "server context switches per 4 KiB GET", "{:.2f}"),
     ("bearer_gets_per_s", "4 KiB GETs/s, Bearer token (wrk)", "{:.0f}"),
     ("bearer_api_per_s", "GET /api/auth/me per s, Bearer token (wrk)", "{:.0f}"),
     ("put_mb_s", "PUT {put}, MB/s", "{:.0f}"),
@@ -550,6 +653,19 @@ def profile_text(servers: dict[str, dict], limit: int = 12) -> str:
     return "\n".join(lines)
 
 
+def summary_line(res: dict) -> str:
+    if res["status"] != "ok":
+        return res["error"]
+    wrk = res["wrk"]
+    small = (f"{res['small_gets_per_s']:.0f} GETs/s ({res['small_get_cpu_us']:.0f} us, "
+             f"{res['small_get_switches']:.2f} switches each"
+             + (f", {wrk.get('throttled_us_per_request', 0):.0f} us throttled" if "cpu_throttled_time" in wrk else "") + ")")
+    if "get_mb_s" not in res:  # a floor: the 4 KiB GETs alone
+        return f"{small}, RSS {res['rss_mb']:.0f} MB"
+    return (f"GET {res['get_mb_s']:.0f} MB/s, {res['cpu_s_per_gb']:.2f} CPU s/GB, PROPFIND {res['propfind_ms']:.1f} ms, "
+            f"{small}, PUT {res['put_mb_s']:.0f} MB/s, RSS {res['rss_mb']:.0f} MB (by step: {res['rss_mb_stages']})")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -587,6 +703,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="each server in a cgroup with a tenth of one core and 1 GiB (needs root); see bench/pi_class.py")
     parser.add_argument("--cfs-period-ms", type=int, default=pi_class.CPU_PERIOD_US // 1000,
                         help="with --pi-class: the CPU quota's period (default %(default)s; the quota is a tenth of it)")
+    parser.add_argument("--wrk-seconds", type=int, default=None,
+                        help="how long each wrk run lasts (default 10, 3 with --quick); 15 or more for CPU-per-request A/Bs")
+    parser.add_argument("--perf", action="store_true",
+                        help="`perf stat` (context switches, migrations) on the server during the 4 KiB wrk run")
     parser.add_argument("--profile", action="store_true",
                         help="after measuring, record the Python servers with py-spy during PROPFINDs and wrk")
     parser.add_argument("--profile-cpu", action="store_true",
@@ -622,6 +742,13 @@ def _interrupt(_signum, _frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = Plan.quick() if args.quick else Plan.full()
+    if args.wrk_seconds:
+        plan = dataclasses.replace(plan, wrk_duration_s=args.wrk_seconds)
+    if args.perf:
+        if shutil.which("perf") is None:
+            print("dav_bench: --perf needs perf (apt-get install linux-perf)", file=sys.stderr)
+            return 2
+        plan = dataclasses.replace(plan, perf_stat=True)
     missing = missing_packages(args.kinds)
     if missing:
         print("dav_bench: missing tools; install them with\n  apt-get install -y " + " ".join(missing)
@@ -670,12 +797,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = bench_server(kind, plan, work / "data", work, profile_to, extra_env,
                                    args.cfs_period_ms * 1000 if args.pi_class else None)
                 report["servers"][kind.key] = res
-                print(f"dav_bench: {kind.label}: " + (res["error"] if res["status"] != "ok" else
-                      f"GET {res['get_mb_s']:.0f} MB/s, {res['cpu_s_per_gb']:.2f} CPU s/GB, PROPFIND "
-                      f"{res['propfind_ms']:.1f} ms, {res['small_gets_per_s']:.0f} GETs/s, PUT {res['put_mb_s']:.0f} MB/s, "
-                      f"RSS {res['rss_mb']:.0f} MB "
-                      f"(by step: {res['rss_mb_stages']})"),
-                      file=sys.stderr, flush=True)
+                print(f"dav_bench: {kind.label}: " + summary_line(res), file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print("dav_bench: interrupted; servers stopped and temporary files removed", file=sys.stderr)
         return 130

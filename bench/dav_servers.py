@@ -58,6 +58,7 @@ class ServerKind:
     needs_upload: bool = False  # True: the data must be PUT through WebDAV after start
     python: bool = False  # py-spy can profile it
     nas: bool = False  # needs a simulated NAS (BaluPi with NAS logins on)
+    small_only: bool = False  # answers only the 4 KiB GET (the floors of bench/cheroot_floor.py)
 
     def missing(self) -> list[str]:
         """Debian packages to install before this server can run (empty: ready)."""
@@ -82,6 +83,14 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def _launch_stock_wsgidav(port: int, data: Path, work: Path) -> Launch:
     return Launch([sys.executable, str(BENCH_DIR / "stock_wsgidav.py"), "--root", str(data), "--port", str(port)],
                   _clean_env(PYTHONUNBUFFERED="1"), work)
+
+
+def _floor_launcher(mode: str):
+    def launch(port: int, data: Path, work: Path) -> Launch:
+        extra = os.environ.get(FLOOR_ARGS_ENV, "").split()  # e.g. "--work file,sqlite" (cheroot_floor.py)
+        return Launch([sys.executable, str(BENCH_DIR / "cheroot_floor.py"), "--mode", mode, "--port", str(port),
+                       "--file", str(data / "small.bin"), *extra], _clean_env(PYTHONUNBUFFERED="1"), work)
+    return launch
 
 
 def _launch_rclone(port: int, data: Path, work: Path) -> Launch:
@@ -165,6 +174,7 @@ def _launch_balupi_base(port: int, data: Path, work: Path, nas: "SimNasProcess |
 
 
 BASE_SRC_ENV = "BENCH_BASE_SRC"
+FLOOR_ARGS_ENV = "BENCH_FLOOR_ARGS"
 
 LAUNCHERS = {
     "stock": _launch_stock_wsgidav,
@@ -173,6 +183,8 @@ LAUNCHERS = {
     "balupi": _launch_balupi,
     "balupi-anon": _launch_balupi,
     "balupi-base": _launch_balupi_base,
+    "floor": _floor_launcher("plain"),
+    "floor-balupi": _floor_launcher("balupi"),
 }
 
 KINDS = (  # the column order of the table
@@ -182,8 +194,10 @@ KINDS = (  # the column order of the table
     ServerKind("balupi", "BaluPi", "/dav/", needs_upload=True, python=True, nas=True),
     ServerKind("balupi-anon", "BaluPi anonymous", "/dav/", needs_upload=True, python=True),
     ServerKind("balupi-base", "BaluPi before (logins on)", "/dav/", needs_upload=True, python=True, nas=True),
+    ServerKind("floor", "cheroot floor", "/", python=True, small_only=True),
+    ServerKind("floor-balupi", "BaluPi's server floor", "/", python=True, small_only=True),
 )
-DEFAULT_KEYS = ("stock", "rclone", "nginx", "balupi")  # balupi-anon, balupi-base: with --only
+DEFAULT_KEYS = ("stock", "rclone", "nginx", "balupi")  # balupi-anon, balupi-base, floor, floor-balupi: with --only
 KINDS_BY_KEY = {kind.key: kind for kind in KINDS}
 
 

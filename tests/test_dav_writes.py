@@ -9,10 +9,13 @@ long names round-trip unchanged.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
 import socket
 import sqlite3
+import subprocess
 import threading
 import unicodedata
 from email.utils import formatdate, parsedate_to_datetime
@@ -237,21 +240,170 @@ def test_after_a_201_the_content_file_and_the_index_row_are_durable(asleep):
     assert temp_files(stack.app) == []
 
 
-def test_a_long_upload_gives_its_written_pages_back_and_stays_whole(asleep, monkeypatch):
-    """Decision 190 for PUTs: an upload's bytes leave the page cache behind the writer in steps (8
-    MiB, the newest step kept), and the content the 201 acknowledges is still all there."""
+def resident_bytes(path: Path) -> int:
+    """How much of `path` the kernel holds in its page cache (util-linux `fincore`)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def on_tmpfs(path: Path) -> bool:
+    out = subprocess.run(["stat", "--file-system", "--format", "%T", str(path)], capture_output=True, text=True, check=True)
+    return out.stdout.strip() == "tmpfs"
+
+
+def content_path(stack, path: str) -> Path:
+    key = index_row(stack.app, path)["cache_key"]
+    return Path(stack.app.settings.cache_dir) / "data" / key[:2] / key
+
+
+def test_a_long_upload_goes_around_the_page_cache_and_stays_whole(asleep, monkeypatch):
+    """Decision 220: a large upload is written with O_DIRECT (nothing dropped behind it: its pages
+    never entered the page cache; only the tail that is not a whole buffer did), and the content
+    the 201 acknowledges is all there, on the disk and in a GET."""
     stack = asleep
+    if on_tmpfs(Path(stack.app.settings.cache_dir)):
+        pytest.skip("the cache is on tmpfs: every file there is in the page cache")
     dropped = dropped_ranges(monkeypatch)
-    content = os.urandom(40 * MIB)
+    content = os.urandom(40 * MIB + 12_345)  # a tail that is not a whole number of blocks
     response = request(stack, "PUT", "/docs/long.bin", data=content)
     assert response.status_code == 201
+    stored = content_path(stack, "/docs/long.bin")
+    assert resident_bytes(stored) <= 4 * MIB  # without O_DIRECT: 8 to 16 MiB (decision 190), all of it before
+    assert dropped == []
+    assert stored.read_bytes() == content
+    assert request(stack, "GET", "/docs/long.bin").content == content
+    assert temp_files(stack.app) == []
+
+
+def refuse_direct_flag(monkeypatch) -> None:
+    """A file system that does not take O_DIRECT (tmpfs before Linux 6.6, some FUSE mounts): F_SETFL refuses it."""
+    real = fcntl.fcntl
+
+    def refusing(fd, cmd, arg=0):
+        if cmd == fcntl.F_SETFL and arg & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, cmd, arg)
+
+    monkeypatch.setattr(fcntl, "fcntl", refusing)
+
+
+def refuse_direct_writes(monkeypatch) -> list[int]:
+    """A file system that takes the flag but fails the writes with EINVAL. Returns the refused fds."""
+    real = os.write
+    refused: list[int] = []
+
+    def refusing(fd, data):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(fd)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", refusing)
+    return refused
+
+
+@pytest.mark.parametrize("refusal", ["flag", "writes"])
+def test_a_long_upload_where_o_direct_is_refused_drops_its_pages_behind_and_stays_whole(asleep, monkeypatch, refusal):
+    """Where O_DIRECT is refused, the upload goes through the page cache and gives it back behind
+    itself as before (decision 190: steps of 8 MiB, the newest step kept); nothing is lost."""
+    stack = asleep
+    if refusal == "flag":
+        refuse_direct_flag(monkeypatch)
+    else:
+        refused = refuse_direct_writes(monkeypatch)
+    dropped = dropped_ranges(monkeypatch)
+    content = os.urandom(40 * MIB + 12_345)
+    response = request(stack, "PUT", "/docs/long.bin", data=content)
+    assert response.status_code == 201
+    if refusal == "writes":
+        assert refused  # a direct write was tried, failed and taken over
     assert len(dropped) >= 2
     assert all(offset == 0 for offset, _ in dropped)
     assert max(length for _, length in dropped) >= len(content) - 3 * 8 * MIB
     assert max(length for _, length in dropped) <= len(content) - 8 * MIB  # the newest step is kept
-    key = index_row(stack.app, "/docs/long.bin")["cache_key"]
-    assert (Path(stack.app.settings.cache_dir) / "data" / key[:2] / key).read_bytes() == content
+    assert content_path(stack, "/docs/long.bin").read_bytes() == content
     assert request(stack, "GET", "/docs/long.bin").content == content
+    assert temp_files(stack.app) == []
+
+
+@pytest.mark.parametrize("where", ["a direct write", "the tail"])
+def test_a_long_upload_that_fills_the_volume_is_507_and_leaves_nothing(asleep, monkeypatch, where):
+    """ENOSPC from an O_DIRECT write, or from the tail written through the page cache when WsgiDAV
+    closes the writer: 507, the old content stays, no temp file, nothing in the index."""
+    stack = asleep
+    real = os.write
+    failed: list[int] = []
+
+    def full(fd, data):
+        direct = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        upload_tail = not direct and name.endswith(".part") and ".meta." not in name
+        if (direct and where == "a direct write" and failed == [] and len(data) and os.fstat(fd).st_size > 0) \
+                or (upload_tail and where == "the tail"):
+            failed.append(fd)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    keys_before = data_files(stack.app)
+    response = request(stack, "PUT", "/docs/a.txt", data=os.urandom(12 * MIB + 99))
+    assert failed
+    assert response.status_code == 507
+    monkeypatch.setattr(os, "write", real)
+    assert request(stack, "GET", "/docs/a.txt").content == TREE["/docs/a.txt"]
+    assert data_files(stack.app) == keys_before
+    assert temp_files(stack.app) == []
+
+
+def test_a_long_put_shorter_than_its_content_length_is_refused_and_leaves_nothing(asleep):
+    """The O_DIRECT path (a body announced long) meets a client that stops early: no 2xx, no file."""
+    stack = asleep
+    keys_before = data_files(stack.app)
+    reply = short_put(stack, "/docs/short-long.bin", 12 * MIB, os.urandom(9 * MIB + 100))
+    assert not reply.startswith((b"HTTP/1.1 2", b"HTTP/1.0 2")), reply[:200]
+    assert request(stack, "GET", "/docs/short-long.bin").status_code == 404
+    assert index_row(stack.app, "/docs/short-long.bin") is None
+    assert data_files(stack.app) == keys_before
+    assert temp_files(stack.app) == []
+
+
+def test_a_long_chunked_put_goes_the_direct_way_and_stays_whole(asleep):
+    """A body of unknown length (chunked) is gathered into the O_DIRECT buffer block by block."""
+    stack = asleep
+    content = os.urandom(9 * MIB + 777)
+    pieces = [content[i:i + 300_000] for i in range(0, len(content), 300_000)]
+    response = request(stack, "PUT", "/docs/chunked-long.bin", data=iter(pieces))
+    assert response.status_code == 201
+    assert content_path(stack, "/docs/chunked-long.bin").read_bytes() == content
+    assert request(stack, "GET", "/docs/chunked-long.bin").content == content
+
+
+def test_the_socket_reader_reads_into_a_buffer_what_it_holds_first_then_the_socket():
+    """`SocketReader.readinto` (decision 220): the bytes read along with the head come first, then
+    the socket's, in order; 0 at the end of the stream; `bytes_read` counts them all."""
+    from balupi.httpio import SocketReader
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        body = os.urandom(300_000)
+        theirs.sendall(b"PUT /x HTTP/1.1\r\n" + body[:1000])
+        reader = SocketReader(ours)
+        assert reader.readline() == b"PUT /x HTTP/1.1\r\n"  # the head's read brought the body's first bytes
+        sender = threading.Thread(target=lambda: (theirs.sendall(body[1000:]), theirs.shutdown(socket.SHUT_WR)))
+        sender.start()
+        buffer = bytearray(len(body) + 10)
+        view = memoryview(buffer)
+        got = reader.readinto(view[:400])
+        assert got == 400  # from what the reader held, no more than asked
+        while True:
+            n = reader.readinto(view[got:])
+            if n == 0:
+                break
+            got += n
+        sender.join()
+        assert bytes(buffer[:got]) == body
+        assert reader.bytes_read == len(b"PUT /x HTTP/1.1\r\n") + len(body)
 
 
 # -- behaviour 5: locks and dead properties -------------------------------------------------------

@@ -301,3 +301,59 @@ def _is_closed(conn: sqlite3.Connection) -> bool:
     except sqlite3.ProgrammingError:
         return True
     return False
+
+
+# -- commits by other processes and Index.get's memo (decisions 186, 201) --------------------------
+
+
+def _memo_index(tmp_path):
+    from balupi.cache.index import Index
+
+    database = open_database(tmp_path / "balupi.db")
+    index = Index(database)
+    index.ensure_root("", listed=True)
+    index.put_file("", "/a.txt", "0" * 32, 5, 1000.0, "text/plain", local_only=True, etag="e1")
+    return database, index
+
+
+def test_a_commit_by_another_process_is_seen_by_index_get_within_the_check_interval(tmp_path):
+    import subprocess
+    import sys
+
+    database, index = _memo_index(tmp_path)
+    try:
+        assert index.get("", "/a.txt").size == 5  # read, and remembered
+        # What `balupi cache ...` beside the server does: another process commits to the file.
+        subprocess.run([sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+                        " c.execute(\"UPDATE entries SET size = 7 WHERE path = '/a.txt'\"); c.commit()",
+                        str(tmp_path / "balupi.db")], check=True)
+        time.sleep(balupi.db.OUTSIDE_CHECK_S * 1.5)
+        assert index.get("", "/a.txt").size == 7
+        assert in_thread(lambda: index.get("", "/a.txt").size) == 7  # and on another thread
+    finally:
+        database.close()
+
+
+def test_a_write_of_this_process_is_seen_by_index_get_at_once(tmp_path):
+    database, index = _memo_index(tmp_path)
+    try:
+        assert index.get("", "/a.txt").size == 5
+        in_thread(lambda: index.put_file("", "/a.txt", "1" * 32, 9, 1001.0, "text/plain", local_only=True, etag="e2"))
+        assert index.get("", "/a.txt").size == 9 and index.get("", "/a.txt").cache_key == "1" * 32
+    finally:
+        database.close()
+
+
+def test_index_get_looks_for_outside_commits_at_most_once_per_interval(tmp_path, monkeypatch):
+    monkeypatch.setattr(balupi.db, "OUTSIDE_CHECK_S", 60.0)
+    database, index = _memo_index(tmp_path)
+    try:
+        seen: list[str] = []
+        database.raw().set_trace_callback(seen.append)
+        for _ in range(50):
+            assert index.get("", "/a.txt").size == 5
+        assert sum("data_version" in s for s in seen) <= 1
+        assert sum(s.startswith("SELECT") for s in seen) <= 1  # the memo answered the rest
+    finally:
+        database.raw().set_trace_callback(None)
+        database.close()

@@ -110,12 +110,12 @@ class Index:
     def get(self, view: str, path: str) -> Entry | None:
         """The entry of `path`, or None. Rows read are remembered per thread while nothing was
         written: no write transaction of this process began or ended (`Database.generation`) and
-        no other connection, here or in another process, committed (SQLite's `data_version` of
-        this thread's connection). Both are read before the query, so a row read while a write
-        went on is dropped at the next call; a fresh Entry is made from the row every time."""
-        raw = self.db.raw()
-        # (the connection itself too: a thread's connection closed and opened again counts anew)
-        stamp = (self.db.generation, raw, raw.execute("PRAGMA data_version").fetchone()[0])
+        no commit by another process has been seen (`Database.outside_commits`, which looks at
+        most every 0.1 s: such a commit is seen by every call starting 0.1 s after it, decision
+        201). Both are read before the query, so a row read while a write went on is dropped at
+        the next call; a fresh Entry is made from the row every time."""
+        db = self.db
+        stamp = (db.generation, db.outside_commits())
         memo = self._get_memo
         rows = getattr(memo, "rows", None)
         if rows is None or memo.stamp != stamp or len(rows) >= GET_MEMO_ROWS:
@@ -124,7 +124,8 @@ class Index:
         key = (view, path)
         row = rows.get(key, False)
         if row is False:
-            row = rows[key] = raw.execute(f"SELECT {COLUMNS} FROM entries WHERE view = ? AND path = ?", (view, path)).fetchone()
+            row = rows[key] = db.raw().execute(f"SELECT {COLUMNS} FROM entries WHERE view = ? AND path = ?",
+                                               (view, path)).fetchone()
         return Entry.from_row(row) if row else None
 
     def children(self, view: str, path: str) -> list[Entry]:

@@ -54,6 +54,74 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+SMALL_COPY_FILE_BYTES = 64 * 1024  # content up to this size may be kept in memory (decision 200)
+SMALL_COPY_TOTAL_BYTES = 1 << 20  # all the copies together: RSS may not grow past issue 14's 65 MB
+
+
+class SmallCopies:
+    """The bytes of small content files, kept in memory so that a cached GET of one costs one
+    stat(2) instead of opening, checking, reading and closing the file (decision 200).
+
+    A copy is made only of bytes the caller has already sent as the fast lane sends them (content
+    this process verified whole), and is stamped with the file's identity when it was read: device,
+    inode, size, modification and change times, one link. It is used only while a stat of the same
+    name finds exactly that identity, so content removed, evicted, taken aside or replaced under its
+    key is never served from memory; the store's own `remove` and `quarantine` drop it at once.
+    Content files are never edited (a new version is a new key), so a copy of a key whose file
+    is unchanged holds that version's bytes. At most `total_bytes` in all; the oldest copy goes first."""
+
+    def __init__(self, file_bytes: int = SMALL_COPY_FILE_BYTES, total_bytes: int = SMALL_COPY_TOTAL_BYTES):
+        self.file_bytes = file_bytes
+        self.total_bytes = total_bytes
+        self._copies: dict[str, tuple[bytes, tuple]] = {}  # key -> (bytes, identity); oldest first
+        self._bytes = 0
+        self._lock = threading.Lock()  # for changes; a lookup is one dict read
+        self.hits = 0
+
+    @staticmethod
+    def identity(st: os.stat_result) -> tuple | None:
+        """What must not change for a copy to stay valid; None for anything but a plain content file."""
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def lookup(self, key: str) -> tuple[bytes, tuple] | None:
+        return self._copies.get(key)
+
+    def keep(self, key: str, data: bytes, st: os.stat_result) -> None:
+        identity = self.identity(st)
+        if identity is None or len(data) > self.file_bytes or len(data) != st.st_size:
+            return
+        with self._lock:
+            old = self._copies.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old[0])
+            while self._copies and self._bytes + len(data) > self.total_bytes:
+                oldest = next(iter(self._copies))
+                self._bytes -= len(self._copies.pop(oldest)[0])
+            if self._bytes + len(data) <= self.total_bytes:
+                self._copies[key] = (data, identity)
+                self._bytes += len(data)
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            old = self._copies.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old[0])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._copies.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._copies)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+
 class ContentStore:
     def __init__(self, cache_dir: Path):
         self.root = cache_dir
@@ -65,6 +133,7 @@ class ContentStore:
         self._fd_lock = threading.Lock()
         self._sub_fds: dict[str, int] = {}
         self._data_fd = self._tmp_fd = -1
+        self.small = SmallCopies()
         try:
             self._data_fd = os.open(self.data_dir, _DIR_FLAGS)
             self._tmp_fd = os.open(self.tmp_dir, _DIR_FLAGS)
@@ -207,6 +276,22 @@ class ContentStore:
 
     # -- sidecars --------------------------------------------------------------------------------
 
+    def small_copy(self, key: str) -> bytes | None:
+        """The in-memory copy of content `key` (`SmallCopies`), if there is one and its file is
+        still exactly the one it was read from (one stat(2)); else None, and the copy is dropped."""
+        found = self.small.lookup(key)
+        if found is None:
+            return None
+        try:
+            st = os.stat(key, dir_fd=self._sub_fd(key, create=False), follow_symlinks=False)
+        except OSError:
+            st = None
+        if st is None or SmallCopies.identity(st) != found[1]:
+            self.small.drop(key)
+            return None
+        self.small.hits += 1
+        return found[0]
+
     def read_meta(self, key: str) -> Meta | None:
         """The sidecar of `key`; None when it has none (content from before sidecars).
         Raises ContentDamaged when the sidecar is there but unreadable."""
@@ -264,6 +349,7 @@ class ContentStore:
     def quarantine(self, key: str) -> Path | None:
         """Move the content of `key` and its sidecar out of the store into `quarantine/` (same
         volume: a rename). Returns where the content went, or None if it was gone."""
+        self.small.drop(key)
         qdir = self.root / QUARANTINE
         qdir.mkdir(mode=0o700, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -312,6 +398,7 @@ class ContentStore:
 
     def remove(self, key: str) -> int:
         """Delete a content file and its sidecar; returns the bytes freed (0 if it was gone)."""
+        self.small.drop(key)
         try:
             sub = self._sub_fd(key, create=False)
         except FileNotFoundError:

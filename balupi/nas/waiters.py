@@ -22,6 +22,7 @@ import threading
 from typing import Callable, Iterable
 
 from balupi.errors import NasBusy
+from balupi.httpio import step_aside
 
 log = logging.getLogger("balupi.nas")
 
@@ -54,8 +55,11 @@ class NasWaiters:
     # -- the request's life (balupi.app.Dispatcher) -----------------------------------------------------
 
     def begin_request(self) -> None:
-        self.end_request()  # a previous request on this thread that did not end cleanly
-        self._local.state = _RequestState()
+        local = self._local
+        state = getattr(local, "state", None)
+        if state is not None and state.held:
+            self.end_request()  # a previous request on this thread that did not end cleanly
+        local.state = _RequestState()
 
     def end_request(self) -> None:
         state = getattr(self._local, "state", None)
@@ -77,15 +81,19 @@ class NasWaiters:
 
     def wrap(self, result: Iterable[bytes]) -> Iterable[bytes]:
         """The response, releasing this request's slot (if it took one) once it has been sent."""
-        if not self.holding():
-            self.end_request()
+        state = getattr(self._local, "state", None)
+        if state is None or not state.held:
+            self._local.state = None  # (what end_request does for a request that held no slot)
             return result
         return _Releasing(result, self.end_request)
 
     # -- where a request starts depending on the NAS ----------------------------------------------------
 
     def enter(self, why: str) -> None:
-        """Take a slot for this request (once; no-op outside a request). Raises NasBusy when none is free."""
+        """Take a slot for this request (once; no-op outside a request). Raises NasBusy when none is free.
+        First the request gives up its hot-gate slot, if it holds one (`httpio.step_aside`): from here
+        it may wait for the NAS, and cached GETs must not wait behind it."""
+        step_aside()
         state = getattr(self._local, "state", None)
         if state is None or state.held:
             return

@@ -66,6 +66,7 @@ def _list(balupi: BaluPiProcess, folder: str) -> None:
     assert answer.status_code == 207, answer.status_code
 
 
+ATTEMPTS = 3  # per case, until its fault was applied (nas_faults_reads)
 READ_FAULTS = [
     ("cut after 300 KB", Fault("cut", 300_000)),
     ("RST after 600 KB", Fault("rst", 600_000)),
@@ -77,7 +78,11 @@ READ_FAULTS = [
 
 def nas_faults_reads(long: bool) -> dict:
     rounds = 3 if long else 1
-    names = [f"f{i}.bin" for i in range(len(READ_FAULTS) * rounds * 2)]
+    # A fault goes to the first NAS answer that carries content, which is not always the one the
+    # case's GET caused (a download still going from the case before takes it, or it is cleared
+    # before the ranged GET's download starts): a case tries again, on a new file, until its fault
+    # was applied, at most ATTEMPTS times.
+    names = [f"f{i}.bin" for i in range(len(READ_FAULTS) * rounds * 2 * ATTEMPTS)]
     with tempfile.TemporaryDirectory(prefix="balupi-faults-") as tmp:
         nas, proxy, balupi = _stack(Path(tmp), {f"/r/{n}": body_of(n) for n in names})
         try:
@@ -89,24 +94,27 @@ def nas_faults_reads(long: bool) -> dict:
             for _ in range(rounds):
                 for label, fault in READ_FAULTS:
                     for ranged in (False, True):
-                        name = next(it)
-                        expected = body_of(name)
-                        headers = {"Range": "bytes=1000000-1499999"} if ranged else {}
-                        want = expected[1_000_000:1_500_000] if ranged else expected
-                        proxy.add(Fault(fault.action, fault.after_bytes, stall_s=fault.stall_s))
-                        outcome, status, body, took = fetch(balupi.port, f"/dav/r/{name}", headers)
-                        proxy.clear()
-                        if outcome == "complete" and status in (200, 206) and body != want:
-                            wrong += 1
-                        if outcome == "cut" and not want.startswith(body):
-                            wrong += 1  # even a cut answer must be a true prefix
-                        # afterwards: the right bytes (from the NAS again, or from the cache)
-                        wait_until(lambda: True, 0)
-                        again = fetch(balupi.port, f"/dav/r/{name}", headers)
-                        if again[0] != "complete" or again[1] not in (200, 206) or again[2] != want:
-                            wrong += 1
-                        key = f"{label}{' (ranged)' if ranged else ''}"
-                        results.setdefault(key, []).append(f"{outcome} {status} in {took:.1f} s; again {again[1]}")
+                        for _attempt in range(ATTEMPTS):
+                            name = next(it)
+                            expected = body_of(name)
+                            headers = {"Range": "bytes=1000000-1499999"} if ranged else {}
+                            want = expected[1_000_000:1_500_000] if ranged else expected
+                            applied_before = len(proxy.applied)
+                            proxy.add(Fault(fault.action, fault.after_bytes, stall_s=fault.stall_s))
+                            outcome, status, body, took = fetch(balupi.port, f"/dav/r/{name}", headers)
+                            proxy.clear()
+                            if outcome == "complete" and status in (200, 206) and body != want:
+                                wrong += 1
+                            if outcome == "cut" and not want.startswith(body):
+                                wrong += 1  # even a cut answer must be a true prefix
+                            # afterwards: the right bytes (from the NAS again, or from the cache)
+                            again = fetch(balupi.port, f"/dav/r/{name}", headers)
+                            if again[0] != "complete" or again[1] not in (200, 206) or again[2] != want:
+                                wrong += 1
+                            key = f"{label}{' (ranged)' if ranged else ''}"
+                            results.setdefault(key, []).append(f"{outcome} {status} in {took:.1f} s; again {again[1]}")
+                            if len(proxy.applied) > applied_before:
+                                break
             time.sleep(1.0)
             return {"cases": results, "wrong_bytes_or_bad_retry": wrong, "faults_applied": len(proxy.applied)}
         finally:

@@ -9,7 +9,9 @@ application on that server pays before its first line runs:
   keep-alive through its selector thread), with BaluPi's thread count;
 - `--mode balupi`: BaluPi's server exactly as `balupi.server.Server` sets it up (the head gate, the
   hot path of `httpio.FastConnection`, the keep-alive follow-up, the per-client limits), with the
-  constant application in place of BaluPi's.
+  constant application in place of BaluPi's. Its paths are not under `/dav/`, so its answers do not
+  pass the hot gate (decision 210, WebDAV's only): an application without system calls has no GIL
+  hand-overs for the gate to save.
 
 The body is read once from `--file` (the benchmark's small.bin); HEAD gets the head alone, other
 methods 405. Prints "ready" once listening; stops on SIGTERM/SIGINT.

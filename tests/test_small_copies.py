@@ -105,16 +105,24 @@ SMALL = os.urandom(4096)
 PATH = "/notes/small.bin"
 
 
-def test_a_small_hit_is_served_from_memory_whole_and_ranged(stack_factory, tmp_path):
+def _stack_with_a_copy(stack_factory, tmp_path, asleep: bool):
+    """A stack whose PATH has been read three times, so its bytes are kept in memory; (stack, store, key)."""
     stack = stack_with(stack_factory, tmp_path, {PATH: SMALL})
     awake_walk(stack)
-    stack.suspend_nas()
+    if asleep:
+        stack.suspend_nas()
     store = stack.app.provider.store
     for _ in range(3):
         response = stack.http.get(stack.url(PATH))
         assert response.status_code == 200 and response.content == SMALL
     key = index_row(stack.app, PATH)["cache_key"]
-    assert store.small.lookup(key) is not None and store.small.hits >= 1
+    assert store.small.lookup(key) is not None
+    return stack, store, key
+
+
+def test_a_small_hit_is_served_from_memory_whole_and_ranged(stack_factory, tmp_path):
+    stack, store, key = _stack_with_a_copy(stack_factory, tmp_path, asleep=True)
+    assert store.small.hits >= 1
     hits = store.small.hits
     ranged = stack.http.get(stack.url(PATH), headers={"Range": "bytes=100-199"})
     assert ranged.status_code == 206 and ranged.content == SMALL[100:200]
@@ -124,13 +132,7 @@ def test_a_small_hit_is_served_from_memory_whole_and_ranged(stack_factory, tmp_p
 
 
 def test_an_evicted_file_is_fetched_again_not_served_from_memory(stack_factory, tmp_path):
-    stack = stack_with(stack_factory, tmp_path, {PATH: SMALL})
-    awake_walk(stack)
-    store = stack.app.provider.store
-    for _ in range(3):
-        assert stack.http.get(stack.url(PATH)).content == SMALL
-    old_key = index_row(stack.app, PATH)["cache_key"]
-    assert store.small.lookup(old_key) is not None
+    stack, store, old_key = _stack_with_a_copy(stack_factory, tmp_path, asleep=False)
     files, _ = stack.app.provider.cache.evict_to(0)
     assert files == 1 and index_row(stack.app, PATH)["cache_key"] is None
     assert store.small.lookup(old_key) is None
@@ -141,14 +143,7 @@ def test_an_evicted_file_is_fetched_again_not_served_from_memory(stack_factory, 
 
 
 def test_a_new_version_is_served_and_the_old_copy_never_again(stack_factory, tmp_path):
-    stack = stack_with(stack_factory, tmp_path, {PATH: SMALL})
-    awake_walk(stack)
-    stack.suspend_nas()
-    store = stack.app.provider.store
-    for _ in range(3):
-        assert stack.http.get(stack.url(PATH)).content == SMALL
-    old_key = index_row(stack.app, PATH)["cache_key"]
-    assert store.small.lookup(old_key) is not None
+    stack, store, old_key = _stack_with_a_copy(stack_factory, tmp_path, asleep=True)
     new = os.urandom(4000)
     assert stack.http.put(stack.url(PATH), data=new).status_code in (201, 204)
     for _ in range(3):

@@ -182,11 +182,11 @@ class NasClient:
             except requests.exceptions.SSLError as exc:
                 problem = self.monitor.note_tls_failure(type(exc).__name__)
                 raise NasUnavailable(f"the NAS is unreachable: {problem}", retry_after_s=3600) from exc
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 self.monitor.note_unreachable(type(exc).__name__)
-                # Refused or reset: maybe it went to sleep, so wake it and try once more. Not after a
-                # read timeout: it took the request and did not answer (frozen), and a retry doubles
-                # the client's wait.
+                # Refused, reset, or cut off in the middle of a body read here (not streamed): maybe
+                # it went to sleep, so wake it and try once more. Not after a read timeout: it took
+                # the request and did not answer (frozen), and a retry doubles the client's wait.
                 if attempt == 1 and wake and data is None and not isinstance(exc, requests.ReadTimeout):
                     self.monitor.ensure_awake(reason=cause_for_request(f"{method} {path} (retry)", "/" + path.strip("/")))
                     continue

@@ -19,7 +19,7 @@ client outside the server, keep-alive connection) and the server's CPU ms per re
 process tree). Each answer is checked: 207, `--entries` + 1 responses, and in `lock in folder` the
 lock's token on the locked member. With `--pi-class` each server runs in the Pi-class cgroup
 (bench/pi_class.py, root needed), limited after its upload. The two servers run one after the
-other, base first; each alone. Prints a markdown table and a JSON line on stderr.
+other, base first (`--after-first`: this tree's first); each alone. Prints a markdown table and a JSON line on stderr.
 """
 
 from __future__ import annotations
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pi-class", action="store_true", help="each server in the Pi-class cgroup (root)")
     parser.add_argument("--entries", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--after-first", action="store_true", help="run this tree's BaluPi first (order effects)")
     args = parser.parse_args(argv)
     os.environ[BASE_SRC_ENV] = str(args.base_src.resolve())
     results: dict = {}
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="balupi-propfind-lock-") as tmp_text:
         tmp = Path(tmp_text)
         make_data(tmp / "data", args.entries)
-        for key in ("balupi-base", "balupi"):
+        for key in ("balupi", "balupi-base") if args.after_first else ("balupi-base", "balupi"):
             print(f"{key}:", file=sys.stderr)
             results[key] = run_one(key, tmp / "data", tmp / "work", args.entries, args.runs, args.pi_class)
     budget = "Pi-class (a tenth of one core)" if args.pi_class else "unlimited"

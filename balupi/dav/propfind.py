@@ -3,7 +3,8 @@
 WsgiDAV builds a PROPFIND answer by asking each member for each property and assembling an
 element tree: about 90 us per member per request on this machine, a second for a large folder on
 the Pi. Here the same live properties (RFC 4918, plus lock support) are written straight from the
-index's rows, plus the dead properties stored for them. The values are identical to WsgiDAV's,
+index's rows, plus the dead properties stored for them and the discovery of the locks held on them
+(`listing_locks`, one query; decision 260). The values are identical to WsgiDAV's,
 except that `getetag` carries its quotes, as RFC 4918 says it must (the resources return it quoted
 to WsgiDAV too).
 

@@ -137,7 +137,8 @@ def lock_discovery(found: list[dict], href: str) -> str:
     now = time.time()
     parts = ["<D:lockdiscovery>"]
     for lock in found:
-        timeout = "Infinite" if lock["timeout"] < 0 else f"Second-{int(lock['expire'] - now)}"
+        # (at least 0: a large answer streamed to a slow client may reach a lock after it ran out)
+        timeout = "Infinite" if lock["timeout"] < 0 else f"Second-{max(0, int(lock['expire'] - now))}"
         parts.append(
             f"<D:activelock><D:locktype><D:{lock['type']}/></D:locktype><D:lockscope><D:{lock['scope']}/></D:lockscope>"
             f"<D:depth>{lock['depth']}</D:depth>{lock['owner_xml']}<D:timeout>{timeout}</D:timeout>"

@@ -399,9 +399,10 @@ class FastLane:
     def propfind(self, environ: dict, start_response: Callable, path: str) -> Iterable[bytes]:
         """Depth 0/1 PROPFIND of live properties, the multistatus built from one index query.
 
-        Dead properties are included (Windows leaves Win32* times on everything it copies). Anything
-        this does not cover exactly like WsgiDAV (propname, <include>, locks in play, Depth infinity,
-        a chunked body) goes on to WsgiDAV.
+        Dead properties are included (Windows leaves Win32* times on everything it copies), and the
+        lock discovery of locked members (Office holds a lock on every open document). Anything this
+        does not cover exactly like WsgiDAV (propname, <include>, Depth infinity, a chunked body, an
+        If header, a lock whose owner is not well-formed XML) goes on to WsgiDAV.
         """
         depth = environ.get("HTTP_DEPTH", "infinity")
         if depth not in ("0", "1") or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -426,9 +427,11 @@ class FastLane:
         if depth == "1" and entry.is_dir:
             provider.ensure_listed(entry)
             children = parts.index.listing_rows(view, entry.path)
-        if propfind.locks_in_play(parts.db, view):
+        held = propfind.listing_locks(parts.db, entry, with_members=bool(children))
+        if held is None:  # a lock it cannot show as WsgiDAV does
             return self.next_app(environ, start_response)
-        chunks = propfind.multistatus_chunks(provider.mount_path + provider.share_path, entry, children, request, parts.db)
+        chunks = propfind.multistatus_chunks(provider.mount_path + provider.share_path, entry, children, request,
+                                             parts.db, held)
         first = next(chunks)
         second = next(chunks, None)
         headers = [("Content-Type", "application/xml; charset=utf-8")]

@@ -9,8 +9,11 @@ GET; a ranged GET on an uncached file does not wait for the whole file.
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -26,6 +29,8 @@ from tests.davkit import (
     wait_downloads_idle,
     wait_until,
 )
+from balupi.cache.downloads import DownloadState
+from balupi.db import DB_FILENAME
 from tests.stack import stack_factory  # noqa: F401
 
 MIB = 1 << 20
@@ -235,3 +240,36 @@ def test_a_miss_keeps_in_the_page_cache_what_a_slow_follower_has_not_been_sent(s
     # The slow follower has been sent nothing past its first block: nothing is dropped at all
     # (a drop waits for two steps behind every follower).
     assert dropped == []
+
+
+def test_stopping_balupi_ends_a_running_download_before_the_store_and_database_close(uncached, caplog):
+    """A download still running when BaluPi stops used to go on writing (and publishing) after the
+    store's directory descriptors and the database were closed: "bad file descriptor" from its
+    thread. The stop cancels it, nothing of it is published, and its thread is over by the time
+    `stop` returns."""
+    stack = uncached
+    stack.nas.faults.bandwidth_bytes_per_s = 1 * MIB  # the whole file takes about 4 s
+    caplog.set_level("INFO", logger="balupi")
+    # The client reads the first bytes and goes away; the download goes on without it.
+    with requests.get(stack.url(BIG_PATH), auth=stack.auth, stream=True, timeout=30) as response:
+        assert response.status_code == 200
+        assert next(response.iter_content(64 * 1024))
+    download = stack.app.provider.downloads.active("", BIG_PATH)
+    assert download is not None and download.written < len(BIG)
+
+    stack.server.stop()
+
+    assert download.join(0)  # its thread is over
+    assert download.state is DownloadState.FAILED
+    assert stack.app.provider.downloads.count() == 0
+    assert temp_files(stack.app) == []  # the temp file is gone, and nothing was published
+    assert cache_key_after_stop(stack.app, BIG_PATH) is None
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+            and r.name.startswith("balupi")] == []
+
+
+def cache_key_after_stop(app, path: str):
+    """The file's content key, read from the database file (the app's connection is closed)."""
+    with sqlite3.connect(Path(app.settings.data_dir) / DB_FILENAME) as conn:
+        (key,) = conn.execute("SELECT cache_key FROM entries WHERE view = '' AND path = ?", (path,)).fetchone()
+    return key

@@ -273,3 +273,30 @@ def cache_key_after_stop(app, path: str):
     with sqlite3.connect(Path(app.settings.data_dir) / DB_FILENAME) as conn:
         (key,) = conn.execute("SELECT cache_key FROM entries WHERE view = '' AND path = ?", (path,)).fetchone()
     return key
+
+
+def test_a_download_refused_for_want_of_a_slot_gives_back_the_room_it_reserved(stack_factory, tmp_path, monkeypatch):
+    """The cache reserves a file's size before its download starts; a download that then could not
+    start (every slot taken: NasBusy) kept that reservation until BaluPi restarted, so each refused
+    prefetch made the cache look fuller."""
+    import balupi.cache.downloads as downloads_module
+    from balupi.errors import NasBusy
+
+    monkeypatch.setattr(downloads_module, "DOWNLOAD_SLOT_WAIT_S", 0.2)
+    other = "/videos/other.mp4"
+    stack = stack_with(stack_factory, tmp_path, {BIG_PATH: BIG, other: BIG[:MIB]},
+                       server_threads=5, http_max_requests_per_client=4)  # one download slot
+    listing(stack, "/")
+    listing(stack, "/videos")
+    provider = stack.app.provider
+    stack.nas.faults.bandwidth_bytes_per_s = 1 * MIB  # the first download holds the slot for seconds
+    provider.start_download(provider.index.get("", BIG_PATH), wake=False)
+    reserved = provider.cache._reserved
+
+    with pytest.raises(NasBusy):
+        provider.start_download(provider.index.get("", other), wake=False)
+
+    assert provider.cache._reserved == reserved
+    stack.nas.faults.bandwidth_bytes_per_s = None
+    wait_downloads_idle(stack.app)
+    assert provider.cache._reserved == 0

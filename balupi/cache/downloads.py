@@ -249,13 +249,16 @@ class Download:
         """Yield bytes [start, end) as they arrive (end None: to the end of the file); with `spans`,
         as `FileSpan`s of the temp file (only for a connection whose environ has `balupi.sendfile`)."""
         token = object()
-        with self._cond:
-            self.readers += 1
-            self._sent[id(token)] = start
         try:
             fd = os.open(self.tmp, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
-            fd = self.store.open_content(self.key)
+            try:
+                fd = self.store.open_content(self.key)
+            except FileNotFoundError:  # neither landing nor published: it failed before this reader
+                raise UpstreamError(f"download failed before this reader started: {self.error}") from None
+        with self._cond:
+            self.readers += 1
+            self._sent[id(token)] = start
         self._hold(self.key)
         file = os.fdopen(fd, "rb", buffering=0, closefd=False) if spans else None
         try:

@@ -32,7 +32,7 @@ from balupi.dav import propfind
 from balupi.cache.downloads import UpstreamError, UpstreamMissing
 from balupi.cache.index import Entry
 from balupi.dav.provider import WRITE_METHODS
-from balupi.errors import InsufficientStorage, NasUnavailable
+from balupi.errors import AnswerCut, InsufficientStorage, NasUnavailable
 from balupi.events import Event
 from balupi.httpfields import etag_list, http_date, parse_http_date
 from balupi.httpio import FileSpan
@@ -473,7 +473,7 @@ class FastLane:
         start_response("200 OK", headers + [("Content-Length", str(size))])
         parts.stats.miss_bytes += size
         parts.events.emit(Event.MISS_SERVED, user=environ.get("wsgidav.auth.user_name") or "", path=entry.path, size_bytes=size)
-        return download.stream(spans=bool(environ.get("balupi.sendfile")))
+        return _until_cut(download.stream(spans=bool(environ.get("balupi.sendfile"))), entry.path)
 
     def _pass_through(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
         """A ranged (or too large to cache) miss: ask the NAS for exactly that; cache the file behind it."""
@@ -501,15 +501,35 @@ class FastLane:
             out += [("Last-Modified", response.headers["Last-Modified"])] if "Last-Modified" in response.headers else []
         start_response(f"{response.status_code} {response.reason}", out)
         if ranges is not None:
-            provider.start_download(entry)  # the whole file, into the cache, behind this answer
+            try:
+                provider.start_download(entry)  # the whole file, into the cache, behind this answer
+            except NasUnavailable as exc:  # every download slot taken: the head is sent, answer anyway
+                log.info("not caching %s behind a ranged answer: %s", entry.path, exc)
 
         def body() -> Iterator[bytes]:
+            sent = 0
             with response:
                 while True:
-                    block = response.raw.read(BLOCK_BYTES)
+                    try:
+                        block = response.raw.read(BLOCK_BYTES)
+                    except Exception as exc:  # urllib3's ProtocolError, ReadTimeoutError...: the NAS broke off
+                        parts.client.monitor.note_unreachable(type(exc).__name__)
+                        raise UpstreamError(f"the NAS broke off after {sent} bytes: {type(exc).__name__}") from exc
                     if not block:
                         return
+                    sent += len(block)
                     parts.stats.miss_bytes += len(block)
                     yield block
 
-        return body()
+        return _until_cut(body(), entry.path)
+
+
+def _until_cut(blocks: Iterator, path: str) -> Iterator:
+    """The body of a miss's answer, whose head (and length) the client already has. When the NAS
+    breaks off the body it comes from, the answer ends by closing the client's connection, so the
+    client sees a short body; a line in the log, not a traceback (decision 240)."""
+    try:
+        yield from blocks
+    except UpstreamError as exc:
+        log.info("the answer to GET %s was cut short: %s", path, exc)
+        raise AnswerCut(f"GET {path} cut short: {exc}") from None

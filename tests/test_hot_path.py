@@ -65,6 +65,7 @@ CASES = [
     ("Content-Length 0", get("/dav/docs/note.txt", AUTH, "Content-Length: 0", CLOSE), 1),
     ("keep-alive, pipelined", get("/dav/docs/note.txt", AUTH) + get("/dav/docs/note.txt", AUTH, method="HEAD")
      + CLOSING_GET, 3),
+    ("repeated GET (the answer memo's replays, decision 230)", get("/dav/docs/note.txt", AUTH) * 3 + CLOSING_GET, 4),
     ("Connection: Close is not close for cheroot", get("/dav/docs/note.txt", AUTH, "Connection: Close")
      + CLOSING_GET, 2),
     ("HTTP/1.0", get("/dav/docs/note.txt", AUTH, version="HTTP/1.0"), 1),

@@ -25,11 +25,7 @@ header is fresh. Anything unchanged but not replayable, and every failed check, 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
-
-if TYPE_CHECKING:
-    from balupi.auth.service import Authenticator
-    from balupi.dav.parts import CacheParts
+from typing import Callable
 
 MEMO_KEY = "balupi.answer_memo"
 
@@ -40,9 +36,9 @@ class AnswerMemo:
     def __init__(self):
         self.host_ok: Callable[[str], bool] | None = None
         self.host = ""
-        self.auth: "Authenticator | None" = None
+        self.auth = None  # balupi.auth.service.Authenticator (not imported: this module sits under the HTTP layer)
         self.login = None  # the Authenticator's stamp of a remembered Basic login
-        self.parts: "CacheParts | None" = None
+        self.parts = None  # balupi.dav.parts.CacheParts
         self.db_stamp = None
         self.key = ""
         self.data: bytes | None = None  # the body as answered; let go once the answer is kept

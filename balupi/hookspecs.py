@@ -3,7 +3,8 @@
 Three kinds (docs/plugins.md has a section per hook, with an example):
 
 - Veto hooks (`balupi_before_*`) run on the caller's thread and may refuse: return a message (str)
-  to refuse, None to allow. Every implementation is asked; the first refusal wins. An exception is
+  to refuse, None to allow (`balupi_before_wake` may also return a `WakeRefusal`, which names when
+  to ask again). Every implementation is asked; the first refusal wins. An exception is
   logged with the plugin's name and counts as "no veto".
 - Observe hooks run off the request path, on one worker thread fed by a bounded queue (full: the
   event is dropped and counted). Their return value is ignored. One per `balupi.events.Event`
@@ -48,6 +49,22 @@ class ClientOp(str, enum.Enum):
     MKCOL = "mkcol"
 
 
+DEFAULT_WAKE_RETRY_AFTER_S = 300  # a refused wake's Retry-After when the plugin names none
+MAX_WAKE_RETRY_AFTER_S = 86400
+
+
+@dataclass(frozen=True)
+class WakeRefusal:
+    """A `balupi_before_wake` refusal that says when asking again makes sense: a waiting client's
+    `Retry-After` (clamped to 1 s .. a day). A plain str refusal means 300 s."""
+
+    message: str
+    retry_after_s: float = DEFAULT_WAKE_RETRY_AFTER_S
+
+    def clamped_retry_after_s(self) -> int:
+        return int(min(MAX_WAKE_RETRY_AFTER_S, max(1, round(self.retry_after_s))))
+
+
 @dataclass(frozen=True)
 class PluginRoute:
     """An API route a plugin adds under /api/plugins/<plugin name><path>."""
@@ -71,9 +88,9 @@ class ScheduledJob:
 
 
 @hookspec
-def balupi_before_wake(reason: str, kind: WakeKind, user: str | None, path: str | None) -> str | None:
-    """Before BaluPi starts waking the NAS. A refusal: a waiting client gets 503 + Retry-After, a
-    background job waits for the NAS's next wake."""
+def balupi_before_wake(reason: str, kind: WakeKind, user: str | None, path: str | None) -> str | WakeRefusal | None:
+    """Before BaluPi starts waking the NAS. A refusal: a waiting client gets 503 + Retry-After (the
+    `WakeRefusal`'s, else 300 s), a background job waits for the NAS's next wake."""
 
 
 @hookspec

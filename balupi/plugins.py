@@ -40,7 +40,7 @@ import pluggy
 
 from balupi import hookspecs
 from balupi.events import Event, Events
-from balupi.hookspecs import WakeKind
+from balupi.hookspecs import DEFAULT_WAKE_RETRY_AFTER_S, WakeKind, WakeRefusal
 from balupi.settings import Setting  # noqa: F401  (for plugins: `from balupi.plugins import Setting, parse_int`)
 from balupi.settings import _parse_bool as parse_bool  # noqa: F401
 from balupi.settings import _parse_float as parse_float  # noqa: F401
@@ -56,7 +56,6 @@ STATUS_FILENAME = "plugins-status.json"  # in data_dir: the server's counts, for
 ENV_PREFIX = "BALUPI_PLUGINS_"
 OBSERVE_QUEUE_SIZE = 1000
 SHUTDOWN_GRACE_S = 2.0
-WAKE_VETO_RETRY_AFTER_S = 300
 
 _STOP = object()
 _module_serial = itertools.count(1)
@@ -236,17 +235,27 @@ class PluginHost:
 
     def veto(self, hook_name: str, **kwargs: Any) -> str | None:
         """The first refusal ("<plugin>: <message>") of a veto hook, or None."""
+        refusal = self._first_refusal(hook_name, kwargs)
+        return None if refusal is None else refusal.message
+
+    def _first_refusal(self, hook_name: str, kwargs: dict) -> WakeRefusal | None:
         if not self.has_impls(hook_name):
             return None
         for plugin, result in self._call_each(hook_name, kwargs):
-            if result:
-                log.info("plugin %s refused %s: %s", plugin, hook_name[len("balupi_before_"):], result)
-                return f"{plugin}: {result}"
+            if isinstance(result, WakeRefusal):
+                message, retry_after_s = result.message, result.retry_after_s
+            else:
+                message, retry_after_s = result, DEFAULT_WAKE_RETRY_AFTER_S
+            if message:
+                log.info("plugin %s refused %s: %s", plugin, hook_name[len("balupi_before_"):], message)
+                return WakeRefusal(f"{plugin}: {message}", retry_after_s)
         return None
 
     def veto_wake(self, reason: str, kind: WakeKind | str = WakeKind.CLIENT, user: str | None = None,
-                  path: str | None = None) -> str | None:
-        return self.veto("balupi_before_wake", reason=reason, kind=WakeKind(kind), user=user, path=path)
+                  path: str | None = None) -> WakeRefusal | None:
+        """The first refusal ("<plugin>: <message>", and when to ask again) of a wake, or None."""
+        return self._first_refusal("balupi_before_wake",
+                                   dict(reason=reason, kind=WakeKind(kind), user=user, path=path))
 
     def veto_evict(self, path: str, size_bytes: int, reason: str) -> str | None:
         return self.veto("balupi_before_evict", path=path, size_bytes=size_bytes, reason=reason)

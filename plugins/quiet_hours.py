@@ -3,7 +3,8 @@
 During the configured hours, `balupi_before_wake` refuses wakes for the write-back, prefetch and
 refresh (they wait for the NAS's next wake, whatever causes it); a client's request (a miss, a
 folder never listed, a login) and an operator's wake (POST /api/nas/wol, `balupi sync --wake`) still
-wake it.
+wake it. A refused wake names the end of the quiet hours, so a client that is refused (when
+`kinds` includes "client") is told by `Retry-After` to come back then.
 
     [plugins.quiet_hours]
     hours = "22:00-07:00"             # local time; may wrap past midnight; "" = off
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from balupi.hookspecs import WakeKind, hookimpl
+from balupi.hookspecs import WakeKind, WakeRefusal, hookimpl
 from balupi.plugins import Setting, parse_list
 from balupi.settings import _time_window
 from balupi.sync.policy import in_window
@@ -42,9 +43,22 @@ def configure(values: dict) -> None:
     config.update(values)
 
 
+def seconds_until_end(hours: str, now: float) -> float:
+    """From `now` to the next end of the local time window `hours` ("22:00-07:00")."""
+    end_hour, end_minute = (int(part) for part in hours.split("-", 1)[1].strip().split(":", 1))
+    today = time.localtime(now)
+    for days_ahead in (0, 1):  # mktime normalises the 32nd of a month; isdst=-1 lets it find DST
+        end = time.mktime((today.tm_year, today.tm_mon, today.tm_mday + days_ahead, end_hour, end_minute, 0, 0, 0, -1))
+        if end > now:
+            return end - now
+    raise AssertionError("a window ends within a day")
+
+
 @hookimpl
-def balupi_before_wake(kind: WakeKind) -> str | None:
+def balupi_before_wake(kind: WakeKind) -> WakeRefusal | None:
     hours = config.get("hours")
-    if hours and kind.value in config["kinds"] and in_window(hours, time.time()):
-        return f"quiet hours {hours}: {kind.value} waits for the NAS's next wake"
+    now = time.time()
+    if hours and kind.value in config["kinds"] and in_window(hours, now):
+        return WakeRefusal(f"quiet hours {hours}: {kind.value} waits for the NAS's next wake",
+                           retry_after_s=seconds_until_end(hours, now))
     return None

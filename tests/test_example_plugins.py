@@ -137,6 +137,22 @@ def test_quiet_hours_keep_background_work_from_waking_but_a_person_still_wakes_i
     assert wait_for(lambda: (tmp_path / "nas" / "note.txt").exists(), 20)
 
 
+def test_quiet_hours_that_hold_clients_too_tell_them_to_come_back_when_the_hours_end(stack_factory, tmp_path):
+    hours = window(True)  # ends about an hour from now
+    stack = example_stack(stack_factory, tmp_path, {"quiet_hours": {"hours": hours, "kinds": ["client", "sync"]}},
+                          files={"/docs/a.txt": b"alpha"})
+    stack.suspend_nas()
+    response = stack.http.get(stack.url("/docs/a.txt"))
+    end_hour, end_minute = (int(part) for part in hours.split("-")[1].split(":"))
+    now = datetime.now()
+    end = now.replace(hour=end_hour, minute=end_minute, second=0, microsecond=0)
+    end += timedelta(days=1) if end <= now else timedelta(0)
+    assert response.status_code == 503
+    assert abs(int(response.headers["Retry-After"]) - (end - now).total_seconds()) <= 5
+    assert f"quiet hours {hours}: client waits" in response.text
+    assert stack.nas.magic_packet_count == 0
+
+
 def test_outside_quiet_hours_background_work_wakes_the_nas(stack_factory, tmp_path):
     stack = example_stack(stack_factory, tmp_path, {"quiet_hours": {"hours": window(False)}},
                           sync_max_pending_mb=0.000001)

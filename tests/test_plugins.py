@@ -85,7 +85,7 @@ def test_a_refused_wake_answers_503_with_retry_after_and_sends_no_packet(stack_f
     stack.suspend_nas()
     response = stack.http.get(stack.url("/docs/a.txt"))
     assert response.status_code == 503
-    assert int(response.headers["Retry-After"]) > 0
+    assert response.headers["Retry-After"] == "300"  # a plain message names no time: decision 119's default
     assert "sleepy: the NAS rests until 07:00" in response.text
     asked = plugin(stack.app, "sleepy").asked
     assert asked and asked[0][1] == "client"
@@ -97,6 +97,27 @@ def test_a_refused_wake_answers_503_with_retry_after_and_sends_no_packet(stack_f
     time.sleep(0.3)
     assert stack.nas.magic_packet_count == 0 and stack.nas.state is PowerState.SUSPENDED
     assert stack.app.nas.wakes == 0
+
+
+NAMES_ITS_TIME = '''
+from balupi.hookspecs import WakeRefusal, hookimpl
+
+@hookimpl
+def balupi_before_wake(kind):
+    return WakeRefusal("back in half an hour", retry_after_s=1800.4)
+'''
+
+
+def test_a_refusal_that_names_its_time_is_the_clients_retry_after(stack_factory, tmp_path):
+    stack = plugin_stack(stack_factory, tmp_path, {"timed": NAMES_ITS_TIME}, files={"/docs/a.txt": b"alpha"})
+    stack.suspend_nas()
+    response = stack.http.get(stack.url("/docs/a.txt"))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1800"
+    assert "timed: back in half an hour" in response.text
+    api = stack.http.post(stack.server.url + "/api/nas/wol")
+    assert api.status_code == 503 and api.headers["Retry-After"] == "1800"
+    assert stack.nas.magic_packet_count == 0
 
 
 WAKE_FOR_SYNC = '''

@@ -31,6 +31,7 @@ from balupi.db import Database
 from balupi.errors import NasNotConfigured, NasUnavailable, WakeNotPossible
 from balupi.nas.waiters import NasWaiters, nas_waiters
 from balupi.events import Event, Events
+from balupi.hookspecs import WakeRefusal
 from balupi.nas import wol
 from balupi.nas.power import NasPowerState
 from balupi.nas.wakes import WakeCause, WakeKind, WakeLog, as_cause
@@ -42,7 +43,6 @@ RECENT_TRANSITIONS = 50
 POWER_READING_FRESH_S_FACTOR = 3  # a plug reading counts as current for 3 sample intervals
 WAKER_GIVE_UP_FACTOR = 4  # the waker keeps trying for 4 x the expected boot time
 SHUTDOWN_RETRY_AFTER_S = 30  # told to a client whose wait was cut short by shutdown
-WAKE_VETO_RETRY_AFTER_S = 300  # told to a client whose wake a plugin refused
 
 
 OWNS = ("nas_transitions",)
@@ -158,7 +158,7 @@ class NasMonitor:
         self._wake_started: float | None = None
         self.suspend_action: SuspendAction | None = None
         self.has_pending_work: Callable[[], bool] = lambda: False
-        self.wake_veto: Callable[..., str | None] | None = None  # plugins' balupi_before_wake (balupi.plugins)
+        self.wake_veto: Callable[..., WakeRefusal | None] | None = None  # plugins' balupi_before_wake (balupi.plugins)
         self._stopped = threading.Event()
         events.subscribe(Event.NAS_POWER_READING, self.on_power_reading)
         self.wake_log = WakeLog(db, events)  # what woke it: every wake and every time it was found awake
@@ -435,7 +435,8 @@ class NasMonitor:
             return
         refusal = self.wake_veto(reason, kind, user, path)
         if refusal is not None:
-            raise NasUnavailable(f"waking the NAS was refused by plugin {refusal}", retry_after_s=WAKE_VETO_RETRY_AFTER_S)
+            raise NasUnavailable(f"waking the NAS was refused by plugin {refusal.message}",
+                                 retry_after_s=refusal.clamped_retry_after_s())
 
     def _wait_first_packet(self, sent_before: int, timeout_s: float = 2.0) -> None:
         """Let the waker thread send (or fail to send) its first packet, so the answer is true."""

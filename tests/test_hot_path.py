@@ -149,6 +149,7 @@ def test_the_hot_path_answers_as_cheroot_does(stack):
             wrongly_taken.append(f"{name}: {taken} hot answers, expected {expected_hot}")
     assert not differences, "\n".join(differences)
     assert not wrongly_taken, "\n".join(wrongly_taken)
+    assert getattr(httpd, "balupi_answer_replays", 0) >= 2  # the repeated GETs were compared as replayed
 
 
 def test_the_cached_file_itself_comes_back_whole(stack):

@@ -38,6 +38,8 @@ from cheroot.makefile import MakeFile
 from cheroot.server import HTTPConnection, KnownLengthRFile
 from cheroot.wsgi import Gateway_10
 
+from balupi.answermemo import MEMO_KEY, AnswerMemo
+
 RECV_BYTES = 64 * 1024
 FOLLOW_UP_WAIT_S = 0.002
 MAX_REQUESTS_PER_TURN = 100  # then back to the selector, so one busy client cannot pin a worker
@@ -398,7 +400,8 @@ class _HotAnswer:
     """The WSGI `start_response` and the response head of one hot-path request: what cheroot's
     gateway and `HTTPRequest.send_headers` do, for this one case."""
 
-    __slots__ = ("conn", "head_request", "http11", "close", "status", "headers", "left", "chunked", "sent")
+    __slots__ = ("conn", "head_request", "http11", "close", "status", "headers", "left", "chunked", "sent",
+                 "head_lines", "date_at")
 
     def __init__(self, conn: "FastConnection", head_request: bool, http11: bool, close: bool):
         self.conn = conn
@@ -410,6 +413,8 @@ class _HotAnswer:
         self.left: int | None = None  # body bytes still to send, when the answer declared its length
         self.chunked = False
         self.sent = False
+        self.head_lines: list[str] = []
+        self.date_at: int | None = None  # where in `head_lines` the Date header this answer added is
 
     def start_response(self, status, headers, exc_info=None):
         if self.status is not None and not exc_info:
@@ -437,6 +442,7 @@ class _HotAnswer:
         names = {name.lower() for name, _ in headers}
         server = self.conn.server
         if "date" not in names:  # first, where `limits.HeadDeadlineRequest` puts it on cheroot's path
+            self.date_at = len(headers) + 1  # (the status line comes first)
             headers.append(("Date", http_date_now()))
         if code == 413:
             self.close = True
@@ -461,6 +467,7 @@ class _HotAnswer:
         lines = [f"{server.protocol} {status}\r\n"]
         lines += [f"{name}: {value}\r\n" for name, value in headers]
         lines.append("\r\n")
+        self.head_lines = lines
         self.conn.wfile.write("".join(lines).encode("iso-8859-1"))
 
     def write(self, chunk) -> None:
@@ -490,6 +497,7 @@ class FastConnection(HTTPConnection):
     def __init__(self, server, sock, makefile=MakeFile):
         super().__init__(server, sock, fast_makefile if makefile is MakeFile else makefile)
         self._environ_base: dict | None = None
+        self._memo: _KeptAnswer | None = None  # this connection's last replayable answer (decision 230)
 
     def communicate(self):
         """Answer this connection's request, and the next ones if they follow at once.
@@ -532,10 +540,21 @@ class FastConnection(HTTPConnection):
         object, gateway and per-header checks of the answer are what this saves.
         """
         rfile = self.rfile
+        kept = self._memo
+        if kept is not None:
+            if rfile._buf.startswith(kept.request, rfile._pos):
+                replayed = self._replay(kept)
+                if replayed is not None:
+                    return replayed
+            self._memo = None  # another request, or something its answer rests on changed
         parsed = parse_hot_head(rfile._buf, rfile._pos, self.server.max_request_header_size or 1 << 20)
         if parsed is None:
             return None
         environ, end, http11 = parsed
+        memo = None
+        if environ["REQUEST_METHOD"] == "GET":
+            memo = environ[MEMO_KEY] = AnswerMemo()
+            request = rfile._buf[rfile._pos:end]
         rfile.bytes_read += end - rfile._pos
         rfile._pos = end
         server = self.server
@@ -574,6 +593,13 @@ class FastConnection(HTTPConnection):
                     close()
             if answer.chunked:
                 self.wfile.write(b"0\r\n\r\n")
+            elif (memo is not None and memo.ready() and answer.status == "200 OK" and answer.left == 0
+                  and not answer.close and answer.date_at is not None and type(result) is list
+                  and len(result) == 1 and result[0] is memo.data):
+                lines = answer.head_lines
+                memo.data = None  # (the bytes stay SmallCopies' to keep or drop)
+                self._memo = _KeptAnswer(request, memo, "".join(lines[:answer.date_at]).encode("iso-8859-1"),
+                                         "".join(lines[answer.date_at + 1:]).encode("iso-8859-1"))
         except socket.error as exc:
             if exc.args and exc.args[0] not in cheroot_errors.socket_errors_to_ignore and exc.args[0] != "timed out":
                 server.error_log(f"socket.error {exc.args[0]!r}", level=logging.WARNING, traceback=True)
@@ -589,6 +615,49 @@ class FastConnection(HTTPConnection):
             if metrics is not None:
                 metrics.observe_request(environ["REQUEST_METHOD"], time.perf_counter() - started)
         return not answer.close
+
+    def _replay(self, kept: "_KeptAnswer") -> bool | None:
+        """Answer the request at the reader's position, whose head is exactly `kept.request`, with
+        `kept`'s answer if `AnswerMemo.replay` finds nothing it rests on changed; None (nothing
+        read, nothing done) otherwise. What `_answer_hot` does around the app is done here too:
+        the counts, the gate, the request histogram, a fresh Date."""
+        server = self.server
+        if not server.can_add_keepalive_connection:
+            return None  # this answer would close the connection: the long way says so
+        started = time.perf_counter()
+        gate = getattr(server, "balupi_hot_gate", None)
+        if gate is not None:
+            gate.enter()
+        try:
+            try:
+                body = kept.memo.replay()
+            except Exception as exc:  # noqa: BLE001 - the long way meets (and reports) whatever it was
+                log.debug("answer memo not replayed: %r", exc)
+                body = None
+            if body is None:
+                return None
+            rfile = self.rfile
+            rfile._pos += len(kept.request)
+            rfile.bytes_read += len(kept.request)
+            server.balupi_hot_answers = getattr(server, "balupi_hot_answers", 0) + 1
+            server.balupi_answer_replays = getattr(server, "balupi_answer_replays", 0) + 1
+            if server.stats["Enabled"]:
+                self.requests_seen += 1
+        finally:
+            if gate is not None:
+                gate.leave()
+        try:
+            self.wfile.write(kept.head_before_date + http_date_now().encode("ascii") + kept.head_after_date)
+            self.wfile.write(body)
+        except socket.error as exc:
+            if exc.args and exc.args[0] not in cheroot_errors.socket_errors_to_ignore and exc.args[0] != "timed out":
+                server.error_log(f"socket.error {exc.args[0]!r}", level=logging.WARNING, traceback=True)
+            return False
+        finally:
+            metrics = getattr(server, "balupi_metrics", None)
+            if metrics is not None:
+                metrics.observe_request("GET", time.perf_counter() - started)
+        return True
 
     def _base_environ(self) -> dict:
         """The environ entries that are the same for every request of this connection (cheroot's)."""
@@ -629,6 +698,18 @@ class FastConnection(HTTPConnection):
         # One poll that returns at once if bytes are there, then the read: each system call lets
         # another worker take the GIL, which under a CPU quota costs more than the call itself.
         return readable_within(self.socket, FOLLOW_UP_WAIT_S) and rfile.head_ready(max_bytes, readable=True)
+
+
+class _KeptAnswer:
+    """An answer `FastConnection._replay` may send again: the request head it answered (with its
+    blank line), the `AnswerMemo` that says whether it still holds, and its head around the Date."""
+
+    __slots__ = ("request", "memo", "head_before_date", "head_after_date")
+
+    def __init__(self, request: bytes, memo: AnswerMemo, head_before_date: bytes, head_after_date: bytes):
+        self.request, self.memo = request, memo
+        self.head_before_date = head_before_date + b"Date: "
+        self.head_after_date = b"\r\n" + head_after_date
 
 
 class SendfileGateway(Gateway_10):

@@ -24,6 +24,8 @@ import ipaddress
 import socket
 from typing import Callable, Iterable
 
+from balupi.answermemo import MEMO_KEY
+
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 SECURITY_HEADERS = (
@@ -195,6 +197,26 @@ class WebGuard:
         self.app = app
         self.allowed_hosts = tuple(allowed_hosts)
         self.refused = 0
+        self._fixed_hosts: set[str] = set()  # Host values allowed whatever the names: addresses, none
+
+    def host_ok(self, host: str) -> bool:
+        """Whether a Host value passes (`host_allowed`); for an answer memo's replay
+        (balupi.answermemo), so an address is judged once, a name every time."""
+        if host in self._fixed_hosts:
+            return True
+        if not host_allowed(host, self.allowed_hosts):
+            return False
+        name = host_name(host)
+        fixed = not name or "*" in self.allowed_hosts
+        if not fixed:
+            try:
+                ipaddress.ip_address(name.split("%", 1)[0])
+                fixed = True
+            except ValueError:
+                pass
+        if fixed and len(self._fixed_hosts) < 64:
+            self._fixed_hosts.add(host)
+        return True
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         host = environ.get("HTTP_HOST", "")
@@ -208,6 +230,9 @@ class WebGuard:
         if path.startswith(_DAV_PREFIX_SLASH) or path == DAV_PREFIX:
             # Decided once per request, not in the answer's start_response.
             files = environ.get("REQUEST_METHOD", "GET").upper() in ("GET", "HEAD") and not path.startswith(DAV_ASSETS)
+            memo = environ.get(MEMO_KEY)
+            if memo is not None:  # the Host is judged again before the answer is replayed
+                memo.host_ok, memo.host = self.host_ok, host
 
             def dav_start(status: str, headers: list, exc_info=None):
                 if type(headers) is not list:

@@ -65,6 +65,7 @@ CASES = [
     ("Content-Length 0", get("/dav/docs/note.txt", AUTH, "Content-Length: 0", CLOSE), 1),
     ("keep-alive, pipelined", get("/dav/docs/note.txt", AUTH) + get("/dav/docs/note.txt", AUTH, method="HEAD")
      + CLOSING_GET, 3),
+    ("repeated GET (the answer memo's replays, decision 230)", get("/dav/docs/note.txt", AUTH) * 3 + CLOSING_GET, 4),
     ("Connection: Close is not close for cheroot", get("/dav/docs/note.txt", AUTH, "Connection: Close")
      + CLOSING_GET, 2),
     ("HTTP/1.0", get("/dav/docs/note.txt", AUTH, version="HTTP/1.0"), 1),
@@ -148,6 +149,7 @@ def test_the_hot_path_answers_as_cheroot_does(stack):
             wrongly_taken.append(f"{name}: {taken} hot answers, expected {expected_hot}")
     assert not differences, "\n".join(differences)
     assert not wrongly_taken, "\n".join(wrongly_taken)
+    assert getattr(httpd, "balupi_answer_replays", 0) >= 2  # the repeated GETs were compared as replayed
 
 
 def test_the_cached_file_itself_comes_back_whole(stack):

@@ -158,6 +158,7 @@ class Authenticator:
         self._memo_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._remembered: dict[bytes, _Remembered] = {}
+        self.generation = 0  # one more each time remembered logins are dropped (the answer memo's check)
         self._login_locks: dict[bytes, threading.Lock] = {}
         self._confirmed: dict[str, bytes] = {}  # username -> memo key of the password its verifier holds
         client.on_credentials_rejected = self._nas_rejected_credentials
@@ -261,27 +262,36 @@ class Authenticator:
         self.client.set_credentials(identity.view, username, password)
         with self._lock:
             if len(self._remembered) >= MEMO_MAX:
+                self.generation += 1
                 self._remembered.clear()
             self._remembered[key] = _Remembered(identity, time.monotonic())
         return identity
 
-    def login_basic(self, encoded: str, address: str) -> Identity:
+    def login_basic(self, encoded: str, address: str, memo=None) -> Identity:
         """`login` for the credentials of a Basic header (`encoded`: the part after 'Basic ').
 
         A header whose login was checked (or recalled) less than `auth_recheck_s` ago is found by
         an HMAC of `encoded` alone: no base64 decoding, name check or second HMAC. The entry copies
         the time of the check it stands for, so a password is rechecked as often as through
         `login`, and `forget` drops it with the login's own entry. LoginRefused for a malformed
-        header (not counted by the throttle, as before)."""
+        header (not counted by the throttle, as before).
+
+        `memo`: an `AnswerMemo` (balupi.answermemo); a remembered login stamps it with what
+        `login_still_good` needs to say, later, that this login still stands."""
         if self.open_mode:
             raise LoginRefused("no NAS is configured to check logins against")
         header_key = self._header_memo(encoded)
+        generation = self.generation  # read first: a login dropped after this read changes it
         found = self._remembered.get(header_key)  # a dict read is atomic; writers hold the lock
         if found is not None and time.monotonic() - found.checked_at_s <= self.settings.auth_recheck_s:
             view = found.identity.view
+            credentials = None
             if view != SHARED_VIEW or not self.settings.nas_username:  # the view's NAS requests use them
                 credentials = parse_basic(encoded)
                 self.client.set_credentials(view, credentials.username, credentials.password)
+            if memo is not None:
+                memo.auth = self
+                memo.login = (generation, found.checked_at_s, view, credentials)
             return found.recalled
         credentials = parse_basic(encoded)
         if credentials is None:
@@ -291,9 +301,23 @@ class Authenticator:
             entry = self._remembered.get(self._memo(credentials.username, credentials.password))
             if entry is not None:
                 if len(self._remembered) >= MEMO_MAX:
+                    self.generation += 1
                     self._remembered.clear()
                 self._remembered[header_key] = entry
         return identity
+
+    def login_still_good(self, stamp: tuple) -> bool:
+        """Whether the remembered login `stamp` stands for (`login_basic`'s `memo`) would be
+        recalled now as then: no remembered login dropped since (a password the NAS rejected, a
+        forgotten user), a NAS still configured, its recheck not yet due. Then the side effect of
+        recalling it is repeated (the view's NAS credentials)."""
+        generation, checked_at_s, view, credentials = stamp
+        if (generation != self.generation or time.monotonic() - checked_at_s > self.settings.auth_recheck_s
+                or self.open_mode):
+            return False
+        if credentials is not None:
+            self.client.set_credentials(view, credentials.username, credentials.password)
+        return True
 
     def _header_memo(self, encoded: str) -> bytes:
         # surrogatepass: one-to-one for any str, so two headers never share a key
@@ -446,6 +470,7 @@ class Authenticator:
         """The NAS rejected this user's password: drop the verifier, remembered logins, NAS credentials."""
         dropped = self.verifiers.drop(username)
         with self._lock:
+            self.generation += 1
             for key in [k for k, r in self._remembered.items() if r.identity.username == username]:
                 del self._remembered[key]
             self._confirmed.pop(username, None)

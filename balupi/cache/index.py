@@ -128,6 +128,11 @@ class Index:
                                                (view, path)).fetchone()
         return Entry.from_row(row) if row else None
 
+    def read_stamp(self) -> tuple | None:
+        """The (write generation, outside commits) this thread's last `get` read its row under:
+        while both are the same, that row is the row (the answer memo's check, decision 230)."""
+        return getattr(self._get_memo, "stamp", None)
+
     def children(self, view: str, path: str) -> list[Entry]:
         rows = self.db.raw().execute(
             f"SELECT {COLUMNS} FROM entries WHERE view = ? AND parent = ? ORDER BY name", (view, path)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from wsgidav.dav_error import DAVError
 
+from balupi.answermemo import MEMO_KEY
 from balupi.cache.integrity import BLOCK_BYTES, ContentDamaged, verified_range
 from balupi.cache import versions
 from balupi.dav.guard import CHECKED_PATH_KEY, path_problem, wsgi_path
@@ -238,6 +239,10 @@ class FastLane:
                 parts.stats.hits += 1
                 if ranges is None:
                     parts.stats.hit_bytes += size
+                    memo = environ.get(MEMO_KEY)
+                    if memo is not None:  # the hot path may answer this same request again from it
+                        memo.parts, memo.db_stamp, memo.key = parts, parts.index.read_stamp(), key
+                        memo.view, memo.path, memo.data, memo.size = entry.view, entry.path, data, size
                     start_response("200 OK", headers + [("Content-Length", str(size))])
                     return [data]
                 start, end = ranges[0]

@@ -38,6 +38,7 @@ from defusedxml import ElementTree as SafeET
 from wsgidav.dav_error import HTTP_BAD_REQUEST, DAVError
 from wsgidav.http_authenticator import HTTPAuthenticator
 
+from balupi.answermemo import MEMO_KEY
 from balupi.auth.basic import parse_basic, split_authorization
 from balupi.auth.service import (Authenticator, Identity, LoginRefused, LoginThrottled, LoginUnverifiable,
                                  OpenModeRefused)
@@ -228,7 +229,7 @@ class DavGuard:
         if scheme != "basic":
             return self._challenge(start_response)
         try:
-            return auth.login_basic(value, address)
+            return auth.login_basic(value, address, environ.get(MEMO_KEY))
         except LoginThrottled as exc:
             retry = str(max(1, round(exc.retry_after_s)))
             return _text(start_response, "429 Too Many Requests", str(exc), [("Retry-After", retry)])

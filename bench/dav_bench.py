@@ -833,7 +833,8 @@ def missing_packages(kinds: list[ServerKind]) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: smaller file and collection, short wrk")
-    parser.add_argument("--only", default="", help="comma-separated servers: " + ",".join(k.key for k in KINDS)
+    parser.add_argument("--only", default="", help="comma-separated servers, measured in that order (to "
+                        "alternate the order between runs): " + ",".join(k.key for k in KINDS)
                         + " (default: " + ",".join(DEFAULT_KEYS) + ")")
     parser.add_argument("--pi-class", action="store_true",
                         help="each server in a cgroup with a tenth of one core and 1 GiB (needs root); see bench/pi_class.py")
@@ -861,7 +862,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [k for k in keys if k not in KINDS_BY_KEY]
     if unknown:
         parser.error(f"--only: unknown server {', '.join(unknown)}; choose from {', '.join(KINDS_BY_KEY)}")
-    args.kinds = [k for k in KINDS if k.key in keys]
+    args.kinds = [KINDS_BY_KEY[k] for k in dict.fromkeys(keys)]  # measured in the order --only names them
     pairs = [item.partition("=") for item in args.balupi_env]
     bad = [name for name, eq, _ in pairs if not eq or not name.startswith("BALUPI_")]
     if bad:

@@ -122,11 +122,13 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_dav_bench_takes_the_number_of_thumbnails_and_refuses_none():
+def test_dav_bench_takes_the_number_of_thumbnails_and_the_order_of_servers():
     from bench import dav_bench
 
     assert dav_bench.parse_args(["--thumbs", "40", "--only", "stock"]).thumbs == 40
     assert dav_bench.parse_args(["--only", "stock"]).thumbs is None
+    order = dav_bench.parse_args(["--only", "rclone,stock,rclone"]).kinds
+    assert [kind.key for kind in order] == ["rclone", "stock"]  # measured in the order named, each once
     assert dav_bench.Plan.full().thumbs == 500
     assert dav_bench.Plan.quick().thumbs < dav_bench.Plan.full().thumbs
     with pytest.raises(SystemExit):

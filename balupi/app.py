@@ -185,6 +185,9 @@ class BaluPi:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish or abandon background work safely, then close the database."""
         self.nas.stop()
+        # Downloads end (cancelled, unpublished) before the jobs that wait for them (a prefetch) and
+        # long before the store and the database close under them.
+        self.provider.downloads.stop(timeout_s)
         self.plugins.stop(self)
         self.scheduler.stop(timeout_s)
         self.energy.stop()

@@ -8,6 +8,8 @@ prints any of them as one line. (The energy monitor's plug errors live beside th
 
 from __future__ import annotations
 
+import errno
+
 
 class BaluPiError(Exception):
     """Base class of every error BaluPi raises on purpose."""
@@ -51,6 +53,12 @@ class ServiceBusy(BaluPiError):
     def __init__(self, message: str, retry_after_s: int = 5):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class NasAnswerUnreadable(NasUnavailable):
+    """The NAS answered, but not in a form BaluPi can read: a listing that is not XML, a body that
+    does not decode, a header that does not parse. Treated as the NAS being unavailable for now (a
+    client gets 503 with Retry-After, a job stops and retries later; decision 240), never as a crash."""
 
 
 class NasNotConfigured(NasUnavailable):
@@ -112,6 +120,17 @@ class UpstreamMissing(BaluPiError):
 
 class UpstreamError(BaluPiError):
     """The NAS failed the download (status, dropped connection, short body, changed under us)."""
+
+
+class AnswerCut(ConnectionResetError):
+    """An answer whose head is sent cannot be finished: the NAS broke off the body it is streamed
+    from. The client's connection is closed, so the client sees a short body (decision 240).
+
+    A ConnectionResetError (ECONNRESET) on purpose: cheroot, and the hot path in `balupi.httpio`,
+    close such a connection quietly instead of logging a traceback for the answer."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ECONNRESET, message)
 
 
 # 4xx answers that a retry can change (credentials, a missing parent, a lock, a rate limit...);

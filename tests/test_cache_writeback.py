@@ -8,7 +8,7 @@ import threading
 import time
 
 from balupi.sim.nas import PowerState
-from tests.davkit import stack_with
+from tests.davkit import stack_with, wait_until
 from tests.helpers import sha
 from tests.stack import stack, stack_factory  # noqa: F401
 
@@ -156,7 +156,10 @@ def test_a_version_written_during_a_conflicting_upload_stays_and_is_kept_too(sta
     stack.app.nas.note_success()
     run = threading.Thread(target=stack.app.sync.run_once)
     run.start()
-    time.sleep(0.5)
+    # Mid-upload: the PUT of "pi 1" is on its way (a fixed sleep could send "pi 2" before the
+    # write-back started on a loaded machine: the test then passed without testing this moment).
+    assert wait_until(lambda: stack.app.db.query_one(
+        "SELECT 1 FROM journal WHERE path = '/n.txt' AND phase = 'uploading'") is not None)
     assert stack.http.put(stack.url("/n.txt"), data=b"pi 2").status_code in (201, 204)
     assert stack.http.get(stack.url("/n.txt")).content == b"pi 2"  # never replaced under the client
     run.join()

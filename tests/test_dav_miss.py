@@ -9,8 +9,11 @@ GET; a ranged GET on an uncached file does not wait for the whole file.
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -26,6 +29,8 @@ from tests.davkit import (
     wait_downloads_idle,
     wait_until,
 )
+from balupi.cache.downloads import DownloadState
+from balupi.db import DB_FILENAME
 from tests.stack import stack_factory  # noqa: F401
 
 MIB = 1 << 20
@@ -235,3 +240,63 @@ def test_a_miss_keeps_in_the_page_cache_what_a_slow_follower_has_not_been_sent(s
     # The slow follower has been sent nothing past its first block: nothing is dropped at all
     # (a drop waits for two steps behind every follower).
     assert dropped == []
+
+
+def test_stopping_balupi_ends_a_running_download_before_the_store_and_database_close(uncached, caplog):
+    """A download still running when BaluPi stops used to go on writing (and publishing) after the
+    store's directory descriptors and the database were closed: "bad file descriptor" from its
+    thread. The stop cancels it, nothing of it is published, and its thread is over by the time
+    `stop` returns."""
+    stack = uncached
+    stack.nas.faults.bandwidth_bytes_per_s = 1 * MIB  # the whole file takes about 4 s
+    caplog.set_level("INFO", logger="balupi")
+    # The client reads the first bytes and goes away; the download goes on without it.
+    with requests.get(stack.url(BIG_PATH), auth=stack.auth, stream=True, timeout=30) as response:
+        assert response.status_code == 200
+        assert next(response.iter_content(64 * 1024))
+    download = stack.app.provider.downloads.active("", BIG_PATH)
+    assert download is not None and download.written < len(BIG)
+
+    stack.server.stop()
+
+    assert download.join(0)  # its thread is over
+    assert download.state is DownloadState.FAILED
+    assert stack.app.provider.downloads.count() == 0
+    assert temp_files(stack.app) == []  # the temp file is gone, and nothing was published
+    assert cache_key_after_stop(stack.app, BIG_PATH) is None
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+            and r.name.startswith("balupi")] == []
+
+
+def cache_key_after_stop(app, path: str):
+    """The file's content key, read from the database file (the app's connection is closed)."""
+    with sqlite3.connect(Path(app.settings.data_dir) / DB_FILENAME) as conn:
+        (key,) = conn.execute("SELECT cache_key FROM entries WHERE view = '' AND path = ?", (path,)).fetchone()
+    return key
+
+
+def test_a_download_refused_for_want_of_a_slot_gives_back_the_room_it_reserved(stack_factory, tmp_path, monkeypatch):
+    """The cache reserves a file's size before its download starts; a download that then could not
+    start (every slot taken: NasBusy) kept that reservation until BaluPi restarted, so each refused
+    prefetch made the cache look fuller."""
+    import balupi.cache.downloads as downloads_module
+    from balupi.errors import NasBusy
+
+    monkeypatch.setattr(downloads_module, "DOWNLOAD_SLOT_WAIT_S", 0.2)
+    other = "/videos/other.mp4"
+    stack = stack_with(stack_factory, tmp_path, {BIG_PATH: BIG, other: BIG[:MIB]},
+                       server_threads=5, http_max_requests_per_client=4)  # one download slot
+    listing(stack, "/")
+    listing(stack, "/videos")
+    provider = stack.app.provider
+    stack.nas.faults.bandwidth_bytes_per_s = 1 * MIB  # the first download holds the slot for seconds
+    provider.start_download(provider.index.get("", BIG_PATH), wake=False)
+    reserved = provider.cache._reserved
+
+    with pytest.raises(NasBusy):
+        provider.start_download(provider.index.get("", other), wake=False)
+
+    assert provider.cache._reserved == reserved
+    stack.nas.faults.bandwidth_bytes_per_s = None
+    wait_downloads_idle(stack.app)
+    assert provider.cache._reserved == 0

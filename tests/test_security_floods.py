@@ -107,10 +107,13 @@ def test_locks_per_resource_and_per_view_are_capped(users, monkeypatch):
         assert response.status_code == 200
         tokens.append(response.headers["Lock-Token"])
     assert lock(users, BOB_AUTH, "/a.txt").status_code == 507
-    # bob's locks send bob's listings through WsgiDAV (for lockdiscovery), not carol's: hers stay on
-    # the fast lane (its own multistatus prefix), streamed and cheap.
-    assert b"<D:multistatus" in dav(users, "PROPFIND", "/", auth=CAROL_AUTH, headers={"Depth": "1"}).content
-    assert b"<D:multistatus" not in dav(users, "PROPFIND", "/", auth=BOB_AUTH, headers={"Depth": "1"}).content
+    # Both listings stay on the fast lane (its own multistatus prefix), streamed and cheap: bob's
+    # shows his 32 locks on /a.txt (decision 260), carol's none of them.
+    bobs = dav(users, "PROPFIND", "/", auth=BOB_AUTH, headers={"Depth": "1"}).content
+    carols = dav(users, "PROPFIND", "/", auth=CAROL_AUTH, headers={"Depth": "1"}).content
+    assert b"<D:multistatus" in bobs and b"<D:multistatus" in carols
+    assert bobs.count(b"<D:activelock>") == len(tokens) and all(t.strip("<>").encode() in bobs for t in tokens)
+    assert b"<D:activelock>" not in carols
     assert lock(users, CAROL_AUTH, "/c.txt").status_code == 200  # carol's file, carol's view
     # Releasing one makes room again; the lookup by token finds it among the others.
     assert dav(users, "UNLOCK", "/a.txt", auth=BOB_AUTH, headers={"Lock-Token": tokens[5]}).status_code == 204

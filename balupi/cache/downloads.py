@@ -8,7 +8,8 @@ page cache (decision 131); what every reader has been sent is then dropped from 
 (decision 190). The content becomes a cache entry only when complete and verified
 (byte count equals the NAS's Content-Length, and a HEAD afterwards shows the same ETag), by an
 atomic rename; anything else discards the temp file, so no partial entry is ever visible. A client that disconnects does not stop the download: the NAS is
-awake now, and the file will be asked for again.
+awake now, and the file will be asked for again. Stopping BaluPi (`Downloads.stop`) cancels the
+downloads that run and waits for their threads, before the store and the database close.
 
 Lock order: `Downloads._lock` before `Download._cond`; neither is held during network or disk I/O.
 `NasWaiters` (taken while waiting for a download slot) is a leaf.
@@ -20,6 +21,7 @@ import enum
 import logging
 import os
 import contextvars
+import socket
 import threading
 import time
 from pathlib import Path
@@ -74,11 +76,36 @@ class Download:
         self._sent: dict[int, int] = {}  # per following reader: the bytes it has been sent up to
         self._dropped = 0  # the temp file's bytes below this were given back to the page cache
         self._hasher = BlockHasher()  # checksums of the bytes as they come from the NAS
+        self._cancelled = threading.Event()
+        self._response = None  # the NAS's answer while its body is read (for `cancel`)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         # In the starting request's context: a wake this download needs is that request's (balupi.nas.wakes).
         context = contextvars.copy_context()
-        threading.Thread(target=context.run, args=(self._run,), name=f"balupi-fetch-{self.key[:8]}", daemon=True).start()
+        self._thread = threading.Thread(target=context.run, args=(self._run,), name=f"balupi-fetch-{self.key[:8]}",
+                                        daemon=True)
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """End this download unpublished (BaluPi is stopping): at the next block, or at once when
+        its read waits for the NAS (the connection is shut down, which wakes that read)."""
+        self._cancelled.set()
+        response = self._response
+        connection = getattr(getattr(response, "raw", None), "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed: the read ends anyway
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait for the download's thread to end; True if it has."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            return not self._thread.is_alive()
+        return True
 
     def _set(self, **changes) -> None:
         with self._cond:
@@ -90,7 +117,9 @@ class Download:
         try:
             self._download()
         except BaseException as exc:  # every failure ends in FAILED, with the temp file gone
-            if not isinstance(exc, (UpstreamMissing, UpstreamError, NasUnavailable)):
+            if self._cancelled.is_set():
+                log.info("download of %s cancelled: %s", self.entry.path, exc)
+            elif not isinstance(exc, (UpstreamMissing, UpstreamError, NasUnavailable)):
                 log.exception("download of %s failed", self.entry.path)
             else:
                 log.warning("download of %s failed: %s", self.entry.path, exc)
@@ -100,9 +129,16 @@ class Download:
         finally:
             self._on_finish(self)
 
+    def _stop_if_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise UpstreamError(f"download of {self.entry.path} stopped after {self.written} bytes: BaluPi is stopping")
+
     def _download(self) -> None:
+        self._stop_if_cancelled()
         response = self.client.request("GET", self.entry.path, wake=self.wake, stream=True, view=self.entry.view)
+        self._response = response
         with response:
+            self._stop_if_cancelled()
             if response.status_code == 404:
                 raise UpstreamMissing(self.entry.path)
             if response.status_code != 200:
@@ -120,6 +156,7 @@ class Download:
             hasher = self._hasher
             try:
                 while True:
+                    self._stop_if_cancelled()
                     block = raw.read(BLOCK_BYTES)
                     if not block:
                         break
@@ -134,6 +171,7 @@ class Download:
                     if done - self._dropped >= 2 * DROP_STEP_BYTES:
                         self._drop_cached(fd, min(done, self.written - DROP_STEP_BYTES))
             except Exception as exc:
+                self._stop_if_cancelled()  # our own doing, not the NAS's
                 self.client.monitor.note_unreachable(type(exc).__name__)
                 raise UpstreamError(f"connection dropped after {self.written} bytes: {type(exc).__name__}") from exc
         self._file.close()
@@ -141,6 +179,7 @@ class Download:
             raise UpstreamError(f"short body: {self.written} of {self.size_bytes} bytes")
         if self.size_bytes is None:
             self.size_bytes = self.written
+        self._stop_if_cancelled()  # not published unverified, and no ETag check that may wait for the NAS
         self._verify_and_publish()
         with self._cond:
             self.state = DownloadState.DONE
@@ -210,13 +249,16 @@ class Download:
         """Yield bytes [start, end) as they arrive (end None: to the end of the file); with `spans`,
         as `FileSpan`s of the temp file (only for a connection whose environ has `balupi.sendfile`)."""
         token = object()
-        with self._cond:
-            self.readers += 1
-            self._sent[id(token)] = start
         try:
             fd = os.open(self.tmp, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
-            fd = self.store.open_content(self.key)
+            try:
+                fd = self.store.open_content(self.key)
+            except FileNotFoundError:  # neither landing nor published: it failed before this reader
+                raise UpstreamError(f"download failed before this reader started: {self.error}") from None
+        with self._cond:
+            self.readers += 1
+            self._sent[id(token)] = start
         self._hold(self.key)
         file = os.fdopen(fd, "rb", buffering=0, closefd=False) if spans else None
         try:
@@ -266,6 +308,7 @@ class Downloads:
         self._lock = threading.Lock()
         self._slot_free = threading.Condition(self._lock)
         self._active: dict[tuple[str, str], Download] = {}
+        self._stopping = False
         self.started = 0
 
     def get_or_start(self, entry: Entry, reserved_bytes: int = 0, wake: bool = True) -> tuple[Download, bool]:
@@ -277,6 +320,8 @@ class Downloads:
         key = (entry.view, entry.path)
         waiters = self.client.monitor.waiters
         with self._lock:
+            if self._stopping:
+                raise NasUnavailable("BaluPi is stopping", retry_after_s=5)
             download = self._active.get(key)
             if download is not None:
                 download.wake = download.wake or wake
@@ -288,6 +333,8 @@ class Downloads:
                 waiters.enter(f"a download slot for {entry.path}")
                 deadline = time.monotonic() + DOWNLOAD_SLOT_WAIT_S
                 while len(self._active) >= waiters.limit:
+                    if self._stopping:
+                        raise NasUnavailable("BaluPi is stopping", retry_after_s=5)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise NasBusy(f"{waiters.limit} downloads from the NAS are running; try again shortly",
@@ -320,3 +367,19 @@ class Downloads:
     def count(self) -> int:
         with self._lock:
             return len(self._active)
+
+    def stop(self, timeout_s: float) -> bool:
+        """Refuse new downloads, cancel the running ones (nothing unfinished is published) and wait
+        up to `timeout_s` for their threads: a download must not write to the store or the index
+        after they are closed. True if every one ended."""
+        with self._lock:
+            self._stopping = True
+            running = list(self._active.values())
+            self._slot_free.notify_all()
+        for download in running:
+            download.cancel()
+        deadline = time.monotonic() + timeout_s
+        left = [d.entry.path for d in running if not d.join(max(0.0, deadline - time.monotonic()))]
+        if left:
+            log.warning("stopping with %d download(s) still running: %s", len(left), ", ".join(left))
+        return not left

@@ -20,7 +20,7 @@ from typing import Protocol
 from balupi.cache.downloads import Download, Downloads
 from balupi.cache.index import Entry, Index
 from balupi.cache.manager import CacheManager
-from balupi.errors import NasBusy
+from balupi.errors import NasBusy, NasUnavailable
 from balupi.nas.monitor import NasMonitor
 from balupi.settings import Settings
 
@@ -107,7 +107,12 @@ class Prefetcher:
                     if not self.monitor.is_awake():
                         result.stopped = "the NAS stopped being awake"
                         return
-                    if self._fetch(entry):
+                    try:
+                        fetched = self._fetch(entry)
+                    except NasUnavailable as exc:  # no new download may start (BaluPi is stopping)
+                        result.stopped = str(exc)
+                        return
+                    if fetched:
                         result.files += 1
                         result.bytes += entry.size
 

@@ -33,7 +33,7 @@ from balupi.dav import propfind
 from balupi.cache.downloads import UpstreamError, UpstreamMissing
 from balupi.cache.index import Entry
 from balupi.dav.provider import WRITE_METHODS
-from balupi.errors import InsufficientStorage, NasUnavailable
+from balupi.errors import AnswerCut, InsufficientStorage, NasUnavailable
 from balupi.events import Event
 from balupi.httpfields import etag_list, http_date, parse_http_date
 from balupi.httpio import FileSpan
@@ -404,9 +404,10 @@ class FastLane:
     def propfind(self, environ: dict, start_response: Callable, path: str) -> Iterable[bytes]:
         """Depth 0/1 PROPFIND of live properties, the multistatus built from one index query.
 
-        Dead properties are included (Windows leaves Win32* times on everything it copies). Anything
-        this does not cover exactly like WsgiDAV (propname, <include>, locks in play, Depth infinity,
-        a chunked body) goes on to WsgiDAV.
+        Dead properties are included (Windows leaves Win32* times on everything it copies), and the
+        lock discovery of locked members (Office holds a lock on every open document). Anything this
+        does not cover exactly like WsgiDAV (propname, <include>, Depth infinity, a chunked body, an
+        If header, a lock whose owner is not well-formed XML) goes on to WsgiDAV.
         """
         depth = environ.get("HTTP_DEPTH", "infinity")
         if depth not in ("0", "1") or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -431,9 +432,11 @@ class FastLane:
         if depth == "1" and entry.is_dir:
             provider.ensure_listed(entry)
             children = parts.index.listing_rows(view, entry.path)
-        if propfind.locks_in_play(parts.db, view):
+        held = propfind.listing_locks(parts.db, entry, with_members=bool(children))
+        if held is None:  # a lock it cannot show as WsgiDAV does
             return self.next_app(environ, start_response)
-        chunks = propfind.multistatus_chunks(provider.mount_path + provider.share_path, entry, children, request, parts.db)
+        chunks = propfind.multistatus_chunks(provider.mount_path + provider.share_path, entry, children, request,
+                                             parts.db, held)
         first = next(chunks)
         second = next(chunks, None)
         headers = [("Content-Type", "application/xml; charset=utf-8")]
@@ -475,7 +478,7 @@ class FastLane:
         start_response("200 OK", headers + [("Content-Length", str(size))])
         parts.stats.miss_bytes += size
         parts.events.emit(Event.MISS_SERVED, user=environ.get("wsgidav.auth.user_name") or "", path=entry.path, size_bytes=size)
-        return download.stream(spans=bool(environ.get("balupi.sendfile")))
+        return _until_cut(download.stream(spans=bool(environ.get("balupi.sendfile"))), entry.path)
 
     def _pass_through(self, environ, start_response, entry: Entry, ranges, headers) -> Iterable[bytes]:
         """A ranged (or too large to cache) miss: ask the NAS for exactly that; cache the file behind it."""
@@ -503,15 +506,35 @@ class FastLane:
             out += [("Last-Modified", response.headers["Last-Modified"])] if "Last-Modified" in response.headers else []
         start_response(f"{response.status_code} {response.reason}", out)
         if ranges is not None:
-            provider.start_download(entry)  # the whole file, into the cache, behind this answer
+            try:
+                provider.start_download(entry)  # the whole file, into the cache, behind this answer
+            except NasUnavailable as exc:  # every download slot taken: the head is sent, answer anyway
+                log.info("not caching %s behind a ranged answer: %s", entry.path, exc)
 
         def body() -> Iterator[bytes]:
+            sent = 0
             with response:
                 while True:
-                    block = response.raw.read(BLOCK_BYTES)
+                    try:
+                        block = response.raw.read(BLOCK_BYTES)
+                    except Exception as exc:  # urllib3's ProtocolError, ReadTimeoutError...: the NAS broke off
+                        parts.client.monitor.note_unreachable(type(exc).__name__)
+                        raise UpstreamError(f"the NAS broke off after {sent} bytes: {type(exc).__name__}") from exc
                     if not block:
                         return
+                    sent += len(block)
                     parts.stats.miss_bytes += len(block)
                     yield block
 
-        return body()
+        return _until_cut(body(), entry.path)
+
+
+def _until_cut(blocks: Iterator, path: str) -> Iterator:
+    """The body of a miss's answer, whose head (and length) the client already has. When the NAS
+    breaks off the body it comes from, the answer ends by closing the client's connection, so the
+    client sees a short body; a line in the log, not a traceback (decision 240)."""
+    try:
+        yield from blocks
+    except UpstreamError as exc:
+        log.info("the answer to GET %s was cut short: %s", path, exc)
+        raise AnswerCut(f"GET {path} cut short: {exc}") from None

@@ -37,10 +37,33 @@ _COLUMNS = "token, root, depth, scope, type, owner, principal, timeout, expire"
 OWNS = ("dav_locks",)
 
 
-def any_in_view(db: Database, view: str) -> bool:
-    """Whether any lock exists in `view` (another view's locks are invisible to it)."""
-    lo = storage_url(view, "/")
-    return db.query_one("SELECT 1 FROM dav_locks WHERE root >= ? AND root < ? LIMIT 1", (lo, lo[:-1] + "0")) is not None
+def listing_locks(db: Database, view: str, root: str, with_members: bool) -> list[dict]:
+    """The unexpired locks of `view` rooted at `root` (a normalized lock root, as
+    `normalize_lock_root` makes it) and, with `with_members`, at its direct members: the locks whose
+    discovery a Depth 0 or 1 PROPFIND of `root` shows (WsgiDAV's lockdiscovery shows a resource's
+    own locks only, see balupi.dav.propfind). Oldest first on each root, as WsgiDAV reads them.
+
+    Only reads: an expired lock is left out, not purged (WsgiDAV's storage purges them when it
+    next reads; a PROPFIND should not need a write transaction)."""
+    stored = storage_url(view, root)
+    sql, params = f"SELECT {_COLUMNS} FROM dav_locks WHERE root = ?", [stored]
+    if with_members:
+        lo, hi = subtree_bounds(stored)
+        sql += " OR (root > ? AND root < ? AND instr(substr(root, ?), '/') = 0)"
+        params += [lo, hi, len(lo) + 1]
+    now = time.time()
+    cut = len(storage_url(view, ""))
+    found = []
+    for row in db.query(sql + " ORDER BY root, rowid", tuple(params)):
+        if 0 <= row[8] < now:
+            continue
+        owner = row[5]
+        found.append({
+            "token": row[0], "root": row[1][cut:], "depth": row[2], "scope": row[3], "type": row[4],
+            "owner": owner.encode() if isinstance(owner, str) else bytes(owner or b""), "principal": row[6] or "",
+            "timeout": row[7], "expire": row[8],
+        })
+    return found
 
 
 def _unscoped(stored_root: str) -> str | None:

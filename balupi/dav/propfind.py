@@ -3,7 +3,8 @@
 WsgiDAV builds a PROPFIND answer by asking each member for each property and assembling an
 element tree: about 90 us per member per request on this machine, a second for a large folder on
 the Pi. Here the same live properties (RFC 4918, plus lock support) are written straight from the
-index's rows, plus the dead properties stored for them. The values are identical to WsgiDAV's,
+index's rows, plus the dead properties stored for them and the discovery of the locks held on them
+(`listing_locks`, one query; decision 260). The values are identical to WsgiDAV's,
 except that `getetag` carries its quotes, as RFC 4918 says it must (the resources return it quoted
 to WsgiDAV too).
 
@@ -55,10 +56,12 @@ TAIL = "</D:multistatus>"
 OK = "<D:status>HTTP/1.1 200 OK</D:status>"
 NOT_FOUND = "<D:status>HTTP/1.1 404 Not Found</D:status>"
 
-# A member's values, by their place in the templates' fields ({0} ... {7}; a <prop> request's dead
-# properties follow from {8} on).
-HREF, CREATED, LENGTH, TYPE, MODIFIED, NAME, ETAG, ALL_DEAD = range(8)
-FIRST_DEAD = 8
+NO_LOCKS = "<D:lockdiscovery/>"
+
+# A member's values, by their place in the templates' fields ({0} ... {8}; a <prop> request's dead
+# properties follow from {9} on).
+HREF, CREATED, LENGTH, TYPE, MODIFIED, NAME, ETAG, ALL_DEAD, LOCKS = range(9)
+FIRST_DEAD = 9
 
 # Names that `quote` changes at most by turning spaces into "%20" (with "/", which joins names).
 _HREF_PLAIN = re.compile(r"[A-Za-z0-9_.~!*'(),$|%/-]*\Z").match  # quote(name, safe=HREF_SAFE)
@@ -89,10 +92,60 @@ def parse_request(body: bytes) -> PropfindRequest | None:
     return None
 
 
-def locks_in_play(db: Database, view: str) -> bool:
-    """Whether any lock exists in `view` (then WsgiDAV builds the answer, with its lockdiscovery).
-    Another view's locks are invisible to this one, so they do not send its listings the slow way."""
-    return locks.any_in_view(db, view)
+def lock_root(entry: Entry) -> str:
+    """`entry`'s lock root as WsgiDAV keys its locks (`normalize_lock_root` of its ref URL)."""
+    return "/" + quote(entry.path).strip("/")
+
+
+def listing_locks(db: Database, entry: Entry, with_members: bool) -> dict[str, list[dict]] | None:
+    """The locks whose discovery the answer for `entry` (and, `with_members`, its members) shows,
+    by lock root, each with its owner's XML as "owner_xml"; None when one of them cannot be written
+    as WsgiDAV writes it (then WsgiDAV builds the answer).
+
+    WsgiDAV's lockdiscovery of a resource (`DAVResource.get_property_value`) lists
+    `get_url_lock_list(ref URL)`: the locks rooted at that resource, not those it is under by a
+    depth-infinity lock on a folder above it. Only `entry`'s view's locks; expired ones are not shown
+    (WsgiDAV's storage leaves them out too)."""
+    found: dict[str, list[dict]] = {}
+    for lock in locks.listing_locks(db, entry.view, lock_root(entry), with_members):
+        owner_xml = _owner_xml(lock["owner"])
+        if (owner_xml is None or lock["type"] != "write" or lock["scope"] not in ("exclusive", "shared")
+                or lock["depth"] not in ("0", "infinity")):
+            return None
+        lock["owner_xml"] = owner_xml
+        found.setdefault(lock["root"], []).append(lock)
+    return found
+
+
+def _owner_xml(owner: bytes) -> str | None:
+    """A lock's owner (the <owner> element of its LOCK request, as WsgiDAV stored it: XML with a
+    declaration) as a fragment to put into <D:activelock>; "" for none, None if it is not one
+    well-formed element (WsgiDAV's own answer then says what it says about that)."""
+    if not owner:
+        return ""
+    try:
+        ET.fromstring(owner)
+        return props.element_xml(owner).decode("utf-8").rstrip()
+    except Exception:  # not well-formed, refused (entities, DTD) or not UTF-8
+        return None
+
+
+def lock_discovery(found: list[dict], href: str) -> str:
+    """<D:lockdiscovery> of a resource at `href` with the locks `found` rooted at it, each
+    <D:activelock> as WsgiDAV writes it: locktype, lockscope, depth, owner, timeout (the seconds
+    left, "Second-N"), locktoken, lockroot (the resource itself, its `href`)."""
+    now = time.time()
+    parts = ["<D:lockdiscovery>"]
+    for lock in found:
+        # (at least 0: a large answer streamed to a slow client may reach a lock after it ran out)
+        timeout = "Infinite" if lock["timeout"] < 0 else f"Second-{max(0, int(lock['expire'] - now))}"
+        parts.append(
+            f"<D:activelock><D:locktype><D:{lock['type']}/></D:locktype><D:lockscope><D:{lock['scope']}/></D:lockscope>"
+            f"<D:depth>{lock['depth']}</D:depth>{lock['owner_xml']}<D:timeout>{timeout}</D:timeout>"
+            f"<D:locktoken><D:href>{escape(lock['token'])}</D:href></D:locktoken>"
+            f"<D:lockroot><D:href>{escape(href)}</D:href></D:lockroot></D:activelock>")
+    parts.append("</D:lockdiscovery>")
+    return "".join(parts)
 
 
 def ref_url(entry: Entry) -> str:
@@ -144,7 +197,7 @@ def _live_fragments(is_dir: bool, has_etag: bool) -> dict[str, list]:
         "creationdate": ["<D:creationdate>", CREATED, "</D:creationdate>"],
         "getlastmodified": ["<D:getlastmodified>", MODIFIED, "</D:getlastmodified>"],
         "displayname": ["<D:displayname>", NAME, "</D:displayname>"],
-        "lockdiscovery": ["<D:lockdiscovery/>"],
+        "lockdiscovery": [LOCKS],
         "supportedlock": [SUPPORTED_LOCK],
     }
     if not is_dir:
@@ -241,9 +294,10 @@ def _empty(clark: str) -> str:
 
 
 def multistatus_chunks(mount: str, entry: Entry, children: list[tuple], request: PropfindRequest,
-                       db: Database) -> Iterator[bytes]:
+                       db: Database, held: dict[str, list[dict]] | None = None) -> Iterator[bytes]:
     """The answer for `entry` and its `children` (rows of `Index.listing_rows`; none for Depth 0),
-    in pieces of about CHUNK_BYTES (the last one smaller)."""
+    in pieces of about CHUNK_BYTES (the last one smaller). `held`: the locks to show, by lock root
+    (`listing_locks`)."""
     templates = _Templates(request)
     dead_urls = props.urls_with_props(db, entry.view, entry.path)
     path = entry.path if entry.path != "/" else ""
@@ -251,14 +305,17 @@ def multistatus_chunks(mount: str, entry: Entry, children: list[tuple], request:
     own_ref = storage_url(entry.view, ref_url(entry))
     own_row = (entry.name, entry.is_dir, entry.size, entry.mtime, entry.ctime, entry.etag, entry.content_type)
     own_dead = props.stored_values_of(db, [own_ref]).get(own_ref, []) if own_ref in dead_urls else []
-    out = [HEAD, _render(templates, own_row, own_href, own_dead)]
+    held = held or {}
+    own_root = lock_root(entry)
+    out = [HEAD, _render(templates, own_row, own_href, own_dead, held.get(own_root, ()))]
     size = len(out[1])
     href_prefix = quote(mount + path + "/", safe=HREF_SAFE)
     names = [row[0] for row in children]
     dead_of = _DeadReader(db, dead_urls, storage_url(entry.view, quote(path + "/")), children, names) if dead_urls else None
+    locks_of = _member_locks(held, own_root, names)
     for i, (row, segment) in enumerate(zip(children, _segments(names, HREF_SAFE, _HREF_PLAIN))):
         href = href_prefix + segment + "/" if row[1] else href_prefix + segment
-        piece = _render(templates, row, href, dead_of(i) if dead_of is not None else ())
+        piece = _render(templates, row, href, dead_of(i) if dead_of is not None else (), locks_of.get(i, ()))
         out.append(piece)
         size += len(piece)
         if size >= CHUNK_BYTES:
@@ -266,6 +323,15 @@ def multistatus_chunks(mount: str, entry: Entry, children: list[tuple], request:
             out, size = [], 0
     out.append(TAIL)
     yield "".join(out).encode("utf-8")
+
+
+def _member_locks(held: dict[str, list[dict]], own_root: str, names: list[str]) -> dict[int, list[dict]]:
+    """{member number: its locks} of a listing's members that have locks (most often none)."""
+    if not any(root != own_root for root in held):
+        return {}
+    prefix = own_root.rstrip("/") + "/"
+    return {i: held[prefix + segment] for i, segment in enumerate(_segments(names, "/", _REF_PLAIN))
+            if prefix + segment in held}
 
 
 class _DeadReader:
@@ -288,13 +354,14 @@ class _DeadReader:
         return self.values.get(self.refs[i], ())
 
 
-def _render(templates: _Templates, row: tuple, href: str, dead: list[tuple[str, bytes]] | tuple) -> str:
+def _render(templates: _Templates, row: tuple, href: str, dead: list[tuple[str, bytes]] | tuple,
+            held: list[dict] | tuple = ()) -> str:
     """One member's <D:response>: its values put into its kind's template."""
     name, is_dir, size, mtime, ctime, etag, content_type = row
     if "&" in name or "<" in name or ">" in name:
         name = escape(name)
     if is_dir:
-        values = [href, _rfc3339(ctime), size, "", http_date(mtime), name, "", ""]
+        values = [href, _rfc3339(ctime), size, "", http_date(mtime), name, "", "", NO_LOCKS]
     else:
         if etag:
             etag_text = f'"{etag}"'
@@ -302,7 +369,10 @@ def _render(templates: _Templates, row: tuple, href: str, dead: list[tuple[str, 
                 etag_text = escape(etag_text)
         else:
             etag_text = ""
-        values = [href, _rfc3339(ctime), size, _content_type(content_type), http_date(mtime), name, etag_text, ""]
+        values = [href, _rfc3339(ctime), size, _content_type(content_type), http_date(mtime), name, etag_text, "",
+                  NO_LOCKS]
+    if held:
+        values[LOCKS] = lock_discovery(held, href)
     if not dead:
         return templates.get(bool(is_dir), bool(etag))(values)
     if templates.request.allprop:

@@ -184,7 +184,11 @@ class CacheProvider(DAVProvider):
             return running
         if not self.cache.admit(entry.size):
             return None
-        download, started = self.downloads.get_or_start(entry, reserved_bytes=entry.size, wake=wake)
+        try:
+            download, started = self.downloads.get_or_start(entry, reserved_bytes=entry.size, wake=wake)
+        except BaseException:  # NasBusy, or BaluPi is stopping: the room admitted for it is not used
+            self.cache.release(entry.size)
+            raise
         if not started:
             self.cache.release(entry.size)  # someone else started it meanwhile
         return download

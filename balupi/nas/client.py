@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import requests
 from defusedxml import ElementTree as ET
 
-from balupi.errors import NasUnavailable, NoViewCredentials
+from balupi.errors import NasAnswerUnreadable, NasUnavailable, NoViewCredentials
 from balupi.httpfields import parse_http_date, strip_etag
 from balupi.nas.monitor import NasMonitor, NasState
 from balupi.nas.tls import configure_session
@@ -191,6 +191,13 @@ class NasClient:
                     self.monitor.ensure_awake(reason=cause_for_request(f"{method} {path} (retry)", "/" + path.strip("/")))
                     continue
                 raise NasUnavailable(f"the NAS did not answer {method} {path}: {type(exc).__name__}") from exc
+            except requests.RequestException as exc:
+                # It answered, but HTTP cannot read the answer (a body that does not decode, a header
+                # that does not parse, redirects without end): unavailable for now, never a crash
+                # in a client's request or a job (decision 240).
+                log.warning("the NAS's answer to %s %s could not be read: %s", method, path, exc)
+                raise NasAnswerUnreadable(f"the NAS's answer to {method} {path} could not be read: "
+                                          f"{type(exc).__name__}") from exc
             self.monitor.note_success()
             if user is not None and response.status_code == 401 and self.on_credentials_rejected is not None:
                 self.on_credentials_rejected(user)
@@ -217,7 +224,11 @@ class NasClient:
             return None
         if response.status_code != 207:
             raise NasUnavailable(f"PROPFIND {path} on the NAS answered {response.status_code}")
-        return list(self._parse_multistatus(response.content))
+        try:
+            return list(self._parse_multistatus(response.content))
+        except (ET.ParseError, ValueError) as exc:  # defusedxml's refusals (a DTD, entities) are ValueErrors
+            log.warning("the NAS's listing of %s could not be read: %s", path or "/", exc)
+            raise NasAnswerUnreadable(f"the NAS's listing of {path or '/'} could not be read") from exc
 
     def _parse_multistatus(self, body: bytes) -> Iterator[RemoteEntry]:
         root = ET.fromstring(body)

@@ -9,12 +9,16 @@ All switches can be changed at runtime (thread-safe), from Python or as JSON via
   close the connection (the client sees a truncated body).
 - ``drop_put(after_bytes, count, path)``: read `after_bytes` of a PUT body, then close the
   connection without answering. The target file is left untouched.
+- ``garble(count, method, path, encoding)``: answer as usual (status, headers, length), but with
+  every byte of the body replaced by NUL, so that neither an XML parser nor a JSON one can read it
+  (a NAS or a proxy in front of it mangling its answers). With `encoding` (e.g. "gzip"), the answer
+  also claims that Content-Encoding, so an HTTP client fails to decode the body itself.
 - ``never_wake``: magic packets are recorded but ignored.
 
 `count` is how many matching requests the rule applies to (None: every matching one until
 cleared); each matching request uses one, whether or not its body was long enough to be cut.
-`path` matches as a prefix of the request path; drop rules default to the WebDAV prefix so that
-API polls do not use them up.
+`path` matches as a prefix of the request path; drop and garble rules default to the WebDAV prefix
+so that API polls do not use them up.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Rule:
     method: str | None = None  # e.g. "GET"; None: any
     after_bytes: int = 0  # drop rules
     status: int = 503  # fail rule
+    encoding: str | None = None  # garble rule: the Content-Encoding the garbled answer claims
 
     def matches(self, method: str, path: str) -> bool:
         if self.remaining is not None and self.remaining <= 0:
@@ -70,6 +75,7 @@ class Faults:
             self._fail: Rule | None = None
             self._drop_get: Rule | None = None
             self._drop_put: Rule | None = None
+            self._garble: Rule | None = None
 
     # --- setters -----------------------------------------------------------------------------
 
@@ -95,6 +101,13 @@ class Faults:
             self._drop_put = Rule(remaining=count, path=path, method="PUT",
                                   after_bytes=max(0, int(after_bytes)))
 
+    def garble(self, count: int | None = 1, *, method: str | None = None,
+               path: str | None = DAV_PATH_PREFIX, encoding: str | None = None) -> None:
+        """Replace the body of the next `count` matching answers by as many NUL bytes (claiming
+        Content-Encoding `encoding`, if given)."""
+        with self._lock:
+            self._garble = Rule(remaining=count, path=path, method=method, encoding=encoding or None)
+
     # --- used by the request handler ---------------------------------------------------------
 
     def _take(self, name: str, method: str, path: str) -> Rule | None:
@@ -118,6 +131,9 @@ class Faults:
         rule = self._take("_drop_put", method, path)
         return rule.after_bytes if rule else None
 
+    def take_garble(self, method: str, path: str) -> Rule | None:
+        return self._take("_garble", method, path)
+
     # --- JSON --------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
@@ -132,17 +148,18 @@ class Faults:
                 "fail": rule(self._fail),
                 "drop_get": rule(self._drop_get),
                 "drop_put": rule(self._drop_put),
+                "garble": rule(self._garble),
             }
 
     def update(self, data: dict) -> None:
         """Apply a (partial) JSON description, e.g. from POST /faults on the control port.
 
         Keys: clear (bool, applied first), latency_s, bandwidth_bytes_per_s, never_wake, and
-        fail / drop_get / drop_put as an object of the keyword arguments of the method of that
+        fail / drop_get / drop_put / garble as an object of the keyword arguments of the method of that
         name (`count` included), or null to switch that rule off.
         """
         known = {"clear", "latency_s", "bandwidth_bytes_per_s", "never_wake", "fail", "drop_get",
-                 "drop_put"}
+                 "drop_put", "garble"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
@@ -156,7 +173,7 @@ class Faults:
                 self.bandwidth_bytes_per_s = float(value) if value else None
             if "never_wake" in data:
                 self.never_wake = bool(data["never_wake"])
-        for name in ("fail", "drop_get", "drop_put"):
+        for name in ("fail", "drop_get", "drop_put", "garble"):
             if name not in data:
                 continue
             spec = data[name]
@@ -259,7 +276,7 @@ def read_then_drop(stream, after_bytes: int, cheroot_req, before_abort=None) -> 
 
 
 class ResponseBody:
-    """Response iterable wrapper: bandwidth cap, mid-body drop, and a completion callback.
+    """Response iterable wrapper: bandwidth cap, mid-body drop, garbling, and a completion callback.
 
     `on_done(body)` runs once, *before* the client can have seen the end of the response: just
     before the last piece is handed to the server (with one piece of look-ahead), when the body
@@ -268,8 +285,9 @@ class ResponseBody:
     """
 
     def __init__(self, inner, *, rate_bytes_per_s: float | None, drop_after_bytes: int | None,
-                 halt: threading.Event, cheroot_req, on_done):
+                 halt: threading.Event, cheroot_req, on_done, garble: bool = False):
         self._inner = inner
+        self._garble = garble
         self._pacer = _Pacer(rate_bytes_per_s, halt)
         self._drop_after = drop_after_bytes
         self._req = cheroot_req
@@ -289,6 +307,8 @@ class ResponseBody:
         try:
             pending = None  # one piece of look-ahead, to know which piece is the last
             for chunk in self._inner:
+                if self._garble:
+                    chunk = bytes(len(chunk))
                 view = memoryview(chunk)
                 while view:
                     piece = bytes(view[: self._pacer.piece_size()])

@@ -274,18 +274,24 @@ class NasApp:
                     read_then_drop(environ["wsgi.input"], drop_after, req,
                                    before_abort=lambda: sim.finish_request(record, None))
             drop_get_after = faults.take_drop_get(method, path)
+            garble = faults.take_garble(method, path)
+            if garble is not None:
+                record.fault = "garble"
 
             def recording_start_response(status, headers, exc_info=None):
                 record.status = int(status.split(" ", 1)[0])
+                if garble is not None and garble.encoding:
+                    headers = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
+                    headers.append(("Content-Encoding", garble.encoding))
                 return start_response(status, headers, exc_info)
 
             inner = self.route(environ, recording_start_response, method, path, user, role)
-            return self._wrap(inner, record, halt, req, drop_get_after, faults)
+            return self._wrap(inner, record, halt, req, drop_get_after, faults, garble=garble is not None)
         except BaseException:  # SimulatedDrop included: cheroot closes the connection quietly
             sim.finish_request(record, None)
             raise
 
-    def _wrap(self, inner, record, halt, req, drop_after, faults):
+    def _wrap(self, inner, record, halt, req, drop_after, faults, garble: bool = False):
         def on_done(body: ResponseBody) -> None:
             if body.dropped and record.fault is None:
                 record.fault = "drop_get" if drop_after is not None else "halted"
@@ -293,7 +299,7 @@ class NasApp:
 
         return ResponseBody(inner, rate_bytes_per_s=faults.bandwidth_bytes_per_s,
                             drop_after_bytes=drop_after, halt=halt, cheroot_req=req,
-                            on_done=on_done)
+                            on_done=on_done, garble=garble)
 
     def route(self, environ, start_response, method, path, user, role):
         if path == "/api" or path.startswith("/api/"):

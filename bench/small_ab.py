@@ -7,8 +7,9 @@ A variant is `label=` (this tree), `label=@/path/to/tree` (another source tree, 
 --base-src) and/or settings `NAME=VALUE` separated by commas after the `=`
 (`gate=@/tmp/base,BALUPI_SERVER_THREADS=4`). Each round starts every variant afresh, in turn
 (the order rotates per round), with logins on and the NAS asleep (every GET a cache hit with a
-remembered Basic login, as dav_bench), and runs wrk on one 4 KiB file. For A/Bs of one
-request path on a shared machine; the full table is dav_bench's.
+remembered Basic login, as dav_bench), and runs wrk on one 4 KiB file, or with `--thumbs N` over N
+distinct 4 KiB files in turn (dav_bench's photo-grid load). For A/Bs of one request path on a
+shared machine; the full table is dav_bench's.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import time
 from pathlib import Path
 
 from bench import pi_class
-from bench.dav_bench import Plan, curl_get, first_login, upload, wrk_under_watch, SMALL_FILE_BYTES, RESULTS_DIR
+from bench.dav_bench import (Plan, curl_get, first_login, thumb_names, upload, warm_files, wrk_under_watch,
+                              write_round_robin_script, SMALL_FILE_BYTES, RESULTS_DIR)
 from bench.dav_servers import KINDS_BY_KEY, BASE_SRC_ENV, RunningServer, SimNasProcess
 
 
@@ -43,7 +45,7 @@ def parse_variant(text: str) -> tuple[str, str | None, dict[str, str]]:
 
 
 def one(label: str, source: str | None, env: dict[str, str], plan: Plan, data: Path, work: Path,
-        period_us: int | None, connections: int) -> dict:
+        period_us: int | None, connections: int, thumbs: int = 0) -> dict:
     kind = KINDS_BY_KEY["balupi-base" if source else "balupi"]
     if source:
         os.environ[BASE_SRC_ENV] = source
@@ -59,8 +61,17 @@ def one(label: str, source: str | None, env: dict[str, str], plan: Plan, data: P
                 cgroup.limit()
             url = server.url("small.bin")
             curl_get(url, SMALL_FILE_BYTES, server.auth)
+            script = None
+            if thumbs:
+                rels = thumb_names(thumbs)
+                warm_files(server, rels, SMALL_FILE_BYTES)
+                script = write_round_robin_script([kind.root_path + rel for rel in rels], plan.wrk_threads,
+                                                  work / "thumbs.lua")
+                url = server.url(rels[0])
+            nas_before = nas.counters()["request_count"]
             wrk = wrk_under_watch(server, url, dataclasses.replace(plan, wrk_connections=connections),
-                                  server.auth_headers()["Authorization"])
+                                  server.auth_headers()["Authorization"], script)
+            wrk["nas_requests_during"] = nas.counters()["request_count"] - nas_before
             wrk["rss_mb"] = round(server.rss_bytes() / 1e6, 1)
             return wrk
     finally:
@@ -75,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--wrk-seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--thumbs", type=int, default=0,
+                        help="wrk over this many distinct 4 KiB files in turn instead of one file")
     parser.add_argument("--pi-class", action="store_true")
     parser.add_argument("--perf", action="store_true")
     parser.add_argument("--tmpdir", default="/var/tmp")
@@ -87,12 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(tmp) / "data"
         data.mkdir()
         (data / "small.bin").write_bytes(os.urandom(SMALL_FILE_BYTES))
+        if args.thumbs:
+            (data / "thumbs").mkdir()
+            for name in thumb_names(args.thumbs):
+                (data / name).write_bytes(os.urandom(SMALL_FILE_BYTES))
         for r in range(args.rounds):
             order = variants[r % len(variants):] + variants[:r % len(variants)]
             for label, source, env in order:
                 work = Path(tmp) / f"{label}-{r}"
                 try:
-                    res = one(label, source, env, plan, data, work, period, args.connections)
+                    res = one(label, source, env, plan, data, work, period, args.connections, args.thumbs)
                 except Exception as exc:  # noqa: BLE001 - a failed variant is a result too
                     res = {"error": f"{type(exc).__name__}: {exc}"}
                 res["load"] = round(os.getloadavg()[0], 2)
@@ -100,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r} {label}: " + (res["error"] if "error" in res else
                       f"{res['requests_per_s']:.0f}/s, {res['server_cpu_us_per_request']:.0f} us, "
                       f"{res['switches_per_request']:.1f} sw ({res['voluntary_switches_per_request']:.1f} vol), "
-                      f"thr {res.get('throttled_us_per_request', 0):.0f} us, load {res['load']}"), flush=True)
+                      f"thr {res.get('throttled_us_per_request', 0):.0f} us, RSS {res['rss_mb']} MB, "
+                      f"NAS requests {res['nas_requests_during']}, load {res['load']}"), flush=True)
     print()
     for label, runs in results.items():
         ok = [x for x in runs if "error" not in x]

@@ -357,3 +357,21 @@ def test_index_get_looks_for_outside_commits_at_most_once_per_interval(tmp_path,
     finally:
         database.raw().set_trace_callback(None)
         database.close()
+
+
+def test_index_gets_memo_holds_at_most_get_memo_rows_per_thread(tmp_path):
+    """A photo grid asks for hundreds of distinct files: each of the 32 workers' memos stays small
+    (decision 186, amended: 256 rows per thread were 18 MB of RSS over a 500-file grid)."""
+    from balupi.cache import index as index_module
+
+    database, index = _memo_index(tmp_path)
+    try:
+        for i in range(3 * index_module.GET_MEMO_ROWS):
+            index.put_file("", f"/t{i:04d}.jpg", "0" * 32, 4096, 1000.0, "image/jpeg", local_only=True, etag=f"e{i}")
+        largest = 0
+        for i in range(3 * index_module.GET_MEMO_ROWS):
+            assert index.get("", f"/t{i:04d}.jpg").size == 4096
+            largest = max(largest, len(index._get_memo.rows))
+        assert largest == index_module.GET_MEMO_ROWS <= 32
+    finally:
+        database.close()

@@ -93,7 +93,7 @@ class Entry:
         return self.cache_key is not None
 
 
-GET_MEMO_ROWS = 256  # per thread
+GET_MEMO_ROWS = 32  # per thread: 32 workers x 32 rows x ~1.2 KB (decision 186, amended)
 
 
 class Index:
